@@ -1,0 +1,1 @@
+"""Model-based L2O: unrolled networks (the LISTA family) and the progressive trainer."""

@@ -1,0 +1,1 @@
+"""Classic baselines, batched over problem instances and run inside tf.function."""

@@ -1,0 +1,148 @@
+"""Atomic result files, TensorBoard scalars and compact progress lines.
+
+Everything a long run writes goes through here so that an interrupted run never leaves a
+half-written file behind: :func:`atomic_write_json` and :func:`atomic_save_npy` write to a
+temporary file in the same directory and ``os.replace`` it over the target.
+"""
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+RESULT_KEYS = ("test", "method", "setting", "preset", "metric", "curve", "final", "paper",
+               "train_seconds", "train_steps", "config")
+
+
+def _json_default(value):
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if hasattr(value, "numpy"):
+        return _json_default(value.numpy())
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def _clean_floats(value):
+    """Replaces NaN/Inf by None so the file stays strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean_floats(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean_floats(v) for v in value]
+    return value
+
+
+def _atomic_write(path, write_fn, mode):
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+    try:
+        with os.fdopen(fd, mode) as handle:
+            write_fn(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def atomic_write_json(path, obj):
+    """Writes ``obj`` as indented JSON to ``path`` atomically (NaN/Inf become null)."""
+    text = json.dumps(_clean_floats(json.loads(json.dumps(obj, default=_json_default))),
+                      indent=1)
+    _atomic_write(path, lambda h: h.write(text + "\n"), "w")
+
+
+def atomic_save_npy(path, array):
+    """``np.save`` to ``path`` atomically."""
+    _atomic_write(path, lambda h: np.save(h, array), "wb")
+
+
+def read_json(path, default=None):
+    """Reads a JSON file, or returns ``default`` when it does not exist."""
+    if not os.path.exists(path):
+        return default
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def make_result(test, method, setting, preset, metric, curve, paper=None,
+                train_seconds=0.0, train_steps=0, config=None, **extra):
+    """Builds one ``results.json`` record in the schema of ``spec/interface.md``."""
+    curve = [float(v) for v in np.asarray(curve, dtype=np.float64).reshape(-1)]
+    record = {
+        "test": test, "method": method, "setting": setting, "preset": preset,
+        "metric": metric, "curve": curve, "final": curve[-1] if curve else None,
+        "paper": paper, "train_seconds": float(train_seconds),
+        "train_steps": int(train_steps), "config": dict(config or {}),
+    }
+    record.update(extra)
+    return record
+
+
+class TensorBoard:
+    """A thin scalar writer over ``tf.summary``; a no-op when ``logdir`` is None."""
+
+    def __init__(self, logdir):
+        self.logdir = logdir
+        self._writer = None
+
+    def scalar(self, name, value, step):
+        if self.logdir is None:
+            return
+        import tensorflow as tf  # pylint: disable=import-outside-toplevel
+        if self._writer is None:
+            self._writer = tf.summary.create_file_writer(self.logdir)
+        with self._writer.as_default():
+            tf.summary.scalar(name, float(value), step=int(step))
+
+    def scalars(self, values, step, prefix=""):
+        for name, value in values.items():
+            self.scalar(prefix + name, value, step)
+
+    def flush(self):
+        if self._writer is not None:
+            self._writer.flush()
+
+
+class Progress:
+    """Compact progress lines: ``[tag] k/total key=value ... (elapsed, eta)``.
+
+    Prints at most once every ``min_interval`` seconds unless ``force`` is given, so hot
+    loops can call it freely.
+    """
+
+    def __init__(self, tag, total=None, stream=None, min_interval=2.0):
+        self.tag = tag
+        self.total = total
+        self.stream = stream or sys.stdout
+        self.min_interval = min_interval
+        self.start = time.time()
+        self._last = 0.0
+
+    def update(self, done, force=False, **values):
+        now = time.time()
+        if not force and now - self._last < self.min_interval:
+            return
+        self._last = now
+        elapsed = now - self.start
+        parts = [f"[{self.tag}]"]
+        if self.total:
+            parts.append(f"{done}/{self.total}")
+            if done:
+                parts.append(f"eta {elapsed / done * (self.total - done):.0f}s")
+        else:
+            parts.append(str(done))
+        for key, value in values.items():
+            parts.append(f"{key}={value:.4g}" if isinstance(value, float) else
+                         f"{key}={value}")
+        parts.append(f"({elapsed:.0f}s)")
+        print(" ".join(parts), file=self.stream, flush=True)
