@@ -1,0 +1,144 @@
+"""Figures in the style of the paper's Figures 5-8, drawn from ``results.json`` records.
+
+One panel per (test, setting): NMSE (dB) against the layer for sparse recovery (Fig. 5,
+with the 0 dB point at layer 0), the modified relative loss against the iteration on log-log
+axes for Lasso (Fig. 6), the mean loss against the iteration for Rastrigin (Fig. 7, log-x)
+and the training loss for neural networks (Fig. 8, log-y).  The paper's value for each
+method is drawn as a hollow marker at the last x, in the method's colour, so every panel
+shows "ours vs paper" at a glance.
+"""
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  pylint: disable=wrong-import-position
+import numpy as np  # noqa: E402  pylint: disable=wrong-import-position
+
+# label, colour, marker: the paper's legend where it has one.
+STYLE = {
+    "lista": ("LISTA", "#9e9e9e", "+"),
+    "lista_cp": ("LISTA-CP", "#1f5fd6", "x"),
+    "lista_cpss": ("LISTA-CPSS", "#ff8c00", "D"),
+    "lfista": ("LFISTA", "#ff4500", "<"),
+    "lamp": ("LAMP", "#8a00c2", "s"),
+    "alista": ("ALISTA", "#228b22", "o"),
+    "glista": ("GLISTA", "#5a6a7a", ">"),
+    "tista": ("TISTA", "#8b4513", "^"),
+    "tilista": ("TiLISTA", "#008080", "v"),
+    "step_lista": ("ALISTA (StepLISTA)", "#228b22", "o"),
+    "ista": ("ISTA", "#8c564b", None),
+    "fista": ("FISTA", "#e377c2", None),
+    "gd": ("GD", "#7f7f7f", None),
+    "gd_ls": ("GD (line search)", "#7f7f7f", None),
+    "nag_ls": ("NAG (line search)", "#bcbd22", None),
+    "sgd": ("SGD", "#7f7f7f", None),
+    "adam": ("Adam", "#1f77b4", None),
+    "rmsprop": ("RMSProp", "#ff7f0e", None),
+    "l2o_dm": ("L2O-DM", "#2ca02c", None),
+    "l2o_rnnprop": ("L2O-RNNprop", "#d62728", None),
+    "l2o_enhanced": ("L2O-enhanced", "#9467bd", None),
+    "l2o_scale": ("L2O-Scale", "#17becf", None),
+    "l2o_swarm": ("L2O-Swarm", "#e6ab02", None),
+    "oracle": ("Run-and-Inspect oracle", "#000000", None),
+}
+
+PANEL_TITLES = {
+    ("sparse_recovery", "noiseless"): "Noiseless, (256, 512)",
+    ("sparse_recovery", "noisy"): "SNR = 20dB, (256, 512)",
+    ("sparse_recovery", "coherent"): "Coherent dictionary, (256, 512)",
+    ("sparse_recovery", "large"): "Large scale, (512, 1024)",
+    ("lasso", "lasso_5x10"): "Lasso, (m, n) = (5, 10)",
+    ("lasso", "lasso_25x50"): "Lasso, (m, n) = (25, 50)",
+    ("rastrigin", "n2"): "Rastrigin, n = 2",
+    ("rastrigin", "n10"): "Rastrigin, n = 10",
+    ("nn_training", "mnist_mlp_relu"): "MLP (MNIST, ReLU)",
+    ("nn_training", "mnist_mlp_sigmoid"): "MLP (MNIST, sigmoid)",
+    ("nn_training", "mnist_conv"): "ConvNet (MNIST)",
+    ("nn_training", "cifar_conv"): "ConvNet (CIFAR-10)",
+}
+
+FIGURE_OF_TEST = {"sparse_recovery": 5, "lasso": 6, "rastrigin": 7, "nn_training": 8}
+
+
+def _style(method):
+    return STYLE.get(method, (method, None, None))
+
+
+def panel_key(record):
+    """``(test, setting)`` of a record, with Rastrigin settings normalised to ``n2``/``n10``."""
+    setting = str(record.get("setting"))
+    if record.get("test") == "rastrigin" and not setting.startswith("n"):
+        setting = f"n{setting}"
+    return record.get("test"), setting
+
+
+def plot_panel(ax, records, test, setting):
+    """Draws one panel (one setting of one test) from its records on ``ax``."""
+    for record in sorted(records, key=lambda r: r["method"]):
+        curve = np.asarray([np.nan if v is None else v for v in record["curve"]], float)
+        if curve.size == 0:
+            continue
+        label, colour, marker = _style(record["method"])
+        if test == "sparse_recovery":
+            x = np.arange(0, curve.size + 1)
+            y = np.concatenate([[0.0], curve])
+            ax.plot(x, y, label=label, color=colour, marker=marker, markersize=4,
+                    linewidth=1.5)
+        else:
+            x = np.arange(1, curve.size + 1)
+            ax.plot(x, curve, label=label, color=colour, linewidth=1.3)
+        paper = record.get("paper")
+        if paper is not None:
+            ax.plot([x[-1]], [paper], linestyle="none", marker="*", markersize=11,
+                    markerfacecolor="none", markeredgecolor=colour or "k")
+    title = PANEL_TITLES.get((test, setting), f"{test}: {setting}")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.4)
+    if test == "sparse_recovery":
+        ax.set_xlabel("Number of layer")
+        ax.set_ylabel("NMSE (dB)")
+    elif test == "lasso":
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("Iteration")
+        ax.set_ylabel("Modified relative loss (19)")
+    elif test == "rastrigin":
+        ax.set_xscale("log")
+        ax.set_xlabel("Iteration")
+        ax.set_ylabel("Loss")
+    else:
+        ax.set_yscale("log")
+        ax.set_xlabel("Iteration")
+        ax.set_ylabel("Training loss")
+
+
+def group_by_panel(records):
+    panels = {}
+    for record in records:
+        if not record.get("curve"):
+            continue
+        panels.setdefault(panel_key(record), []).append(record)
+    return panels
+
+
+def plot_results(records, out_dir):
+    """Writes one PNG per paper-figure panel covered by ``records``; returns their paths.
+
+    File names are ``fig<N>_<test>_<setting>.png`` (N = the paper's figure number).
+    """
+    os.makedirs(out_dir, exist_ok=True)
+    paths = []
+    for (test, setting), panel_records in sorted(group_by_panel(records).items()):
+        fig, ax = plt.subplots(figsize=(6.4, 4.4))
+        plot_panel(ax, panel_records, test, setting)
+        ax.legend(fontsize=8, ncol=2)
+        ax.text(0.99, 0.01, "lines: ours   hollow stars: paper", transform=ax.transAxes,
+                ha="right", va="bottom", fontsize=7, color="0.3")
+        fig.tight_layout()
+        number = FIGURE_OF_TEST.get(test, 0)
+        path = os.path.join(out_dir, f"fig{number}_{test}_{setting}.png")
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+    return paths

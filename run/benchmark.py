@@ -1,0 +1,273 @@
+"""Runs a whole suite of tests, then plots every panel and writes a report against the paper.
+
+    python -m run.benchmark --suite=quick --out=DIR
+    python -m run.benchmark --suite=paper --out=DIR [--data_root=DIR] [--mnist_dir=DIR]
+
+Each run of the suite is one of the per-test command lines (``run.sparse_recovery``,
+``run.lasso``, ``run.rastrigin``, ``run.nn_training``) started as a subprocess with
+``--workdir=DIR/runs/<name>``; its output goes to ``DIR/runs/<name>/log.txt``.  A run that
+finished is marked with ``DIR/runs/<name>/DONE`` and skipped when the benchmark is started
+again; an interrupted run resumes from its own checkpoints.  A failing run is reported and
+the suite goes on.  At the end (and after every run) the benchmark writes
+``DIR/results.json`` (a list of records), one PNG per paper figure panel and
+``DIR/report.md`` with our value, the paper's value and the difference per cell.
+"""
+import os
+import re
+import subprocess
+import sys
+import time
+
+from absl import flags
+
+from open_l2o_tf import logging as olog
+from open_l2o_tf import plotting, reference
+from open_l2o_tf.errors import UserError
+from run import common
+
+flags.DEFINE_enum("suite", "quick", ["quick", "paper"], "Which suite to run.")
+flags.DEFINE_string("out", "benchmark_out", "Output directory.")
+flags.DEFINE_string("only", None, "Run only the runs whose name matches this regex.")
+flags.DEFINE_string("data_root", None, "Where the paper suite's data directories are (or are "
+                    "made with run.make_data); default OUT/data.")
+flags.DEFINE_string("mnist_dir", None, "Directory with the four MNIST idx files (else "
+                    "OPEN_L2O_DATA_DIR, else tensorflow-datasets).")
+flags.DEFINE_bool("dry_run", False, "Only print the commands.")
+flags.DEFINE_bool("report_only", False, "Do not run anything; rebuild the report and plots "
+                  "from the runs already in OUT.")
+flags.DEFINE_integer("run_timeout", 0, "Seconds after which a run is stopped (0: none).")
+FLAGS = flags.FLAGS
+
+SPARSE_MODELS = ["alista", "lista_cpss", "glista", "lamp", "lista", "lista_cp", "lfista"]
+LASSO_CLASSIC = ["ista", "fista", "gd", "adam", "rmsprop"]
+LASSO_LEARNED = ["lista", "step_lista", "l2o_dm", "l2o_rnnprop", "l2o_enhanced"]
+RASTRIGIN = ["gd_ls", "nag_ls", "adam", "rmsprop", "oracle", "l2o_dm", "l2o_rnnprop",
+             "l2o_enhanced"]
+NN = ["sgd", "adam", "rmsprop", "l2o_dm", "l2o_rnnprop", "l2o_enhanced"]
+SPARSE_SETTINGS = ["noiseless", "noisy", "coherent", "large"]
+LASSO_SETTINGS = ["lasso_5x10", "lasso_25x50"]
+
+
+def quick_suite():
+    """Small sizes; every run finishes in minutes on 2 CPU cores."""
+    runs = []
+    for model in ["alista", "lista_cpss", "lista"]:
+        runs.append((f"sparse_noiseless_{model}", "run.sparse_recovery",
+                     [f"--model={model}"]))
+    for optimizer in LASSO_CLASSIC + ["lista", "step_lista", "l2o_rnnprop"]:
+        runs.append((f"lasso_{optimizer}", "run.lasso", [f"--optimizer={optimizer}"]))
+    for optimizer in ["gd_ls", "nag_ls", "adam", "rmsprop", "oracle", "l2o_dm"]:
+        runs.append((f"rastrigin_n2_{optimizer}", "run.rastrigin",
+                     [f"--optimizer={optimizer}", "--n=2"]))
+    for optimizer in ["sgd", "adam", "l2o_dm"]:
+        runs.append((f"nn_mnist_mlp_relu_{optimizer}", "run.nn_training",
+                     [f"--optimizer={optimizer}", "--problem=mnist_mlp_relu"]))
+    return [(name, module, args + ["--preset=quick"]) for name, module, args in runs]
+
+
+def paper_suite(data_root):
+    """The paper's Figures 5-8 at the paper's sizes (days of CPU; resumable)."""
+    runs = []
+    for setting in SPARSE_SETTINGS:
+        data_dir = os.path.join(data_root, setting)
+        for model in SPARSE_MODELS:
+            runs.append((f"sparse_{setting}_{model}", "run.sparse_recovery",
+                         [f"--model={model}", f"--data_dir={data_dir}"]))
+    for setting in LASSO_SETTINGS:
+        data_dir = os.path.join(data_root, setting)
+        for optimizer in LASSO_CLASSIC + LASSO_LEARNED:
+            runs.append((f"{setting}_{optimizer}", "run.lasso",
+                         [f"--optimizer={optimizer}", f"--data_dir={data_dir}"]))
+    for n in (2, 10):
+        for optimizer in RASTRIGIN:
+            runs.append((f"rastrigin_n{n}_{optimizer}", "run.rastrigin",
+                         [f"--optimizer={optimizer}", f"--n={n}"]))
+    for problem in ["mnist_mlp_relu", "mnist_conv"]:
+        for optimizer in NN:
+            runs.append((f"nn_{problem}_{optimizer}", "run.nn_training",
+                         [f"--optimizer={optimizer}", f"--problem={problem}"]))
+    return [(name, module, args + ["--preset=paper"]) for name, module, args in runs]
+
+
+def data_commands(data_root):
+    """``run.make_data`` commands for the paper suite's data directories."""
+    commands = []
+    for setting in SPARSE_SETTINGS + LASSO_SETTINGS:
+        out = os.path.join(data_root, setting)
+        commands.append((setting, out, [sys.executable, "-m", "run.make_data",
+                                        f"--setting={setting}", f"--out={out}"]))
+    return commands
+
+
+def _run(command, log_path, timeout):
+    with open(log_path, "a", encoding="utf-8") as log:
+        log.write(f"$ {' '.join(command)}\n")
+        log.flush()
+        try:
+            proc = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT,
+                                  timeout=timeout or None, check=False)
+            return proc.returncode
+        except subprocess.TimeoutExpired:
+            log.write(f"stopped after {timeout} s (--run_timeout)\n")
+            return -1
+
+
+def _last_error(log_path):
+    if not os.path.exists(log_path):
+        return ""
+    with open(log_path, encoding="utf-8", errors="replace") as handle:
+        lines = [line.strip() for line in handle if line.strip()]
+    errors = [line for line in lines if line.startswith("error:") or "Error" in line]
+    return (errors or lines or [""])[-1][:300]
+
+
+def collect(runs_dir, names):
+    """Reads each run's results.json (complete or partial); returns (records, statuses)."""
+    records, statuses = [], {}
+    for name in names:
+        run_dir = os.path.join(runs_dir, name)
+        record = olog.read_json(os.path.join(run_dir, "results.json"))
+        done = os.path.exists(os.path.join(run_dir, "DONE"))
+        if isinstance(record, dict):
+            record = dict(record)
+            record["run"] = name
+            record["complete"] = done
+            records.append(record)
+        statuses[name] = "done" if done else ("partial" if record else "missing")
+    return records, statuses
+
+
+def _fmt(value, test):
+    if value is None:
+        return "–"
+    if test in ("lasso", "nn_training"):
+        return f"{value:.3g}"
+    return f"{value:.2f}"
+
+
+def write_report(out_dir, records, statuses, failures, suite):
+    """``report.md``: per test a table of ours / paper / difference, then the run states."""
+    lines = [f"# open-l2o-tf benchmark report ({suite} suite)", "",
+             "Paper values were read off the paper's figures (see "
+             "`open_l2o_tf/reference_numbers.json` for their tolerance). Differences are "
+             "ours minus paper (dB or loss) or, on log-scale tests, log10(ours / paper) in "
+             "decades. Quick-suite runs use small problems and short training, so they are "
+             "not comparable to the paper's numbers; they check that everything runs.", ""]
+    by_test = {}
+    for record in records:
+        by_test.setdefault(record["test"], []).append(record)
+    for test in ["sparse_recovery", "lasso", "rastrigin", "nn_training", "minimax"]:
+        if test not in by_test:
+            continue
+        lines += [f"## {test} (Figure {plotting.FIGURE_OF_TEST.get(test, '-')})", "",
+                  "| setting | method | ours | paper | difference | within read-off "
+                  "tolerance | train s | status |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for record in sorted(by_test[test], key=lambda r: (str(r["setting"]), r["method"])):
+            setting = reference.normalise_setting(test, record["setting"])
+            row = reference.compare(test, setting, record["method"], record.get("final"))
+            diff = row["difference"]
+            diff_text = "–" if diff is None else (
+                f"{diff:+.2f} dec" if row.get("difference_kind") == "decades" else
+                f"{diff:+.2f}")
+            within = {None: "–", True: "yes", False: "no"}[row["within_tolerance"]]
+            lines.append(
+                f"| {record['setting']} | {record['method']} | "
+                f"{_fmt(record.get('final'), test)} | {_fmt(row['paper'], test)} | "
+                f"{diff_text} | {within} | {record.get('train_seconds', 0):.0f} | "
+                f"{'complete' if record.get('complete') else 'partial'} |")
+        lines.append("")
+    lines += ["## Runs", ""]
+    for name, status in sorted(statuses.items()):
+        extra = f": {failures[name]}" if name in failures else ""
+        lines.append(f"- `{name}`: {status}{extra}")
+    olog._atomic_write(os.path.join(out_dir, "report.md"),  # pylint: disable=protected-access
+                       lambda h: h.write("\n".join(lines) + "\n"), "w")
+
+
+def build_outputs(out_dir, names, failures, suite):
+    records, statuses = collect(os.path.join(out_dir, "runs"), names)
+    for name in failures:
+        statuses[name] = "failed"
+    olog.atomic_write_json(os.path.join(out_dir, "results.json"), records)
+    paths = plotting.plot_results(records, out_dir)
+    write_report(out_dir, records, statuses, failures, suite)
+    return records, paths
+
+
+def main(argv):
+    del argv
+    out_dir = os.path.abspath(FLAGS.out)
+    data_root = os.path.abspath(FLAGS.data_root or os.path.join(out_dir, "data"))
+    runs = quick_suite() if FLAGS.suite == "quick" else paper_suite(data_root)
+    if FLAGS.only:
+        try:
+            pattern = re.compile(FLAGS.only)
+        except re.error as err:
+            raise UserError(f"--only is not a valid regular expression: {err}") from err
+        runs = [run for run in runs if pattern.search(run[0])]
+        if not runs:
+            raise UserError(f"--only={FLAGS.only!r} matches no run of the {FLAGS.suite} "
+                            "suite")
+    names = [name for name, _, _ in runs]
+    failures = {}
+    if FLAGS.report_only:
+        records, paths = build_outputs(out_dir, names, failures, FLAGS.suite)
+        print(f"[benchmark] {len(records)} records, {len(paths)} plots, "
+              f"report {os.path.join(out_dir, 'report.md')}")
+        return 0
+    os.makedirs(os.path.join(out_dir, "runs"), exist_ok=True)
+    extra = []
+    if FLAGS.mnist_dir:
+        extra.append(f"--mnist_dir={FLAGS.mnist_dir}")
+    if FLAGS.suite == "paper":
+        needed = {arg.split("=", 1)[1] for _, _, args in runs for arg in args
+                  if arg.startswith("--data_dir=")}
+        for setting, data_dir, command in data_commands(data_root):
+            if data_dir not in needed or os.path.exists(os.path.join(data_dir, "meta.json")):
+                continue
+            print(f"[benchmark] data {setting}: {' '.join(command)}", flush=True)
+            if not FLAGS.dry_run:
+                os.makedirs(data_root, exist_ok=True)
+                code = _run(command, os.path.join(data_root, f"{setting}.log"), 0)
+                if code != 0:
+                    raise UserError(f"making data {setting} failed; see "
+                                    f"{os.path.join(data_root, setting + '.log')}")
+    start = time.time()
+    for index, (name, module, args) in enumerate(runs, 1):
+        run_dir = os.path.join(out_dir, "runs", name)
+        if os.path.exists(os.path.join(run_dir, "DONE")):
+            print(f"[benchmark] {index}/{len(runs)} {name}: done earlier", flush=True)
+            continue
+        command = [sys.executable, "-m", module, f"--workdir={run_dir}"] + args
+        if module == "run.nn_training":
+            command += extra
+        print(f"[benchmark] {index}/{len(runs)} {name}: {' '.join(command[1:])}",
+              flush=True)
+        if FLAGS.dry_run:
+            continue
+        os.makedirs(run_dir, exist_ok=True)
+        run_start = time.time()
+        code = _run(command, os.path.join(run_dir, "log.txt"), FLAGS.run_timeout)
+        if code == 0:
+            olog.atomic_write_json(os.path.join(run_dir, "DONE"),
+                                   {"seconds": time.time() - run_start})
+            record = olog.read_json(os.path.join(run_dir, "results.json"), {}) or {}
+            final = record.get("final")
+            print(f"[benchmark] {name}: final {final} (paper {record.get('paper')}) in "
+                  f"{time.time() - run_start:.0f}s; total {time.time() - start:.0f}s",
+                  flush=True)
+        else:
+            failures[name] = _last_error(os.path.join(run_dir, "log.txt"))
+            print(f"[benchmark] {name}: FAILED (exit {code}): {failures[name]}", flush=True)
+        build_outputs(out_dir, names, failures, FLAGS.suite)
+    if FLAGS.dry_run:
+        return 0
+    records, paths = build_outputs(out_dir, names, failures, FLAGS.suite)
+    print(f"[benchmark] {len(records)} records, {len(failures)} failed, {len(paths)} plots; "
+          f"report: {os.path.join(out_dir, 'report.md')} ({time.time() - start:.0f}s)")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    common.main_wrapper(main)
