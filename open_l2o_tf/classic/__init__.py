@@ -1,1 +1,15 @@
 """Classic baselines, batched over problem instances and run inside tf.function."""
+from open_l2o_tf.classic.first_order import adam, gd, rmsprop, sgd
+from open_l2o_tf.classic.ista_fista import (fista, fista_from, ista, lasso_fstar,
+                                            lipschitz_constant, soft_threshold)
+from open_l2o_tf.classic.line_search import armijo_step, gd_line_search, nag_line_search
+from open_l2o_tf.classic.run_and_inspect import run_and_inspect
+from open_l2o_tf.classic.transforms import (GradientTransformation, apply_updates, chain,
+                                            identity, run_optimizer, scale, step_seed)
+
+__all__ = [
+    "GradientTransformation", "adam", "apply_updates", "armijo_step", "chain", "fista",
+    "fista_from", "gd", "gd_line_search", "identity", "ista", "lasso_fstar",
+    "lipschitz_constant", "nag_line_search", "rmsprop", "run_and_inspect", "run_optimizer",
+    "scale", "sgd", "soft_threshold", "step_seed",
+]
