@@ -1,1 +1,4 @@
-"""Command lines: one absl-flag entry point per test (``python -m run.<test>``)."""
+"""Command lines, one per test (absl flags).  Quiet TensorFlow's C++ start-up logs."""
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")

@@ -64,5 +64,12 @@ def main_wrapper(main):
         except UserError as err:
             print(f"error: {err}", file=sys.stderr)
             sys.exit(2)
+    def parse(argv):
+        try:
+            return flags.FLAGS(argv)
+        except flags.Error as err:
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(2)
+
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    app.run(wrapped)
+    app.run(wrapped, flags_parser=parse)

@@ -1,0 +1,49 @@
+"""Thresholding operators of the unrolled networks (spec model_based §3).
+
+* ``soft_threshold(z, theta) = sign(z) max(|z| - theta, 0)`` (the "free" version: no clamp
+  on a learned theta, as Open-L2O).
+* ``shrink_ss(z, theta, k)``: support selection (LISTA-CPSS, Chen et al. 2018, Eq. for
+  "shrinkage with support selection"): per sample, coordinates whose magnitude is above
+  theta **and** above the (k+1)-th largest magnitude pass unchanged, all others are soft
+  thresholded.  The mask has no gradient.  ``k`` comes from the percentage schedule
+  ``q_t = min((t+1) p, p_max)`` through the original's nearest-rank percentile
+  (``ss_keep_count``), and the threshold is found with ``tf.math.top_k`` (no full sort).
+"""
+import numpy as np
+import tensorflow as tf
+
+
+def soft_threshold(z, theta):
+    return tf.sign(z) * tf.maximum(tf.abs(z) - theta, 0.0)
+
+
+def ss_percent(t, per_layer=1.2, max_percent=13.0):
+    """The support-selection percentage of layer ``t`` (0-based): ``clip((t+1)p, 0, pmax)``."""
+    return float(np.clip((t + 1) * per_layer, 0.0, max_percent))
+
+
+def ss_keep_count(n, percent):
+    """``k``: how many coordinates at most skip the shrinkage for ``percent`` % of ``n``.
+
+    The original takes the ``(100 - q)``-th percentile with nearest rank:
+    ``idx = round_half_even((n - 1)(100 - q)/100)`` of the ascending magnitudes, and keeps
+    the coordinates strictly above it, i.e. at most ``k = n - 1 - idx``.
+    """
+    idx = int(np.clip(np.round((n - 1) * (100.0 - percent) / 100.0), 0, n - 1))
+    return n - 1 - idx
+
+
+def support_mask(z, theta, k):
+    """``1_S`` (float, no gradient): ``|z| > theta`` and ``|z| >`` the (k+1)-th largest."""
+    a = tf.abs(z)
+    if k <= 0:
+        return tf.zeros_like(z)
+    kth = tf.math.top_k(a, k=k + 1, sorted=True).values[:, k:k + 1]
+    mask = tf.logical_and(a > theta, a > kth)
+    return tf.stop_gradient(tf.cast(mask, z.dtype))
+
+
+def shrink_ss(z, theta, k):
+    """Support-selection shrinkage; returns ``(x, c)`` with ``c = 1 - 1_S``."""
+    mask = support_mask(z, theta, k)
+    return mask * z + soft_threshold((1.0 - mask) * z, theta), 1.0 - mask

@@ -1,0 +1,197 @@
+"""Lasso minimisation (Fig. 6): one optimizer on a Lasso test set, modified relative loss (19).
+
+    python -m run.lasso --optimizer=fista --setting=lasso_25x50 --data_dir=DIR
+    python -m run.lasso --optimizer=lista --preset=quick --workdir=/tmp/lasso_lista
+
+Problem: ``f(x) = 1/2 ||A x - y||^2 + lam ||x||_1`` with the data set's shared ``A`` and one
+``y`` per test sample, ``lam = 0.005``; ``x_0 = 0``.  Metric: the modified relative loss
+``R_k = E[f(x_k) - f*] / E[f*]`` (paper Eq. 19), ``f*`` from 2,000 FISTA iterations, for
+``k = 0 .. --iterations``.
+
+* Classic (``ista``, ``fista``, ``gd``, ``adam``, ``rmsprop``): run directly.  GD/Adam/RMSProp
+  use lr 1e-3 (the paper's) and, by default, the gradient of the *mean* objective over the
+  test set, the original code's convention (``--grad_reduction=sum`` gives every instance its
+  own gradient, which makes GD converge much faster than the paper's GD curve).
+* Model-based (``lista``, ``step_lista``, ``alista``): trained progressively on the data
+  set's training split with the Lasso loss, then ``--num_layers`` layers followed by FISTA
+  iterations up to ``--iterations`` (the dotted continuation of Fig. 6).
+* Model-free (``l2o_dm``, ``l2o_rnnprop``, ``l2o_enhanced``): meta-trained on Lasso instances
+  built from the training split (or ``--load``-ed), then run for ``--iterations`` steps.
+
+Without ``--data_dir`` the data set is generated into ``WORKDIR/data`` (paper sizes, or small
+sizes with ``--preset=quick``).
+"""
+import os
+import time
+
+import numpy as np
+from absl import flags
+
+from open_l2o_tf import logging as olog
+from open_l2o_tf import reference
+from open_l2o_tf.errors import UserError
+from run import common
+
+CLASSIC = ["ista", "fista", "gd", "adam", "rmsprop"]
+MODEL_BASED = ["lista", "step_lista", "alista"]
+LEARNED = ["l2o_dm", "l2o_rnnprop", "l2o_enhanced"]
+
+flags.DEFINE_enum("optimizer", "fista", CLASSIC + MODEL_BASED + LEARNED, "The optimizer.")
+flags.DEFINE_enum("setting", "lasso_25x50", ["lasso_5x10", "lasso_25x50"],
+                  "Problem size (used to generate data when --data_dir is not given).")
+flags.DEFINE_string("data_dir", None, "A directory written by run.make_data for a Lasso "
+                    "setting; default: generate into WORKDIR/data.")
+flags.DEFINE_integer("iterations", 1000, "Iterations of the optimizer (Fig. 6: 1,000).")
+flags.DEFINE_float("lam", None, "Lasso lambda (default: the data set's, 0.005).")
+flags.DEFINE_float("lr", None, "Learning rate of gd/adam/rmsprop (default 1e-3).")
+flags.DEFINE_enum("grad_reduction", "mean", ["mean", "sum"],
+                  "gd/adam/rmsprop: gradient of the mean objective over the test set "
+                  "(original) or per instance.")
+flags.DEFINE_integer("test_size", None, "Use only the first N test samples (default all).")
+flags.DEFINE_integer("num_layers", 16, "Layers of the model-based optimizers.")
+flags.DEFINE_integer("steps_per_epoch", None, "Model-based training: steps per epoch "
+                     "(paper 400, quick 100).")
+flags.DEFINE_integer("meta_episodes", None, "Model-free: meta-training episodes.")
+flags.DEFINE_bool("jit", True, "Compile hot loops with XLA.")
+common.define_common_flags("runs/lasso")
+FLAGS = flags.FLAGS
+
+QUICK_SIZES = {"num_train": 4096, "num_val": 512, "num_test": 256}
+
+
+def _positive(name):
+    value = getattr(FLAGS, name)
+    if value is not None and value <= 0:
+        raise UserError(f"--{name} must be a positive integer, got {value}")
+
+
+def load_data(workdir):
+    """The Lasso data set: ``--data_dir`` or one generated into ``WORKDIR/data``."""
+    from open_l2o_tf.data import sparse_recovery  # pylint: disable=import-outside-toplevel
+    data_dir = FLAGS.data_dir
+    if data_dir is None:
+        data_dir = os.path.join(workdir, "data")
+        if not os.path.exists(os.path.join(data_dir, "meta.json")):
+            sizes = QUICK_SIZES if FLAGS.preset == "quick" else {}
+            print(f"[lasso] generating {FLAGS.setting} data into {data_dir}", flush=True)
+            sparse_recovery.generate(FLAGS.setting, data_dir, seed=FLAGS.seed, **sizes)
+    elif not os.path.isdir(data_dir):
+        raise UserError(f"--data_dir {data_dir} does not exist; make it with "
+                        f"python -m run.make_data --setting={FLAGS.setting} --out={data_dir}")
+    test = sparse_recovery.load(data_dir, "test")
+    return data_dir, test
+
+
+def run_classic(name, A, y, lam, iterations):
+    """Loss curve ``(iterations + 1, B)`` of a classic optimizer from ``x_0 = 0``."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    from open_l2o_tf import metrics  # pylint: disable=import-outside-toplevel
+    from open_l2o_tf.classic import first_order, ista_fista, transforms  # pylint: disable=import-outside-toplevel
+    if name in ("ista", "fista"):
+        solver = ista_fista.ista if name == "ista" else ista_fista.fista
+        _, curve = solver(A, y, lam, iterations)
+        return curve.numpy()
+    lr = FLAGS.lr if FLAGS.lr is not None else 1e-3
+    transform = {"gd": first_order.gd, "adam": first_order.adam,
+                 "rmsprop": first_order.rmsprop}[name](lr)
+    A_t = tf.constant(A, tf.float32)
+    y_t = tf.constant(y, tf.float32)
+
+    def loss_fn(params, batch):
+        del batch
+        return metrics.lasso_objective(A_t, params[0], y_t, lam)
+
+    x0 = tf.zeros([y.shape[0], A.shape[1]], tf.float32)
+    _, curve = transforms.run_optimizer(transform, loss_fn, [x0], iterations,
+                                        reduction=FLAGS.grad_reduction,
+                                        jit_compile=FLAGS.jit)
+    return curve.numpy()
+
+
+def run_model_based(name, data_dir, A, W, y, lam, iterations, workdir, tb):
+    """Trains (or loads) an unrolled model on the Lasso loss, then continues with FISTA."""
+    from model_based import lasso_training  # pylint: disable=import-outside-toplevel
+    from open_l2o_tf.classic import ista_fista  # pylint: disable=import-outside-toplevel
+    from open_l2o_tf import metrics  # pylint: disable=import-outside-toplevel
+    num_layers = FLAGS.num_layers
+    if iterations < num_layers:
+        raise UserError(f"--iterations ({iterations}) must be at least --num_layers "
+                        f"({num_layers})")
+    model, info = lasso_training.train_or_load(
+        name, data_dir, lam=lam, num_layers=num_layers, workdir=workdir, preset=FLAGS.preset,
+        seed=FLAGS.seed, load=FLAGS.load, steps_per_epoch=FLAGS.steps_per_epoch, tb=tb,
+        jit_compile=FLAGS.jit)
+    outputs = model(y.astype(np.float32), num_layers=num_layers)
+    f_layers = [np.zeros(y.shape[0], np.float64) + metrics.lasso_objective(
+        A, np.zeros((y.shape[0], A.shape[1]), np.float32), y, lam).numpy()]
+    f_layers += [metrics.lasso_objective(A, x, y, lam).numpy() for x in outputs]
+    _, tail = ista_fista.fista_from(A, y, lam, outputs[-1], iterations - num_layers)
+    curve = np.concatenate([np.stack(f_layers), tail.numpy()[1:]], axis=0)
+    return curve, info
+
+
+def run_learned(name, data_dir, A, y, lam, iterations, workdir, tb):
+    """Meta-trains (or loads) a learned optimizer on Lasso instances, then runs it."""
+    from model_free import lasso_training  # pylint: disable=import-outside-toplevel
+    return lasso_training.train_and_run(
+        name, data_dir, A, y, lam, iterations, workdir=workdir, preset=FLAGS.preset,
+        seed=FLAGS.seed, load=FLAGS.load, meta_episodes=FLAGS.meta_episodes, tb=tb)
+
+
+def main(argv):
+    del argv
+    for name in ("iterations", "test_size", "num_layers", "steps_per_epoch",
+                 "meta_episodes"):
+        _positive(name)
+    if FLAGS.lr is not None and FLAGS.lr <= 0:
+        raise UserError(f"--lr must be positive, got {FLAGS.lr}")
+    workdir = FLAGS.workdir
+    os.makedirs(workdir, exist_ok=True)
+    data_dir, test = load_data(workdir)
+    setting = test.meta.get("setting", FLAGS.setting)
+    lam = FLAGS.lam if FLAGS.lam is not None else float(test.meta.get("lam") or 0.005)
+    y = test.y if FLAGS.test_size is None else test.y[:FLAGS.test_size]
+    A = test.A
+    name = FLAGS.optimizer
+    tb = olog.TensorBoard(os.path.join(workdir, "tb"))
+
+    from open_l2o_tf.classic import ista_fista  # pylint: disable=import-outside-toplevel
+    from open_l2o_tf import metrics  # pylint: disable=import-outside-toplevel
+    start = time.time()
+    f_star = ista_fista.lasso_fstar(A, y, lam).numpy()
+    print(f"[lasso] {setting}: {y.shape[0]} test problems {A.shape[0]}x{A.shape[1]}, "
+          f"lam={lam}, E[f*]={f_star.mean():.5g} ({time.time() - start:.1f} s)", flush=True)
+
+    train_seconds, train_steps, extra = 0.0, 0, {}
+    if name in CLASSIC:
+        curve_f = run_classic(name, A, y, lam, FLAGS.iterations)
+    elif name in MODEL_BASED:
+        curve_f, info = run_model_based(name, data_dir, A, test.W, y, lam, FLAGS.iterations,
+                                        workdir, tb)
+        train_seconds, train_steps = info.get("train_seconds", 0.0), info.get("train_steps", 0)
+        extra["unrolled_layers"] = FLAGS.num_layers
+    else:
+        curve_f, info = run_learned(name, data_dir, A, y, lam, FLAGS.iterations, workdir, tb)
+        train_seconds, train_steps = info.get("train_seconds", 0.0), info.get("train_steps", 0)
+    curve = metrics.relative_loss(curve_f, f_star).numpy()
+    if not np.all(np.isfinite(curve)):
+        bad = int(np.argmin(np.isfinite(curve)))
+        print(f"[lasso] warning: the loss became non-finite at iteration {bad}", flush=True)
+    for k in sorted({0, 1, 10, 100, len(curve) - 1}):
+        if k < len(curve):
+            tb.scalar(f"lasso/{setting}/{name}/relative_loss", curve[k], k)
+    tb.flush()
+    paper = reference.lookup("lasso", setting, name)
+    record = olog.make_result("lasso", name, setting, FLAGS.preset, "relative_loss", curve,
+                              paper=paper, train_seconds=train_seconds,
+                              train_steps=train_steps, config=common.flag_values_dict(),
+                              f_star_mean=float(f_star.mean()), **extra)
+    common.write_results(workdir, record)
+    marks = [k for k in (0, 1, 16, 100, len(curve) - 1) if k < len(curve)]
+    print("[lasso] " + "  ".join(f"R[{k}]={curve[k]:.3g}" for k in marks)
+          + f"  paper R[1000]={paper if paper is None else f'{paper:.3g}'}", flush=True)
+    print(f"[lasso] wrote {os.path.join(workdir, 'results.json')}", flush=True)
+
+
+if __name__ == "__main__":
+    common.main_wrapper(main)

@@ -1,0 +1,152 @@
+"""Sparse recovery (Fig. 5): train one unrolled model progressively, test NMSE per layer.
+
+    python -m run.sparse_recovery --model=alista --data_dir=DATA --workdir=W
+    python -m run.sparse_recovery --model=lista_cpss --preset=quick --workdir=W
+
+``--preset=quick`` generates a 64x128 noiseless data set into ``WORKDIR/data`` (unless
+``--data_dir`` is given), trains 8 layers with 100 steps per epoch and at most 20 epochs per
+stage.  Re-running the same command resumes after the last finished stage
+(``WORKDIR/ckpt``).  Writes ``results.json`` after every layer, ``model.keras``, ``tb/``.
+"""
+import os
+import time
+
+from absl import flags
+
+from open_l2o_tf import logging as olog
+from open_l2o_tf import reference, registry
+from open_l2o_tf.errors import UserError
+from run import common
+
+MODELS = [m for m in registry.names("model") if m != "step_lista"]
+flags.DEFINE_enum("model", "alista", MODELS, "The unrolled model.")
+flags.DEFINE_string("data_dir", None, "A data directory from run.make_data (default with "
+                    "--preset=quick: generated into WORKDIR/data).")
+flags.DEFINE_integer("num_layers", None, "Layers T (paper 16, quick 8).")
+flags.DEFINE_float("lr", 5e-4, "Base learning rate (stages use lr, 0.2 lr, 0.02 lr).")
+flags.DEFINE_integer("steps_per_epoch", None, "Steps per epoch (paper 400, quick 100).")
+flags.DEFINE_integer("batch_size", 128, "Training batch size.")
+flags.DEFINE_integer("patience", 5, "Early-stopping patience (epochs).")
+flags.DEFINE_integer("max_epochs", None, "Cap on epochs per stage (paper none, quick 20).")
+flags.DEFINE_enum("keep", "last", ["last", "best"], "Weights kept at the end of a stage "
+                  "(last: the original).")
+flags.DEFINE_enum("decay_mode", "grad", ["grad", "lr"], "0.3^age on gradients (original) "
+                  "or on the step.")
+flags.DEFINE_float("model_lam", 0.4, "Initial threshold scale: theta_0 = model_lam / L.")
+flags.DEFINE_float("tista_sigma2", 0.0, "TISTA noise variance.")
+flags.DEFINE_bool("faithful_init", True, "LISTA-CP/CPSS: W_t = A as the original "
+                  "(False: A / L).")
+flags.DEFINE_bool("jit", True, "XLA-compile the training step.")
+common.define_common_flags("runs/sparse_recovery")
+FLAGS = flags.FLAGS
+
+QUICK = dict(m=64, n=128, num_train=8192, num_val=1024, num_test=1024)
+
+
+def build_model(name, A, W, num_layers, lam=0.4, **extra):
+    cls = registry.get("model", name)
+    kwargs = dict(num_layers=num_layers)
+    if name == "step_lista":
+        kwargs["lam"] = extra.get("lasso_lam", 0.005)
+    else:
+        kwargs["lam"] = lam
+    if name == "alista":
+        if W is None:
+            raise UserError("ALISTA needs W.npy in --data_dir; make the data with "
+                            "python -m run.make_data (without --noW)")
+        kwargs["W"] = W
+    if name in ("lista_cp", "lista_cpss"):
+        kwargs["faithful_init"] = extra.get("faithful_init", True)
+    if name == "tista":
+        kwargs["sigma2"] = extra.get("sigma2", 0.0)
+    return cls(A, **kwargs)
+
+
+def main(argv):
+    del argv
+    from model_based.progressive import ProgressiveTrainer, evaluate  # pylint: disable=import-outside-toplevel
+    from open_l2o_tf.data import sparse_recovery  # pylint: disable=import-outside-toplevel
+    import keras  # pylint: disable=import-outside-toplevel
+    for name in ("num_layers", "steps_per_epoch", "batch_size", "patience", "max_epochs"):
+        value = getattr(FLAGS, name)
+        if value is not None and value <= 0:
+            raise UserError(f"--{name} must be a positive integer, got {value}")
+    quick = FLAGS.preset == "quick"
+    workdir = FLAGS.workdir
+    os.makedirs(workdir, exist_ok=True)
+    data_dir = FLAGS.data_dir
+    if data_dir is None:
+        if not quick:
+            raise UserError("--data_dir is required with --preset=paper; make one with "
+                            "python -m run.make_data --setting=noiseless --out=DIR")
+        data_dir = os.path.join(workdir, "data")
+        if not os.path.exists(os.path.join(data_dir, "meta.json")):
+            sparse_recovery.generate("noiseless", data_dir, seed=FLAGS.seed, **QUICK)
+    train = sparse_recovery.load(data_dir, "train")
+    val = sparse_recovery.load(data_dir, "val")
+    test = sparse_recovery.load(data_dir, "test")
+    setting = test.meta.get("setting", "custom")
+    T = FLAGS.num_layers or (8 if quick else 16)
+    model = build_model(FLAGS.model, train.A, train.W, T, FLAGS.model_lam,
+                        faithful_init=FLAGS.faithful_init, sigma2=FLAGS.tista_sigma2)
+    paper = reference.lookup("sparse_recovery", setting, FLAGS.model)
+    tb = olog.TensorBoard(os.path.join(workdir, "tb"))
+    config = common.flag_values_dict()
+    config["data_dir"] = data_dir
+
+    def record(curve, seconds, steps):
+        return olog.make_result("sparse_recovery", FLAGS.model, setting, FLAGS.preset,
+                                "nmse_db", curve, paper=paper, train_seconds=seconds,
+                                train_steps=steps, config=config, layers=T)
+
+    if FLAGS.load:
+        if not os.path.exists(FLAGS.load):
+            raise UserError(f"--load file {FLAGS.load} does not exist")
+        try:
+            model = keras.saving.load_model(FLAGS.load)
+        except Exception as err:  # pylint: disable=broad-except
+            raise UserError(f"--load {FLAGS.load} is not a saved open-l2o-tf model "
+                            f"({type(err).__name__})") from None
+        curve, seconds, steps = evaluate(model, test.y, test.x), 0.0, 0
+    else:
+        trainer = ProgressiveTrainer(
+            model, (train.y, train.x), (val.y, val.x), (test.y, test.x), lr=FLAGS.lr,
+            patience=FLAGS.patience, batch_size=FLAGS.batch_size,
+            steps_per_epoch=common.preset_value(FLAGS.preset, 400, 100, FLAGS.steps_per_epoch),
+            max_epochs=common.preset_value(FLAGS.preset, None, 20, FLAGS.max_epochs),
+            keep=FLAGS.keep, decay_mode=FLAGS.decay_mode, ckpt_dir=os.path.join(workdir, "ckpt"),
+            tb=tb, seed=FLAGS.seed, jit_compile=FLAGS.jit,
+            progress=olog_progress())
+
+        def on_layer_end(depth, state):
+            common.write_results(workdir, record(state["test_metric"],
+                                                 state.get("train_seconds", 0.0),
+                                                 state.get("global_step", 0)))
+
+        trainer.train(T, on_layer_end=on_layer_end)
+        curve = evaluate(model, test.y, test.x)
+        seconds, steps = trainer.state.get("train_seconds", 0.0), trainer.train_steps
+        model.save(os.path.join(workdir, "model.keras.tmp.keras"))
+        os.replace(os.path.join(workdir, "model.keras.tmp.keras"),
+                   os.path.join(workdir, "model.keras"))
+    common.write_results(workdir, record(curve, seconds, steps))
+    print(f"\n{FLAGS.model} on {setting} ({test.A.shape[0]}x{test.A.shape[1]}), "
+          f"test NMSE (dB, per-sample mean over {len(test.y)} samples):")
+    print(f"{'layer':>5} {'ours':>9} {'paper':>9}")
+    for i, value in enumerate(curve):
+        ref = f"{paper:9.1f}" if (paper is not None and i == len(curve) - 1 and T == 16) else \
+            f"{'':>9}"
+        print(f"{i + 1:>5} {value:9.2f} {ref}")
+    print(f"trained {seconds:.0f} s, {steps} steps; wrote {workdir}/results.json", flush=True)
+
+
+def olog_progress():
+    start = time.time()
+
+    def say(line):
+        print(f"{line}  [{time.time() - start:.0f} s]", flush=True)
+    return say
+
+
+if __name__ == "__main__":
+    common.main_wrapper(main)
