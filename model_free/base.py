@@ -1,0 +1,82 @@
+"""The learned-optimizer interface (model-free L2O, paper Section 4).
+
+A coordinate-wise learned optimizer is a Keras model with
+
+    state          = initial_state(params)
+    steps, state'  = update(grads, state, params=None)        params' = params + steps
+
+over a list of parameter tensors of any shapes (as ``learned_optimization``'s init/update
+on a state).  All coordinates of all tensors are flattened into ONE ``(N, features)`` batch
+for the network, so one call per optimizer step serves every tensor.  States are nested
+structures of ``(N, ...)`` tensors, usable as ``tf.while_loop`` loop variables.
+"""
+import keras
+import numpy as np
+import tensorflow as tf
+
+
+def flatten(tensors):
+    """Concatenates a list of tensors into one ``(N, 1)`` column."""
+    return tf.concat([tf.reshape(t, [-1, 1]) for t in tensors], axis=0)
+
+
+def unflatten(column, like):
+    """Splits an ``(N, 1)`` column back into tensors shaped like ``like``."""
+    sizes = [int(np.prod(t.shape)) for t in like]
+    parts = tf.split(tf.reshape(column, [-1]), sizes)
+    return [tf.reshape(p, t.shape) for p, t in zip(parts, like)]
+
+
+def num_coordinates(params):
+    return int(sum(int(np.prod(p.shape)) for p in params))
+
+
+def apply(params, steps):
+    return [p + s for p, s in zip(params, steps)]
+
+
+class SonnetLSTM(keras.layers.Layer):
+    """An LSTM cell with Sonnet-1 semantics (gate order [i, j, f, o] on ``concat([x, h])``,
+    forget bias 1.0 added at run time), so the original Open-L2O weights load exactly:
+    ``c' = sigmoid(f + 1) c + sigmoid(i) tanh(j)``, ``h' = tanh(c') sigmoid(o)``."""
+
+    def __init__(self, units, input_dim, **kwargs):
+        super().__init__(**kwargs)
+        self.units, self.input_dim = int(units), int(input_dim)
+        std = 1.0 / np.sqrt(self.input_dim + self.units)
+        init = keras.initializers.TruncatedNormal(stddev=std)
+        self.w_gates = self.add_weight(name="w_gates", shape=(self.input_dim + self.units,
+                                                              4 * self.units),
+                                       initializer=init)
+        self.b_gates = self.add_weight(name="b_gates", shape=(4 * self.units,),
+                                       initializer=init)
+        self.built = True
+
+    def call(self, x, state):
+        h, c = state
+        gates = tf.matmul(tf.concat([x, h], axis=1), self.w_gates) + self.b_gates
+        i, j, f, o = tf.split(gates, 4, axis=1)
+        c = tf.sigmoid(f + 1.0) * c + tf.sigmoid(i) * tf.tanh(j)
+        h = tf.tanh(c) * tf.sigmoid(o)
+        return h, (h, c)
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units, "input_dim": self.input_dim}
+
+
+class LearnedOptimizer(keras.Model):
+    """Base class; subclasses implement ``initial_state`` and ``update``."""
+
+    def initial_state(self, params):
+        raise NotImplementedError
+
+    def update(self, grads, state, params=None, training=False):
+        raise NotImplementedError
+
+    def call(self, inputs):  # Keras needs a call; the interface is ``update``.
+        grads, state = inputs
+        return self.update(grads, state)
+
+    def weight_dict(self):
+        """``{path: ndarray}`` of the network's weights (for saving)."""
+        return {v.path: v.numpy() for v in self.weights}

@@ -1,0 +1,57 @@
+"""L2O-DM (Andrychowicz et al. 2016, "Learning to learn by gradient descent by gradient
+descent"; paper Section 4, spec model_free §2).
+
+Per coordinate: ``u = pre(g)`` -> LSTM(20) -> LSTM(20) -> Linear(1), and
+
+    x_{t+1} = x_t + scale * Linear(h2_t)
+
+``pre`` is LogAndSign with k = 5 (MNIST problems, ``output_scale=0.01``) or the raw
+gradient (synthetic problems: quadratic, Rastrigin, Lasso; ``output_scale=1.0``).  The LSTM
+cells follow Sonnet-1 so the original Open-L2O weights (``*.cw.l2l-0``) load exactly.
+L2O-enhanced is this network trained with curriculum + imitation.
+"""
+import keras
+import tensorflow as tf
+
+from model_free.base import LearnedOptimizer, SonnetLSTM, flatten, unflatten
+from model_free.features import log_and_sign
+from open_l2o_tf.errors import UserError
+
+
+@keras.saving.register_keras_serializable(package="open_l2o_tf")
+class L2ODM(LearnedOptimizer):
+
+    def __init__(self, hidden=20, preprocess="log_and_sign", k=5.0, output_scale=0.01,
+                 **kwargs):
+        super().__init__(**kwargs)
+        if preprocess not in ("log_and_sign", "identity"):
+            raise UserError(f"preprocess must be 'log_and_sign' or 'identity', got "
+                            f"{preprocess!r}")
+        self.hidden, self.preprocess, self.k = int(hidden), preprocess, float(k)
+        self.output_scale = float(output_scale)
+        in_dim = 2 if preprocess == "log_and_sign" else 1
+        self.lstm_1 = SonnetLSTM(self.hidden, in_dim, name="lstm_1")
+        self.lstm_2 = SonnetLSTM(self.hidden, self.hidden, name="lstm_2")
+        self.linear = keras.layers.Dense(1, kernel_initializer=keras.initializers.TruncatedNormal(
+            stddev=1.0 / self.hidden ** 0.5), name="linear")
+        self.linear.build((None, self.hidden))
+        self.built = True
+
+    def initial_state(self, params):
+        n = sum(int(tf.size(p)) for p in params)
+        zeros = tf.zeros([n, self.hidden])
+        return ((zeros, zeros), (zeros, zeros))
+
+    def network(self, g, state):
+        u = log_and_sign(g, self.k) if self.preprocess == "log_and_sign" else g
+        h1, s1 = self.lstm_1(u, state[0])
+        h2, s2 = self.lstm_2(h1, state[1])
+        return self.output_scale * self.linear(h2), (s1, s2)
+
+    def update(self, grads, state, params=None, training=False):
+        step, state = self.network(flatten(grads), state)
+        return unflatten(step, grads), state
+
+    def get_config(self):
+        return {**super().get_config(), "hidden": self.hidden, "preprocess": self.preprocess,
+                "k": self.k, "output_scale": self.output_scale}

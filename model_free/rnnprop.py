@@ -1,0 +1,56 @@
+"""L2O-RNNprop (Lv, Jiang & Li 2017, "Learning gradient descent: better generalization and
+longer horizons"; Open-L2O version, spec model_free §3).
+
+Per coordinate, with Adam moments (beta1 = beta2 = 0.95):
+
+    u = [m_hat / (sqrt(v_hat) + eps), g / (sqrt(v_hat) + eps)]
+    x_{t+1} = x_t + scale * tanh(Linear(LSTM(LSTM(ELU(Linear_in(u))))))
+
+``output_scale = 0.01`` (Open-L2O; the original RNNprop used 0.1 and ``x - out``).  State:
+the two LSTM states, the moments ``m, v`` and the step counter.  ``random_scale`` (the
+RNNprop training trick) is applied by the meta-trainer, not by the network.
+"""
+import keras
+import tensorflow as tf
+
+from model_free.base import LearnedOptimizer, SonnetLSTM, flatten, unflatten
+from model_free.features import rnnprop_features
+
+
+@keras.saving.register_keras_serializable(package="open_l2o_tf")
+class L2ORNNprop(LearnedOptimizer):
+
+    def __init__(self, hidden=20, beta1=0.95, beta2=0.95, output_scale=0.01, **kwargs):
+        super().__init__(**kwargs)
+        self.hidden, self.beta1, self.beta2 = int(hidden), float(beta1), float(beta2)
+        self.output_scale = float(output_scale)
+        self.input_projection = keras.layers.Dense(self.hidden, name="input_projection")
+        self.input_projection.build((None, 2))
+        self.lstm_1 = SonnetLSTM(self.hidden, self.hidden, name="lstm_1")
+        self.lstm_2 = SonnetLSTM(self.hidden, self.hidden, name="lstm_2")
+        self.linear = keras.layers.Dense(1, name="linear")
+        self.linear.build((None, self.hidden))
+        self.built = True
+
+    def initial_state(self, params):
+        n = sum(int(tf.size(p)) for p in params)
+        zeros = tf.zeros([n, self.hidden])
+        col = tf.zeros([n, 1])
+        return ((zeros, zeros), (zeros, zeros), col, col, tf.constant(0.0))
+
+    def network(self, g, state):
+        s1, s2, m, v, t = state
+        t = t + 1.0
+        u, m, v = rnnprop_features(g, m, v, t, self.beta1, self.beta2)
+        h = tf.nn.elu(self.input_projection(u))
+        h, s1 = self.lstm_1(h, s1)
+        h, s2 = self.lstm_2(h, s2)
+        return self.output_scale * tf.tanh(self.linear(h)), (s1, s2, m, v, t)
+
+    def update(self, grads, state, params=None, training=False):
+        step, state = self.network(flatten(grads), state)
+        return unflatten(step, grads), state
+
+    def get_config(self):
+        return {**super().get_config(), "hidden": self.hidden, "beta1": self.beta1,
+                "beta2": self.beta2, "output_scale": self.output_scale}

@@ -1,0 +1,142 @@
+"""MNIST and CIFAR-10 from a local directory or tensorflow-datasets.
+
+Where the data comes from, in order: the ``data_dir`` argument (the ``--mnist_dir`` /
+``--data_dir`` flags), then ``$OPEN_L2O_DATA_DIR`` (its ``mnist/`` or ``cifar10/``
+subfolder, or the folder itself), then ``tensorflow_datasets`` (already downloaded data
+first, then a download).  When nothing works a :class:`UserError` says what to download
+and where to put it.
+
+Local formats: MNIST as the four idx files (``train-images-idx3-ubyte[.gz]`` ...);
+CIFAR-10 as the binary version (``cifar-10-batches-bin/data_batch_{1..5}.bin``,
+``test_batch.bin``).  Images are float32 in [0, 1], NHWC; labels int32.
+"""
+import gzip
+import os
+
+import numpy as np
+
+from open_l2o_tf.errors import UserError
+
+MNIST_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+               "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+MNIST_HELP = ("download the four MNIST files train-images-idx3-ubyte.gz, "
+              "train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz "
+              "(e.g. from https://storage.googleapis.com/cvdf-datasets/mnist/) into a folder and "
+              "pass it with --mnist_dir=DIR or put them in $OPEN_L2O_DATA_DIR/mnist")
+CIFAR_HELP = ("download cifar-10-binary.tar.gz from https://www.cs.toronto.edu/~kriz/ and "
+              "unpack it so that DIR/cifar-10-batches-bin/data_batch_1.bin exists; pass "
+              "--data_dir=DIR or use $OPEN_L2O_DATA_DIR/cifar10")
+
+
+def _check_split(split):
+    if split not in ("train", "test"):
+        raise UserError(f"split must be 'train' or 'test', got {split!r}")
+
+
+def read_idx(path):
+    """Reads one idx file (optionally gzipped) into a numpy array."""
+    opener = gzip.open if path.endswith(".gz") else open
+    try:
+        with opener(path, "rb") as handle:
+            data = handle.read()
+        zero, dtype_code, ndim = data[0] * 256 + data[1], data[2], data[3]
+        if zero != 0 or dtype_code != 0x08:
+            raise ValueError("bad magic number")
+        shape = tuple(int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
+        array = np.frombuffer(data, np.uint8, offset=4 + 4 * ndim)
+        return array.reshape(shape)
+    except Exception as err:  # pylint: disable=broad-except
+        raise UserError(f"{path} is not a valid idx file ({err})") from None
+
+
+def _find(folder, stem):
+    for name in (stem + ".gz", stem, stem.replace("-idx", ".idx")):
+        path = os.path.join(folder, name)
+        if os.path.exists(path):
+            return path
+    return None
+
+
+def _local_mnist(folder, split):
+    for candidate in (os.path.join(folder, "mnist"), folder):
+        image_path = _find(candidate, MNIST_FILES[split][0])
+        label_path = _find(candidate, MNIST_FILES[split][1])
+        if image_path and label_path:
+            images = read_idx(image_path).astype(np.float32)[..., None] / 255.0
+            labels = read_idx(label_path).astype(np.int32)
+            if len(images) != len(labels):
+                raise UserError(f"{image_path} has {len(images)} images but {label_path} "
+                                f"has {len(labels)} labels")
+            return images, labels
+    return None
+
+
+def _tfds(name, split, help_text):
+    try:
+        import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+        try:
+            data = tfds.load(name, split=split, batch_size=-1, as_supervised=True,
+                             download=False)
+        except Exception:  # pylint: disable=broad-except
+            data = tfds.load(name, split=split, batch_size=-1, as_supervised=True)
+        images, labels = tfds.as_numpy(data)
+        return images.astype(np.float32) / 255.0, labels.astype(np.int32)
+    except Exception as err:  # pylint: disable=broad-except
+        raise UserError(f"no local {name} data found and tensorflow-datasets could not "
+                        f"provide it ({type(err).__name__}); {help_text}") from None
+
+
+def _sources(data_dir):
+    sources = []
+    if data_dir:
+        if not os.path.isdir(data_dir):
+            raise UserError(f"data directory {data_dir} does not exist")
+        sources.append(data_dir)
+    if os.environ.get("OPEN_L2O_DATA_DIR"):
+        sources.append(os.environ["OPEN_L2O_DATA_DIR"])
+    return sources
+
+
+def load_mnist(data_dir=None, split="train"):
+    """``(images (N, 28, 28, 1) float32 in [0, 1], labels (N,) int32)``."""
+    _check_split(split)
+    explicit = data_dir
+    for folder in _sources(data_dir):
+        found = _local_mnist(folder, split)
+        if found is not None:
+            return found
+        if folder == explicit:
+            raise UserError(f"--mnist_dir {folder} does not hold the MNIST idx files; "
+                            f"{MNIST_HELP}")
+    return _tfds("mnist", split, MNIST_HELP)
+
+
+def _local_cifar(folder, split):
+    for candidate in (os.path.join(folder, "cifar10", "cifar-10-batches-bin"),
+                      os.path.join(folder, "cifar-10-batches-bin"), folder):
+        names = ([f"data_batch_{i}.bin" for i in range(1, 6)] if split == "train"
+                 else ["test_batch.bin"])
+        paths = [os.path.join(candidate, n) for n in names]
+        if all(os.path.exists(p) for p in paths):
+            records = []
+            for path in paths:
+                raw = np.fromfile(path, np.uint8)
+                if raw.size % 3073:
+                    raise UserError(f"{path} is not a CIFAR-10 binary batch")
+                records.append(raw.reshape(-1, 3073))
+            raw = np.concatenate(records)
+            images = raw[:, 1:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+            return images.astype(np.float32) / 255.0, raw[:, 0].astype(np.int32)
+    return None
+
+
+def load_cifar10(data_dir=None, split="train"):
+    """``(images (N, 32, 32, 3) float32 in [0, 1], labels (N,) int32)``."""
+    _check_split(split)
+    for folder in _sources(data_dir):
+        found = _local_cifar(folder, split)
+        if found is not None:
+            return found
+        if folder == data_dir:
+            raise UserError(f"--data_dir {folder} does not hold CIFAR-10; {CIFAR_HELP}")
+    return _tfds("cifar10", split, CIFAR_HELP)

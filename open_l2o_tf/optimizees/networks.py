@@ -1,0 +1,130 @@
+"""Neural-network optimizees as plain TF functions of a parameter list (spec model_free §9.4-9.5).
+
+* ``MnistMLP``: flatten -> Dense(20) + sigmoid (or ReLU) -> Dense(10); all weights and
+  biases N(0, 0.01^2); mean softmax cross-entropy on a minibatch of 128 drawn uniformly
+  with replacement (the L2O-DM ``mnist`` / ``mnist_relu`` problems).
+* ``MnistConv``: conv 3x3x16 (stride 1, VALID) -> BN -> ReLU -> maxpool 2 -> conv 5x5x32
+  -> BN -> ReLU -> maxpool 2 -> FC 512 -> 10; ``CifarConv``: the same with stride-2 convs
+  on 32x32x3 (FC 32 -> 10).  BN uses batch statistics with learned gamma/beta (optimizee
+  parameters).  The original applies a ReLU to the logits (a quirk, ``relu_logits=True``
+  by default; False is the intended network).
+
+A network is one instance: ``instance_losses`` returns shape ``(1,)``; ``sample_batch``
+returns a minibatch ``{"images", "labels"}``.
+"""
+import numpy as np
+import tensorflow as tf
+
+from open_l2o_tf.errors import UserError
+from open_l2o_tf.optimizees.base import Optimizee, as_seed, split_seed
+
+
+class _Network(Optimizee):
+    stochastic = True
+    shapes = ()
+
+    def __init__(self, images, labels, batch_size=128):
+        if images is None or labels is None:
+            raise UserError(f"{self.name} needs training images and labels")
+        self.images = tf.constant(np.asarray(images, np.float32))
+        self.labels = tf.constant(np.asarray(labels, np.int32))
+        if self.images.shape[0] != self.labels.shape[0]:
+            raise UserError(f"{self.images.shape[0]} images but {self.labels.shape[0]} labels")
+        self.batch_size = int(batch_size)
+
+    def sample_instance(self, seed, batch_size=None):
+        return {}
+
+    def init_params(self, seed, instance=None):
+        seeds = split_seed(seed, len(self.shapes))
+        return [self.init_value(shape, s) for shape, s in zip(self.shapes, seeds)]
+
+    def init_value(self, shape, seed):
+        return 0.01 * tf.random.stateless_normal(shape, seed)
+
+    def sample_batch(self, seed):
+        idx = tf.random.stateless_uniform([self.batch_size], as_seed(seed), 0,
+                                          tf.shape(self.images)[0], tf.int32)
+        return {"images": tf.gather(self.images, idx), "labels": tf.gather(self.labels, idx)}
+
+    def logits(self, params, images):
+        raise NotImplementedError
+
+    def instance_losses(self, params, instance, batch=None):
+        logits = self.logits(params, batch["images"])
+        ce = tf.nn.sparse_softmax_cross_entropy_with_logits(batch["labels"], logits)
+        return tf.reshape(tf.reduce_mean(ce), [1])
+
+    def accuracy(self, params, images, labels):
+        pred = tf.argmax(self.logits(params, tf.constant(images, tf.float32)), -1,
+                         output_type=tf.int32)
+        return float(tf.reduce_mean(tf.cast(pred == tf.constant(labels, tf.int32), tf.float32)))
+
+
+class MnistMLP(_Network):
+    """784 -> hidden (sigmoid or relu) -> 10."""
+
+    def __init__(self, images=None, labels=None, activation="sigmoid", hidden=20,
+                 batch_size=128):
+        if activation not in ("sigmoid", "relu"):
+            raise UserError(f"activation must be 'sigmoid' or 'relu', got {activation!r}")
+        self.name = f"mnist_mlp_{activation}"
+        self.activation = activation
+        super().__init__(images, labels, batch_size)
+        d = int(np.prod(self.images.shape[1:]))
+        self.shapes = ((d, hidden), (hidden,), (hidden, 10), (10,))
+
+    def logits(self, params, images):
+        w1, b1, w2, b2 = params
+        h = tf.reshape(images, [tf.shape(images)[0], -1]) @ w1 + b1
+        h = tf.sigmoid(h) if self.activation == "sigmoid" else tf.nn.relu(h)
+        return h @ w2 + b2
+
+
+class _ConvNet(_Network):
+    stride = 1
+
+    def __init__(self, images=None, labels=None, batch_size=128, relu_logits=True):
+        super().__init__(images, labels, batch_size)
+        self.relu_logits = bool(relu_logits)
+        c = int(self.images.shape[-1])
+        size = int(self.images.shape[1])
+        for k in (3, 5):
+            size = (size - k) // self.stride + 1
+            size = size // 2
+        if size < 1:
+            raise UserError(f"images of size {self.images.shape[1]} are too small for "
+                            f"{self.name}")
+        flat = size * size * 32
+        self.shapes = ((3, 3, c, 16), (16,), (16,), (16,), (5, 5, 16, 32), (32,), (32,),
+                       (32,), (flat, 10), (10,))
+
+    def init_value(self, shape, seed):
+        return tf.zeros(shape) if len(shape) == 1 else super().init_value(shape, seed)
+
+    def init_params(self, seed, instance=None):
+        params = super().init_params(seed, instance)
+        params[2] = tf.ones_like(params[2])   # BN gamma
+        params[6] = tf.ones_like(params[6])
+        return params
+
+    def logits(self, params, images):
+        h = images
+        for i in (0, 4):
+            w, b, gamma, beta = params[i:i + 4]
+            h = tf.nn.conv2d(h, w, self.stride, "VALID") + b
+            mean, var = tf.nn.moments(h, axes=[0, 1, 2])
+            h = tf.nn.batch_normalization(h, mean, var, beta, gamma, 1e-3)
+            h = tf.nn.max_pool2d(tf.nn.relu(h), 2, 2, "VALID")
+        h = tf.reshape(h, [tf.shape(h)[0], -1]) @ params[8] + params[9]
+        return tf.nn.relu(h) if self.relu_logits else h
+
+
+class MnistConv(_ConvNet):
+    name = "mnist_conv"
+    stride = 1
+
+
+class CifarConv(_ConvNet):
+    name = "cifar_conv"
+    stride = 2
