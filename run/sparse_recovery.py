@@ -17,6 +17,7 @@ from open_l2o_tf import logging as olog
 from open_l2o_tf import reference, registry
 from open_l2o_tf.errors import UserError
 from run import common
+from model_based.factory import build_model
 
 MODELS = [m for m in registry.names("model") if m != "step_lista"]
 flags.DEFINE_enum("model", "alista", MODELS, "The unrolled model.")
@@ -41,25 +42,6 @@ common.define_common_flags("runs/sparse_recovery")
 FLAGS = flags.FLAGS
 
 QUICK = dict(m=64, n=128, num_train=8192, num_val=1024, num_test=1024)
-
-
-def build_model(name, A, W, num_layers, lam=0.4, **extra):
-    cls = registry.get("model", name)
-    kwargs = dict(num_layers=num_layers)
-    if name == "step_lista":
-        kwargs["lam"] = extra.get("lasso_lam", 0.005)
-    else:
-        kwargs["lam"] = lam
-    if name == "alista":
-        if W is None:
-            raise UserError("ALISTA needs W.npy in --data_dir; make the data with "
-                            "python -m run.make_data (without --noW)")
-        kwargs["W"] = W
-    if name in ("lista_cp", "lista_cpss"):
-        kwargs["faithful_init"] = extra.get("faithful_init", True)
-    if name == "tista":
-        kwargs["sigma2"] = extra.get("sigma2", 0.0)
-    return cls(A, **kwargs)
 
 
 def main(argv):

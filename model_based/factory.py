@@ -1,0 +1,22 @@
+"""Builds an unrolled model by registry name with the arguments each model needs."""
+from open_l2o_tf import registry
+from open_l2o_tf.errors import UserError
+
+
+def build_model(name, A, W, num_layers, lam=0.4, **extra):
+    cls = registry.get("model", name)
+    kwargs = dict(num_layers=num_layers)
+    if name == "step_lista":
+        kwargs["lam"] = extra.get("lasso_lam", 0.005)
+    else:
+        kwargs["lam"] = lam
+    if name == "alista":
+        if W is None:
+            raise UserError("ALISTA needs W.npy in --data_dir; make the data with "
+                            "python -m run.make_data (without --noW)")
+        kwargs["W"] = W
+    if name in ("lista_cp", "lista_cpss"):
+        kwargs["faithful_init"] = extra.get("faithful_init", True)
+    if name == "tista":
+        kwargs["sigma2"] = extra.get("sigma2", 0.0)
+    return cls(A, **kwargs)

@@ -1,0 +1,42 @@
+"""Training an unrolled model on the Lasso loss (Fig. 6), shared by ``run.lasso``.
+
+LISTA, StepLISTA and ALISTA are trained progressively (:mod:`model_based.progressive`,
+task ``lasso``: loss ``1/4 ||A x_T - y||^2 + lam ||x_T||_1`` summed over the batch, the
+original's factor) on the data set's training split; the validation metric is the mean
+Lasso objective.  ``--preset=quick`` uses 100 steps per epoch and at most 10 epochs per
+stage.
+"""
+import os
+
+import keras
+
+from model_based.factory import build_model
+from model_based.progressive import ProgressiveTrainer
+from open_l2o_tf.data import sparse_recovery
+from open_l2o_tf.errors import UserError
+
+
+def train_or_load(name, data_dir, *, lam, num_layers, workdir, preset, seed=0, load=None,
+                  steps_per_epoch=None, tb=None, jit_compile=True, progress=print):
+    """Returns ``(model, info)``."""
+    if load:
+        if not os.path.exists(load):
+            raise UserError(f"--load file {load} does not exist")
+        return keras.saving.load_model(load), {"train_seconds": 0.0, "train_steps": 0}
+    train = sparse_recovery.load(data_dir, "train")
+    val = sparse_recovery.load(data_dir, "val")
+    model_lam = 0.005 if name == "step_lista" else 0.4
+    model = build_model(name, train.A, train.W, num_layers, model_lam, lasso_lam=lam)
+    quick = preset == "quick"
+    trainer = ProgressiveTrainer(
+        model, (train.y, train.x), (val.y, val.x), task="lasso", lam=lam,
+        steps_per_epoch=steps_per_epoch or (100 if quick else 100),
+        max_epochs=10 if quick else None, val_batch_size=1280,
+        ckpt_dir=os.path.join(workdir, "ckpt"), tb=tb, seed=seed, jit_compile=jit_compile,
+        progress=progress)
+    trainer.train(num_layers)
+    path = os.path.join(workdir, "model.keras")
+    model.save(path + ".tmp.keras")
+    os.replace(path + ".tmp.keras", path)
+    return model, {"train_seconds": trainer.state.get("train_seconds", 0.0),
+                   "train_steps": trainer.train_steps}

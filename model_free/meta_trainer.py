@@ -1,0 +1,299 @@
+"""Meta-training of coordinate-wise learned optimizers by truncated BPTT (spec model_free §1).
+
+One *episode* optimises a fresh optimizee instance (new constants, new start, zero state)
+for ``unroll`` steps, cut into truncations of ``truncation`` steps.  Within a truncation
+
+    f_t = f(x_t),   g_t = stop_gradient(grad f(x_t)),   (d_t, s_{t+1}) = opt(g_t, s_t),
+    x_{t+1} = x_t + d_t,        meta-loss = sum_{t=0}^{T} f(x_t)
+
+and one Adam(1e-3) step on the optimizer's weights follows; ``x_T`` and the state are
+carried to the next truncation without gradient.  ``second_order=True`` keeps the
+gradient through ``g_t``.  Minibatch problems draw a fresh minibatch per step.  A whole
+truncation is one ``tf.function``.  A non-finite meta-loss or meta-gradient skips the update
+(the weights never take non-finite values), is reported with its episode and truncation,
+and ends the episode.  Every ``eval_every`` episodes the optimizer is scored on fixed
+held-out instances (mean loss over the horizon) and the best weights are kept and saved.
+
+Imitation (L2O-enhanced, spec §4.2) episodes train on the teacher-forcing loss of
+:mod:`model_free.imitation` with their own Adam; the curriculum (§4.1) changes the
+episode horizon (:mod:`model_free.curriculum`).
+"""
+import os
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from model_free import pretrained
+from open_l2o_tf import logging as olog
+
+
+def _seed(*parts):
+    value = 0
+    for part in parts:
+        value = (value * 1000003 + int(part)) & 0x7FFFFFFF
+    return tf.constant([value, int(parts[-1]) & 0x7FFFFFFF], tf.int32)
+
+
+def make_step_fns(optimizer, optimizee, grad_scale=1.0):
+    """``grads_fn(params, instance, batch) -> (loss, grads)`` on the mean loss; ``grad_scale``
+    multiplies the gradients (to keep the 1/128 scale of training on other batch sizes)."""
+
+    def loss_and_grads(params, instance, batch):
+        with tf.GradientTape() as tape:
+            tape.watch(params)
+            losses = optimizee.instance_losses(params, instance, batch)
+            total = tf.reduce_sum(losses)
+        grads = tape.gradient(total, params)
+        return tf.reduce_mean(losses), [g * grad_scale for g in grads], losses
+
+    return loss_and_grads
+
+
+def evaluate(optimizer, optimizee, num_steps, instance, params, seed=0, grad_scale=None,
+             jit_compile=True):
+    """Runs the learned optimizer for ``num_steps``; returns the per-instance loss curve
+    ``(num_steps + 1, B)`` (losses at ``x_0 .. x_T``; minibatch problems: the loss of the
+    new iterate on a fresh minibatch, as the original's evaluation).
+
+    ``grad_scale`` defaults to ``1 / B`` (the gradient of the mean over instances, the
+    convention the original optimizers were trained with)."""
+    batch_count = int(optimizee.instance_losses(params, instance,
+                                                optimizee.sample_batch(_seed(seed, 0))).shape[0])
+    scale = (1.0 / batch_count) if grad_scale is None else grad_scale
+    grads_fn = make_step_fns(optimizer, optimizee, scale)
+
+    @tf.function(jit_compile=jit_compile)
+    def run(params):
+        state = optimizer.initial_state(params)
+        batch0 = optimizee.sample_batch(_seed(seed, 0))
+        first = optimizee.instance_losses(params, instance, batch0)
+        ta = tf.TensorArray(tf.float32, size=num_steps + 1).write(0, first)
+
+        def body(t, x, s, ta):
+            batch = optimizee.sample_batch(tf.stack([tf.constant(seed, tf.int32), t + 1]))
+            _, grads, _ = grads_fn(x, instance, batch)
+            steps, s = optimizer.update(grads, s, x)
+            x = [p + d for p, d in zip(x, steps)]
+            batch2 = optimizee.sample_batch(tf.stack([tf.constant(seed + 7919, tf.int32), t + 1]))
+            return t + 1, x, s, ta.write(t + 1, optimizee.instance_losses(x, instance, batch2))
+
+        _, _, _, ta = tf.while_loop(lambda t, *_: t < num_steps, body,
+                                    (tf.constant(0), params, state, ta))
+        return ta.stack()
+
+    return run(list(params)).numpy()
+
+
+class MetaTrainer:
+    """Truncated-BPTT meta-trainer of a :class:`model_free.base.LearnedOptimizer`.
+
+    Args:
+      optimizer: the learned optimizer (its weights are trained).
+      optimizee: an :class:`open_l2o_tf.optimizees.base.Optimizee`.
+      unroll: optimizee steps per episode (100); ``truncation``: steps per meta-update (20).
+      lr: Adam learning rate on the optimizer weights (1e-3).
+      second_order: keep gradients through the optimizee gradients.
+      curriculum: optional :class:`model_free.curriculum.Curriculum` (sets the horizon).
+      imitation: optional :class:`model_free.imitation.Imitation`.
+      eval_every, eval_instances: model selection period and held-out instance count.
+      ckpt_dir: where ``meta_state.json`` + weights are written (resume); None: none.
+      tb, progress, seed, jit_compile: as usual.
+    """
+
+    def __init__(self, optimizer, optimizee, *, unroll=100, truncation=20, lr=1e-3,
+                 second_order=False, curriculum=None, imitation=None, eval_every=10,
+                 eval_instances=2, ckpt_dir=None, tb=None, progress=print, seed=0,
+                 jit_compile=False):
+        self.opt, self.optimizee = optimizer, optimizee
+        self.unroll, self.truncation = int(unroll), int(truncation)
+        self.second_order = bool(second_order)
+        self.curriculum, self.imitation = curriculum, imitation
+        self.eval_every, self.eval_instances = int(eval_every), int(eval_instances)
+        self.ckpt_dir = ckpt_dir
+        self.tb = tb or olog.TensorBoard(None)
+        self.say = progress or (lambda *a, **k: None)
+        self.seed, self.jit_compile = int(seed), bool(jit_compile)
+        self.meta_opt = keras.optimizers.Adam(lr)
+        self.meta_opt.build(self.opt.trainable_variables)
+        self.il_opt = keras.optimizers.Adam(lr)
+        self.il_opt.build(self.opt.trainable_variables)
+        self.grads_fn = make_step_fns(optimizer, optimizee, 1.0)
+        self._truncation_fn = self._build_truncation()
+        self.history = {"episode_loss": [], "eval": [], "skipped": []}
+        self.episode = 0
+        self.best_score, self.best_weights = np.inf, None
+        self.train_seconds, self.truncations = 0.0, 0
+
+    # -- one truncation ----------------------------------------------------------------
+    def _build_truncation(self):
+        opt, optimizee, T = self.opt, self.optimizee, self.truncation
+        variables = opt.trainable_variables
+
+        def truncation(params, state, instance, seed, step0):
+            with tf.GradientTape() as tape:
+                total = tf.constant(0.0)
+                x = params
+                for t in range(T):
+                    batch = optimizee.sample_batch(tf.stack([seed[0], seed[1] + step0 + t]))
+                    with tf.GradientTape() as inner:
+                        inner.watch(x)
+                        loss = optimizee.loss(x, instance, batch)
+                    grads = inner.gradient(loss, x)
+                    if not self.second_order:
+                        grads = [tf.stop_gradient(g) for g in grads]
+                    total += loss
+                    steps, state = opt.update(grads, state, x, training=True)
+                    x = [p + d for p, d in zip(x, steps)]
+                batch = optimizee.sample_batch(tf.stack([seed[0], seed[1] + step0 + T]))
+                total += optimizee.loss(x, instance, batch)
+            meta_grads = tape.gradient(total, variables)
+            finite = tf.math.is_finite(total)
+            for g in meta_grads:
+                if g is not None:
+                    finite = tf.logical_and(finite, tf.reduce_all(tf.math.is_finite(g)))
+            if finite:
+                self.meta_opt.apply_gradients(
+                    [(g, v) for g, v in zip(meta_grads, variables) if g is not None])
+            x = [tf.stop_gradient(p) for p in x]
+            state = tf.nest.map_structure(tf.stop_gradient, state)
+            return x, state, total, finite
+
+        return tf.function(truncation, jit_compile=self.jit_compile, reduce_retracing=True)
+
+    # -- episodes ----------------------------------------------------------------------
+    @property
+    def horizon(self):
+        return self.curriculum.horizon if self.curriculum else self.unroll
+
+    def run_episode(self, episode):
+        seed = _seed(self.seed, episode)
+        instance = self.optimizee.sample_instance(seed)
+        params = self.optimizee.init_params(seed + [0, 1], instance)
+        if self.imitation is not None and self.imitation.use_imitation(
+                episode, self.curriculum.stage if self.curriculum else None):
+            loss = self.imitation.train_episode(self.opt, self.il_opt, self.optimizee,
+                                                instance, params, self.horizon,
+                                                self.truncation, seed)
+            return loss, True
+        state = self.opt.initial_state(params)
+        total = 0.0
+        for k in range(max(1, self.horizon // self.truncation)):
+            params, state, loss, finite = self._truncation_fn(
+                params, state, instance, seed, tf.constant(k * self.truncation, tf.int32))
+            self.truncations += 1
+            if not bool(finite):
+                message = (f"non-finite meta-loss/gradient at episode {episode + 1} "
+                           f"truncation {k + 1}; update skipped, episode ended")
+                self.say(f"[meta] WARNING: {message}")
+                self.history["skipped"].append(message)
+                return float("nan"), False
+            total += float(loss)
+        return total, False
+
+    def score(self, horizon=None, instances=None):
+        """Mean loss over the horizon on fixed held-out instances (lower is better)."""
+        horizon = horizon or self.horizon
+        scores = []
+        for i in range(instances or self.eval_instances):
+            seed = _seed(10 ** 6 + self.seed, i)
+            instance = self.optimizee.sample_instance(seed)
+            params = self.optimizee.init_params(seed + [0, 1], instance)
+            curve = evaluate(self.opt, self.optimizee, horizon, instance, params,
+                             seed=10 ** 6 + i, jit_compile=False)
+            scores.append(float(np.mean(curve)))
+        return float(np.mean(scores))
+
+    def weights(self):
+        return [v.numpy() for v in self.opt.weights]
+
+    def set_weights(self, values):
+        for v, value in zip(self.opt.weights, values):
+            v.assign(value)
+
+    def train(self, num_episodes):
+        """Meta-trains up to ``num_episodes`` episodes in total (resuming); keeps the best."""
+        self.restore()
+        start = time.time()
+        while self.episode < num_episodes:
+            if self.curriculum is not None and self.curriculum.finished:
+                self.say("[meta] curriculum finished")
+                break
+            t0 = time.time()
+            loss, imitation = self.run_episode(self.episode)
+            self.history["episode_loss"].append(loss)
+            self.tb.scalar("meta/imitation_loss" if imitation else "meta/episode_loss",
+                           loss, self.episode)
+            self.episode += 1
+            if self.episode % self.eval_every == 0 or self.episode == num_episodes:
+                score = self.score()
+                self.history["eval"].append((self.episode, score))
+                self.tb.scalar("meta/heldout_score", score, self.episode)
+                improved = score < self.best_score
+                if improved:
+                    self.best_score, self.best_weights = score, self.weights()
+                if self.curriculum is not None:
+                    action = self.curriculum.on_evaluation(score, improved)
+                    if action == "advance":
+                        self.set_weights(self.best_weights)
+                        self.best_score = self.score(self.curriculum.eval_horizon)
+                        self.say(f"[meta] curriculum -> stage {self.curriculum.stage} "
+                                 f"(horizon {self.curriculum.horizon})")
+                self.train_seconds += time.time() - start
+                start = time.time()
+                self.save()
+                self.say(f"[meta] episode {self.episode}/{num_episodes} "
+                         f"{'IL' if imitation else 'meta'}-loss={loss:.4g} "
+                         f"held-out={score:.4g} best={self.best_score:.4g} "
+                         f"({time.time() - t0:.1f} s/episode)")
+        self.train_seconds += time.time() - start
+        if self.best_weights is not None:
+            self.set_weights(self.best_weights)
+        self.save()
+        self.tb.flush()
+        return self.history
+
+    # -- checkpoints -------------------------------------------------------------------
+    def save(self):
+        if not self.ckpt_dir:
+            return
+        os.makedirs(self.ckpt_dir, exist_ok=True)
+        current = self.weights()
+        if self.best_weights is not None:
+            self.set_weights(self.best_weights)
+            pretrained.save_optimizer(self.opt, os.path.join(self.ckpt_dir, "best.npz"))
+        self.set_weights(current)
+        pretrained.save_optimizer(self.opt, os.path.join(self.ckpt_dir, "last.npz"))
+        olog.atomic_save_npy(os.path.join(self.ckpt_dir, "meta_adam.npy"),
+                             np.array([v.numpy() for v in self.meta_opt.variables],
+                                      dtype=object), )
+        state = {"episode": self.episode, "best_score": self.best_score,
+                 "train_seconds": self.train_seconds, "truncations": self.truncations,
+                 "curriculum": self.curriculum.state() if self.curriculum else None}
+        olog.atomic_write_json(os.path.join(self.ckpt_dir, "meta_state.json"), state)
+
+    def restore(self):
+        if not self.ckpt_dir:
+            return False
+        state = olog.read_json(os.path.join(self.ckpt_dir, "meta_state.json"))
+        if not state:
+            return False
+        _, last = pretrained.load_optimizer(os.path.join(self.ckpt_dir, "last.npz"))
+        self.set_weights([v.numpy() for v in last.weights])
+        best_path = os.path.join(self.ckpt_dir, "best.npz")
+        if os.path.exists(best_path):
+            _, best = pretrained.load_optimizer(best_path)
+            self.best_weights = [v.numpy() for v in best.weights]
+        adam_path = os.path.join(self.ckpt_dir, "meta_adam.npy")
+        if os.path.exists(adam_path):
+            for v, value in zip(self.meta_opt.variables, np.load(adam_path, allow_pickle=True)):
+                v.assign(value)
+        self.episode = state["episode"]
+        self.best_score = state["best_score"] if state["best_score"] is not None else np.inf
+        self.train_seconds = state.get("train_seconds", 0.0)
+        self.truncations = state.get("truncations", 0)
+        if self.curriculum is not None and state.get("curriculum"):
+            self.curriculum.load_state(state["curriculum"])
+        self.say(f"[meta] resumed at episode {self.episode}")
+        return True

@@ -1,0 +1,113 @@
+"""Neural-network training (Fig. 8): train MNIST networks with a classic or learned optimizer.
+
+    python -m run.nn_training --optimizer=adam --problem=mnist_mlp_relu
+    python -m run.nn_training --optimizer=l2o_dm --load=../shared/data/original_optimizers/dm.cw.l2l-0
+    python -m run.nn_training --optimizer=l2o_rnnprop --preset=quick --workdir=W
+
+Protocol (paper): 10,000 steps of batch 128, 10 runs (different initialisations and
+minibatch orders), the mean training (minibatch) loss per step.  Learned optimizers are
+meta-trained on the MNIST sigmoid MLP (unroll 100, truncations of 20) unless ``--load``
+gives our checkpoint or an original Open-L2O file; they are then applied to ``--problem``.
+SGD/Adam/RMSProp use lr 1e-3.  ``--preset=quick``: 500 steps, 2 runs, 30 meta-episodes.
+Data: ``--mnist_dir`` (the four idx files), else ``$OPEN_L2O_DATA_DIR``, else
+tensorflow-datasets.
+"""
+import os
+import time
+
+import numpy as np
+from absl import flags
+
+from open_l2o_tf import logging as olog
+from open_l2o_tf import reference
+from open_l2o_tf.errors import UserError
+from run import common
+
+CLASSIC = ["sgd", "adam", "rmsprop"]
+LEARNED = ["l2o_dm", "l2o_rnnprop", "l2o_enhanced"]
+flags.DEFINE_enum("optimizer", "adam", CLASSIC + LEARNED + ["l2o_scale"], "The optimizer.")
+flags.DEFINE_enum("problem", "mnist_mlp_sigmoid", ["mnist_mlp_sigmoid", "mnist_mlp_relu",
+                                                   "mnist_conv", "cifar_conv"],
+                  "The network to train.")
+flags.DEFINE_string("mnist_dir", None, "Folder with the MNIST idx files (or CIFAR-10 "
+                    "binary batches for cifar_conv).")
+flags.DEFINE_integer("steps", None, "Training steps per run (paper 10,000, quick 500).")
+flags.DEFINE_integer("runs", None, "Independent runs (paper 10, quick 2).")
+flags.DEFINE_float("lr", 1e-3, "Learning rate of sgd/adam/rmsprop.")
+flags.DEFINE_integer("meta_episodes", None, "Meta-training episodes (paper 10,000 for DM; "
+                     "quick 30).")
+common.define_common_flags("runs/nn_training")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    del argv
+    from open_l2o_tf.classic import first_order, transforms  # pylint: disable=import-outside-toplevel
+    from open_l2o_tf.optimizees import make_optimizee  # pylint: disable=import-outside-toplevel
+    name = FLAGS.optimizer
+    if name == "l2o_scale":
+        raise UserError("--optimizer=l2o_scale is not implemented yet; choose one of "
+                        f"{CLASSIC + LEARNED}")
+    steps = common.preset_value(FLAGS.preset, 10000, 500, FLAGS.steps)
+    runs = common.preset_value(FLAGS.preset, 10, 2, FLAGS.runs)
+    if steps <= 0 or runs <= 0:
+        raise UserError("--steps and --runs must be positive integers")
+    workdir = FLAGS.workdir
+    os.makedirs(workdir, exist_ok=True)
+    tb = olog.TensorBoard(os.path.join(workdir, "tb"))
+    problem = make_optimizee(FLAGS.problem, data_dir=FLAGS.mnist_dir)
+    info = {"train_seconds": 0.0, "train_steps": 0}
+    if name in LEARNED:
+        from model_free import meta_trainer, training  # pylint: disable=import-outside-toplevel
+        train_problem = (problem if FLAGS.problem == "mnist_mlp_sigmoid" or FLAGS.load
+                         else make_optimizee("mnist_mlp_sigmoid", data_dir=FLAGS.mnist_dir))
+        episodes = common.preset_value(FLAGS.preset, 10000, 30, FLAGS.meta_episodes)
+        opt, info = training.meta_train_or_load(
+            name, train_problem, synthetic=False, workdir=workdir, episodes=episodes,
+            load=FLAGS.load, tb=tb, seed=FLAGS.seed,
+            horizons=(100, 200) if FLAGS.preset == "quick" else None)
+    curves = []
+    start = time.time()
+    progress = olog.Progress(f"nn_training {name} {FLAGS.problem}", runs)
+    for run in range(runs):
+        seed = FLAGS.seed * 1000 + run
+        params = problem.init_params([seed, 17])
+        if name in LEARNED:
+            curve = meta_trainer.evaluate(opt, problem, steps, {}, params, seed=seed,
+                                          grad_scale=1.0, jit_compile=True)
+        else:
+            transform = {"sgd": first_order.sgd, "adam": first_order.adam,
+                         "rmsprop": first_order.rmsprop}[name](FLAGS.lr)
+
+            def batch_fn(step, seed=seed):
+                import tensorflow as tf  # pylint: disable=import-outside-toplevel
+                return problem.sample_batch(tf.stack([tf.constant(seed, tf.int32), step]))
+
+            def loss_fn(p, batch):
+                return problem.instance_losses(p, {}, batch)
+
+            _, curve = transforms.run_optimizer(transform, loss_fn, params, steps,
+                                                batch_fn=batch_fn, record="post")
+        curves.append(np.asarray(curve).reshape(-1))
+        progress.update(run + 1, force=True, final_loss=f"{curves[-1][-1]:.4f}")
+    curves = np.stack(curves)
+    mean = curves.mean(axis=0)
+    for k in range(0, len(mean), 100):
+        tb.scalar(f"nn/{FLAGS.problem}/{name}/loss", mean[k], k)
+    tb.flush()
+    paper = reference.lookup("nn_training", FLAGS.problem, name)
+    tail = float(mean[-100:].mean())
+    record = olog.make_result("nn_training", name, FLAGS.problem, FLAGS.preset, "loss", mean,
+                              paper=paper, train_seconds=info.get("train_seconds", 0.0),
+                              train_steps=info.get("train_steps", 0),
+                              config=common.flag_values_dict(),
+                              std_final=float(curves[:, -1].std()), mean_last100=tail,
+                              eval_seconds=time.time() - start)
+    common.write_results(workdir, record)
+    print(f"[nn_training] {FLAGS.problem} {name}: loss[0]={mean[0]:.3f} "
+          f"loss[{len(mean) - 1}]={mean[-1]:.4f} mean of last 100={tail:.4f} "
+          f"(over {runs} runs)  paper={paper}", flush=True)
+
+
+if __name__ == "__main__":
+    common.main_wrapper(main)

@@ -1,0 +1,102 @@
+"""The generalized Rastrigin family (Fig. 7): one optimizer, mean loss over 1,000 steps.
+
+    python -m run.rastrigin --optimizer=nag_ls --n=2
+    python -m run.rastrigin --optimizer=l2o_dm --n=10 --preset=quick --workdir=W
+
+Protocol (paper): 128 test instances (A, b, c ~ N(0, 1)) x 10 random starts (x_0 ~ N(0, 1)),
+1,000 iterations, the mean loss per iteration.  GD/NAG use backtracking line search from
+step 0.1, Adam lr 0.1 and RMSProp lr 0.3 (the paper's); the oracle is Run-and-Inspect.
+Learned optimizers are meta-trained on fresh batches of 128 instances (or ``--load``-ed).
+``--preset=quick`` uses 16 test instances and a short meta-training.
+"""
+import os
+import time
+
+import numpy as np
+from absl import flags
+
+from open_l2o_tf import logging as olog
+from open_l2o_tf import reference
+from open_l2o_tf.errors import UserError
+from run import common
+
+CLASSIC = ["gd_ls", "nag_ls", "adam", "rmsprop", "oracle"]
+LEARNED = ["l2o_dm", "l2o_rnnprop", "l2o_enhanced"]
+NOT_YET = ["l2o_scale", "l2o_swarm"]
+flags.DEFINE_enum("optimizer", "nag_ls", CLASSIC + LEARNED + NOT_YET, "The optimizer.")
+flags.DEFINE_integer("n", 2, "Dimension (the paper: 2 and 10).")
+flags.DEFINE_integer("steps", 1000, "Iterations.")
+flags.DEFINE_integer("test_instances", None, "Test instances (paper 128, quick 16).")
+flags.DEFINE_integer("starts", 10, "Random starts per test instance.")
+flags.DEFINE_float("lr", None, "Learning rate of adam (0.1) / rmsprop (0.3).")
+flags.DEFINE_integer("meta_episodes", None, "Meta-training episodes (paper 2000, quick 60).")
+common.define_common_flags("runs/rastrigin")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    del argv
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    from open_l2o_tf.classic import first_order, line_search, run_and_inspect, transforms  # pylint: disable=import-outside-toplevel
+    from open_l2o_tf.optimizees.rastrigin import Rastrigin  # pylint: disable=import-outside-toplevel
+    name = FLAGS.optimizer
+    if name in NOT_YET:
+        raise UserError(f"--optimizer={name} is not implemented yet; choose one of "
+                        f"{CLASSIC + LEARNED}")
+    if FLAGS.n <= 0 or FLAGS.steps <= 0 or FLAGS.starts <= 0:
+        raise UserError("--n, --steps and --starts must be positive integers")
+    quick = FLAGS.preset == "quick"
+    workdir = FLAGS.workdir
+    os.makedirs(workdir, exist_ok=True)
+    tb = olog.TensorBoard(os.path.join(workdir, "tb"))
+    count = FLAGS.test_instances or (16 if quick else 128)
+    family = Rastrigin(n=FLAGS.n, batch_size=128)
+    test = family.sample_instance(10 ** 7 + FLAGS.seed, count)
+    test = family.tile_starts(test, FLAGS.starts)
+    x0 = family.init_params(10 ** 7 + FLAGS.seed + 1, test)
+
+    def per_instance(params, batch=None):
+        del batch
+        return family.instance_losses(params if isinstance(params, list) else [params], test)
+
+    info = {"train_seconds": 0.0, "train_steps": 0}
+    start = time.time()
+    if name in ("gd_ls", "nag_ls"):
+        fn = line_search.gd_line_search if name == "gd_ls" else line_search.nag_line_search
+        _, curve = fn(per_instance, x0, FLAGS.steps, initial_step=0.1)
+    elif name == "oracle":
+        _, _, curve = run_and_inspect.run_and_inspect(per_instance, x0, FLAGS.steps,
+                                                      method="gd", seed=FLAGS.seed)
+    elif name in ("adam", "rmsprop"):
+        lr = FLAGS.lr or (0.1 if name == "adam" else 0.3)
+        transform = first_order.adam(lr) if name == "adam" else first_order.rmsprop(lr)
+        _, curve = transforms.run_optimizer(transform, per_instance, x0, FLAGS.steps,
+                                            reduction="sum")
+    else:
+        from model_free import meta_trainer, training  # pylint: disable=import-outside-toplevel
+        episodes = common.preset_value(FLAGS.preset, 2000, 60, FLAGS.meta_episodes)
+        opt, info = training.meta_train_or_load(
+            name, family, synthetic=True, workdir=workdir, episodes=episodes,
+            load=FLAGS.load, tb=tb, seed=FLAGS.seed,
+            horizons=(100, 200, 500) if quick else None)
+        curve = meta_trainer.evaluate(opt, family, FLAGS.steps, test, x0, seed=FLAGS.seed,
+                                      grad_scale=1.0 / 128)
+    curve = np.asarray(curve).mean(axis=1)
+    lower = float(tf.reduce_mean(family.lower_bound(test)))
+    for k in range(0, len(curve), max(1, len(curve) // 50)):
+        tb.scalar(f"rastrigin/n{FLAGS.n}/{name}/loss", curve[k], k)
+    tb.flush()
+    paper = reference.lookup("rastrigin", FLAGS.n, name)
+    record = olog.make_result("rastrigin", name, f"n{FLAGS.n}", FLAGS.preset, "loss", curve,
+                              paper=paper, train_seconds=info.get("train_seconds", 0.0),
+                              train_steps=info.get("train_steps", 0),
+                              config=common.flag_values_dict(), lower_bound_mean=lower,
+                              eval_seconds=time.time() - start)
+    common.write_results(workdir, record)
+    print(f"[rastrigin] n={FLAGS.n} {name}: loss[0]={curve[0]:.3f} loss[10]="
+          f"{curve[min(10, len(curve) - 1)]:.3f} loss[{len(curve) - 1}]={curve[-1]:.4f}  "
+          f"paper={paper}  mean lower bound alpha(n-|c|_1)={lower:.3f}", flush=True)
+
+
+if __name__ == "__main__":
+    common.main_wrapper(main)
