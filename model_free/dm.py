@@ -13,7 +13,7 @@ L2O-enhanced is this network trained with curriculum + imitation.
 import keras
 import tensorflow as tf
 
-from model_free.base import LearnedOptimizer, SonnetLSTM, flatten, unflatten
+from model_free.base import LearnedOptimizer, SonnetLSTM, flatten, num_coordinates, unflatten
 from model_free.features import log_and_sign
 from open_l2o_tf.errors import UserError
 
@@ -38,7 +38,7 @@ class L2ODM(LearnedOptimizer):
         self.built = True
 
     def initial_state(self, params):
-        n = sum(int(tf.size(p)) for p in params)
+        n = num_coordinates(params)
         zeros = tf.zeros([n, self.hidden])
         return ((zeros, zeros), (zeros, zeros))
 

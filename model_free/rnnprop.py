@@ -13,7 +13,7 @@ RNNprop training trick) is applied by the meta-trainer, not by the network.
 import keras
 import tensorflow as tf
 
-from model_free.base import LearnedOptimizer, SonnetLSTM, flatten, unflatten
+from model_free.base import LearnedOptimizer, SonnetLSTM, flatten, num_coordinates, unflatten
 from model_free.features import rnnprop_features
 
 
@@ -33,7 +33,7 @@ class L2ORNNprop(LearnedOptimizer):
         self.built = True
 
     def initial_state(self, params):
-        n = sum(int(tf.size(p)) for p in params)
+        n = num_coordinates(params)
         zeros = tf.zeros([n, self.hidden])
         col = tf.zeros([n, 1])
         return ((zeros, zeros), (zeros, zeros), col, col, tf.constant(0.0))

@@ -1,0 +1,48 @@
+"""Speed report: ``python -m run.perf --what=model_based|model_free|all [--out=FILE.json]``.
+
+Times are medians of repeated compiled calls and are reported as ratios measured in the same
+run (against the machine's float32 matmul throughput, against an Adam step), because the
+machines are shared and noisy.
+"""
+from absl import flags
+
+from open_l2o_tf import logging as olog
+from open_l2o_tf.errors import UserError
+from run import common
+
+flags.DEFINE_enum("what", "all", ["model_based", "model_free", "all"], "What to time.")
+flags.DEFINE_string("models", None, "Comma-separated model names (model_based; default all).")
+flags.DEFINE_integer("m", 256, "Rows of A.")
+flags.DEFINE_integer("n", 512, "Columns of A.")
+flags.DEFINE_integer("num_layers", 16, "Layers.")
+flags.DEFINE_integer("batch", 128, "Batch size.")
+flags.DEFINE_string("mnist_dir", None, "MNIST idx folder (model_free; random data if absent).")
+flags.DEFINE_string("out", None, "Also write the figures to this JSON file.")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    del argv
+    for name in ("m", "n", "num_layers", "batch"):
+        if getattr(FLAGS, name) <= 0:
+            raise UserError(f"--{name} must be a positive integer, got {getattr(FLAGS, name)}")
+    report = {}
+    if FLAGS.what in ("model_based", "all"):
+        from model_based.perf import DEFAULT_MODELS, benchmark_model_based  # pylint: disable=import-outside-toplevel
+        from open_l2o_tf import registry  # pylint: disable=import-outside-toplevel
+        models = FLAGS.models.split(",") if FLAGS.models else list(DEFAULT_MODELS)
+        for model in models:
+            registry.get("model", model)
+        report["model_based"] = benchmark_model_based(models, FLAGS.m, FLAGS.n,
+                                                      FLAGS.num_layers, FLAGS.batch)
+        print(f"[perf] machine float32 matmul: {report['model_based']['matmul_gflops']:.1f} "
+              f"GFLOP/s")
+    if FLAGS.what in ("model_free", "all"):
+        from model_free.perf import benchmark_model_free  # pylint: disable=import-outside-toplevel
+        report["model_free"] = benchmark_model_free(FLAGS.mnist_dir)
+    if FLAGS.out:
+        olog.atomic_write_json(FLAGS.out, report)
+
+
+if __name__ == "__main__":
+    common.main_wrapper(main)
