@@ -1,0 +1,120 @@
+"""Data generation, the ALISTA weight, the coherent dictionary and make_data."""
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from open_l2o_tf.data import alista_weight, dictionary, sparse_recovery
+from open_l2o_tf.errors import UserError
+from tests.cli import error_lines, run_cli
+
+SMALL = dict(m=64, n=128, num_train=2048, num_val=256, num_test=256)
+
+
+@pytest.fixture(scope="module")
+def small_dir(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("noiseless"))
+    sparse_recovery.generate("noiseless", out, seed=3, progress=None, **SMALL)
+    return out
+
+
+def test_layout_shapes_norms_sparsity(small_dir):
+    train = np.load(os.path.join(small_dir, "train_data.npy"))
+    A = np.load(os.path.join(small_dir, "A.npy"))
+    assert train.shape == (2048, 192) and train.dtype == np.float32
+    assert np.allclose(np.linalg.norm(A, axis=0), 1.0, atol=1e-5)
+    nonzero = np.mean(train[:, 64:] != 0)
+    assert 0.08 < nonzero < 0.12
+    assert np.allclose(train[:, :64], train[:, 64:] @ A.T, atol=1e-4)   # noiseless y = Ax
+    meta = json.load(open(os.path.join(small_dir, "meta.json")))
+    assert meta["setting"] == "noiseless" and meta["num_val"] == 256
+    data = sparse_recovery.load(small_dir, "val")
+    assert data.y.shape == (256, 64) and data.x.shape == (256, 128) and data.W.shape == A.shape
+
+
+def test_reproducible_and_seed_dependent(small_dir, tmp_path):
+    sparse_recovery.generate("noiseless", str(tmp_path / "a"), seed=3, progress=None,
+                             compute_W=False, **SMALL)
+    sparse_recovery.generate("noiseless", str(tmp_path / "b"), seed=4, progress=None,
+                             compute_W=False, **SMALL)
+    same = np.load(tmp_path / "a" / "test_data.npy")
+    assert np.array_equal(same, np.load(os.path.join(small_dir, "test_data.npy")))
+    assert not np.allclose(same, np.load(tmp_path / "b" / "test_data.npy"))
+
+
+def test_noise_at_20_db():
+    A = sparse_recovery.gaussian_matrix(64, 128, 0)
+    y, x = sparse_recovery.sample_measurements(A, 1, 4096, 0.1, 20.0)
+    clean = x.numpy() @ A.T
+    noise = y.numpy() - clean
+    snr = 20 * np.log10(clean.std(axis=1) / noise.std(axis=1))
+    assert abs(np.median(snr) - 20.0) < 1.5
+
+
+def test_alista_weight_constraint_and_coherence():
+    A = sparse_recovery.gaussian_matrix(64, 128, 5)
+    W = alista_weight.analytic_weight(A)
+    diag_err, off = alista_weight.check_weight(W, A)
+    assert diag_err < 1e-4
+    assert off < dictionary.mutual_coherence(A)
+
+
+def test_mutual_coherence_known_matrix():
+    D = np.array([[1.0, 0.0, np.sqrt(0.5)], [0.0, 1.0, np.sqrt(0.5)]])
+    assert dictionary.mutual_coherence(D) == pytest.approx(np.sqrt(0.5))
+
+
+def test_dictionary_learning_on_generated_images(tmp_path):
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        base = np.cumsum(np.cumsum(rng.normal(size=(48, 48)), 0), 1)
+        img = (255 * (base - base.min()) / np.ptp(base)).astype(np.uint8)
+        Image.fromarray(img).save(tmp_path / f"img{i}.png")
+    patches = dictionary.extract_patches(str(tmp_path), patch=4, num_patches=800)
+    D, info = dictionary.learn_dictionary(patches, n_atoms=32, iterations=20)
+    assert D.shape == (16, 32)
+    assert np.allclose(np.linalg.norm(D, axis=0), 1.0, atol=1e-4)
+    assert info["relative_residual"] < 1.0
+
+
+def test_bsds_dictionary_is_coherent(shared_data_dir):
+    folder = os.path.join(shared_data_dir, "bsds500")
+    if not os.path.isdir(folder):
+        pytest.skip("no bsds500")
+    D, _ = dictionary.dictionary_from_images(folder, m=64, n=128, iterations=30,
+                                             num_patches=3000)
+    assert np.allclose(np.linalg.norm(D, axis=0), 1.0, atol=1e-4)
+    assert dictionary.mutual_coherence(D) > 0.5
+
+
+def test_user_errors(tmp_path, small_dir):
+    with pytest.raises(UserError, match="unknown setting"):
+        sparse_recovery.generate("nope", str(tmp_path), progress=None)
+    with pytest.raises(UserError, match="--num_train must be a positive integer"):
+        sparse_recovery.generate("noiseless", str(tmp_path), num_train=0, progress=None)
+    with pytest.raises(UserError, match="does not exist"):
+        dictionary.extract_patches(str(tmp_path / "missing"))
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    np.save(bad / "A.npy", np.eye(4, dtype=np.float32))
+    (bad / "test_data.npy").write_bytes(b"garbage, not numpy")
+    with pytest.raises(UserError, match="test_data.npy is not a readable .npy"):
+        sparse_recovery.load(str(bad), "test")
+    with pytest.raises(UserError, match="run.make_data"):
+        sparse_recovery.load(str(tmp_path / "nothing"), "test")
+
+
+def test_make_data_cli(tmp_path):
+    out = tmp_path / "d"
+    proc = run_cli("run.make_data", "--setting=lasso_5x10", f"--out={out}", "--num_train=256",
+                   "--num_val=64", "--num_test=64")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert np.load(out / "train_data.npy").shape == (256, 15)
+    for args, expect in ((["--setting=nope"], "--setting"),
+                         (["--setting=noiseless", "--num_train=-5"], "--num_train"),
+                         (["--setting=coherent", "--image_dir=/no/such/dir"], "/no/such/dir")):
+        proc = run_cli("run.make_data", *args, f"--out={tmp_path / 'x'}")
+        lines = error_lines(proc)
+        assert proc.returncode == 2 and len(lines) == 1 and expect in lines[0], proc.stderr

@@ -1,0 +1,130 @@
+"""The unrolled models: shapes, variables, equivalence with ISTA/FISTA, support selection,
+serialisation."""
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from model_based.factory import build_model
+from model_based.shrinkage import shrink_ss, ss_keep_count, ss_percent
+from open_l2o_tf import registry
+from open_l2o_tf.classic import ista_fista
+from open_l2o_tf.data import alista_weight, sparse_recovery
+from open_l2o_tf.errors import UserError
+
+M, N, B, T = 16, 32, 8, 4
+
+
+@pytest.fixture(scope="module")
+def problem():
+    A = sparse_recovery.gaussian_matrix(M, N, 1)
+    W = alista_weight.analytic_weight(A)
+    y, x = sparse_recovery.sample_measurements(A, 2, B)
+    return A, W, y.numpy(), x.numpy()
+
+
+ALL = registry.names("model")
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_outputs_and_variables(problem, name):
+    A, W, y, _ = problem
+    model = build_model(name, A, W, T)
+    outs = model(y)
+    assert len(outs) == T and all(o.shape == (B, N) for o in outs)
+    assert len(model(y, num_layers=2)) == 2
+    per_layer = [model.layer_variables(t) for t in range(T)]
+    assert all(per_layer)
+    ids = [id(v) for vs in per_layer for v in vs]
+    assert len(ids) == len(set(ids))
+    assert set(ids) == {id(v) for v in model.trainable_variables}
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(tf.square(model(y)[-1]))
+    grads = tape.gradient(loss, model.layer_variables(T - 1))
+    assert all(g is not None for g in grads)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_config_round_trip_and_keras_file(problem, name, tmp_path):
+    A, W, y, _ = problem
+    model = build_model(name, A, W, T)
+    for v in model.trainable_variables:   # move off the initialisation
+        v.assign(v * 1.01)
+    clone = type(model).from_config(model.get_config())
+    clone.set_weights(model.get_weights())
+    np.testing.assert_allclose(clone(y)[-1], model(y)[-1], rtol=1e-5, atol=1e-6)
+    path = str(tmp_path / f"{name}.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    np.testing.assert_allclose(loaded(y)[-1], model(y)[-1], rtol=1e-5, atol=1e-6)
+
+
+def _ista_steps(A, y, lam, step, k, accelerated=False):
+    solver = ista_fista.fista if accelerated else ista_fista.ista
+    x, _ = solver(A, y, lam, k, step=step)
+    return x.numpy()
+
+
+@pytest.mark.parametrize("name,kwargs", [("lista", {}), ("lista_cp", {"faithful_init": False}),
+                                         ("step_lista", {})])
+def test_initialisation_is_ista(problem, name, kwargs):
+    A, W, y, _ = problem
+    model = registry.get("model", name)(A, num_layers=T, **({"lam": 0.005} if name ==
+                                                             "step_lista" else {}), **kwargs)
+    lam = model.lam
+    step = 1.0 / model.L
+    for k in (1, T):
+        np.testing.assert_allclose(model(y, num_layers=k)[-1],
+                                   _ista_steps(A, y, lam, step, k), rtol=1e-4, atol=1e-5)
+
+
+def test_lfista_initialisation_is_fista_with_shifted_momentum(problem):
+    A, W, y, _ = problem
+    model = registry.get("model", "lfista")(A, num_layers=T)
+    step, theta = 1.0 / model.L, model.theta_init
+    x_prev = np.zeros((B, N), np.float32)
+    x = ista_fista.soft_threshold(step * (y @ A), theta).numpy()
+    from model_based.lfista import momentum_sequence
+    mom = momentum_sequence(T)
+    for t in range(1, T):
+        z = x + mom[t] * (x - x_prev)
+        x_prev, x = x, ista_fista.soft_threshold(z - step * (z @ A.T - y) @ A, theta).numpy()
+    np.testing.assert_allclose(model(y)[-1], x, rtol=1e-4, atol=1e-5)
+
+
+def test_support_selection_counts():
+    n = 128
+    ks = [ss_keep_count(n, ss_percent(t)) for t in range(16)]
+    assert ks == [2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 17, 17, 17, 17, 17]
+    assert [ss_keep_count(512, ss_percent(t)) for t in (0, 9, 15)] == [6, 61, 66]
+    z = tf.constant(np.arange(1, n + 1, dtype=np.float32)[None, :] * np.array([[1.0], [-1.0]],
+                                                                               np.float32))
+    out, c = shrink_ss(z, 0.5, 5)
+    passed = np.sum(out.numpy() == z.numpy(), axis=1)
+    assert list(passed) == [5, 5]
+    assert np.allclose(out.numpy()[0, :n - 5], np.arange(1, n - 4) - 0.5)
+    assert np.sum(1 - c.numpy(), axis=1).tolist() == [5, 5]
+    out_big_theta, _ = shrink_ss(z, 1000.0, 5)   # nothing above theta: nothing passes
+    assert np.all(out_big_theta.numpy() == 0)
+
+
+def test_no_gradient_through_the_mask():
+    z = tf.Variable([[3.0, -2.0, 0.1, 5.0]])
+    with tf.GradientTape() as tape:
+        out, _ = shrink_ss(z, 0.5, 1)
+        loss = tf.reduce_sum(out)
+    g = tape.gradient(loss, z).numpy()
+    assert np.allclose(g, [[1.0, 1.0, 0.0, 1.0]])
+
+
+def test_bad_inputs(problem):
+    A, W, y, _ = problem
+    model = build_model("lista", A, W, T)
+    with pytest.raises(UserError, match="y must have shape"):
+        model(np.zeros((2, M + 1), np.float32))
+    with pytest.raises(UserError, match="num_layers"):
+        model(y, num_layers=T + 1)
+    with pytest.raises(UserError, match="W"):
+        build_model("alista", A, None, T)
+    with pytest.raises(UserError, match="unknown model"):
+        build_model("nope", A, W, T)

@@ -1,0 +1,126 @@
+"""Progressive layer-wise training: schedule, decay, early stopping, checkpoints, resume."""
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from model_based import progressive
+from model_based.factory import build_model
+from open_l2o_tf.data import alista_weight, sparse_recovery
+from tests.cli import error_lines, run_cli
+
+M, N = 16, 32
+
+
+@pytest.fixture(scope="module")
+def data():
+    A = sparse_recovery.gaussian_matrix(M, N, 0)
+    W = alista_weight.analytic_weight(A)
+    split = lambda seed, num: [a.numpy() for a in sparse_recovery.sample_measurements(A, seed, num)]
+    return A, W, split(1, 512), split(2, 256), split(3, 256)
+
+
+def _trainer(data, name="alista", layers=3, ckpt=None, **kw):
+    A, W, train, val, test = data
+    model = build_model(name, A, W, layers)
+    kw.setdefault("steps_per_epoch", 10)
+    kw.setdefault("patience", 1)
+    kw.setdefault("max_epochs", 3)
+    return model, progressive.ProgressiveTrainer(
+        model, train, val, test, batch_size=32, val_batch_size=256, ckpt_dir=ckpt,
+        progress=None, seed=0, jit_compile=False, **kw)
+
+
+def test_stage_schedule_and_multipliers(data, monkeypatch):
+    model, trainer = _trainer(data)
+    seen = []
+    original = progressive._SubAdam.apply
+
+    def spy(self, grads, lr, multipliers, scales):
+        seen.append((len(self.indices), float(lr), tuple(np.round(multipliers, 6))))
+        return original(self, grads, lr, multipliers, scales)
+
+    monkeypatch.setattr(progressive._SubAdam, "apply", spy)
+    for stage in range(3):
+        trainer._make_step(2, stage)(*[tf.constant(a[:32]) for a in data[2]])
+    # ALISTA: 2 variables per layer; stage 1 only layer 2's, stages 2-3 all 4.
+    assert seen[0] == (2, 5e-4, (1.0, 1.0))
+    assert seen[1][0] == 4 and seen[1][1] == pytest.approx(1e-4)
+    assert seen[1][2] == (0.3, 0.3, 1.0, 1.0)
+    assert seen[2][1] == pytest.approx(1e-5)
+
+
+def test_only_new_layer_changes_in_stage_one(data):
+    model, trainer = _trainer(data)
+    before = [v.numpy().copy() for v in model.layer_variables(0)]
+    step = trainer._make_step(2, 0)
+    step(*[tf.constant(a[:32]) for a in data[2]])
+    after = [v.numpy() for v in model.layer_variables(0)]
+    assert all(np.array_equal(a, b) for a, b in zip(before, after))
+    assert not np.allclose(model.layer_variables(1)[0].numpy(), 1.0)
+
+
+def test_early_stopping_and_nmse_decreases(data):
+    model, trainer = _trainer(data, patience=1, max_epochs=50)
+    history, _ = trainer.run_stage(0, 0)
+    assert 2 <= len(history) < 50
+    assert history[-1] >= min(history)     # stopped after a non-improvement
+    metrics = trainer.train(3)
+    assert len(metrics) == 3 and metrics[2] < metrics[0] - 3.0
+
+
+def test_resume_matches_uninterrupted(data, tmp_path):
+    _, full = _trainer(data, ckpt=str(tmp_path / "full"))
+    reference = full.train(2)
+
+    class Stop(Exception):
+        pass
+
+    model, first = _trainer(data, ckpt=str(tmp_path / "cut"))
+    calls = {"n": 0}
+    original = first.run_stage
+
+    def run_stage(layer, stage):
+        if calls["n"] == 4:
+            raise Stop()
+        calls["n"] += 1
+        return original(layer, stage)
+
+    first.run_stage = run_stage
+    with pytest.raises(Stop):
+        first.train(2)
+    progress = json.load(open(tmp_path / "cut" / "progress.json"))
+    assert (progress["layer"], progress["stage"]) == (1, 0)
+    _, second = _trainer(data, ckpt=str(tmp_path / "cut"))
+    resumed = second.train(2)
+    np.testing.assert_allclose(resumed, reference, rtol=1e-5, atol=1e-4)
+
+
+def test_nonfinite_loss_restores_weights(data):
+    model, trainer = _trainer(data)
+    A, W, train, val, test = data
+    trainer.train_y = tf.constant(np.full_like(train[0], np.nan))
+    start = [v.numpy().copy() for v in trainer.variables]
+    trainer.run_stage(0, 0)
+    assert trainer.state["events"] and "non-finite" in trainer.state["events"][0]
+    assert all(np.array_equal(a, v.numpy()) for a, v in zip(start, trainer.variables))
+
+
+def test_cli_quick_and_errors(tmp_path):
+    work = tmp_path / "w"
+    proc = run_cli("run.sparse_recovery", "--model=lista_cpss", "--preset=quick",
+                   f"--workdir={work}", "--num_layers=2", "--steps_per_epoch=5",
+                   "--max_epochs=2", "--nojit")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    record = json.load(open(work / "results.json"))
+    assert record["test"] == "sparse_recovery" and record["metric"] == "nmse_db"
+    assert len(record["curve"]) == 2 and record["final"] == record["curve"][-1]
+    assert os.path.exists(work / "model.keras") and os.path.isdir(work / "tb")
+    proc = run_cli("run.sparse_recovery", "--model=nope", f"--workdir={work}")
+    assert proc.returncode == 2 and len(error_lines(proc)) == 1
+    proc = run_cli("run.sparse_recovery", "--model=lista", f"--data_dir={tmp_path / 'none'}",
+                   f"--workdir={tmp_path / 'w2'}")
+    lines = error_lines(proc)
+    assert proc.returncode == 2 and len(lines) == 1 and "run.make_data" in lines[0]
