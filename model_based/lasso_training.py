@@ -32,7 +32,7 @@ def train_or_load(name, data_dir, *, lam, num_layers, workdir, preset, seed=0, l
         model, (train.y, train.x), (val.y, val.x), task="lasso", lam=lam,
         steps_per_epoch=steps_per_epoch or (100 if quick else 100),
         max_epochs=10 if quick else None, val_batch_size=1280,
-        ckpt_dir=os.path.join(workdir, "ckpt"), tb=tb, seed=seed, jit_compile=jit_compile,
+        ckpt_dir=os.path.join(workdir, "ckpt"), tb=tb, seed=seed, jit_compile=jit_compile and name != "alista",
         progress=progress)
     trainer.train(num_layers)
     path = os.path.join(workdir, "model.keras")

@@ -75,11 +75,12 @@ def _tfds(name, split, help_text):
     try:
         import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
         try:
-            data = tfds.load(name, split=split, batch_size=-1, as_supervised=True,
-                             download=False)
+            data = tfds.load(name, split=split, as_supervised=True, download=False)
         except Exception:  # pylint: disable=broad-except
-            data = tfds.load(name, split=split, batch_size=-1, as_supervised=True)
-        images, labels = tfds.as_numpy(data)
+            data = tfds.load(name, split=split, as_supervised=True)
+        pairs = list(tfds.as_numpy(data.batch(10000)))
+        images = np.concatenate([p[0] for p in pairs])
+        labels = np.concatenate([p[1] for p in pairs])
         return images.astype(np.float32) / 255.0, labels.astype(np.int32)
     except Exception as err:  # pylint: disable=broad-except
         raise UserError(f"no local {name} data found and tensorflow-datasets could not "

@@ -1,0 +1,150 @@
+"""Learned optimizers: state handling, features, pretrained weights, the Keras wrapper."""
+import os
+import pickle
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from model_free import features, pretrained
+from model_free.base import flatten, unflatten
+from model_free.dm import L2ODM
+from model_free.keras_optimizer import LearnedKerasOptimizer
+from model_free.rnnprop import L2ORNNprop
+from open_l2o_tf.errors import UserError
+
+SHAPES = [(3, 4), (5,), (2, 2, 2)]
+
+
+def _params(seed=0):
+    rng = np.random.default_rng(seed)
+    return [tf.constant(rng.normal(size=s), tf.float32) for s in SHAPES]
+
+
+@pytest.mark.parametrize("cls", [L2ODM, L2ORNNprop])
+def test_mixed_shapes_and_state(cls):
+    opt = cls()
+    params = _params()
+    state = opt.initial_state(params)
+    grads = _params(1)
+    steps, new_state = opt.update(grads, state, params)
+    assert [tuple(s.shape) for s in steps] == SHAPES
+    assert tf.nest.map_structure(lambda t: tuple(t.shape), new_state) == \
+        tf.nest.map_structure(lambda t: tuple(t.shape), state)
+    compiled = tf.function(opt.update)
+    steps2, _ = compiled(grads, state, params)
+    for a, b in zip(steps, steps2):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    clone = cls.from_config(opt.get_config())
+    clone.set_weights(opt.get_weights())
+    np.testing.assert_allclose(clone.update(grads, state)[0][0], steps[0], rtol=1e-6)
+
+
+def test_flatten_round_trip():
+    params = _params()
+    back = unflatten(flatten(params), params)
+    assert all(np.array_equal(a, b) for a, b in zip(params, back))
+
+
+def test_log_and_sign_by_hand():
+    g = tf.constant([[1.0], [-1e-4], [0.0], [-2.0]])
+    out = features.log_and_sign(g, 5.0).numpy()
+    eps = np.finfo(np.float32).eps
+    expect_log = [np.log(1 + eps) / 5, max(np.log(1e-4 + eps) / 5, -1), -1.0,
+                  np.log(2 + eps) / 5]
+    expect_sign = [1.0, -1e-4 * np.exp(5), 0.0, -1.0]
+    np.testing.assert_allclose(out[:, 0], expect_log, rtol=1e-5)
+    np.testing.assert_allclose(out[:, 1], expect_sign, rtol=1e-5)
+
+
+def test_rnnprop_features_by_hand():
+    g1, g2 = 0.5, -1.0
+    m = v = tf.zeros([1, 1])
+    _, m, v = features.rnnprop_features(tf.constant([[g1]]), m, v, 1.0)
+    out, m, v = features.rnnprop_features(tf.constant([[g2]]), m, v, 2.0)
+    mm = 0.95 * 0.05 * g1 + 0.05 * g2
+    vv = 0.95 * 0.05 * g1 ** 2 + 0.05 * g2 ** 2
+    m_hat, v_hat = mm / (1 - 0.95 ** 2), vv / (1 - 0.95 ** 2)
+    denom = np.sqrt(v_hat) + 1e-8
+    np.testing.assert_allclose(out.numpy()[0], [m_hat / denom, g2 / denom], rtol=1e-5)
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("touch /tmp/open_l2o_tf_pwned",))
+
+
+def test_refuses_malicious_pickle(tmp_path):
+    path = tmp_path / "evil.cw.l2l-0"
+    if os.path.exists("/tmp/open_l2o_tf_pwned"):
+        os.remove("/tmp/open_l2o_tf_pwned")
+    with open(path, "wb") as handle:
+        pickle.dump({"lstm_1": {"w_gates": _Evil()}}, handle)
+    with pytest.raises(UserError, match="refus"):
+        pretrained.safe_load_pickle(str(path))
+    assert not os.path.exists("/tmp/open_l2o_tf_pwned")
+    with pytest.raises(UserError, match="does not exist"):
+        pretrained.load_optimizer(str(tmp_path / "missing"))
+
+
+def test_save_and_load_our_format(tmp_path):
+    opt = L2ORNNprop()
+    path = str(tmp_path / "opt.npz")
+    pretrained.save_optimizer(opt, path)
+    name, loaded = pretrained.load_optimizer(path)
+    assert name == "l2o_rnnprop"
+    for a, b in zip(opt.get_weights(), loaded.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def _mnist_like(num=2048, seed=0):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 10, num).astype(np.int32)
+    images = rng.random((num, 28, 28, 1)).astype(np.float32) * 0.2
+    images[np.arange(num), 2 * labels + 3, :, 0] += 0.8
+    return images, labels
+
+
+def test_original_weights_load_and_train(shared_data_dir):
+    from model_free.meta_trainer import evaluate
+    from open_l2o_tf.optimizees.networks import MnistMLP
+    folder = os.path.join(shared_data_dir, "original_optimizers")
+    name, dm = pretrained.load_optimizer(os.path.join(folder, "dm.cw.l2l-0"))
+    assert name == "l2o_dm" and dm.output_scale == 0.01
+    assert pretrained.load_optimizer(os.path.join(folder, "rnnprop.rp.l2l-0"))[0] == "l2o_rnnprop"
+    mlp = MnistMLP(*_mnist_like(), activation="sigmoid", batch_size=128)
+    curve = evaluate(dm, mlp, 150, {}, mlp.init_params(0), seed=1, grad_scale=1.0)[:, 0]
+    assert curve[0] == pytest.approx(np.log(10), abs=0.05)
+    assert curve[-20:].mean() < 0.7 * curve[:5].mean()
+
+
+def _regression():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(512, 8)).astype(np.float32)
+    return x, (x @ rng.normal(size=(8, 1))).astype(np.float32)
+
+
+def test_keras_wrapper_zero_rule_leaves_weights():
+    x, y = _regression()
+    learned = L2ODM()
+    learned.linear.kernel.assign(np.zeros((20, 1), np.float32))   # step = bias = 0
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(1)])
+    model.compile(optimizer=LearnedKerasOptimizer(learned), loss="mse")
+    before = model.get_weights()
+    model.fit(x, y, epochs=1, batch_size=64, verbose=0)
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+    assert len(model.optimizer.variables) > 4      # the recurrent state lives there
+
+
+def test_keras_wrapper_trains_with_original_dm(shared_data_dir):
+    _, learned = pretrained.load_optimizer(
+        os.path.join(shared_data_dir, "original_optimizers", "dm.cw.l2l-0"))
+    images, labels = _mnist_like(2048)
+    model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(),
+                              keras.layers.Dense(20, activation="sigmoid"),
+                              keras.layers.Dense(10)])
+    model.compile(optimizer=LearnedKerasOptimizer(learned),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    hist = model.fit(images, labels, epochs=3, batch_size=128, verbose=0).history["loss"]
+    assert hist[-1] < 0.7 * hist[0]

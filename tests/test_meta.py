@@ -1,0 +1,147 @@
+"""Meta-training: it learns, truncation, NaN guard, curriculum, imitation, resume, CLIs."""
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from model_free import imitation
+from model_free.curriculum import Curriculum
+from model_free.dm import L2ODM
+from model_free.meta_trainer import MetaTrainer, evaluate
+from open_l2o_tf.optimizees.quadratic import Quadratic
+from tests.cli import error_lines, run_cli
+
+
+def _trainer(**kw):
+    opt = L2ODM(preprocess="identity", output_scale=1.0)
+    kw.setdefault("unroll", 20)
+    kw.setdefault("truncation", 5)
+    return opt, MetaTrainer(opt, Quadratic(dim=5, batch_size=16), eval_every=10,
+                            eval_instances=1, progress=None, **kw)
+
+
+def test_meta_training_lowers_the_meta_loss():
+    _, trainer = _trainer()
+    history = trainer.train(40)
+    losses = history["episode_loss"]
+    assert len(losses) == 40 and trainer.truncations == 40 * 4
+    assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
+    assert trainer.best_score < np.inf
+
+
+def test_first_order_stops_the_gradient():
+    results = {}
+    for second in (False, True):
+        opt, trainer = _trainer(second_order=second)
+        q = trainer.optimizee
+        inst = q.sample_instance(0)
+        x = q.init_params(1, inst)
+        state = opt.initial_state(x)
+        before = [v.numpy().copy() for v in opt.trainable_variables]
+        trainer._truncation_fn(x, state, inst, tf.constant([1, 2]), tf.constant(0))
+        results[second] = [v.numpy() - b for v, b in zip(opt.trainable_variables, before)]
+    assert any(not np.allclose(a, b) for a, b in zip(results[False], results[True]))
+
+
+class _NanAt(Quadratic):
+    def instance_losses(self, params, instance, batch=None):
+        losses = super().instance_losses(params, instance, batch)
+        return losses + tf.where(tf.reduce_max(tf.abs(params[0])) > -1.0, np.nan, 0.0)
+
+
+def test_nan_guard_keeps_weights_finite():
+    opt = L2ODM(preprocess="identity", output_scale=1.0)
+    trainer = MetaTrainer(opt, _NanAt(dim=3, batch_size=4), unroll=10, truncation=5,
+                          eval_every=100, progress=None)
+    before = [v.numpy().copy() for v in opt.trainable_variables]
+    trainer.run_episode(0)
+    assert trainer.history["skipped"] and "episode 1 truncation 1" in trainer.history["skipped"][0]
+    assert all(np.array_equal(a, v.numpy()) for a, v in zip(before, opt.trainable_variables))
+
+
+def test_curriculum_advances_and_stops():
+    c = Curriculum()
+    assert (c.horizon, c.eval_horizon) == (100, 200)
+    assert c.on_evaluation(1.0, True) == "improved"
+    assert c.on_evaluation(2.0, False) == "continue"
+    assert c.on_evaluation(2.0, False) == "advance" and c.stage == 1 and c.num_eval == 0
+    for _ in range(3):
+        c.on_evaluation(3.0, False)
+    assert c.finished                  # a stage that never improved ends training
+    last = Curriculum()
+    last.stage = 7
+    assert last.eval_horizon == 3000   # clamped (the original crashes here)
+
+
+def test_imitation_probabilities_and_loss():
+    assert imitation.imitation_probability(0, "dm") == 0.0
+    assert imitation.imitation_probability(1, "dm") == 0.1
+    assert imitation.imitation_probability(9, "dm") == 0.3
+    assert imitation.imitation_probability(5, "rnnprop") == 0.3
+    assert imitation.imitation_probability(None) == 0.3
+    q = Quadratic(dim=4, batch_size=8)
+    inst = q.sample_instance(0)
+    x = q.init_params(1, inst)
+    grads, moves = imitation.adam_trajectory(q, inst, x, 3, tf.constant([0, 0]))
+    assert len(grads) == 3 and grads[0].shape == (32, 1)
+    np.testing.assert_allclose(np.abs(moves[0].numpy()), 0.01, rtol=1e-3)  # Adam's 1st step
+    opt = L2ODM(preprocess="identity", output_scale=1.0)
+    il = imitation.Imitation(probability=1.0)
+    adam = __import__("keras").optimizers.Adam(1e-2)
+    first = il.train_episode(opt, adam, q, inst, x, 20, 5, tf.constant([0, 0]))
+    for _ in range(15):
+        last = il.train_episode(opt, adam, q, inst, x, 20, 5, tf.constant([0, 0]))
+    assert last < first
+
+
+def test_evaluate_shape_and_resume(tmp_path):
+    opt, trainer = _trainer(ckpt_dir=str(tmp_path))
+    trainer.train(10)
+    q = trainer.optimizee
+    inst = q.sample_instance(5)
+    curve = evaluate(opt, q, 7, inst, q.init_params(6, inst), jit_compile=False)
+    assert curve.shape == (8, 16)
+    opt2, again = _trainer(ckpt_dir=str(tmp_path))
+    again.train(20)
+    assert again.episode == 20 and len(again.history["episode_loss"]) == 10
+    state = json.load(open(tmp_path / "meta_state.json"))
+    assert state["episode"] == 20
+
+
+def test_rastrigin_cli(tmp_path):
+    proc = run_cli("run.rastrigin", "--optimizer=gd_ls", "--preset=quick", "--steps=50",
+                   f"--workdir={tmp_path}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    record = json.load(open(tmp_path / "results.json"))
+    assert record["setting"] == "n2" and len(record["curve"]) == 51
+    assert record["curve"][-1] < record["curve"][0]
+    proc = run_cli("run.rastrigin", "--optimizer=l2o_swarm", f"--workdir={tmp_path}")
+    lines = error_lines(proc)
+    assert proc.returncode == 2 and len(lines) == 1 and "not implemented" in lines[0]
+
+
+def test_lasso_cli_fista_beats_ista(tmp_path):
+    finals = {}
+    for name in ("ista", "fista"):
+        work = tmp_path / name
+        proc = run_cli("run.lasso", f"--optimizer={name}", "--preset=quick",
+                       f"--workdir={work}", f"--data_dir={tmp_path / 'data'}"
+                       if (tmp_path / "data").exists() else f"--workdir={work}")
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        finals[name] = json.load(open(work / "results.json"))["final"]
+        if not (tmp_path / "data").exists():
+            import shutil
+            shutil.copytree(work / "data", tmp_path / "data")
+    assert finals["fista"] < 1e-4 < finals["ista"]
+
+
+def test_nn_training_cli_with_original_dm(tmp_path, shared_data_dir):
+    import os
+    proc = run_cli("run.nn_training", "--optimizer=l2o_dm", "--problem=mnist_mlp_sigmoid",
+                   "--steps=100", "--runs=1", f"--workdir={tmp_path}",
+                   f"--mnist_dir={os.path.join(shared_data_dir, 'mnist')}",
+                   f"--load={os.path.join(shared_data_dir, 'original_optimizers', 'dm.cw.l2l-0')}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    curve = json.load(open(tmp_path / "results.json"))["curve"]
+    assert np.mean(curve[-10:]) < 0.6 * curve[0]

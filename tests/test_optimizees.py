@@ -1,0 +1,106 @@
+"""Optimizees: loss values against numpy, gradients, seeded sampling."""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from open_l2o_tf.errors import UserError
+from open_l2o_tf.optimizees import make_optimizee, minimax
+from open_l2o_tf.optimizees.lasso import Lasso
+from open_l2o_tf.optimizees.networks import MnistConv, MnistMLP
+from open_l2o_tf.optimizees.quadratic import Quadratic
+from open_l2o_tf.optimizees.rastrigin import Rastrigin
+
+
+def test_quadratic_value_and_seed():
+    q = Quadratic(dim=3, batch_size=4)
+    inst = q.sample_instance(1)
+    x = q.init_params(2, inst)
+    W, y, xv = inst["W"].numpy(), inst["y"].numpy(), x[0].numpy()
+    expect = np.sum((np.einsum("bij,bj->bi", W, xv) - y) ** 2, axis=1)
+    np.testing.assert_allclose(q.instance_losses(x, inst), expect, rtol=1e-5)
+    assert np.array_equal(q.sample_instance(1)["W"], inst["W"])
+    assert not np.array_equal(q.sample_instance(2)["W"], inst["W"])
+    loss, grads = q.loss_and_grads(x, inst)
+    assert grads[0].shape == (4, 3) and np.isfinite(float(loss))
+
+
+def test_lasso_from_data_and_generator():
+    rng = np.random.default_rng(0)
+    A = rng.normal(size=(5, 10)).astype(np.float32)
+    pool = rng.normal(size=(50, 5)).astype(np.float32)
+    lasso = Lasso.from_data(A, pool, lam=0.005, batch_size=8)
+    inst = lasso.sample_instance(3)
+    x = [tf.constant(rng.normal(size=(8, 10)), tf.float32)]
+    y = inst["y"].numpy()
+    expect = 0.5 * np.sum((x[0].numpy() @ A.T - y) ** 2, 1) + 0.005 * np.abs(x[0].numpy()).sum(1)
+    np.testing.assert_allclose(lasso.instance_losses(x, inst), expect, rtol=1e-5)
+    assert lasso.init_params(0, inst)[0].numpy().sum() == 0.0
+    own = Lasso(5, 10, batch_size=4).sample_instance(0)
+    assert own["W"].shape == (4, 5, 10) and own["W"].numpy().min() >= 0.0
+
+
+def test_rastrigin_values_and_bound():
+    r = Rastrigin(n=2, batch_size=64)
+    inst = r.sample_instance(0)
+    x = r.init_params(1, inst)
+    A, b, c, xv = (inst[k].numpy() for k in "Abc"), None, None, None
+    A, b, c = inst["A"].numpy(), inst["b"].numpy(), inst["c"].numpy()
+    xv = x[0].numpy()
+    expect = (0.5 * np.sum((np.einsum("bij,bj->bi", A, xv) - b) ** 2, 1)
+              - 10 * np.sum(c * np.cos(2 * np.pi * xv), 1) + 20)
+    values = r.instance_losses(x, inst).numpy()
+    np.testing.assert_allclose(values, expect, rtol=1e-4)
+    assert np.all(values >= r.lower_bound(inst).numpy() - 1e-4)
+    # at x = 0 with b = 0: f = 10 (n - sum c)
+    zero = {"A": inst["A"], "b": tf.zeros_like(inst["b"]), "c": inst["c"]}
+    np.testing.assert_allclose(r.instance_losses([tf.zeros([64, 2])], zero),
+                               10 * (2 - c.sum(1)), rtol=1e-4)
+    tiled = r.tile_starts(inst, 10)
+    assert tiled["A"].shape == (640, 2, 2)
+    assert 15 < float(np.mean(values)) < 35        # E f(x0) = 23 for n = 2
+
+
+def _toy_images(num=256, seed=0):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 10, num).astype(np.int32)
+    images = rng.random((num, 28, 28, 1)).astype(np.float32) * 0.1
+    images[np.arange(num), labels, :, 0] += 1.0      # a learnable pattern
+    return images, labels
+
+
+def test_mlp_loss_at_init_and_sgd_decreases():
+    images, labels = _toy_images()
+    mlp = MnistMLP(images, labels, "relu", batch_size=64)
+    params = mlp.init_params(0)
+    assert [tuple(p.shape) for p in params] == [(784, 20), (20,), (20, 10), (10,)]
+    batch = mlp.sample_batch(1)
+    assert float(mlp.loss(params, {}, batch)) == pytest.approx(np.log(10), abs=0.02)
+    first = float(mlp.loss(params, {}, batch))
+    for k in range(60):
+        loss, grads = mlp.loss_and_grads(params, {}, mlp.sample_batch(k))
+        params = [p - 0.5 * g for p, g in zip(params, grads)]
+    assert float(mlp.loss(params, {}, batch)) < first - 0.5
+
+
+def test_convnet_shapes_and_loss():
+    images, labels = _toy_images(64)
+    conv = MnistConv(images, labels, batch_size=16)
+    params = conv.init_params(0)
+    assert params[8].shape == (512, 10)
+    loss = float(conv.loss(params, {}, conv.sample_batch(0)))
+    assert np.isfinite(loss) and 1.5 < loss < 3.0
+
+
+def test_minimax_and_factory_errors():
+    s = minimax.Saddle(dim=2, batch_size=3)
+    inst = s.sample_instance(0)
+    x, y = s.init_params(1, inst)
+    np.testing.assert_allclose(s.instance_losses([x, y], inst),
+                               np.sum(x.numpy() ** 2 - y.numpy() ** 2, 1), rtol=1e-5)
+    g = minimax.MatrixGame(dim=2, batch_size=3)
+    ig = g.sample_instance(0)
+    assert g.instance_losses(g.init_params(0, ig), ig).shape == (3,)
+    with pytest.raises(UserError, match="unknown optimizee"):
+        make_optimizee("nope")
+    with pytest.raises(UserError, match="activation"):
+        MnistMLP(*_toy_images(8), activation="tanh")
