@@ -35,8 +35,12 @@ class Alista(UnrolledModel):
         self.gamma = [self._add("step_size", 1.0, t) for t in range(self.num_layers)]
         self.theta = [self._add("theta", self.theta_init, t) for t in range(self.num_layers)]
 
+    def weight(self):
+        """The matrix of the data-fidelity step (fixed W~ here; learned in TiLISTA)."""
+        return self.Wt
+
     def layer(self, t, y, x, state):
-        z = x + self.gamma[t] * tf.matmul(self.residual(y, x), self.Wt)
+        z = x + self.gamma[t] * tf.matmul(self.residual(y, x), self.weight())
         x_new, _ = shrink_ss(z, self.theta[t], self.keep[t])
         return x_new, state
 
