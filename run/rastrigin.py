@@ -37,7 +37,8 @@ FLAGS = flags.FLAGS
 def main(argv):
     del argv
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
-    from open_l2o_tf.classic import first_order, line_search, run_and_inspect, transforms  # pylint: disable=import-outside-toplevel
+    from open_l2o_tf.classic import first_order, line_search, transforms  # pylint: disable=import-outside-toplevel
+    from open_l2o_tf.classic.run_and_inspect import run_and_inspect  # pylint: disable=import-outside-toplevel
     from open_l2o_tf.optimizees.rastrigin import Rastrigin  # pylint: disable=import-outside-toplevel
     name = FLAGS.optimizer
     if name in NOT_YET:
@@ -65,7 +66,7 @@ def main(argv):
         fn = line_search.gd_line_search if name == "gd_ls" else line_search.nag_line_search
         _, curve = fn(per_instance, x0, FLAGS.steps, initial_step=0.1)
     elif name == "oracle":
-        _, _, curve = run_and_inspect.run_and_inspect(per_instance, x0, FLAGS.steps,
+        _, _, curve = run_and_inspect(per_instance, x0, FLAGS.steps,
                                                       method="gd", seed=FLAGS.seed)
     elif name in ("adam", "rmsprop"):
         lr = FLAGS.lr or (0.1 if name == "adam" else 0.3)

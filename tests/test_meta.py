@@ -109,13 +109,15 @@ def test_evaluate_shape_and_resume(tmp_path):
     assert state["episode"] == 20
 
 
-def test_rastrigin_cli(tmp_path):
-    proc = run_cli("run.rastrigin", "--optimizer=gd_ls", "--preset=quick", "--steps=50",
-                   f"--workdir={tmp_path}")
+@pytest.mark.parametrize("optimizer", ["gd_ls", "oracle"])
+def test_rastrigin_cli(tmp_path, optimizer):
+    proc = run_cli("run.rastrigin", f"--optimizer={optimizer}", "--preset=quick", "--steps=50",
+                   "--test_instances=4", f"--workdir={tmp_path}")
     assert proc.returncode == 0, proc.stderr[-2000:]
     record = json.load(open(tmp_path / "results.json"))
     assert record["setting"] == "n2" and len(record["curve"]) == 51
     assert record["curve"][-1] < record["curve"][0]
+    assert record["curve"][-1] >= record["lower_bound_mean"] - 1e-3
     proc = run_cli("run.rastrigin", "--optimizer=l2o_swarm", f"--workdir={tmp_path}")
     lines = error_lines(proc)
     assert proc.returncode == 2 and len(lines) == 1 and "not implemented" in lines[0]
