@@ -51,6 +51,37 @@ def make_step_fns(optimizer, optimizee, grad_scale=1.0):
     return loss_and_grads
 
 
+class RandomlyScaled:
+    """The random-scaling trick of RNNprop (Lv et al. 2017; spec model_free §3.3): each
+    episode draws ``c = exp(U(-bound, bound))`` per coordinate, the optimizer sees
+    ``f(c * x)`` and starts from ``x_0 / c``.  Wraps an optimizee; the scales travel in the
+    instance dict under ``"_scales"``."""
+
+    def __init__(self, optimizee, bound=3.0):
+        self.base, self.bound = optimizee, float(bound)
+        self.stochastic = getattr(optimizee, "stochastic", False)
+
+    def sample_instance(self, seed, batch_size=None):
+        return self.base.sample_instance(seed, batch_size)
+
+    def sample_batch(self, seed):
+        return self.base.sample_batch(seed)
+
+    def scale(self, instance, params, seed):
+        seeds = tf.unstack(tf.random.experimental.stateless_split(seed, len(params)))
+        scales = [tf.exp(tf.random.stateless_uniform(p.shape, s, -self.bound, self.bound))
+                  for p, s in zip(params, seeds)]
+        return dict(instance, _scales=scales), [p / c for p, c in zip(params, scales)]
+
+    def instance_losses(self, params, instance, batch=None):
+        base_instance = {k: v for k, v in instance.items() if k != "_scales"}
+        scaled = [p * c for p, c in zip(params, instance["_scales"])]
+        return self.base.instance_losses(scaled, base_instance, batch)
+
+    def loss(self, params, instance, batch=None):
+        return tf.reduce_mean(self.instance_losses(params, instance, batch))
+
+
 def evaluate(optimizer, optimizee, num_steps, instance, params, seed=0, grad_scale=None,
              jit_compile=True):
     """Runs the learned optimizer for ``num_steps``; returns the per-instance loss curve
@@ -99,14 +130,18 @@ class MetaTrainer:
       imitation: optional :class:`model_free.imitation.Imitation`.
       eval_every, eval_instances: model selection period and held-out instance count.
       ckpt_dir: where ``meta_state.json`` + weights are written (resume); None: none.
+      random_scale: None, or the bound r of RNNprop's random scaling ``exp(U(-r, r))``
+        (3.0 in the original; off in Open-L2O's runs).
       tb, progress, seed, jit_compile: as usual.
     """
 
     def __init__(self, optimizer, optimizee, *, unroll=100, truncation=20, lr=1e-3,
                  second_order=False, curriculum=None, imitation=None, eval_every=10,
                  eval_instances=2, ckpt_dir=None, tb=None, progress=print, seed=0,
-                 jit_compile=False):
+                 jit_compile=False, random_scale=None):
         self.opt, self.optimizee = optimizer, optimizee
+        self.eval_optimizee = optimizee
+        self.scaled = RandomlyScaled(optimizee, random_scale) if random_scale else None
         self.unroll, self.truncation = int(unroll), int(truncation)
         self.second_order = bool(second_order)
         self.curriculum, self.imitation = curriculum, imitation
@@ -128,7 +163,8 @@ class MetaTrainer:
 
     # -- one truncation ----------------------------------------------------------------
     def _build_truncation(self):
-        opt, optimizee, T = self.opt, self.optimizee, self.truncation
+        opt, T = self.opt, self.truncation
+        optimizee = self.scaled or self.optimizee
         variables = opt.trainable_variables
 
         def truncation(params, state, instance, seed, step0):
@@ -177,6 +213,8 @@ class MetaTrainer:
                                                 instance, params, self.horizon,
                                                 self.truncation, seed)
             return loss, True
+        if self.scaled is not None:
+            instance, params = self.scaled.scale(instance, params, seed + [0, 2])
         state = self.opt.initial_state(params)
         total = 0.0
         for k in range(max(1, self.horizon // self.truncation)):

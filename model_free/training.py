@@ -31,7 +31,7 @@ def build_optimizer(name, synthetic):
 
 def meta_train_or_load(name, optimizee, *, synthetic, workdir, episodes, unroll=100,
                        truncation=20, load=None, tb=None, seed=0, progress=print,
-                       horizons=None):
+                       horizons=None, random_scale=None):
     """Returns ``(optimizer, info)`` with ``train_seconds`` and ``train_steps``."""
     if load:
         loaded_name, opt = pretrained.load_optimizer(load)
@@ -46,7 +46,7 @@ def meta_train_or_load(name, optimizee, *, synthetic, workdir, episodes, unroll=
                           curriculum=curriculum, imitation=imitation,
                           eval_every=max(1, min(10, episodes // 5)),
                           ckpt_dir=os.path.join(workdir, "ckpt"), tb=tb, progress=progress,
-                          seed=seed)
+                          seed=seed, random_scale=random_scale)
     start = time.time()
     trainer.train(episodes)
     return opt, {"train_seconds": trainer.train_seconds or time.time() - start,

@@ -36,6 +36,8 @@ flags.DEFINE_integer("runs", None, "Independent runs (paper 10, quick 2).")
 flags.DEFINE_float("lr", 1e-3, "Learning rate of sgd/adam/rmsprop.")
 flags.DEFINE_integer("meta_episodes", None, "Meta-training episodes (paper 10,000 for DM; "
                      "quick 30).")
+flags.DEFINE_float("random_scale", None, "Meta-training with RNNprop's random scaling "
+                   "exp(U(-r, r)) per coordinate (original r = 3; off by default as Open-L2O).")
 common.define_common_flags("runs/nn_training")
 FLAGS = flags.FLAGS
 
@@ -65,7 +67,8 @@ def main(argv):
         opt, info = training.meta_train_or_load(
             name, train_problem, synthetic=False, workdir=workdir, episodes=episodes,
             load=FLAGS.load, tb=tb, seed=FLAGS.seed,
-            horizons=(100, 200) if FLAGS.preset == "quick" else None)
+            horizons=(100, 200) if FLAGS.preset == "quick" else None,
+            random_scale=FLAGS.random_scale)
     curves = []
     start = time.time()
     progress = olog.Progress(f"nn_training {name} {FLAGS.problem}", runs)

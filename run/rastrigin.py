@@ -30,6 +30,8 @@ flags.DEFINE_integer("test_instances", None, "Test instances (paper 128, quick 1
 flags.DEFINE_integer("starts", 10, "Random starts per test instance.")
 flags.DEFINE_float("lr", None, "Learning rate of adam (0.1) / rmsprop (0.3).")
 flags.DEFINE_integer("meta_episodes", None, "Meta-training episodes (paper 2000, quick 60).")
+flags.DEFINE_float("random_scale", None, "Meta-training with RNNprop's random scaling "
+                   "exp(U(-r, r)) per coordinate (original r = 3; off by default as Open-L2O).")
 common.define_common_flags("runs/rastrigin")
 FLAGS = flags.FLAGS
 
@@ -79,7 +81,7 @@ def main(argv):
         opt, info = training.meta_train_or_load(
             name, family, synthetic=True, workdir=workdir, episodes=episodes,
             load=FLAGS.load, tb=tb, seed=FLAGS.seed,
-            horizons=(100, 200, 500) if quick else None)
+            horizons=(100, 200, 500) if quick else None, random_scale=FLAGS.random_scale)
         curve = meta_trainer.evaluate(opt, family, FLAGS.steps, test, x0, seed=FLAGS.seed,
                                       grad_scale=1.0 / 128)
     curve = np.asarray(curve).mean(axis=1)

@@ -30,6 +30,21 @@ def test_meta_training_lowers_the_meta_loss():
     assert trainer.best_score < np.inf
 
 
+def test_random_scaling_changes_the_problem_not_its_value():
+    from model_free.meta_trainer import RandomlyScaled
+    q = Quadratic(dim=4, batch_size=8)
+    wrapped = RandomlyScaled(q, 3.0)
+    inst = q.sample_instance(0)
+    x = q.init_params(1, inst)
+    scaled_inst, x_scaled = wrapped.scale(inst, x, tf.constant([4, 5]))
+    c = scaled_inst["_scales"][0].numpy()
+    assert c.min() >= np.exp(-3) - 1e-6 and c.max() <= np.exp(3) + 1e-4 and c.std() > 0.5
+    np.testing.assert_allclose(wrapped.loss(x_scaled, scaled_inst), q.loss(x, inst), rtol=1e-4)
+    _, trainer = _trainer(random_scale=3.0)
+    loss, _ = trainer.run_episode(0)
+    assert np.isfinite(loss)
+
+
 def test_first_order_stops_the_gradient():
     results = {}
     for second in (False, True):
