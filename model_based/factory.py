@@ -17,6 +17,9 @@ def build_model(name, A, W, num_layers, lam=0.4, **extra):
         kwargs["W"] = W
     if name in ("lista_cp", "lista_cpss"):
         kwargs["faithful_init"] = extra.get("faithful_init", True)
+    if name == "glista":
+        kwargs["alti"] = extra.get("glista_alti", 5.0)
+        kwargs["gain"] = extra.get("glista_gain", "relu")
     if name == "tista":
         kwargs["sigma2"] = extra.get("sigma2", 0.0)
     return cls(A, **kwargs)

@@ -12,6 +12,11 @@ Learned: ``W_t`` (m, n) init ``A / L``, scalar ``theta_t = lam / L``, ``D_t`` (n
 ``alpha_t = beta_t = 5``.  ``gain`` chooses relu (default), inv, exp, sigm or none.  The
 original GLISTA's per-coordinate theta and previous-layer theta in P2 are not used by
 Open-L2O; we follow Open-L2O.
+
+``alti`` = 0 starts every layer as a LISTA-CPSS layer with ``W = A/L`` (g = o = 1) and lets
+training open the gates; ``run.sparse_recovery`` uses it for ``--preset=quick``, because
+from 5 a fresh layer at initialisation is worse than none (o < 0 reverses small steps) and
+short training cannot undo it.
 """
 import keras
 import numpy as np

@@ -25,20 +25,18 @@ def define_common_flags(default_workdir):
 
 
 def flag_values_dict():
-    """Every flag value defined by this program's modules (for ``results.json`` config)."""
+    """Values of the flags defined by this program's own modules (``run/``), for the
+    ``config`` of ``results.json``; absl's and TensorFlow's internal flags are left out."""
     out = {}
-    for name in flags.FLAGS:
-        if name in ("helpshort", "helpfull", "help", "helpxml", "flagfile", "undefok",
-                    "logtostderr", "alsologtostderr", "log_dir", "v", "verbosity",
-                    "stderrthreshold", "showprefixforinfo", "run_with_pdb", "pdb_post_mortem",
-                    "pdb", "run_with_profiling", "profile_file", "use_cprofile_for_profiling",
-                    "only_check_args", "logger_levels", "log_file", "log_to_file",
-                    "test_srcdir", "test_tmpdir", "test_random_seed", "test_randomize_ordering_seed",
-                    "xml_output_file"):
+    for module, module_flags in flags.FLAGS.flags_by_module_dict().items():
+        name = os.path.basename(str(module))
+        ours = (module == "__main__" or str(module).startswith("run.")
+                or os.path.basename(os.path.dirname(str(module))) == "run")
+        if not ours or name in ("absl.app", "absl.logging"):
             continue
-        value = flags.FLAGS[name].value
-        if isinstance(value, (str, int, float, bool, type(None), list)):
-            out[name] = value
+        for flag in module_flags:
+            if isinstance(flag.value, (str, int, float, bool, type(None), list)):
+                out[flag.name] = flag.value
     return out
 
 

@@ -35,6 +35,13 @@ flags.DEFINE_enum("decay_mode", "grad", ["grad", "lr"], "0.3^age on gradients (o
                   "or on the step.")
 flags.DEFINE_float("model_lam", 0.4, "Initial threshold scale: theta_0 = model_lam / L.")
 flags.DEFINE_float("tista_sigma2", 0.0, "TISTA noise variance.")
+flags.DEFINE_float("glista_alti", None, "GLISTA: initial gain and overshoot gate scales "
+                   "alpha_t = beta_t.  Default: the original's 5 with --preset=paper, 0 "
+                   "with --preset=quick (GLISTA then starts as LISTA-CPSS with W = A/L and "
+                   "training opens the gates; from 5, Adam's ~lr-sized steps cannot close "
+                   "the initially harmful gates within the quick budget).")
+flags.DEFINE_enum("glista_gain", "relu", ["relu", "inv", "exp", "sigm", "none"],
+                  "GLISTA gain-gate function.")
 flags.DEFINE_bool("faithful_init", True, "LISTA-CP/CPSS: W_t = A as the original "
                   "(False: A / L).")
 flags.DEFINE_bool("jit", None, "XLA-compile the training step (default: only for models "
@@ -70,12 +77,15 @@ def main(argv):
     test = sparse_recovery.load(data_dir, "test")
     setting = test.meta.get("setting", "custom")
     T = FLAGS.num_layers or (8 if quick else 16)
+    glista_alti = common.preset_value(FLAGS.preset, 5.0, 0.0, FLAGS.glista_alti)
     model = build_model(FLAGS.model, train.A, train.W, T, FLAGS.model_lam,
-                        faithful_init=FLAGS.faithful_init, sigma2=FLAGS.tista_sigma2)
+                        faithful_init=FLAGS.faithful_init, sigma2=FLAGS.tista_sigma2,
+                        glista_alti=glista_alti, glista_gain=FLAGS.glista_gain)
     paper = reference.lookup("sparse_recovery", setting, FLAGS.model)
     tb = olog.TensorBoard(os.path.join(workdir, "tb"))
     config = common.flag_values_dict()
     config["data_dir"] = data_dir
+    config["glista_alti"] = glista_alti
 
     def record(curve, seconds, steps):
         return olog.make_result("sparse_recovery", FLAGS.model, setting, FLAGS.preset,

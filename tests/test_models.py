@@ -92,6 +92,24 @@ def test_lfista_initialisation_is_fista_with_shifted_momentum(problem):
     np.testing.assert_allclose(model(y)[-1], x, rtol=1e-4, atol=1e-5)
 
 
+def _ista_ss(A, y, model, k):
+    """k iterations of ISTA with support selection: x <- shrink_ss(x + A^T(y - Ax)/L)."""
+    x = np.zeros((y.shape[0], A.shape[1]), np.float32)
+    for t in range(k):
+        z = x + ((y - x @ A.T) @ A) / model.L
+        x = shrink_ss(tf.constant(z, tf.float32), model.theta_init, model.keep[t])[0].numpy()
+    return x
+
+
+def test_glista_with_closed_gates_is_ista_with_support_selection(problem):
+    A, W, y, _ = problem
+    model = build_model("glista", A, W, T, glista_alti=0.0)
+    np.testing.assert_allclose(model(y)[-1], _ista_ss(A, y, model, T), rtol=1e-4, atol=1e-5)
+    # the original's alpha = beta = 5 opens the gates: a different map at initialisation
+    model5 = build_model("glista", A, W, T)
+    assert np.max(np.abs(model5(y)[-1] - _ista_ss(A, y, model5, T))) > 1e-2
+
+
 def test_support_selection_counts():
     n = 128
     ks = [ss_keep_count(n, ss_percent(t)) for t in range(16)]
