@@ -27,6 +27,7 @@ import tensorflow as tf
 
 from model_free import pretrained
 from open_l2o_tf import logging as olog
+from open_l2o_tf.errors import UserError
 
 
 def _seed(*parts):
@@ -132,13 +133,24 @@ class MetaTrainer:
       ckpt_dir: where ``meta_state.json`` + weights are written (resume); None: none.
       random_scale: None, or the bound r of RNNprop's random scaling ``exp(U(-r, r))``
         (3.0 in the original; off in Open-L2O's runs).
+      meta_objective: "sum" (the sum of the truncation's losses, DM/RNNprop) or "log_ratio"
+        (L2O-Scale, spec §5.3: ``mean_t log(f_t / (f_init + 1e-6) + 1e-6)`` with ``f_init``
+        the loss at the start of the episode).
+      meta_optimizer: a Keras optimizer for the weights (default ``Adam(lr)``);
+      clip_value: clip meta-gradients elementwise to ``±clip_value`` (None: no clipping).
+      eval_horizon: horizon of the held-out score used for model selection (default: the
+        training horizon); a longer one rejects optimizers that diverge after it.
+      carry_state: start each episode from the optimizer state the previous one ended with
+        (new optimizee, same RNN state), as the original L2O-Scale trainer does; the state
+        is not checkpointed, so a resumed run starts it afresh.
       tb, progress, seed, jit_compile: as usual.
     """
 
     def __init__(self, optimizer, optimizee, *, unroll=100, truncation=20, lr=1e-3,
                  second_order=False, curriculum=None, imitation=None, eval_every=10,
                  eval_instances=2, ckpt_dir=None, tb=None, progress=print, seed=0,
-                 jit_compile=False, random_scale=None):
+                 jit_compile=False, random_scale=None, meta_objective="sum",
+                 meta_optimizer=None, clip_value=None, carry_state=False, eval_horizon=None):
         self.opt, self.optimizee = optimizer, optimizee
         self.eval_optimizee = optimizee
         self.scaled = RandomlyScaled(optimizee, random_scale) if random_scale else None
@@ -150,7 +162,13 @@ class MetaTrainer:
         self.tb = tb or olog.TensorBoard(None)
         self.say = progress or (lambda *a, **k: None)
         self.seed, self.jit_compile = int(seed), bool(jit_compile)
-        self.meta_opt = keras.optimizers.Adam(lr)
+        if meta_objective not in ("sum", "log_ratio"):
+            raise ValueError(f"meta_objective must be 'sum' or 'log_ratio', got {meta_objective!r}")
+        self.meta_objective = meta_objective
+        self.carry_state, self._carried = bool(carry_state), None
+        self.eval_horizon = None if eval_horizon is None else int(eval_horizon)
+        self.clip_value = None if clip_value is None else float(clip_value)
+        self.meta_opt = meta_optimizer or keras.optimizers.Adam(lr)
         self.meta_opt.build(self.opt.trainable_variables)
         self.il_opt = keras.optimizers.Adam(lr)
         self.il_opt.build(self.opt.trainable_variables)
@@ -167,9 +185,9 @@ class MetaTrainer:
         optimizee = self.scaled or self.optimizee
         variables = opt.trainable_variables
 
-        def truncation(params, state, instance, seed, step0):
+        def truncation(params, state, instance, seed, step0, f_init):
             with tf.GradientTape() as tape:
-                total = tf.constant(0.0)
+                losses = []
                 x = params
                 for t in range(T):
                     batch = optimizee.sample_batch(tf.stack([seed[0], seed[1] + step0 + t]))
@@ -179,12 +197,21 @@ class MetaTrainer:
                     grads = inner.gradient(loss, x)
                     if not self.second_order:
                         grads = [tf.stop_gradient(g) for g in grads]
-                    total += loss
+                    losses.append(loss)
                     steps, state = opt.update(grads, state, x, training=True)
                     x = [p + d for p, d in zip(x, steps)]
                 batch = optimizee.sample_batch(tf.stack([seed[0], seed[1] + step0 + T]))
-                total += optimizee.loss(x, instance, batch)
+                losses.append(optimizee.loss(x, instance, batch))
+                if self.meta_objective == "sum":
+                    total = tf.add_n(losses)
+                else:
+                    total = tf.reduce_mean(tf.math.log(tf.stack(losses) / (f_init + 1e-6)
+                                                       + 1e-6))
             meta_grads = tape.gradient(total, variables)
+            if self.clip_value is not None:
+                meta_grads = [None if g is None else
+                              tf.clip_by_value(g, -self.clip_value, self.clip_value)
+                              for g in meta_grads]
             finite = tf.math.is_finite(total)
             for g in meta_grads:
                 if g is not None:
@@ -216,10 +243,15 @@ class MetaTrainer:
         if self.scaled is not None:
             instance, params = self.scaled.scale(instance, params, seed + [0, 2])
         state = self.opt.initial_state(params)
+        if self.carry_state and self._carried is not None:
+            state = self._carried
+        optimizee = self.scaled or self.optimizee
+        f_init = optimizee.loss(params, instance, optimizee.sample_batch(seed))
         total = 0.0
         for k in range(max(1, self.horizon // self.truncation)):
             params, state, loss, finite = self._truncation_fn(
-                params, state, instance, seed, tf.constant(k * self.truncation, tf.int32))
+                params, state, instance, seed, tf.constant(k * self.truncation, tf.int32),
+                f_init)
             self.truncations += 1
             if not bool(finite):
                 message = (f"non-finite meta-loss/gradient at episode {episode + 1} "
@@ -228,11 +260,13 @@ class MetaTrainer:
                 self.history["skipped"].append(message)
                 return float("nan"), False
             total += float(loss)
+        if self.carry_state:
+            self._carried = state
         return total, False
 
     def score(self, horizon=None, instances=None):
         """Mean loss over the horizon on fixed held-out instances (lower is better)."""
-        horizon = horizon or self.horizon
+        horizon = horizon or self.eval_horizon or self.horizon
         scores = []
         for i in range(instances or self.eval_instances):
             seed = _seed(10 ** 6 + self.seed, i)
@@ -303,9 +337,9 @@ class MetaTrainer:
             pretrained.save_optimizer(self.opt, os.path.join(self.ckpt_dir, "best.npz"))
         self.set_weights(current)
         pretrained.save_optimizer(self.opt, os.path.join(self.ckpt_dir, "last.npz"))
-        olog.atomic_save_npy(os.path.join(self.ckpt_dir, "meta_adam.npy"),
-                             np.array([v.numpy() for v in self.meta_opt.variables],
-                                      dtype=object), )
+        arrays = {f"v{i}": v.numpy() for i, v in enumerate(self.meta_opt.variables)}
+        olog._atomic_write(os.path.join(self.ckpt_dir, "meta_optimizer.npz"),  # pylint: disable=protected-access
+                           lambda h: np.savez(h, **arrays), "wb")
         state = {"episode": self.episode, "best_score": self.best_score,
                  "train_seconds": self.train_seconds, "truncations": self.truncations,
                  "curriculum": self.curriculum.state() if self.curriculum else None}
@@ -318,15 +352,22 @@ class MetaTrainer:
         if not state:
             return False
         _, last = pretrained.load_optimizer(os.path.join(self.ckpt_dir, "last.npz"))
+        ours = [tuple(v.shape) for v in self.opt.weights]
+        if type(last) is not type(self.opt) or [tuple(v.shape) for v in last.weights] != ours:
+            raise UserError(f"{self.ckpt_dir} holds the checkpoint of a different optimizer "
+                            f"({type(last).__name__}, not {type(self.opt).__name__} with this "
+                            f"configuration); use another --workdir or delete that folder")
         self.set_weights([v.numpy() for v in last.weights])
         best_path = os.path.join(self.ckpt_dir, "best.npz")
         if os.path.exists(best_path):
             _, best = pretrained.load_optimizer(best_path)
             self.best_weights = [v.numpy() for v in best.weights]
-        adam_path = os.path.join(self.ckpt_dir, "meta_adam.npy")
-        if os.path.exists(adam_path):
-            for v, value in zip(self.meta_opt.variables, np.load(adam_path, allow_pickle=True)):
-                v.assign(value)
+        meta_path = os.path.join(self.ckpt_dir, "meta_optimizer.npz")
+        if os.path.exists(meta_path):
+            with np.load(meta_path, allow_pickle=False) as data:
+                if len(data.files) == len(self.meta_opt.variables):
+                    for i, v in enumerate(self.meta_opt.variables):
+                        v.assign(data[f"v{i}"])
         self.episode = state["episode"]
         self.best_score = state["best_score"] if state["best_score"] is not None else np.inf
         self.train_seconds = state.get("train_seconds", 0.0)

@@ -1,7 +1,7 @@
 """Speed of the learned optimizers (``run.perf --what=model_free``).
 
 On the MNIST sigmoid MLP (batch 128): the median time of one compiled step (minibatch,
-gradient, update) with L2O-DM and L2O-RNNprop over the time of the same step with Adam,
+gradient, update) with L2O-DM, L2O-RNNprop and L2O-Scale over the time of the same step with Adam,
 measured in the same run, and the time of one meta-training truncation (20 steps with
 BPTT and the meta-update).
 """
@@ -11,6 +11,7 @@ import tensorflow as tf
 from model_free.dm import L2ODM
 from model_free.meta_trainer import MetaTrainer
 from model_free.rnnprop import L2ORNNprop
+from model_free.scale import L2OScale
 from open_l2o_tf.classic.first_order import adam
 from open_l2o_tf.optimizees.networks import MnistMLP
 from open_l2o_tf.perf_utils import median_time
@@ -48,7 +49,8 @@ def benchmark_model_free(data_dir=None, repeats=30, progress=print):
     transform = adam(1e-3)
     t_adam = timed_step(transform.update, transform.init(params))
     results["adam_step_ms"] = 1e3 * t_adam
-    for name, opt in (("l2o_dm", L2ODM()), ("l2o_rnnprop", L2ORNNprop())):
+    for name, opt in (("l2o_dm", L2ODM()), ("l2o_rnnprop", L2ORNNprop()),
+                      ("l2o_scale", L2OScale())):
         t = timed_step(opt.update, opt.initial_state(params))
         results[f"{name}_step_ms"] = 1e3 * t
         results[f"{name}_over_adam"] = t / t_adam
@@ -57,7 +59,7 @@ def benchmark_model_free(data_dir=None, repeats=30, progress=print):
 
     def truncation():
         out = trainer._truncation_fn(params, state, {}, tf.constant([3, 4]),  # pylint: disable=protected-access
-                                     tf.constant(0))
+                                     tf.constant(0), tf.constant(1.0))
         return float(out[2])
 
     results["truncation_20_steps_ms"] = 1e3 * median_time(truncation, max(3, repeats // 5), 1)
@@ -68,7 +70,8 @@ def benchmark_model_free(data_dir=None, repeats=30, progress=print):
                  f"L2O-DM step {results['l2o_dm_step_ms']:.2f} ms "
                  f"({results['l2o_dm_over_adam']:.2f}x Adam); L2O-RNNprop step "
                  f"{results['l2o_rnnprop_step_ms']:.2f} ms ({results['l2o_rnnprop_over_adam']:.2f}x "
-                 f"Adam); one meta-training truncation (20 steps) "
+                 f"Adam); L2O-Scale step {results['l2o_scale_step_ms']:.2f} ms "
+                 f"({results['l2o_scale_over_adam']:.2f}x Adam); one meta-training truncation (20 steps) "
                  f"{results['truncation_20_steps_ms']:.1f} ms "
                  f"({results['truncation_over_adam_step']:.0f}x an Adam step)")
     return results

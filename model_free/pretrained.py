@@ -173,12 +173,14 @@ def load_optimizer(path, output_scale=None):
     except Exception as err:  # pylint: disable=broad-except
         raise UserError(f"{path} is not an open-l2o-tf optimizer file "
                         f"({type(err).__name__})") from None
-    classes = {"L2ODM": (L2ODM, "l2o_dm"), "L2ORNNprop": (L2ORNNprop, "l2o_rnnprop")}
+    from model_free.scale import L2OScale  # pylint: disable=import-outside-toplevel
+    classes = {"L2ODM": (L2ODM, "l2o_dm"), "L2ORNNprop": (L2ORNNprop, "l2o_rnnprop"),
+               "L2OScale": (L2OScale, "l2o_scale")}
     if meta.get("class") not in classes:
         raise UserError(f"{path}: unknown optimizer class {meta.get('class')!r}")
     cls, name = classes[meta["class"]]
     config = {k: v for k, v in meta["config"].items() if k not in ("name", "trainable", "dtype")}
-    if output_scale is not None:
+    if output_scale is not None and "output_scale" in config:
         config["output_scale"] = output_scale
     opt = cls(**config)
     if len(arrays) != len(opt.weights):

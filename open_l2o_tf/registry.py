@@ -42,6 +42,7 @@ LEARNED = {
     "l2o_rnnprop": "model_free.rnnprop:L2ORNNprop",
     # L2O-enhanced = the L2O-DM network trained with curriculum + imitation.
     "l2o_enhanced": "model_free.dm:L2ODM",
+    "l2o_scale": "model_free.scale:L2OScale",
 }
 
 # Optimizee families.

@@ -42,8 +42,8 @@ SPARSE_MODELS = ["alista", "lista_cpss", "glista", "lamp", "lista", "lista_cp", 
 LASSO_CLASSIC = ["ista", "fista", "gd", "adam", "rmsprop"]
 LASSO_LEARNED = ["lista", "step_lista", "l2o_dm", "l2o_rnnprop", "l2o_enhanced"]
 RASTRIGIN = ["gd_ls", "nag_ls", "adam", "rmsprop", "oracle", "l2o_dm", "l2o_rnnprop",
-             "l2o_enhanced"]
-NN = ["sgd", "adam", "rmsprop", "l2o_dm", "l2o_rnnprop", "l2o_enhanced"]
+             "l2o_enhanced", "l2o_scale"]
+NN = ["sgd", "adam", "rmsprop", "l2o_dm", "l2o_rnnprop", "l2o_enhanced", "l2o_scale"]
 SPARSE_SETTINGS = ["noiseless", "noisy", "coherent", "large"]
 LASSO_SETTINGS = ["lasso_5x10", "lasso_25x50"]
 
@@ -56,7 +56,7 @@ def quick_suite():
                      [f"--model={model}"]))
     for optimizer in LASSO_CLASSIC + ["lista", "step_lista", "l2o_rnnprop"]:
         runs.append((f"lasso_{optimizer}", "run.lasso", [f"--optimizer={optimizer}"]))
-    for optimizer in ["gd_ls", "nag_ls", "adam", "rmsprop", "oracle", "l2o_dm"]:
+    for optimizer in ["gd_ls", "nag_ls", "adam", "rmsprop", "oracle", "l2o_dm", "l2o_scale"]:
         runs.append((f"rastrigin_n2_{optimizer}", "run.rastrigin",
                      [f"--optimizer={optimizer}", "--n=2"]))
     for optimizer in ["sgd", "adam", "l2o_dm"]:

@@ -24,8 +24,8 @@ from open_l2o_tf.errors import UserError
 from run import common
 
 CLASSIC = ["sgd", "adam", "rmsprop"]
-LEARNED = ["l2o_dm", "l2o_rnnprop", "l2o_enhanced"]
-flags.DEFINE_enum("optimizer", "adam", CLASSIC + LEARNED + ["l2o_scale"], "The optimizer.")
+LEARNED = ["l2o_dm", "l2o_rnnprop", "l2o_enhanced", "l2o_scale"]
+flags.DEFINE_enum("optimizer", "adam", CLASSIC + LEARNED, "The optimizer.")
 flags.DEFINE_enum("problem", "mnist_mlp_sigmoid", ["mnist_mlp_sigmoid", "mnist_mlp_relu",
                                                    "mnist_conv", "cifar_conv"],
                   "The network to train.")
@@ -38,6 +38,8 @@ flags.DEFINE_integer("meta_episodes", None, "Meta-training episodes (paper 10,00
                      "quick 30).")
 flags.DEFINE_float("random_scale", None, "Meta-training with RNNprop's random scaling "
                    "exp(U(-r, r)) per coordinate (original r = 3; off by default as Open-L2O).")
+flags.DEFINE_float("meta_lr", None, "Meta learning rate (default: Adam 1e-3 for DM/RNNprop, "
+                   "RMSProp 1e-6 for L2O-Scale as the original).")
 common.define_common_flags("runs/nn_training")
 FLAGS = flags.FLAGS
 
@@ -47,9 +49,6 @@ def main(argv):
     from open_l2o_tf.classic import first_order, transforms  # pylint: disable=import-outside-toplevel
     from open_l2o_tf.optimizees import make_optimizee  # pylint: disable=import-outside-toplevel
     name = FLAGS.optimizer
-    if name == "l2o_scale":
-        raise UserError("--optimizer=l2o_scale is not implemented yet; choose one of "
-                        f"{CLASSIC + LEARNED}")
     steps = common.preset_value(FLAGS.preset, 10000, 500, FLAGS.steps)
     runs = common.preset_value(FLAGS.preset, 10, 2, FLAGS.runs)
     if steps <= 0 or runs <= 0:
@@ -68,7 +67,7 @@ def main(argv):
             name, train_problem, synthetic=False, workdir=workdir, episodes=episodes,
             load=FLAGS.load, tb=tb, seed=FLAGS.seed,
             horizons=(100, 200) if FLAGS.preset == "quick" else None,
-            random_scale=FLAGS.random_scale)
+            random_scale=FLAGS.random_scale, meta_lr=FLAGS.meta_lr)
     curves = []
     start = time.time()
     progress = olog.Progress(f"nn_training {name} {FLAGS.problem}", runs)

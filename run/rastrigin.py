@@ -21,8 +21,8 @@ from open_l2o_tf.errors import UserError
 from run import common
 
 CLASSIC = ["gd_ls", "nag_ls", "adam", "rmsprop", "oracle"]
-LEARNED = ["l2o_dm", "l2o_rnnprop", "l2o_enhanced"]
-NOT_YET = ["l2o_scale", "l2o_swarm"]
+LEARNED = ["l2o_dm", "l2o_rnnprop", "l2o_enhanced", "l2o_scale"]
+NOT_YET = ["l2o_swarm"]
 flags.DEFINE_enum("optimizer", "nag_ls", CLASSIC + LEARNED + NOT_YET, "The optimizer.")
 flags.DEFINE_integer("n", 2, "Dimension (the paper: 2 and 10).")
 flags.DEFINE_integer("steps", 1000, "Iterations.")
@@ -32,6 +32,8 @@ flags.DEFINE_float("lr", None, "Learning rate of adam (0.1) / rmsprop (0.3).")
 flags.DEFINE_integer("meta_episodes", None, "Meta-training episodes (paper 2000, quick 60).")
 flags.DEFINE_float("random_scale", None, "Meta-training with RNNprop's random scaling "
                    "exp(U(-r, r)) per coordinate (original r = 3; off by default as Open-L2O).")
+flags.DEFINE_float("meta_lr", None, "Meta learning rate (default: Adam 1e-3 for DM/RNNprop, "
+                   "RMSProp 1e-6 for L2O-Scale as the original).")
 common.define_common_flags("runs/rastrigin")
 FLAGS = flags.FLAGS
 
@@ -81,7 +83,8 @@ def main(argv):
         opt, info = training.meta_train_or_load(
             name, family, synthetic=True, workdir=workdir, episodes=episodes,
             load=FLAGS.load, tb=tb, seed=FLAGS.seed,
-            horizons=(100, 200, 500) if quick else None, random_scale=FLAGS.random_scale)
+            horizons=(100, 200, 500) if quick else None, random_scale=FLAGS.random_scale,
+            meta_lr=FLAGS.meta_lr)
         curve = meta_trainer.evaluate(opt, family, FLAGS.steps, test, x0, seed=FLAGS.seed,
                                       grad_scale=1.0 / 128)
     curve = np.asarray(curve).mean(axis=1)

@@ -54,7 +54,8 @@ def test_first_order_stops_the_gradient():
         x = q.init_params(1, inst)
         state = opt.initial_state(x)
         before = [v.numpy().copy() for v in opt.trainable_variables]
-        trainer._truncation_fn(x, state, inst, tf.constant([1, 2]), tf.constant(0))
+        trainer._truncation_fn(x, state, inst, tf.constant([1, 2]), tf.constant(0),
+                               tf.constant(1.0))
         results[second] = [v.numpy() - b for v, b in zip(opt.trainable_variables, before)]
     assert any(not np.allclose(a, b) for a, b in zip(results[False], results[True]))
 
