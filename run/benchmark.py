@@ -209,7 +209,12 @@ def main(argv):
         if not runs:
             raise UserError(f"--only={FLAGS.only!r} matches no run of the {FLAGS.suite} "
                             "suite")
-    names = [name for name, _, _ in runs]
+    suite_names = [name for name, _, _ in
+                   (quick_suite() if FLAGS.suite == "quick" else paper_suite(data_root))]
+    selected = {name for name, _, _ in runs}
+    # the report and plots cover every run of the suite present in OUT, not only --only's
+    names = [name for name in suite_names if name in selected or
+             os.path.exists(os.path.join(out_dir, "runs", name, "results.json"))]
     failures = {}
     if FLAGS.report_only:
         records, paths = build_outputs(out_dir, names, failures, FLAGS.suite)
