@@ -41,6 +41,9 @@ STYLE = {
     "l2o_scale": ("L2O-Scale", "#17becf", None),
     "l2o_swarm": ("L2O-Swarm", "#e6ab02", None),
     "oracle": ("Run-and-Inspect oracle", "#000000", None),
+    "twin_l2o": ("Twin-L2O", "#d62728", None),
+    "gda": ("GDA", "#7f7f7f", None),
+    "adam_gda": ("Adam GDA", "#1f77b4", None),
 }
 
 PANEL_TITLES = {
@@ -107,6 +110,11 @@ def plot_panel(ax, records, test, setting):
         ax.set_xscale("log")
         ax.set_xlabel("Iteration")
         ax.set_ylabel("Loss")
+    elif test == "minimax":
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("Half-step")
+        ax.set_ylabel("Distance to the saddle point")
     else:
         ax.set_yscale("log")
         ax.set_xlabel("Iteration")

@@ -34,6 +34,8 @@ CLASSIC = {
     "gd_ls": "open_l2o_tf.classic.line_search:gd_line_search",
     "nag_ls": "open_l2o_tf.classic.line_search:nag_line_search",
     "oracle": "open_l2o_tf.classic.run_and_inspect:run_and_inspect",
+    "gda": "open_l2o_tf.classic.gda:alternating_gda",
+    "adam_gda": "open_l2o_tf.classic.gda:alternating_gda",
 }
 
 # Learned update rules (model-free L2O): Keras models from gradients/state to steps.
@@ -43,6 +45,8 @@ LEARNED = {
     # L2O-enhanced = the L2O-DM network trained with curriculum + imitation.
     "l2o_enhanced": "model_free.dm:L2ODM",
     "l2o_scale": "model_free.scale:L2OScale",
+    # Twin-L2O: a pair of learned optimizers for minimax problems (run.minimax).
+    "twin_l2o": "model_free.twin:TwinL2O",
 }
 
 # Optimizee families.

@@ -44,6 +44,8 @@ LASSO_LEARNED = ["lista", "step_lista", "l2o_dm", "l2o_rnnprop", "l2o_enhanced"]
 RASTRIGIN = ["gd_ls", "nag_ls", "adam", "rmsprop", "oracle", "l2o_dm", "l2o_rnnprop",
              "l2o_enhanced", "l2o_scale"]
 NN = ["sgd", "adam", "rmsprop", "l2o_dm", "l2o_rnnprop", "l2o_enhanced", "l2o_scale"]
+MINIMAX = ["twin_l2o", "gda", "adam_gda"]
+MINIMAX_PROBLEMS = ["saddle", "rotated_saddle", "seesaw", "matrix_game"]
 SPARSE_SETTINGS = ["noiseless", "noisy", "coherent", "large"]
 LASSO_SETTINGS = ["lasso_5x10", "lasso_25x50"]
 
@@ -62,6 +64,9 @@ def quick_suite():
     for optimizer in ["sgd", "adam", "l2o_dm"]:
         runs.append((f"nn_mnist_mlp_relu_{optimizer}", "run.nn_training",
                      [f"--optimizer={optimizer}", "--problem=mnist_mlp_relu"]))
+    for optimizer in MINIMAX:
+        runs.append((f"minimax_rotated_saddle_{optimizer}", "run.minimax",
+                     [f"--optimizer={optimizer}", "--problem=rotated_saddle"]))
     return [(name, module, args + ["--preset=quick"]) for name, module, args in runs]
 
 
@@ -85,6 +90,10 @@ def paper_suite(data_root):
     for problem in ["mnist_mlp_relu", "mnist_conv"]:
         for optimizer in NN:
             runs.append((f"nn_{problem}_{optimizer}", "run.nn_training",
+                         [f"--optimizer={optimizer}", f"--problem={problem}"]))
+    for problem in MINIMAX_PROBLEMS:
+        for optimizer in MINIMAX:
+            runs.append((f"minimax_{problem}_{optimizer}", "run.minimax",
                          [f"--optimizer={optimizer}", f"--problem={problem}"]))
     return [(name, module, args + ["--preset=paper"]) for name, module, args in runs]
 

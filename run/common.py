@@ -54,10 +54,24 @@ def write_results(workdir, record):
     return path
 
 
+def seed_everything(seed):
+    """Seeds Python, NumPy and TF/Keras (the initial weights of every network), so a
+    command with the same ``--seed`` trains the same model."""
+    if seed is None:
+        return
+    if seed < 0:
+        raise UserError(f"--seed must be a non-negative integer, got {seed}")
+    import keras  # pylint: disable=import-outside-toplevel
+    keras.utils.set_random_seed(int(seed))
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    tf.get_logger().setLevel("ERROR")   # retracing chatter of per-call tf.functions
+
+
 def main_wrapper(main):
     """``app.run(main)`` where a UserError prints ``error: ...`` and exits with status 2."""
     def wrapped(argv):
         try:
+            seed_everything(getattr(flags.FLAGS, "seed", None))
             return main(argv)
         except UserError as err:
             print(f"error: {err}", file=sys.stderr)

@@ -95,11 +95,25 @@ def test_minimax_and_factory_errors():
     s = minimax.Saddle(dim=2, batch_size=3)
     inst = s.sample_instance(0)
     x, y = s.init_params(1, inst)
+    assert np.all(np.abs(x.numpy()) <= 0.5) and np.all(np.abs(y.numpy()) <= 0.5)
+    a, b = inst["a"].numpy(), inst["b"].numpy()
+    assert np.all((a >= 0.9) & (a <= 1.0)) and np.all((b >= 0.9) & (b <= 1.0))
     np.testing.assert_allclose(s.instance_losses([x, y], inst),
-                               np.sum(x.numpy() ** 2 - y.numpy() ** 2, 1), rtol=1e-5)
-    g = minimax.MatrixGame(dim=2, batch_size=3)
+                               np.sum(a * x.numpy() ** 2 - b * y.numpy() ** 2, 1), rtol=1e-5)
+    np.testing.assert_allclose(s.saddle_distance([x, y], inst),
+                               np.abs(x.numpy()).sum(1) ** 2 + np.abs(y.numpy()).sum(1) ** 2,
+                               rtol=1e-5)
+    seesaw = minimax.Seesaw(batch_size=4, ab_range=3)
+    si = seesaw.sample_instance(0)
+    u = tf.constant(2.0 / si["a"].numpy())   # a saddle point u = k/a with k = 2, v = 0
+    assert np.allclose(seesaw.saddle_distance([u, tf.zeros_like(u)], si), 0.0, atol=1e-8)
+    g = minimax.MatrixGame(dim=5, batch_size=3, keep_probability=0.5)
     ig = g.sample_instance(0)
+    m = ig["M"].numpy()
+    assert np.all((m == 0) | ((m >= 0.5) & (m <= 1.0))) and 0 < np.mean(m == 0) < 1
     assert g.instance_losses(g.init_params(0, ig), ig).shape == (3,)
+    with pytest.raises(UserError, match="ab_range"):
+        minimax.Saddle(ab_range=9)
     with pytest.raises(UserError, match="unknown optimizee"):
         make_optimizee("nope")
     with pytest.raises(UserError, match="activation"):

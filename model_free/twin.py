@@ -1,0 +1,311 @@
+"""Twin-L2O (Shen et al. ICLR 2021, "Learning a minimax optimizer: a pilot study"; paper
+Section 4.4; spec model_free §7): two learned optimizers play ``min_u max_v f(u, v)``.
+
+Each player is a coordinate-wise network ``LSTM(2 -> H) -> LSTM(H -> H) -> Linear(H -> 1)``
+fed with ``[own gradient, opponent's gradient]`` (first order: the gradients carry no
+meta-gradient).  Half-steps alternate, the min player first:
+
+    u <- u + step_min(grad_u f(u, v), grad_v f(u, v))
+    v <- v + step_max(grad_v f(u, v), grad_u f(u, v))          (at the new u)
+
+where ``step = out`` after a warm-up; during the first ``warmup`` (20 %) of the half-steps
+``step = sign(out) * lr_i`` with ``lr_i`` rising linearly from 1e-4 to 1e-1.  The
+recurrent states start N(0, 0.01^2) and, as in the original, are multiplied by ``rescale``
+(1e-4) before every call (``rescale=1`` keeps the LSTM memory).
+
+Meta-training (one truncation = 10 half-steps): the min player's loss is the sum of
+``f_new - f_prev`` over its half-steps, the max player's the sum of ``-(f_new - f_prev)``
+over its own, both averaged over the instances; ``f_prev`` restarts at 0 at every
+truncation (the original's quirk, kept).  Each network is updated by Adam(1e-4) with the
+gradient of its own loss only (the original back-propagates the sum of both losses into
+both networks; ``joint_loss=True`` restores that).
+"""
+import json
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from model_free.base import SonnetLSTM
+from open_l2o_tf import logging as olog
+from open_l2o_tf.errors import UserError
+
+
+class TwinPlayer(keras.layers.Layer):
+    """One player's network: two LSTMs and a linear read-out, per coordinate."""
+
+    def __init__(self, hidden=50, **kwargs):
+        super().__init__(**kwargs)
+        self.hidden = int(hidden)
+        self.lstm_1 = SonnetLSTM(self.hidden, 2, name="lstm_1")
+        self.lstm_2 = SonnetLSTM(self.hidden, self.hidden, name="lstm_2")
+        self.linear = keras.layers.Dense(1, name="linear")
+        self.linear.build((None, self.hidden))
+        self.built = True
+
+    def call(self, features, state):
+        s1, s2 = state
+        h, s1 = self.lstm_1(features, s1)
+        h, s2 = self.lstm_2(h, s2)
+        return self.linear(h), (s1, s2)
+
+    def get_config(self):
+        return {**super().get_config(), "hidden": self.hidden}
+
+
+@keras.saving.register_keras_serializable(package="open_l2o_tf")
+class TwinL2O(keras.Model):
+    """The two players; ``run`` plays ``num_half_steps`` half-steps."""
+
+    def __init__(self, hidden=50, rescale=1e-4, warmup=0.2, **kwargs):
+        super().__init__(**kwargs)
+        self.hidden, self.rescale, self.warmup = int(hidden), float(rescale), float(warmup)
+        self.min_player = TwinPlayer(self.hidden, name="min_player")
+        self.max_player = TwinPlayer(self.hidden, name="max_player")
+        self.built = True
+
+    def initial_state(self, params, seed):
+        n = int(np.prod(params[0].shape))
+        seeds = tf.unstack(tf.random.experimental.stateless_split(seed, 8))
+        draw = [0.01 * tf.random.stateless_normal([n, self.hidden], s) for s in seeds]
+        player = lambda d: ((d[0], d[1]), (d[2], d[3]))  # noqa: E731
+        return player(draw[:4]), player(draw[4:])
+
+    def _scaled(self, state):
+        return tf.nest.map_structure(lambda t: t * self.rescale, state)
+
+    def half_step(self, problem, instance, u, v, state, index, total, minimise):
+        """One half-step of one player; ``index`` counts half-steps from the start."""
+        with tf.GradientTape() as tape:
+            tape.watch([u, v])
+            f = tf.reduce_sum(problem.instance_losses([u, v], instance))
+        g_u, g_v = [tf.stop_gradient(g) for g in tape.gradient(f, [u, v])]
+        own, other = (g_u, g_v) if minimise else (g_v, g_u)
+        features = tf.stack([tf.reshape(own, [-1]), tf.reshape(other, [-1])], axis=1)
+        player = self.min_player if minimise else self.max_player
+        p_state = state[0] if minimise else state[1]
+        out, p_state = player(features, self._scaled(p_state))
+        warm_steps = tf.maximum(tf.floor(self.warmup * tf.cast(total, tf.float32)), 1.0)
+        i = tf.cast(index, tf.float32)
+        lr = 1e-4 + (1e-1 - 1e-4) * tf.minimum(i / warm_steps, 1.0)
+        step = tf.where(i < self.warmup * tf.cast(total, tf.float32),
+                        tf.sign(out) * lr, out)
+        step = tf.reshape(step, tf.shape(u))
+        state = (p_state, state[1]) if minimise else (state[0], p_state)
+        if minimise:
+            return u + step, v, state
+        return u, v + step, state
+
+    def get_config(self):
+        return {**super().get_config(), "hidden": self.hidden, "rescale": self.rescale,
+                "warmup": self.warmup}
+
+
+def play(twin, problem, instance, params, num_half_steps, seed=0):
+    """Plays ``num_half_steps`` half-steps from ``params``; returns the per-instance saddle
+    distance after every half-step, ``(num_half_steps + 1, B)``."""
+
+    @tf.function
+    def run(u, v):
+        state = twin.initial_state([u, v], tf.constant([seed, 11], tf.int32))
+        ta = tf.TensorArray(tf.float32, size=num_half_steps + 1)
+        ta = ta.write(0, problem.saddle_distance([u, v], instance))
+
+        def body(i, u, v, state, ta):
+            u, v, state = tf.cond(
+                tf.equal(i % 2, 0),
+                lambda: twin.half_step(problem, instance, u, v, state, i, num_half_steps, True),
+                lambda: twin.half_step(problem, instance, u, v, state, i, num_half_steps,
+                                       False))
+            return i + 1, u, v, state, ta.write(i + 1, problem.saddle_distance([u, v],
+                                                                              instance))
+
+        _, _, _, _, ta = tf.while_loop(lambda i, *_: i < num_half_steps, body,
+                                       (tf.constant(0), u, v, state, ta))
+        return ta.stack()
+
+    return run(params[0], params[1]).numpy()
+
+
+class TwinTrainer:
+    """Meta-training of :class:`TwinL2O` (spec §7): per epoch one batch of fresh instances
+    and starts, ``iterations`` half-steps in truncations of ``truncation`` (10), model
+    selection every ``eval_every`` epochs by the mean saddle distance over the second half
+    of ``eval_half_steps`` half-steps on fixed held-out instances."""
+
+    def __init__(self, twin, problem, *, iterations=100, truncation=10, lr=1e-4,
+                 eval_every=5, eval_instances=20, eval_half_steps=1000, joint_loss=False,
+                 seed=0, progress=print, tb=None, ckpt_dir=None):
+        if truncation % 2:
+            raise ValueError("truncation must be even (it holds pairs of half-steps)")
+        self.twin, self.problem = twin, problem
+        self.iterations, self.truncation = int(iterations), int(truncation)
+        self.eval_every, self.eval_instances = int(eval_every), int(eval_instances)
+        self.eval_half_steps, self.joint_loss = int(eval_half_steps), bool(joint_loss)
+        self.seed, self.say, self.tb = int(seed), progress or (lambda *a: None), tb
+        self.ckpt_dir, self.train_seconds = ckpt_dir, 0.0
+        self.opt_min, self.opt_max = keras.optimizers.Adam(lr), keras.optimizers.Adam(lr)
+        self.opt_min.build(twin.min_player.trainable_variables)
+        self.opt_max.build(twin.max_player.trainable_variables)
+        self.best_score, self.best_weights, self.epoch = np.inf, None, 0
+        self.history = {"loss": [], "eval": [], "skipped": []}
+        self._truncation = tf.function(self._truncation_impl)
+        held = self.problem.sample_instance(10 ** 6 + self.seed, self.eval_instances)
+        self.heldout = (held, self.problem.init_params(10 ** 6 + self.seed + 1, held))
+
+    def _truncation_impl(self, u, v, state, instance, index0):
+        twin = self.twin
+        with tf.GradientTape(persistent=True) as tape:
+            loss_min, loss_max = tf.constant(0.0), tf.constant(0.0)
+            f_prev = tf.zeros_like(self.problem.instance_losses([u, v], instance))
+            for j in range(self.truncation):
+                minimise = j % 2 == 0
+                u, v, state = twin.half_step(self.problem, instance, u, v, state, index0 + j,
+                                             self.iterations, minimise)
+                f_new = self.problem.instance_losses([u, v], instance)
+                reward = tf.reduce_mean(f_new - f_prev)
+                if minimise:
+                    loss_min += reward
+                else:
+                    loss_max -= reward
+                f_prev = f_new
+            if self.joint_loss:
+                loss_min = loss_max = loss_min + loss_max
+        v_min = twin.min_player.trainable_variables
+        v_max = twin.max_player.trainable_variables
+        g_min = tape.gradient(loss_min, v_min)
+        g_max = tape.gradient(loss_max, v_max)
+        finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in g_min + g_max
+                                if g is not None])
+        if finite:
+            self.opt_min.apply_gradients([(g, w) for g, w in zip(g_min, v_min) if g is not None])
+            self.opt_max.apply_gradients([(g, w) for g, w in zip(g_max, v_max) if g is not None])
+        state = tf.nest.map_structure(tf.stop_gradient, state)
+        return tf.stop_gradient(u), tf.stop_gradient(v), state, loss_min, loss_max, finite
+
+    def score(self):
+        instance, params = self.heldout
+        curve = play(self.twin, self.problem, instance, params, self.eval_half_steps,
+                     seed=10 ** 6)
+        return float(np.mean(curve[self.eval_half_steps // 2 + 1:]))
+
+    def train(self, epochs):
+        """Meta-trains up to ``epochs`` epochs in total (resuming from ``ckpt_dir``); ends
+        with the best held-out weights."""
+        import time  # pylint: disable=import-outside-toplevel
+        self.restore()
+        start = time.time()
+        for epoch in range(self.epoch, epochs):
+            seed = tf.constant([self.seed, epoch], tf.int32)
+            instance = self.problem.sample_instance(seed)
+            u, v = self.problem.init_params(seed + [0, 1], instance)
+            state = self.twin.initial_state([u, v], seed + [0, 2])
+            total = 0.0
+            for k in range(self.iterations // self.truncation):
+                u, v, state, l_min, l_max, finite = self._truncation(
+                    u, v, state, instance, tf.constant(k * self.truncation))
+                if not bool(finite):
+                    message = f"non-finite meta-gradient at epoch {epoch + 1} truncation {k + 1}"
+                    self.say(f"[twin] WARNING: {message}; update skipped, epoch ended")
+                    self.history["skipped"].append(message)
+                    break
+                total += float(l_min) - float(l_max)
+            self.history["loss"].append(total)
+            self.epoch = epoch + 1
+            if self.epoch % self.eval_every == 0 or self.epoch == epochs:
+                score = self.score()
+                self.history["eval"].append((self.epoch, score))
+                if score < self.best_score:
+                    self.best_score = score
+                    self.best_weights = [w.numpy() for w in self.twin.weights]
+                if self.tb is not None:
+                    self.tb.scalar("twin/heldout_distance", score, self.epoch)
+                self.train_seconds += time.time() - start
+                start = time.time()
+                self.save()
+                self.say(f"[twin] epoch {self.epoch}/{epochs} held-out distance={score:.4g} "
+                         f"best={self.best_score:.4g}")
+        self.train_seconds += time.time() - start
+        self.save()
+        if self.best_weights is not None:
+            for w, value in zip(self.twin.weights, self.best_weights):
+                w.assign(value)
+        return self.history
+
+    # -- checkpoints: weights, best weights, both Adam states, counters (atomic) ----------
+    def _arrays(self):
+        arrays = {f"w{i}": w.numpy() for i, w in enumerate(self.twin.weights)}
+        for name, opt in (("min", self.opt_min), ("max", self.opt_max)):
+            arrays.update({f"{name}{i}": v.numpy() for i, v in enumerate(opt.variables)})
+        for i, value in enumerate(self.best_weights or []):
+            arrays[f"best{i}"] = value
+        return arrays
+
+    def save(self):
+        if not self.ckpt_dir:
+            return
+        arrays = self._arrays()
+        olog._atomic_write(os.path.join(self.ckpt_dir, "twin_state.npz"),  # pylint: disable=protected-access
+                           lambda h: np.savez(h, **arrays), "wb")
+        olog.atomic_write_json(os.path.join(self.ckpt_dir, "twin_state.json"), {
+            "epoch": self.epoch, "best_score": None if not np.isfinite(self.best_score)
+            else self.best_score, "train_seconds": self.train_seconds,
+            "config": self.twin.get_config()})
+
+    def restore(self):
+        if not self.ckpt_dir:
+            return False
+        meta = olog.read_json(os.path.join(self.ckpt_dir, "twin_state.json"))
+        if not meta:
+            return False
+        ours = {k: v for k, v in self.twin.get_config().items() if k != "name"}
+        theirs = {k: v for k, v in meta["config"].items() if k != "name"}
+        if ours != theirs:
+            raise UserError(f"{self.ckpt_dir} holds a Twin-L2O of another configuration "
+                            f"({theirs}); use another --workdir or delete that folder")
+        with np.load(os.path.join(self.ckpt_dir, "twin_state.npz"), allow_pickle=False) as data:
+            for i, w in enumerate(self.twin.weights):
+                w.assign(data[f"w{i}"])
+            for name, opt in (("min", self.opt_min), ("max", self.opt_max)):
+                for i, v in enumerate(opt.variables):
+                    v.assign(data[f"{name}{i}"])
+            best = [data[f"best{i}"] for i in range(len(self.twin.weights))
+                    if f"best{i}" in data.files]
+        self.best_weights = best or None
+        self.epoch = int(meta["epoch"])
+        self.best_score = np.inf if meta["best_score"] is None else float(meta["best_score"])
+        self.train_seconds = float(meta.get("train_seconds", 0.0))
+        self.say(f"[twin] resumed at epoch {self.epoch}")
+        return True
+
+
+def save_twin(twin, path):
+    """Writes a trained Twin-L2O (weights + config) to ``path`` (.npz), atomically."""
+    arrays = {f"w{i}": w.numpy() for i, w in enumerate(twin.weights)}
+    meta = json.dumps({"class": "TwinL2O", "config": twin.get_config()})
+    olog._atomic_write(path, lambda h: np.savez(h, __meta__=np.array(meta), **arrays), "wb")  # pylint: disable=protected-access
+
+
+def load_twin(path):
+    """Reads a file written by :func:`save_twin` (numpy arrays only, no pickle)."""
+    if not os.path.exists(path):
+        raise UserError(f"--load file {path} does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            meta = json.loads(str(data["__meta__"]))
+            arrays = [data[f"w{i}"] for i in range(len(data.files) - 1)]
+    except Exception as err:  # pylint: disable=broad-except
+        raise UserError(f"{path} is not a Twin-L2O file written by open-l2o-tf "
+                        f"({type(err).__name__})") from None
+    if meta.get("class") != "TwinL2O":
+        raise UserError(f"{path} holds a {meta.get('class')!r}, not a Twin-L2O")
+    config = {k: v for k, v in meta["config"].items() if k in ("hidden", "rescale", "warmup")}
+    twin = TwinL2O(**config)
+    if len(arrays) != len(twin.weights):
+        raise UserError(f"{path} holds {len(arrays)} arrays, expected {len(twin.weights)}")
+    for w, value in zip(twin.weights, arrays):
+        if tuple(value.shape) != tuple(w.shape):
+            raise UserError(f"{path}: array of shape {value.shape}, expected {tuple(w.shape)}")
+        w.assign(value)
+    return twin

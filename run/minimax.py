@@ -1,0 +1,128 @@
+"""Minimax problems (Twin-L2O, paper Section 4.4): a learned pair of optimizers or
+alternating gradient descent-ascent on min_u max_v f(u, v).
+
+    python -m run.minimax --optimizer=twin_l2o --problem=saddle --workdir=W
+    python -m run.minimax --optimizer=gda --problem=seesaw --ab_range=3 --preset=quick
+
+Reports the per-instance saddle distance (||u||_1^2 + ||v||_1^2; seesaw: distance to the
+nearest saddle u = k/a) after every half-step, averaged over test instances x restarts;
+``final`` is the last value, ``second_half_mean`` the original's selection metric.  The
+paper shows no Twin-L2O numbers in Figures 5-8, so there is no reference column.
+"""
+import os
+import time
+
+import numpy as np
+from absl import flags
+
+from open_l2o_tf import logging as olog
+from open_l2o_tf.errors import UserError
+from run import common
+
+OPTIMIZERS = ["twin_l2o", "gda", "adam_gda"]
+flags.DEFINE_enum("optimizer", "twin_l2o", OPTIMIZERS, "The optimizer.")
+flags.DEFINE_enum("problem", "saddle", ["saddle", "rotated_saddle", "seesaw", "matrix_game"],
+                  "The minimax problem.")
+flags.DEFINE_integer("ab_range", 1, "Range of (a, b) for the toy problems: 1..7 as the "
+                     "original's data files (1: a, b in [0.9, 1]).")
+flags.DEFINE_float("keep_probability", 1.0, "matrix_game: probability an entry of A is kept "
+                   "(the original: 1.0 or 0.5).")
+flags.DEFINE_integer("dim", None, "Dimension of u and v (default 1; matrix_game 5).")
+flags.DEFINE_integer("half_steps", None, "Test half-steps (paper 2000, quick 400).")
+flags.DEFINE_integer("test_instances", None, "Test instances (paper 100, quick 20).")
+flags.DEFINE_integer("restarts", None, "Random starts per test instance (paper 5, quick 2).")
+flags.DEFINE_float("lr", 0.01, "Learning rate of gda / adam_gda.")
+flags.DEFINE_integer("epochs", None, "Twin-L2O meta-training epochs (paper 200, matrix game "
+                     "300; quick 20).")
+flags.DEFINE_integer("hidden", None, "Twin-L2O LSTM width (50; matrix game 80).")
+flags.DEFINE_float("rescale", 1e-4, "Twin-L2O: recurrent states are multiplied by this "
+                   "before every call (the original's 1e-4; 1 keeps the LSTM memory).")
+flags.DEFINE_bool("joint_loss", False, "Twin-L2O: back-propagate the sum of both players' "
+                  "losses into both networks, as the original code.")
+common.define_common_flags("runs/minimax")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    del argv
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    from model_free import twin as twin_lib  # pylint: disable=import-outside-toplevel
+    from open_l2o_tf.classic.gda import alternating_gda  # pylint: disable=import-outside-toplevel
+    from open_l2o_tf.optimizees import minimax  # pylint: disable=import-outside-toplevel
+    quick = FLAGS.preset == "quick"
+    matrix = FLAGS.problem == "matrix_game"
+    half_steps = common.preset_value(FLAGS.preset, 2000, 400, FLAGS.half_steps)
+    count = common.preset_value(FLAGS.preset, 100, 20, FLAGS.test_instances)
+    restarts = common.preset_value(FLAGS.preset, 5, 2, FLAGS.restarts)
+    epochs = common.preset_value(FLAGS.preset, 300 if matrix else 200, 20, FLAGS.epochs)
+    hidden = FLAGS.hidden or (80 if matrix else 50)
+    dim = FLAGS.dim or (5 if matrix else 1)
+    for name, value in (("half_steps", half_steps), ("test_instances", count),
+                        ("restarts", restarts), ("epochs", epochs), ("hidden", hidden),
+                        ("dim", dim)):
+        if value <= 0:
+            raise UserError(f"--{name} must be a positive integer, got {value}")
+    if half_steps % 2:
+        raise UserError(f"--half_steps must be even (pairs of min and max moves), got "
+                        f"{half_steps}")
+    if not FLAGS.lr > 0 or not FLAGS.rescale > 0:
+        raise UserError("--lr and --rescale must be positive numbers")
+    workdir = FLAGS.workdir
+    os.makedirs(workdir, exist_ok=True)
+    tb = olog.TensorBoard(os.path.join(workdir, "tb"))
+    if matrix:
+        problem = minimax.MatrixGame(dim=dim, keep_probability=FLAGS.keep_probability)
+    else:
+        cls = {"saddle": minimax.Saddle, "rotated_saddle": minimax.RotatedSaddle,
+               "seesaw": minimax.Seesaw}[FLAGS.problem]
+        problem = cls(dim=dim, ab_range=FLAGS.ab_range)
+    info = {"train_seconds": 0.0, "train_steps": 0}
+    if FLAGS.optimizer == "twin_l2o":
+        if FLAGS.load:
+            twin = twin_lib.load_twin(FLAGS.load)
+            print(f"[twin] loaded {FLAGS.load}")
+        else:
+            twin = twin_lib.TwinL2O(hidden=hidden, rescale=FLAGS.rescale)
+            trainer = twin_lib.TwinTrainer(
+                twin, problem, eval_half_steps=200 if quick else 1000,
+                joint_loss=FLAGS.joint_loss, seed=FLAGS.seed, tb=tb,
+                ckpt_dir=os.path.join(workdir, "ckpt"))
+            trainer.train(epochs)
+            twin_lib.save_twin(twin, os.path.join(workdir, "twin_l2o.npz"))
+            info = {"train_seconds": trainer.train_seconds,
+                    "train_steps": epochs * trainer.iterations}
+    start = time.time()
+    test = problem.sample_instance(10 ** 7 + FLAGS.seed, count)
+    curves = []
+    progress = olog.Progress(f"minimax {FLAGS.optimizer} {FLAGS.problem}", restarts)
+    for r in range(restarts):
+        params = problem.init_params(10 ** 7 + 1000 * FLAGS.seed + r, test)
+        if FLAGS.optimizer == "twin_l2o":
+            curve = twin_lib.play(twin, problem, test, params, half_steps, seed=r)
+        else:
+            curve = alternating_gda(problem, test, params, half_steps, lr=FLAGS.lr,
+                                    method=FLAGS.optimizer)
+        curves.append(curve)
+        progress.update(r + 1, force=True, distance=f"{float(curve[-1].mean()):.4g}")
+    curve = np.concatenate(curves, axis=1).mean(axis=1)
+    for k in range(0, len(curve), max(1, len(curve) // 100)):
+        tb.scalar(f"minimax/{FLAGS.problem}/{FLAGS.optimizer}/distance", curve[k], k)
+    tb.flush()
+    second_half = float(np.mean(curve[half_steps // 2 + 1:]))
+    record = olog.make_result("minimax", FLAGS.optimizer, FLAGS.problem, FLAGS.preset,
+                              "saddle_distance", curve, paper=None,
+                              train_seconds=info["train_seconds"],
+                              train_steps=info["train_steps"],
+                              config=common.flag_values_dict(), second_half_mean=second_half,
+                              eval_seconds=time.time() - start)
+    common.write_results(workdir, record)
+    print(f"[minimax] {FLAGS.problem} {FLAGS.optimizer}: distance[0]={curve[0]:.4g} "
+          f"distance[{half_steps}]={curve[-1]:.4g} second-half mean={second_half:.4g} "
+          f"({count} instances x {restarts} starts); wrote "
+          f"{os.path.join(workdir, 'results.json')}")
+    del tf
+    return 0
+
+
+if __name__ == "__main__":
+    common.main_wrapper(main)
