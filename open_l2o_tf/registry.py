@@ -45,6 +45,7 @@ LEARNED = {
     # L2O-enhanced = the L2O-DM network trained with curriculum + imitation.
     "l2o_enhanced": "model_free.dm:L2ODM",
     "l2o_scale": "model_free.scale:L2OScale",
+    "l2o_swarm": "model_free.swarm:L2OSwarm",
     # Twin-L2O: a pair of learned optimizers for minimax problems (run.minimax).
     "twin_l2o": "model_free.twin:TwinL2O",
 }

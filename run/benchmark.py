@@ -42,7 +42,7 @@ SPARSE_MODELS = ["alista", "lista_cpss", "glista", "lamp", "lista", "lista_cp", 
 LASSO_CLASSIC = ["ista", "fista", "gd", "adam", "rmsprop"]
 LASSO_LEARNED = ["lista", "step_lista", "l2o_dm", "l2o_rnnprop", "l2o_enhanced"]
 RASTRIGIN = ["gd_ls", "nag_ls", "adam", "rmsprop", "oracle", "l2o_dm", "l2o_rnnprop",
-             "l2o_enhanced", "l2o_scale"]
+             "l2o_enhanced", "l2o_scale", "l2o_swarm"]
 NN = ["sgd", "adam", "rmsprop", "l2o_dm", "l2o_rnnprop", "l2o_enhanced", "l2o_scale"]
 MINIMAX = ["twin_l2o", "gda", "adam_gda"]
 MINIMAX_PROBLEMS = ["saddle", "rotated_saddle", "seesaw", "matrix_game"]
@@ -58,7 +58,8 @@ def quick_suite():
                      [f"--model={model}"]))
     for optimizer in LASSO_CLASSIC + ["lista", "step_lista", "l2o_rnnprop"]:
         runs.append((f"lasso_{optimizer}", "run.lasso", [f"--optimizer={optimizer}"]))
-    for optimizer in ["gd_ls", "nag_ls", "adam", "rmsprop", "oracle", "l2o_dm", "l2o_scale"]:
+    for optimizer in ["gd_ls", "nag_ls", "adam", "rmsprop", "oracle", "l2o_dm", "l2o_scale",
+                      "l2o_swarm"]:
         runs.append((f"rastrigin_n2_{optimizer}", "run.rastrigin",
                      [f"--optimizer={optimizer}", "--n=2"]))
     for optimizer in ["sgd", "adam", "l2o_dm"]:

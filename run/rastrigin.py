@@ -21,9 +21,11 @@ from open_l2o_tf.errors import UserError
 from run import common
 
 CLASSIC = ["gd_ls", "nag_ls", "adam", "rmsprop", "oracle"]
-LEARNED = ["l2o_dm", "l2o_rnnprop", "l2o_enhanced", "l2o_scale"]
-NOT_YET = ["l2o_swarm"]
-flags.DEFINE_enum("optimizer", "nag_ls", CLASSIC + LEARNED + NOT_YET, "The optimizer.")
+LEARNED = ["l2o_dm", "l2o_rnnprop", "l2o_enhanced", "l2o_scale", "l2o_swarm"]
+flags.DEFINE_enum("optimizer", "nag_ls", CLASSIC + LEARNED, "The optimizer.")
+flags.DEFINE_enum("swarm_attraction", "as_coded", ["as_coded", "toward_better"],
+                  "L2O-Swarm attraction feature: the released code's (pull away from "
+                  "particles that are not better) or toward better particles.")
 flags.DEFINE_integer("n", 2, "Dimension (the paper: 2 and 10).")
 flags.DEFINE_integer("steps", 1000, "Iterations.")
 flags.DEFINE_integer("test_instances", None, "Test instances (paper 128, quick 16).")
@@ -32,7 +34,7 @@ flags.DEFINE_float("lr", None, "Learning rate of adam (0.1) / rmsprop (0.3).")
 flags.DEFINE_integer("meta_episodes", None, "Meta-training episodes (paper 2000, quick 60).")
 flags.DEFINE_float("random_scale", None, "Meta-training with RNNprop's random scaling "
                    "exp(U(-r, r)) per coordinate (original r = 3; off by default as Open-L2O).")
-flags.DEFINE_float("meta_lr", None, "Meta learning rate (default: Adam 1e-3 for DM/RNNprop, "
+flags.DEFINE_float("meta_lr", None, "Meta learning rate (default: Adam 1e-3 for DM/RNNprop/Swarm, "
                    "RMSProp 1e-6 for L2O-Scale as the original).")
 common.define_common_flags("runs/rastrigin")
 FLAGS = flags.FLAGS
@@ -45,9 +47,8 @@ def main(argv):
     from open_l2o_tf.classic.run_and_inspect import run_and_inspect  # pylint: disable=import-outside-toplevel
     from open_l2o_tf.optimizees.rastrigin import Rastrigin  # pylint: disable=import-outside-toplevel
     name = FLAGS.optimizer
-    if name in NOT_YET:
-        raise UserError(f"--optimizer={name} is not implemented yet; choose one of "
-                        f"{CLASSIC + LEARNED}")
+    if FLAGS.meta_lr is not None and not FLAGS.meta_lr > 0:
+        raise UserError(f"--meta_lr must be a positive number, got {FLAGS.meta_lr}")
     if FLAGS.n <= 0 or FLAGS.steps <= 0 or FLAGS.starts <= 0:
         raise UserError("--n, --steps and --starts must be positive integers")
     quick = FLAGS.preset == "quick"
@@ -77,6 +78,23 @@ def main(argv):
         transform = first_order.adam(lr) if name == "adam" else first_order.rmsprop(lr)
         _, curve = transforms.run_optimizer(transform, per_instance, x0, FLAGS.steps,
                                             reduction="sum")
+    elif name == "l2o_swarm":
+        from model_free import swarm as swarm_lib  # pylint: disable=import-outside-toplevel
+        if FLAGS.load:
+            opt = swarm_lib.load_swarm(FLAGS.load, dim=FLAGS.n)
+            print(f"[swarm] loaded {FLAGS.load}")
+        else:
+            opt = swarm_lib.L2OSwarm(dim=FLAGS.n, attraction=FLAGS.swarm_attraction)
+            episodes = common.preset_value(FLAGS.preset, 2000, 60, FLAGS.meta_episodes)
+            trainer = swarm_lib.SwarmTrainer(opt, family, seed=FLAGS.seed, tb=tb,
+                                             ckpt_dir=os.path.join(workdir, "ckpt"),
+                                             lr=FLAGS.meta_lr or 1e-3)
+            trainer.train(episodes)
+            swarm_lib.save_swarm(opt, os.path.join(workdir, "l2o_swarm.npz"))
+            info = {"train_seconds": trainer.train_seconds,
+                    "train_steps": episodes * trainer.unroll}
+        curve = swarm_lib.swarm_minimize(opt, family, test, x0[0], FLAGS.steps,
+                                         seed=FLAGS.seed)
     else:
         from model_free import meta_trainer, training  # pylint: disable=import-outside-toplevel
         episodes = common.preset_value(FLAGS.preset, 2000, 60, FLAGS.meta_episodes)

@@ -1,0 +1,361 @@
+"""L2O-Swarm (Cao, Chen, Wang & Shen, NeurIPS 2019, "Learning to optimize in swarms";
+paper Section 4.3; spec model_free §6): a population of k = 4 particles moved by one shared
+coordinate-wise LSTM whose input is an attention-weighted mix of four features.
+
+For every problem instance separately (the original mixes the 128 instances; see the spec),
+with particle positions ``x_p``, losses ``f_p`` and gradients ``g_p`` (no meta-gradient):
+
+    S_g = softmax_row(G G^T),   S_x[i, j] = softmax_j(-1/2 x_j^T (x_j - x_i)),
+    g^_p = g_p + (1/k) sum_j (S_g S_x)_pj g_j                      (sample-level attention)
+    F = [g^_p, 0.9 g_p^prev, x_p - x_p^best, attraction_p]
+    attraction_i = sum_j w_ij r_ij,  w_ij = softmax_j(-||r_ij||^2),
+        r_ij = x_i - x_j when f_i <= f_j else 0                    (as coded; ``attraction=
+        "toward_better"`` uses r_ij = x_j - x_i when f_j < f_i else 0)
+    s_f = 1^T tanh(W [F_f; h_p] + b_f),   a = softmax_f(s),   u_p = sum_f a_f F_f
+    x_p <- x_p + LSTM(u_p)                                          (coordinate-wise, scale 1)
+
+``x^best`` is the population at the step with the smallest total loss so far and ``h_p``
+the particle's previous step (both kept as state, as the paper intends; the released code
+froze them at their initial values).  ``W`` is (10, 2 n), so a Swarm optimizer is built for
+one problem dimension n.  Meta-loss per truncation: the mean over instances of the summed
+particle losses, plus 0.001 times the entropy of the posterior over the minimiser
+estimated from the visited points (:func:`posterior_entropy`), plus 1e-4 ||weights||^2.
+"""
+import json
+import math
+import os
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from model_free.base import SonnetLSTM
+from open_l2o_tf import logging as olog
+from open_l2o_tf.errors import UserError
+
+ATTRACTIONS = ("as_coded", "toward_better")
+
+
+@keras.saving.register_keras_serializable(package="open_l2o_tf")
+class L2OSwarm(keras.Model):
+
+    def __init__(self, dim, particles=4, hidden=20, attention_units=10,
+                 attraction="as_coded", **kwargs):
+        super().__init__(**kwargs)
+        if attraction not in ATTRACTIONS:
+            raise UserError(f"attraction must be one of {ATTRACTIONS}, got {attraction!r}")
+        self.dim, self.particles, self.hidden = int(dim), int(particles), int(hidden)
+        self.attention_units, self.attraction = int(attention_units), attraction
+        self.lstm_1 = SonnetLSTM(self.hidden, 1, name="lstm_1")
+        self.lstm_2 = SonnetLSTM(self.hidden, self.hidden, name="lstm_2")
+        self.linear = keras.layers.Dense(1, kernel_initializer=keras.initializers.TruncatedNormal(
+            stddev=1.0 / self.hidden ** 0.5), name="linear")
+        self.linear.build((None, self.hidden))
+        normal = keras.initializers.RandomNormal(0.0, 1.0)
+        self.att_w = self.add_weight(name="attention_w", shape=(self.attention_units,
+                                                                2 * self.dim),
+                                     initializer=normal)
+        self.att_b = self.add_weight(name="attention_b", shape=(self.attention_units, 4),
+                                     initializer=normal)
+        self.built = True
+
+    # -- state ------------------------------------------------------------------------
+    def initial_state(self, x):
+        """``x``: particle positions (k, B, n)."""
+        k, b, n = x.shape
+        zeros = tf.zeros([k * b * n, self.hidden])
+        col = tf.zeros_like(x)
+        return (((zeros, zeros), (zeros, zeros)), col, col, x,
+                tf.fill([b], tf.constant(np.inf, tf.float32)))
+
+    # -- one step ---------------------------------------------------------------------
+    def losses_and_grads(self, family, instance, x):
+        k, b, n = x.shape
+        tiled = {key: tf.tile(v, [k] + [1] * (len(v.shape) - 1)) for key, v in instance.items()}
+        flat = tf.reshape(x, [k * b, n])
+        with tf.GradientTape() as tape:
+            tape.watch(flat)
+            f = family.instance_losses([flat], tiled)
+            total = tf.reduce_sum(f)
+        g = tf.stop_gradient(tape.gradient(total, flat))
+        return tf.reshape(f, [k, b]), tf.reshape(g, [k, b, n])
+
+    def features(self, x, f, g, g_prev, x_best):
+        k = self.particles
+        X = tf.transpose(x, [1, 0, 2])            # (B, k, n)
+        G = tf.transpose(g, [1, 0, 2])
+        s_g = tf.nn.softmax(tf.einsum("bin,bjn->bij", G, G), axis=-1)
+        # S_x[i, j] = softmax_j(-1/2 x_j . (x_j - x_i))
+        logits = -0.5 * (tf.reduce_sum(X * X, -1)[:, None, :] - tf.einsum("bin,bjn->bij", X, X))
+        s_x = tf.nn.softmax(logits, axis=-1)
+        attended = G + (1.0 / k) * tf.einsum("bij,bjn->bin", tf.matmul(s_g, s_x), G)
+        F = tf.transpose(f)                        # (B, k)
+        diff = X[:, :, None, :] - X[:, None, :, :]  # x_i - x_j  (B, k, k, n)
+        if self.attraction == "as_coded":
+            keep = tf.cast(F[:, :, None] <= F[:, None, :], tf.float32)   # j not better
+            r = diff * keep[..., None]
+        else:
+            keep = tf.cast(F[:, None, :] < F[:, :, None], tf.float32)    # j better
+            r = -diff * keep[..., None]
+        w = tf.nn.softmax(-tf.reduce_sum(r * r, -1), axis=-1)
+        attraction = tf.einsum("bij,bijn->bin", w, r)
+        feats = tf.stack([attended, 0.9 * tf.transpose(g_prev, [1, 0, 2]),
+                          X - tf.transpose(x_best, [1, 0, 2]), attraction], axis=2)
+        return feats                               # (B, k, 4, n)
+
+    def step(self, family, instance, x, state):
+        """One population step; returns ``(x_new, state, f(x))``."""
+        lstm_state, h_prev, g_prev, x_best, best_total = state
+        f, g = self.losses_and_grads(family, instance, x)
+        total = tf.reduce_sum(f, 0)
+        better = total < best_total
+        x_best = tf.where(better[None, :, None], x, x_best)
+        best_total = tf.where(better, total, best_total)
+        feats = self.features(x, f, g, g_prev, x_best)
+        n = self.dim
+        w_f, w_h = self.att_w[:, :n], self.att_w[:, n:]
+        H = tf.transpose(h_prev, [1, 0, 2])
+        scores = tf.reduce_sum(tf.tanh(tf.einsum("bkfn,un->bkfu", feats, w_f)
+                                       + tf.einsum("bkn,un->bku", H, w_h)[:, :, None, :]
+                                       + tf.transpose(self.att_b)[None, None]), -1)
+        weights = tf.nn.softmax(scores, axis=-1)   # over the 4 features
+        u = tf.reduce_sum(weights[..., None] * feats, axis=2)   # (B, k, n)
+        u = tf.reshape(tf.transpose(u, [1, 0, 2]), [-1, 1])
+        h1, s1 = self.lstm_1(u, lstm_state[0])
+        h2, s2 = self.lstm_2(h1, lstm_state[1])
+        delta = tf.reshape(self.linear(h2), tf.shape(x))
+        return x + delta, ((s1, s2), delta, g, x_best, best_total), f
+
+    def get_config(self):
+        return {**super().get_config(), "dim": self.dim, "particles": self.particles,
+                "hidden": self.hidden, "attention_units": self.attention_units,
+                "attraction": self.attraction}
+
+
+def posterior_entropy(points, values, num_samples=1000, seed=0):
+    """Entropy of the posterior over the minimiser (spec §6.4), per instance.
+
+    ``points`` (B, N, D) visited positions, ``values`` (B, N) their losses.  A kernel
+    interpolant ``f^(s) = k_s^T (K + 2.1 I)^-1 f`` with ``K = exp(-||x_i - x_j||^2 / 2)`` is
+    evaluated at ``num_samples`` points ``s ~ N(0, 0.01^2 I)``; ``p(s) ~ exp(-rho f^(s))``
+    (stabilised, plus 1e-4, normalised) and ``H = -sum p log p``, first with
+    ``rho_0 = exp(sqrt(N) / (D log 5))``, then with ``rho = exp(sqrt(N) / H_0)``."""
+    n_points, dim = int(points.shape[1]), int(points.shape[2])
+    sq = tf.reduce_sum(tf.square(points[:, :, None, :] - points[:, None, :, :]), -1)
+    K = tf.exp(-0.5 * sq) + 2.1 * tf.eye(n_points)
+    alpha = tf.linalg.solve(K, values[..., None])                     # (B, N, 1)
+    s = 0.01 * tf.random.stateless_normal([num_samples, dim], [seed, 29])
+    ks = tf.exp(-0.5 * tf.reduce_sum(tf.square(s[None, :, None, :] - points[:, None, :, :]),
+                                     -1))                              # (B, S, N)
+    fhat = tf.matmul(ks, alpha)[..., 0]                                # (B, S)
+
+    def entropy(rho):
+        logits = -rho * fhat
+        c = tf.exp(logits - tf.reduce_max(logits, -1, keepdims=True)) + 1e-4
+        p = c / tf.reduce_sum(c, -1, keepdims=True)
+        return -tf.reduce_sum(p * tf.math.log(p), -1)
+
+    root = math.sqrt(n_points)
+    h0 = entropy(tf.exp(root / (dim * math.log(5.0))))
+    return entropy(tf.exp(root / tf.maximum(h0[:, None], 1e-3)))
+
+
+def start_particles(x0, particles, seed):
+    """``k`` particles around each start: ``x0 + N(0, 0.01^2)`` (k, B, n)."""
+    noise = 0.01 * tf.random.stateless_normal([particles] + list(x0.shape), seed)
+    return x0[None] + noise
+
+
+def swarm_minimize(swarm, family, instance, x0, num_steps, seed=0):
+    """Runs the swarm for ``num_steps`` steps from ``x0`` (B, n); returns the per-instance
+    loss of the best particle at ``x_0 .. x_T``, ``(num_steps + 1, B)``."""
+
+    @tf.function
+    def run(x0):
+        x = start_particles(x0, swarm.particles, tf.constant([seed, 31], tf.int32))
+        state = swarm.initial_state(x)
+        ta = tf.TensorArray(tf.float32, size=num_steps + 1)
+
+        def body(t, x, state, ta):
+            x, state, f = swarm.step(family, instance, x, state)
+            return t + 1, x, state, ta.write(t, tf.reduce_min(f, 0))
+
+        _, x, state, ta = tf.while_loop(lambda t, *_: t < num_steps, body,
+                                        (tf.constant(0), x, state, ta))
+        f, _ = swarm.losses_and_grads(family, instance, x)
+        return ta.write(num_steps, tf.reduce_min(f, 0)).stack()
+
+    return run(x0).numpy()
+
+
+class SwarmTrainer:
+    """Meta-training of :class:`L2OSwarm`: per episode fresh instances and starts, ``unroll``
+    steps in truncations of ``truncation`` with BPTT, Adam(1e-3) on the meta-loss above;
+    model selection every ``eval_every`` episodes on held-out instances (mean best-particle
+    loss over the horizon); checkpoints after every evaluation (resume)."""
+
+    def __init__(self, swarm, family, *, unroll=100, truncation=20, lr=1e-3,
+                 entropy_weight=1e-3, l2=1e-4, eval_every=10, eval_instances=16, seed=0,
+                 progress=print, tb=None, ckpt_dir=None):
+        self.swarm, self.family = swarm, family
+        self.unroll, self.truncation = int(unroll), int(truncation)
+        self.entropy_weight, self.l2 = float(entropy_weight), float(l2)
+        self.eval_every, self.seed = int(eval_every), int(seed)
+        self.say, self.tb, self.ckpt_dir = progress or (lambda *a: None), tb, ckpt_dir
+        self.opt = keras.optimizers.Adam(lr)
+        self.opt.build(swarm.trainable_variables)
+        held = family.sample_instance(10 ** 6 + self.seed, eval_instances)
+        self.heldout = (held, family.init_params(10 ** 6 + self.seed + 1, held)[0])
+        self.episode, self.best_score, self.best_weights = 0, np.inf, None
+        self.train_seconds = 0.0
+        self.history = {"loss": [], "eval": [], "skipped": []}
+        self._truncation = tf.function(self._truncation_impl)
+
+    def _truncation_impl(self, x, state, instance, seed):
+        swarm, variables = self.swarm, self.swarm.trainable_variables
+        with tf.GradientTape() as tape:
+            points, values = [], []
+            for _ in range(self.truncation):
+                points.append(x)
+                x, state, f = swarm.step(self.family, instance, x, state)
+                values.append(f)
+            f_last, _ = swarm.losses_and_grads(self.family, instance, x)
+            points.append(x)
+            values.append(f_last)
+            total = tf.reduce_mean(tf.reduce_sum(tf.stack(values), axis=[0, 1]))
+            P = tf.concat(points, 0)               # ((T+1) k, B, n)
+            V = tf.concat(values, 0)               # ((T+1) k, B)
+            entropy = posterior_entropy(tf.transpose(P, [1, 0, 2]), tf.transpose(V),
+                                        seed=seed)
+            loss = (total + self.entropy_weight * tf.reduce_mean(entropy)
+                    + self.l2 * tf.add_n([tf.reduce_sum(tf.square(v)) for v in variables]))
+        grads = tape.gradient(loss, variables)
+        finite = tf.math.is_finite(loss)
+        for g in grads:
+            if g is not None:
+                finite = tf.logical_and(finite, tf.reduce_all(tf.math.is_finite(g)))
+        if finite:
+            self.opt.apply_gradients([(g, v) for g, v in zip(grads, variables) if g is not None])
+        state = tf.nest.map_structure(tf.stop_gradient, state)
+        return tf.stop_gradient(x), state, total, finite
+
+    def score(self):
+        instance, x0 = self.heldout
+        curve = swarm_minimize(self.swarm, self.family, instance, x0, self.unroll,
+                               seed=10 ** 6)
+        return float(np.mean(curve))
+
+    def train(self, episodes):
+        self.restore()
+        start = time.time()
+        for episode in range(self.episode, episodes):
+            seed = tf.constant([self.seed, episode], tf.int32)
+            instance = self.family.sample_instance(seed)
+            x0 = self.family.init_params(seed + [0, 1], instance)[0]
+            x = start_particles(x0, self.swarm.particles, seed + [0, 2])
+            state = self.swarm.initial_state(x)
+            total = 0.0
+            for k in range(max(1, self.unroll // self.truncation)):
+                x, state, loss, finite = self._truncation(x, state, instance,
+                                                          tf.constant(episode * 100 + k))
+                if not bool(finite):
+                    message = (f"non-finite meta-loss/gradient at episode {episode + 1} "
+                               f"truncation {k + 1}")
+                    self.say(f"[swarm] WARNING: {message}; update skipped, episode ended")
+                    self.history["skipped"].append(message)
+                    break
+                total += float(loss)
+            self.history["loss"].append(total)
+            self.episode = episode + 1
+            if self.episode % self.eval_every == 0 or self.episode == episodes:
+                score = self.score()
+                self.history["eval"].append((self.episode, score))
+                if score < self.best_score:
+                    self.best_score = score
+                    self.best_weights = [w.numpy() for w in self.swarm.weights]
+                if self.tb is not None:
+                    self.tb.scalar("swarm/heldout_score", score, self.episode)
+                self.train_seconds += time.time() - start
+                start = time.time()
+                self.save()
+                self.say(f"[swarm] episode {self.episode}/{episodes} meta-loss={total:.4g} "
+                         f"held-out={score:.4g} best={self.best_score:.4g}")
+        self.train_seconds += time.time() - start
+        self.save()
+        if self.best_weights is not None:
+            for w, value in zip(self.swarm.weights, self.best_weights):
+                w.assign(value)
+        return self.history
+
+    def save(self):
+        if not self.ckpt_dir:
+            return
+        arrays = {f"w{i}": w.numpy() for i, w in enumerate(self.swarm.weights)}
+        arrays.update({f"adam{i}": v.numpy() for i, v in enumerate(self.opt.variables)})
+        for i, value in enumerate(self.best_weights or []):
+            arrays[f"best{i}"] = value
+        olog._atomic_write(os.path.join(self.ckpt_dir, "swarm_state.npz"),  # pylint: disable=protected-access
+                           lambda h: np.savez(h, **arrays), "wb")
+        olog.atomic_write_json(os.path.join(self.ckpt_dir, "swarm_state.json"), {
+            "episode": self.episode, "best_score": None if not np.isfinite(self.best_score)
+            else self.best_score, "train_seconds": self.train_seconds,
+            "config": self.swarm.get_config()})
+
+    def restore(self):
+        if not self.ckpt_dir:
+            return False
+        meta = olog.read_json(os.path.join(self.ckpt_dir, "swarm_state.json"))
+        if not meta:
+            return False
+        ours = {k: v for k, v in self.swarm.get_config().items() if k != "name"}
+        theirs = {k: v for k, v in meta["config"].items() if k != "name"}
+        if ours != theirs:
+            raise UserError(f"{self.ckpt_dir} holds an L2O-Swarm of another configuration "
+                            f"({theirs}); use another --workdir or delete that folder")
+        with np.load(os.path.join(self.ckpt_dir, "swarm_state.npz"), allow_pickle=False) as d:
+            for i, w in enumerate(self.swarm.weights):
+                w.assign(d[f"w{i}"])
+            for i, v in enumerate(self.opt.variables):
+                v.assign(d[f"adam{i}"])
+            best = [d[f"best{i}"] for i in range(len(self.swarm.weights))
+                    if f"best{i}" in d.files]
+        self.best_weights = best or None
+        self.episode = int(meta["episode"])
+        self.best_score = np.inf if meta["best_score"] is None else float(meta["best_score"])
+        self.train_seconds = float(meta.get("train_seconds", 0.0))
+        self.say(f"[swarm] resumed at episode {self.episode}")
+        return True
+
+
+def save_swarm(swarm, path):
+    """Writes a trained L2O-Swarm (weights + config) to ``path`` (.npz), atomically."""
+    arrays = {f"w{i}": w.numpy() for i, w in enumerate(swarm.weights)}
+    meta = json.dumps({"class": "L2OSwarm", "config": swarm.get_config()})
+    olog._atomic_write(path, lambda h: np.savez(h, __meta__=np.array(meta), **arrays), "wb")  # pylint: disable=protected-access
+
+
+def load_swarm(path, dim=None):
+    """Reads a file written by :func:`save_swarm` (numpy arrays only, no pickle)."""
+    if not os.path.exists(path):
+        raise UserError(f"--load file {path} does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            meta = json.loads(str(data["__meta__"]))
+            arrays = [data[f"w{i}"] for i in range(len(data.files) - 1)]
+    except Exception as err:  # pylint: disable=broad-except
+        raise UserError(f"{path} is not an L2O-Swarm file written by open-l2o-tf "
+                        f"({type(err).__name__})") from None
+    if meta.get("class") != "L2OSwarm":
+        raise UserError(f"{path} holds a {meta.get('class')!r}, not an L2O-Swarm")
+    config = {k: v for k, v in meta["config"].items()
+              if k in ("dim", "particles", "hidden", "attention_units", "attraction")}
+    if dim is not None and config["dim"] != dim:
+        raise UserError(f"{path} is an L2O-Swarm for n = {config['dim']}, not n = {dim} "
+                        "(its attention weights depend on the dimension)")
+    swarm = L2OSwarm(**config)
+    if len(arrays) != len(swarm.weights):
+        raise UserError(f"{path} holds {len(arrays)} arrays, expected {len(swarm.weights)}")
+    for w, value in zip(swarm.weights, arrays):
+        w.assign(value)
+    return swarm

@@ -1,0 +1,92 @@
+"""L2O-Swarm: features by hand, instance independence, entropy, meta-training, CLI."""
+import json
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from model_free import swarm as swarm_lib
+from open_l2o_tf.errors import UserError
+from open_l2o_tf.optimizees.rastrigin import Rastrigin
+from tests.cli import error_lines, run_cli
+
+
+def test_attraction_and_distance_to_best_by_hand():
+    sw = swarm_lib.L2OSwarm(dim=1, particles=2)
+    x = tf.constant([[[0.0]], [[1.0]]])          # (k=2, B=1, n=1)
+    f = tf.constant([[1.0], [2.0]])              # particle 0 is better
+    g = tf.constant([[[0.5]], [[-0.5]]])
+    best = tf.constant([[[0.25]], [[0.5]]])
+    feats = sw.features(x, f, g, g, best).numpy()[0]   # (k, 4, n)
+    w = math.exp(-1.0) / (1.0 + math.exp(-1.0))
+    np.testing.assert_allclose(feats[:, 3, 0], [-w, 0.0], rtol=1e-5)   # as coded
+    np.testing.assert_allclose(feats[:, 2, 0], [-0.25, 0.5], rtol=1e-6)
+    np.testing.assert_allclose(feats[:, 1, 0], [0.45, -0.45], rtol=1e-6)
+    toward = swarm_lib.L2OSwarm(dim=1, particles=2, attraction="toward_better")
+    feats = toward.features(x, f, g, g, best).numpy()[0]
+    np.testing.assert_allclose(feats[:, 3, 0], [0.0, -w], rtol=1e-5)   # 1 pulled to 0
+    with pytest.raises(UserError, match="attraction"):
+        swarm_lib.L2OSwarm(dim=1, attraction="nope")
+
+
+def test_instances_do_not_interact():
+    fam = Rastrigin(n=2, batch_size=3)
+    inst = fam.sample_instance(0)
+    x0 = fam.init_params(1, inst)[0]
+    sw = swarm_lib.L2OSwarm(dim=2)
+    a = swarm_lib.swarm_minimize(sw, fam, inst, x0, 5)
+    moved = x0 + tf.constant([[0.0, 0.0], [0.0, 0.0], [1.0, -2.0]])
+    b = swarm_lib.swarm_minimize(sw, fam, inst, moved, 5)
+    np.testing.assert_allclose(a[:, :2], b[:, :2], rtol=1e-5)
+    assert not np.allclose(a[:, 2], b[:, 2])
+
+
+def test_posterior_entropy_bounds_and_sharpness():
+    rng = np.random.default_rng(0)
+    points = tf.constant(rng.normal(size=(2, 12, 2)), tf.float32)
+    flat = tf.ones([2, 12])
+    h = swarm_lib.posterior_entropy(points, flat).numpy()
+    assert h.shape == (2,) and np.all(h <= math.log(1000) + 1e-4) and np.all(h > 0)
+    # a point with a much lower loss near the sampling region concentrates the posterior
+    near = tf.concat([tf.zeros([2, 1, 2]), points[:, 1:]], 1)
+    values = tf.concat([-50.0 * tf.ones([2, 1]), 50.0 * tf.ones([2, 11])], 1)
+    assert np.all(swarm_lib.posterior_entropy(near, values).numpy() < h)
+
+
+def test_meta_training_improves_the_heldout_score_and_resumes(tmp_path):
+    fam = Rastrigin(n=2, batch_size=16)
+    sw = swarm_lib.L2OSwarm(dim=2)
+    trainer = swarm_lib.SwarmTrainer(sw, fam, unroll=20, truncation=10, eval_every=4,
+                                     eval_instances=8, progress=None,
+                                     ckpt_dir=str(tmp_path / "ckpt"))
+    start = trainer.score()
+    trainer.train(8)
+    assert trainer.best_score < 0.8 * start
+    again = swarm_lib.SwarmTrainer(swarm_lib.L2OSwarm(dim=2), fam, unroll=20, truncation=10,
+                                   eval_every=4, eval_instances=8, progress=None,
+                                   ckpt_dir=str(tmp_path / "ckpt"))
+    again.train(8)
+    assert again.episode == 8 and again.best_score == pytest.approx(trainer.best_score)
+    path = str(tmp_path / "swarm.npz")
+    swarm_lib.save_swarm(sw, path)
+    loaded = swarm_lib.load_swarm(path, dim=2)
+    for a, b in zip(loaded.weights, sw.weights):
+        np.testing.assert_allclose(a.numpy(), b.numpy())
+    with pytest.raises(UserError, match="n = 2, not n = 10"):
+        swarm_lib.load_swarm(path, dim=10)
+
+
+def test_rastrigin_cli_with_l2o_swarm(tmp_path):
+    proc = run_cli("run.rastrigin", "--optimizer=l2o_swarm", "--preset=quick", "--steps=30",
+                   "--test_instances=4", "--meta_episodes=2", f"--workdir={tmp_path}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    record = json.load(open(tmp_path / "results.json"))
+    assert record["method"] == "l2o_swarm" and len(record["curve"]) == 31
+    assert record["paper"] == pytest.approx(6.5)
+    assert record["curve"][-1] < record["curve"][0]
+    assert (tmp_path / "l2o_swarm.npz").exists()
+    proc = run_cli("run.rastrigin", "--optimizer=l2o_swarm", "--n=10",
+                   f"--load={tmp_path / 'l2o_swarm.npz'}", f"--workdir={tmp_path / 'x'}")
+    lines = error_lines(proc)
+    assert proc.returncode == 2 and len(lines) == 1 and "n = 2, not n = 10" in lines[0]
