@@ -174,8 +174,11 @@ def load_optimizer(path, output_scale=None):
         raise UserError(f"{path} is not an open-l2o-tf optimizer file "
                         f"({type(err).__name__})") from None
     from model_free.scale import L2OScale  # pylint: disable=import-outside-toplevel
+    from model_free.swarm import L2OSwarm  # pylint: disable=import-outside-toplevel
+    from model_free.twin import TwinL2O  # pylint: disable=import-outside-toplevel
     classes = {"L2ODM": (L2ODM, "l2o_dm"), "L2ORNNprop": (L2ORNNprop, "l2o_rnnprop"),
-               "L2OScale": (L2OScale, "l2o_scale")}
+               "L2OScale": (L2OScale, "l2o_scale"), "L2OSwarm": (L2OSwarm, "l2o_swarm"),
+               "TwinL2O": (TwinL2O, "twin_l2o")}
     if meta.get("class") not in classes:
         raise UserError(f"{path}: unknown optimizer class {meta.get('class')!r}")
     cls, name = classes[meta["class"]]

@@ -21,17 +21,14 @@ one problem dimension n.  Meta-loss per truncation: the mean over instances of t
 particle losses, plus 0.001 times the entropy of the posterior over the minimiser
 estimated from the visited points (:func:`posterior_entropy`), plus 1e-4 ||weights||^2.
 """
-import json
 import math
-import os
-import time
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from model_free import episodic, pretrained
 from model_free.base import SonnetLSTM
-from open_l2o_tf import logging as olog
 from open_l2o_tf.errors import UserError
 
 ATTRACTIONS = ("as_coded", "toward_better")
@@ -189,27 +186,26 @@ def swarm_minimize(swarm, family, instance, x0, num_steps, seed=0):
     return run(x0).numpy()
 
 
-class SwarmTrainer:
+class SwarmTrainer(episodic.EpisodicTrainer):
     """Meta-training of :class:`L2OSwarm`: per episode fresh instances and starts, ``unroll``
     steps in truncations of ``truncation`` with BPTT, Adam(1e-3) on the meta-loss above;
     model selection every ``eval_every`` episodes on held-out instances (mean best-particle
     loss over the horizon); checkpoints after every evaluation (resume)."""
 
+    tag = "swarm"
+
     def __init__(self, swarm, family, *, unroll=100, truncation=20, lr=1e-3,
                  entropy_weight=1e-3, l2=1e-4, eval_every=10, eval_instances=16, seed=0,
                  progress=print, tb=None, ckpt_dir=None):
-        self.swarm, self.family = swarm, family
-        self.unroll, self.truncation = int(unroll), int(truncation)
-        self.entropy_weight, self.l2 = float(entropy_weight), float(l2)
-        self.eval_every, self.seed = int(eval_every), int(seed)
-        self.say, self.tb, self.ckpt_dir = progress or (lambda *a: None), tb, ckpt_dir
         self.opt = keras.optimizers.Adam(lr)
         self.opt.build(swarm.trainable_variables)
+        super().__init__(swarm, {"adam": self.opt}, eval_every=eval_every, progress=progress,
+                         tb=tb, ckpt_dir=ckpt_dir)
+        self.swarm, self.family = swarm, family
+        self.unroll, self.truncation = int(unroll), int(truncation)
+        self.entropy_weight, self.l2, self.seed = float(entropy_weight), float(l2), int(seed)
         held = family.sample_instance(10 ** 6 + self.seed, eval_instances)
         self.heldout = (held, family.init_params(10 ** 6 + self.seed + 1, held)[0])
-        self.episode, self.best_score, self.best_weights = 0, np.inf, None
-        self.train_seconds = 0.0
-        self.history = {"loss": [], "eval": [], "skipped": []}
         self._truncation = tf.function(self._truncation_impl)
 
     def _truncation_impl(self, x, state, instance, seed):
@@ -240,122 +236,41 @@ class SwarmTrainer:
         state = tf.nest.map_structure(tf.stop_gradient, state)
         return tf.stop_gradient(x), state, total, finite
 
+    def run_episode(self, episode):
+        seed = tf.constant([self.seed, episode], tf.int32)
+        instance = self.family.sample_instance(seed)
+        x0 = self.family.init_params(seed + [0, 1], instance)[0]
+        x = start_particles(x0, self.swarm.particles, seed + [0, 2])
+        state = self.swarm.initial_state(x)
+        total = 0.0
+        for k in range(max(1, self.unroll // self.truncation)):
+            x, state, loss, finite = self._truncation(x, state, instance,
+                                                      tf.constant(episode * 100 + k))
+            if not bool(finite):
+                self.skipped(f"non-finite meta-loss/gradient at episode {episode + 1} "
+                             f"truncation {k + 1}")
+                break
+            total += float(loss)
+        return total
+
     def score(self):
         instance, x0 = self.heldout
         curve = swarm_minimize(self.swarm, self.family, instance, x0, self.unroll,
                                seed=10 ** 6)
         return float(np.mean(curve))
 
-    def train(self, episodes):
-        self.restore()
-        start = time.time()
-        for episode in range(self.episode, episodes):
-            seed = tf.constant([self.seed, episode], tf.int32)
-            instance = self.family.sample_instance(seed)
-            x0 = self.family.init_params(seed + [0, 1], instance)[0]
-            x = start_particles(x0, self.swarm.particles, seed + [0, 2])
-            state = self.swarm.initial_state(x)
-            total = 0.0
-            for k in range(max(1, self.unroll // self.truncation)):
-                x, state, loss, finite = self._truncation(x, state, instance,
-                                                          tf.constant(episode * 100 + k))
-                if not bool(finite):
-                    message = (f"non-finite meta-loss/gradient at episode {episode + 1} "
-                               f"truncation {k + 1}")
-                    self.say(f"[swarm] WARNING: {message}; update skipped, episode ended")
-                    self.history["skipped"].append(message)
-                    break
-                total += float(loss)
-            self.history["loss"].append(total)
-            self.episode = episode + 1
-            if self.episode % self.eval_every == 0 or self.episode == episodes:
-                score = self.score()
-                self.history["eval"].append((self.episode, score))
-                if score < self.best_score:
-                    self.best_score = score
-                    self.best_weights = [w.numpy() for w in self.swarm.weights]
-                if self.tb is not None:
-                    self.tb.scalar("swarm/heldout_score", score, self.episode)
-                self.train_seconds += time.time() - start
-                start = time.time()
-                self.save()
-                self.say(f"[swarm] episode {self.episode}/{episodes} meta-loss={total:.4g} "
-                         f"held-out={score:.4g} best={self.best_score:.4g}")
-        self.train_seconds += time.time() - start
-        self.save()
-        if self.best_weights is not None:
-            for w, value in zip(self.swarm.weights, self.best_weights):
-                w.assign(value)
-        return self.history
-
-    def save(self):
-        if not self.ckpt_dir:
-            return
-        arrays = {f"w{i}": w.numpy() for i, w in enumerate(self.swarm.weights)}
-        arrays.update({f"adam{i}": v.numpy() for i, v in enumerate(self.opt.variables)})
-        for i, value in enumerate(self.best_weights or []):
-            arrays[f"best{i}"] = value
-        olog._atomic_write(os.path.join(self.ckpt_dir, "swarm_state.npz"),  # pylint: disable=protected-access
-                           lambda h: np.savez(h, **arrays), "wb")
-        olog.atomic_write_json(os.path.join(self.ckpt_dir, "swarm_state.json"), {
-            "episode": self.episode, "best_score": None if not np.isfinite(self.best_score)
-            else self.best_score, "train_seconds": self.train_seconds,
-            "config": self.swarm.get_config()})
-
-    def restore(self):
-        if not self.ckpt_dir:
-            return False
-        meta = olog.read_json(os.path.join(self.ckpt_dir, "swarm_state.json"))
-        if not meta:
-            return False
-        ours = {k: v for k, v in self.swarm.get_config().items() if k != "name"}
-        theirs = {k: v for k, v in meta["config"].items() if k != "name"}
-        if ours != theirs:
-            raise UserError(f"{self.ckpt_dir} holds an L2O-Swarm of another configuration "
-                            f"({theirs}); use another --workdir or delete that folder")
-        with np.load(os.path.join(self.ckpt_dir, "swarm_state.npz"), allow_pickle=False) as d:
-            for i, w in enumerate(self.swarm.weights):
-                w.assign(d[f"w{i}"])
-            for i, v in enumerate(self.opt.variables):
-                v.assign(d[f"adam{i}"])
-            best = [d[f"best{i}"] for i in range(len(self.swarm.weights))
-                    if f"best{i}" in d.files]
-        self.best_weights = best or None
-        self.episode = int(meta["episode"])
-        self.best_score = np.inf if meta["best_score"] is None else float(meta["best_score"])
-        self.train_seconds = float(meta.get("train_seconds", 0.0))
-        self.say(f"[swarm] resumed at episode {self.episode}")
-        return True
-
 
 def save_swarm(swarm, path):
-    """Writes a trained L2O-Swarm (weights + config) to ``path`` (.npz), atomically."""
-    arrays = {f"w{i}": w.numpy() for i, w in enumerate(swarm.weights)}
-    meta = json.dumps({"class": "L2OSwarm", "config": swarm.get_config()})
-    olog._atomic_write(path, lambda h: np.savez(h, __meta__=np.array(meta), **arrays), "wb")  # pylint: disable=protected-access
+    """Writes a trained L2O-Swarm (weights + config, .npz), atomically."""
+    pretrained.save_optimizer(swarm, path)
 
 
 def load_swarm(path, dim=None):
     """Reads a file written by :func:`save_swarm` (numpy arrays only, no pickle)."""
-    if not os.path.exists(path):
-        raise UserError(f"--load file {path} does not exist")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            meta = json.loads(str(data["__meta__"]))
-            arrays = [data[f"w{i}"] for i in range(len(data.files) - 1)]
-    except Exception as err:  # pylint: disable=broad-except
-        raise UserError(f"{path} is not an L2O-Swarm file written by open-l2o-tf "
-                        f"({type(err).__name__})") from None
-    if meta.get("class") != "L2OSwarm":
-        raise UserError(f"{path} holds a {meta.get('class')!r}, not an L2O-Swarm")
-    config = {k: v for k, v in meta["config"].items()
-              if k in ("dim", "particles", "hidden", "attention_units", "attraction")}
-    if dim is not None and config["dim"] != dim:
-        raise UserError(f"{path} is an L2O-Swarm for n = {config['dim']}, not n = {dim} "
+    _, swarm = pretrained.load_optimizer(path)
+    if not isinstance(swarm, L2OSwarm):
+        raise UserError(f"{path} holds a {type(swarm).__name__}, not an L2O-Swarm")
+    if dim is not None and swarm.dim != dim:
+        raise UserError(f"{path} is an L2O-Swarm for n = {swarm.dim}, not n = {dim} "
                         "(its attention weights depend on the dimension)")
-    swarm = L2OSwarm(**config)
-    if len(arrays) != len(swarm.weights):
-        raise UserError(f"{path} holds {len(arrays)} arrays, expected {len(swarm.weights)}")
-    for w, value in zip(swarm.weights, arrays):
-        w.assign(value)
     return swarm

@@ -20,15 +20,12 @@ truncation (the original's quirk, kept).  Each network is updated by Adam(1e-4) 
 gradient of its own loss only (the original back-propagates the sum of both losses into
 both networks; ``joint_loss=True`` restores that).
 """
-import json
-import os
-
 import keras
 import numpy as np
 import tensorflow as tf
 
+from model_free import episodic, pretrained
 from model_free.base import SonnetLSTM
-from open_l2o_tf import logging as olog
 from open_l2o_tf.errors import UserError
 
 
@@ -128,31 +125,35 @@ def play(twin, problem, instance, params, num_half_steps, seed=0):
     return run(params[0], params[1]).numpy()
 
 
-class TwinTrainer:
-    """Meta-training of :class:`TwinL2O` (spec §7): per epoch one batch of fresh instances
-    and starts, ``iterations`` half-steps in truncations of ``truncation`` (10), model
-    selection every ``eval_every`` epochs by the mean saddle distance over the second half
-    of ``eval_half_steps`` half-steps on fixed held-out instances."""
+class TwinTrainer(episodic.EpisodicTrainer):
+    """Meta-training of :class:`TwinL2O` (spec §7): per epoch (one episode) a batch of fresh
+    instances and starts, ``iterations`` half-steps in truncations of ``truncation`` (10),
+    model selection every ``eval_every`` epochs by the mean saddle distance over the second
+    half of ``eval_half_steps`` half-steps on fixed held-out instances; resumable."""
+
+    tag = "twin"
 
     def __init__(self, twin, problem, *, iterations=100, truncation=10, lr=1e-4,
                  eval_every=5, eval_instances=20, eval_half_steps=1000, joint_loss=False,
                  seed=0, progress=print, tb=None, ckpt_dir=None):
         if truncation % 2:
             raise ValueError("truncation must be even (it holds pairs of half-steps)")
-        self.twin, self.problem = twin, problem
-        self.iterations, self.truncation = int(iterations), int(truncation)
-        self.eval_every, self.eval_instances = int(eval_every), int(eval_instances)
-        self.eval_half_steps, self.joint_loss = int(eval_half_steps), bool(joint_loss)
-        self.seed, self.say, self.tb = int(seed), progress or (lambda *a: None), tb
-        self.ckpt_dir, self.train_seconds = ckpt_dir, 0.0
         self.opt_min, self.opt_max = keras.optimizers.Adam(lr), keras.optimizers.Adam(lr)
         self.opt_min.build(twin.min_player.trainable_variables)
         self.opt_max.build(twin.max_player.trainable_variables)
-        self.best_score, self.best_weights, self.epoch = np.inf, None, 0
-        self.history = {"loss": [], "eval": [], "skipped": []}
+        super().__init__(twin, {"min": self.opt_min, "max": self.opt_max},
+                         eval_every=eval_every, progress=progress, tb=tb, ckpt_dir=ckpt_dir)
+        self.twin, self.problem = twin, problem
+        self.iterations, self.truncation = int(iterations), int(truncation)
+        self.eval_instances, self.eval_half_steps = int(eval_instances), int(eval_half_steps)
+        self.joint_loss, self.seed = bool(joint_loss), int(seed)
         self._truncation = tf.function(self._truncation_impl)
         held = self.problem.sample_instance(10 ** 6 + self.seed, self.eval_instances)
         self.heldout = (held, self.problem.init_params(10 ** 6 + self.seed + 1, held))
+
+    @property
+    def epoch(self):
+        return self.episode
 
     def _truncation_impl(self, u, v, state, instance, index0):
         twin = self.twin
@@ -184,128 +185,37 @@ class TwinTrainer:
         state = tf.nest.map_structure(tf.stop_gradient, state)
         return tf.stop_gradient(u), tf.stop_gradient(v), state, loss_min, loss_max, finite
 
+    def run_episode(self, episode):
+        seed = tf.constant([self.seed, episode], tf.int32)
+        instance = self.problem.sample_instance(seed)
+        u, v = self.problem.init_params(seed + [0, 1], instance)
+        state = self.twin.initial_state([u, v], seed + [0, 2])
+        total = 0.0
+        for k in range(self.iterations // self.truncation):
+            u, v, state, l_min, l_max, finite = self._truncation(
+                u, v, state, instance, tf.constant(k * self.truncation))
+            if not bool(finite):
+                self.skipped(f"non-finite meta-gradient at epoch {episode + 1} "
+                             f"truncation {k + 1}")
+                break
+            total += float(l_min) - float(l_max)
+        return total
+
     def score(self):
         instance, params = self.heldout
         curve = play(self.twin, self.problem, instance, params, self.eval_half_steps,
                      seed=10 ** 6)
         return float(np.mean(curve[self.eval_half_steps // 2 + 1:]))
 
-    def train(self, epochs):
-        """Meta-trains up to ``epochs`` epochs in total (resuming from ``ckpt_dir``); ends
-        with the best held-out weights."""
-        import time  # pylint: disable=import-outside-toplevel
-        self.restore()
-        start = time.time()
-        for epoch in range(self.epoch, epochs):
-            seed = tf.constant([self.seed, epoch], tf.int32)
-            instance = self.problem.sample_instance(seed)
-            u, v = self.problem.init_params(seed + [0, 1], instance)
-            state = self.twin.initial_state([u, v], seed + [0, 2])
-            total = 0.0
-            for k in range(self.iterations // self.truncation):
-                u, v, state, l_min, l_max, finite = self._truncation(
-                    u, v, state, instance, tf.constant(k * self.truncation))
-                if not bool(finite):
-                    message = f"non-finite meta-gradient at epoch {epoch + 1} truncation {k + 1}"
-                    self.say(f"[twin] WARNING: {message}; update skipped, epoch ended")
-                    self.history["skipped"].append(message)
-                    break
-                total += float(l_min) - float(l_max)
-            self.history["loss"].append(total)
-            self.epoch = epoch + 1
-            if self.epoch % self.eval_every == 0 or self.epoch == epochs:
-                score = self.score()
-                self.history["eval"].append((self.epoch, score))
-                if score < self.best_score:
-                    self.best_score = score
-                    self.best_weights = [w.numpy() for w in self.twin.weights]
-                if self.tb is not None:
-                    self.tb.scalar("twin/heldout_distance", score, self.epoch)
-                self.train_seconds += time.time() - start
-                start = time.time()
-                self.save()
-                self.say(f"[twin] epoch {self.epoch}/{epochs} held-out distance={score:.4g} "
-                         f"best={self.best_score:.4g}")
-        self.train_seconds += time.time() - start
-        self.save()
-        if self.best_weights is not None:
-            for w, value in zip(self.twin.weights, self.best_weights):
-                w.assign(value)
-        return self.history
-
-    # -- checkpoints: weights, best weights, both Adam states, counters (atomic) ----------
-    def _arrays(self):
-        arrays = {f"w{i}": w.numpy() for i, w in enumerate(self.twin.weights)}
-        for name, opt in (("min", self.opt_min), ("max", self.opt_max)):
-            arrays.update({f"{name}{i}": v.numpy() for i, v in enumerate(opt.variables)})
-        for i, value in enumerate(self.best_weights or []):
-            arrays[f"best{i}"] = value
-        return arrays
-
-    def save(self):
-        if not self.ckpt_dir:
-            return
-        arrays = self._arrays()
-        olog._atomic_write(os.path.join(self.ckpt_dir, "twin_state.npz"),  # pylint: disable=protected-access
-                           lambda h: np.savez(h, **arrays), "wb")
-        olog.atomic_write_json(os.path.join(self.ckpt_dir, "twin_state.json"), {
-            "epoch": self.epoch, "best_score": None if not np.isfinite(self.best_score)
-            else self.best_score, "train_seconds": self.train_seconds,
-            "config": self.twin.get_config()})
-
-    def restore(self):
-        if not self.ckpt_dir:
-            return False
-        meta = olog.read_json(os.path.join(self.ckpt_dir, "twin_state.json"))
-        if not meta:
-            return False
-        ours = {k: v for k, v in self.twin.get_config().items() if k != "name"}
-        theirs = {k: v for k, v in meta["config"].items() if k != "name"}
-        if ours != theirs:
-            raise UserError(f"{self.ckpt_dir} holds a Twin-L2O of another configuration "
-                            f"({theirs}); use another --workdir or delete that folder")
-        with np.load(os.path.join(self.ckpt_dir, "twin_state.npz"), allow_pickle=False) as data:
-            for i, w in enumerate(self.twin.weights):
-                w.assign(data[f"w{i}"])
-            for name, opt in (("min", self.opt_min), ("max", self.opt_max)):
-                for i, v in enumerate(opt.variables):
-                    v.assign(data[f"{name}{i}"])
-            best = [data[f"best{i}"] for i in range(len(self.twin.weights))
-                    if f"best{i}" in data.files]
-        self.best_weights = best or None
-        self.epoch = int(meta["epoch"])
-        self.best_score = np.inf if meta["best_score"] is None else float(meta["best_score"])
-        self.train_seconds = float(meta.get("train_seconds", 0.0))
-        self.say(f"[twin] resumed at epoch {self.epoch}")
-        return True
-
 
 def save_twin(twin, path):
-    """Writes a trained Twin-L2O (weights + config) to ``path`` (.npz), atomically."""
-    arrays = {f"w{i}": w.numpy() for i, w in enumerate(twin.weights)}
-    meta = json.dumps({"class": "TwinL2O", "config": twin.get_config()})
-    olog._atomic_write(path, lambda h: np.savez(h, __meta__=np.array(meta), **arrays), "wb")  # pylint: disable=protected-access
+    """Writes a trained Twin-L2O (weights + config, .npz), atomically."""
+    pretrained.save_optimizer(twin, path)
 
 
 def load_twin(path):
     """Reads a file written by :func:`save_twin` (numpy arrays only, no pickle)."""
-    if not os.path.exists(path):
-        raise UserError(f"--load file {path} does not exist")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            meta = json.loads(str(data["__meta__"]))
-            arrays = [data[f"w{i}"] for i in range(len(data.files) - 1)]
-    except Exception as err:  # pylint: disable=broad-except
-        raise UserError(f"{path} is not a Twin-L2O file written by open-l2o-tf "
-                        f"({type(err).__name__})") from None
-    if meta.get("class") != "TwinL2O":
-        raise UserError(f"{path} holds a {meta.get('class')!r}, not a Twin-L2O")
-    config = {k: v for k, v in meta["config"].items() if k in ("hidden", "rescale", "warmup")}
-    twin = TwinL2O(**config)
-    if len(arrays) != len(twin.weights):
-        raise UserError(f"{path} holds {len(arrays)} arrays, expected {len(twin.weights)}")
-    for w, value in zip(twin.weights, arrays):
-        if tuple(value.shape) != tuple(w.shape):
-            raise UserError(f"{path}: array of shape {value.shape}, expected {tuple(w.shape)}")
-        w.assign(value)
+    _, twin = pretrained.load_optimizer(path)
+    if not isinstance(twin, TwinL2O):
+        raise UserError(f"{path} holds a {type(twin).__name__}, not a Twin-L2O")
     return twin

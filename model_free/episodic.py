@@ -1,0 +1,133 @@
+"""The episode loop shared by the meta-trainers that own their inner loop (Twin-L2O,
+L2O-Swarm): :class:`EpisodicTrainer` runs episodes, scores held-out problems every
+``eval_every`` episodes, keeps the best weights, checkpoints and resumes.
+
+A checkpoint is ``CKPT/<name>_state.npz`` (the network's weights, the slots of its Keras
+optimizers and the best weights so far; numpy arrays only, loaded without pickle) plus
+``CKPT/<name>_state.json`` (counters and the network's config), both written atomically.
+"""
+import os
+import time
+
+import numpy as np
+
+from open_l2o_tf import logging as olog
+from open_l2o_tf.errors import UserError
+
+
+def _config(model):
+    return {k: v for k, v in model.get_config().items() if k not in ("name", "trainable",
+                                                                      "dtype")}
+
+
+def save_trainer(ckpt_dir, name, model, optimizers, best_weights, meta):
+    """Writes the checkpoint; ``optimizers`` maps a short name to a built Keras optimizer."""
+    arrays = {f"w{i}": w.numpy() for i, w in enumerate(model.weights)}
+    for key, opt in optimizers.items():
+        arrays.update({f"{key}{i}": v.numpy() for i, v in enumerate(opt.variables)})
+    for i, value in enumerate(best_weights or []):
+        arrays[f"best{i}"] = value
+    olog._atomic_write(os.path.join(ckpt_dir, f"{name}_state.npz"),  # pylint: disable=protected-access
+                       lambda h: np.savez(h, **arrays), "wb")
+    olog.atomic_write_json(os.path.join(ckpt_dir, f"{name}_state.json"),
+                           {**meta, "config": _config(model)})
+
+
+def restore_trainer(ckpt_dir, name, model, optimizers):
+    """Loads a checkpoint into ``model`` and ``optimizers``; returns ``(meta, best_weights)``
+    or ``None`` when there is none.  A checkpoint of another configuration is a UserError."""
+    meta = olog.read_json(os.path.join(ckpt_dir, f"{name}_state.json"))
+    if not meta:
+        return None
+    if meta.get("config") != _config(model):
+        raise UserError(f"{ckpt_dir} holds a {type(model).__name__} of another configuration "
+                        f"({meta.get('config')}); use another --workdir or delete that folder")
+    with np.load(os.path.join(ckpt_dir, f"{name}_state.npz"), allow_pickle=False) as data:
+        for i, w in enumerate(model.weights):
+            w.assign(data[f"w{i}"])
+        for key, opt in optimizers.items():
+            for i, v in enumerate(opt.variables):
+                v.assign(data[f"{key}{i}"])
+        best = [data[f"best{i}"] for i in range(len(model.weights)) if f"best{i}" in data.files]
+    return meta, (best or None)
+
+
+def best_score_of(meta):
+    return np.inf if meta.get("best_score") is None else float(meta["best_score"])
+
+
+def finite_or_none(score):
+    return None if not np.isfinite(score) else float(score)
+
+
+class EpisodicTrainer:
+    """Subclasses set ``model``, ``optimizers`` (name -> built Keras optimizer), ``tag`` and
+    implement ``run_episode(episode) -> (meta_loss, finished)`` and ``score()`` (lower is
+    better).  ``train(n)`` resumes from ``ckpt_dir``, runs up to ``n`` episodes in total and
+    ends with the best held-out weights."""
+
+    tag = "trainer"
+
+    def __init__(self, model, optimizers, *, eval_every, progress, tb, ckpt_dir):
+        self.model, self.optimizers = model, optimizers
+        self.eval_every = int(eval_every)
+        self.say, self.tb, self.ckpt_dir = progress or (lambda *a: None), tb, ckpt_dir
+        self.episode, self.best_score, self.best_weights = 0, np.inf, None
+        self.train_seconds = 0.0
+        self.history = {"loss": [], "eval": [], "skipped": []}
+
+    def run_episode(self, episode):
+        raise NotImplementedError
+
+    def score(self):
+        raise NotImplementedError
+
+    def skipped(self, message):
+        """Reports a skipped (non-finite) meta-update."""
+        self.say(f"[{self.tag}] WARNING: {message}; update skipped, episode ended")
+        self.history["skipped"].append(message)
+
+    def train(self, episodes):
+        self.restore()
+        start = time.time()
+        for episode in range(self.episode, episodes):
+            total = self.run_episode(episode)
+            self.history["loss"].append(total)
+            self.episode = episode + 1
+            if self.episode % self.eval_every == 0 or self.episode == episodes:
+                score = self.score()
+                self.history["eval"].append((self.episode, score))
+                if score < self.best_score:
+                    self.best_score = score
+                    self.best_weights = [w.numpy() for w in self.model.weights]
+                if self.tb is not None:
+                    self.tb.scalar(f"{self.tag}/heldout_score", score, self.episode)
+                self.train_seconds += time.time() - start
+                start = time.time()
+                self.save()
+                self.say(f"[{self.tag}] episode {self.episode}/{episodes} meta-loss={total:.4g} "
+                         f"held-out={score:.4g} best={self.best_score:.4g}")
+        self.train_seconds += time.time() - start
+        self.save()
+        if self.best_weights is not None:
+            for w, value in zip(self.model.weights, self.best_weights):
+                w.assign(value)
+        return self.history
+
+    def save(self):
+        if self.ckpt_dir:
+            save_trainer(self.ckpt_dir, self.tag, self.model, self.optimizers,
+                         self.best_weights, {"episode": self.episode,
+                                             "train_seconds": self.train_seconds,
+                                             "best_score": finite_or_none(self.best_score)})
+
+    def restore(self):
+        found = self.ckpt_dir and restore_trainer(self.ckpt_dir, self.tag, self.model,
+                                                  self.optimizers)
+        if not found:
+            return False
+        meta, self.best_weights = found
+        self.episode, self.train_seconds = int(meta["episode"]), float(meta["train_seconds"])
+        self.best_score = best_score_of(meta)
+        self.say(f"[{self.tag}] resumed at episode {self.episode}")
+        return True
