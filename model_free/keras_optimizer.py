@@ -14,10 +14,16 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from open_l2o_tf.errors import UserError
+
 
 class LearnedKerasOptimizer(keras.optimizers.Optimizer):
 
     def __init__(self, learned, learning_rate=1.0, name="learned_optimizer", **kwargs):
+        if not hasattr(learned, "network"):
+            raise UserError(f"{type(learned).__name__} is not coordinate-wise per variable "
+                            "(its update couples tensors), so it cannot run as a per-variable "
+                            "Keras optimizer; use model_free.meta_trainer.evaluate instead")
         super().__init__(learning_rate=learning_rate, name=name, **kwargs)
         self.learned = learned
         self._slots = {}
