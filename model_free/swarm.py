@@ -139,12 +139,16 @@ def posterior_entropy(points, values, num_samples=1000, seed=0):
     (stabilised, plus 1e-4, normalised) and ``H = -sum p log p``, first with
     ``rho_0 = exp(sqrt(N) / (D log 5))``, then with ``rho = exp(sqrt(N) / H_0)``."""
     n_points, dim = int(points.shape[1]), int(points.shape[2])
-    sq = tf.reduce_sum(tf.square(points[:, :, None, :] - points[:, None, :, :]), -1)
+    # squared distances as |a|^2 + |b|^2 - 2 a.b (no (B, S, N, D) intermediate)
+    norms = tf.reduce_sum(tf.square(points), -1)                       # (B, N)
+    sq = tf.maximum(norms[:, :, None] + norms[:, None, :]
+                    - 2.0 * tf.einsum("bnd,bmd->bnm", points, points), 0.0)
     K = tf.exp(-0.5 * sq) + 2.1 * tf.eye(n_points)
     alpha = tf.linalg.solve(K, values[..., None])                     # (B, N, 1)
     s = 0.01 * tf.random.stateless_normal([num_samples, dim], [seed, 29])
-    ks = tf.exp(-0.5 * tf.reduce_sum(tf.square(s[None, :, None, :] - points[:, None, :, :]),
-                                     -1))                              # (B, S, N)
+    sq_s = tf.maximum(tf.reduce_sum(tf.square(s), -1)[None, :, None] + norms[:, None, :]
+                      - 2.0 * tf.einsum("sd,bnd->bsn", s, points), 0.0)
+    ks = tf.exp(-0.5 * sq_s)                                           # (B, S, N)
     fhat = tf.matmul(ks, alpha)[..., 0]                                # (B, S)
 
     def entropy(rho):
