@@ -24,7 +24,8 @@ flags.DEFINE_enum("optimizer", "twin_l2o", OPTIMIZERS, "The optimizer.")
 flags.DEFINE_enum("problem", "saddle", ["saddle", "rotated_saddle", "seesaw", "matrix_game"],
                   "The minimax problem.")
 flags.DEFINE_integer("ab_range", 1, "Range of (a, b) for the toy problems: 1..7 as the "
-                     "original's data files (1: a, b in [0.9, 1]).")
+                     "original's data files (1: a, b in [0.9, 1]).", lower_bound=1,
+                     upper_bound=7)
 flags.DEFINE_float("keep_probability", 1.0, "matrix_game: probability an entry of A is kept "
                    "(the original: 1.0 or 0.5).")
 flags.DEFINE_integer("dim", None, "Dimension of u and v (default 1; matrix_game 5).")
@@ -65,6 +66,8 @@ def main(argv):
     if half_steps % 2:
         raise UserError(f"--half_steps must be even (pairs of min and max moves), got "
                         f"{half_steps}")
+    if not 0.0 < FLAGS.keep_probability <= 1.0:
+        raise UserError(f"--keep_probability must be in (0, 1], got {FLAGS.keep_probability}")
     if not FLAGS.lr > 0 or not FLAGS.rescale > 0:
         raise UserError("--lr and --rescale must be positive numbers")
     workdir = FLAGS.workdir
