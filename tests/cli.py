@@ -17,3 +17,13 @@ def error_lines(proc):
     """The stderr lines that are ours (TF's C++ start-up chatter removed)."""
     return [line for line in proc.stderr.splitlines() if line.startswith("error:")
             or line.startswith("Traceback")]
+
+
+def run_ok(module, *args, workdir):
+    """Runs a command with ``--workdir=workdir``, asserts it succeeded and returns its
+    ``results.json`` record."""
+    import json  # pylint: disable=import-outside-toplevel
+    proc = run_cli(module, *args, f"--workdir={workdir}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    with open(os.path.join(str(workdir), "results.json"), encoding="utf-8") as handle:
+        return json.load(handle)

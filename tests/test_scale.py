@@ -1,7 +1,5 @@
 """L2O-Scale: hierarchical state, instance independence, first-step math, save/load,
 log-ratio meta-training, its command line."""
-import json
-
 import keras
 import numpy as np
 import pytest
@@ -11,7 +9,7 @@ from model_free import pretrained
 from model_free.meta_trainer import MetaTrainer
 from model_free.scale import L2OScale
 from open_l2o_tf.optimizees.quadratic import Quadratic
-from tests.cli import run_cli
+from tests.cli import run_ok
 
 SHAPES = [(3, 4), (5,), (2, 2, 2)]
 
@@ -114,10 +112,8 @@ def test_log_ratio_meta_training_lowers_the_meta_loss():
 
 
 def test_rastrigin_cli_with_l2o_scale(tmp_path):
-    proc = run_cli("run.rastrigin", "--optimizer=l2o_scale", "--preset=quick", "--steps=50",
-                   "--test_instances=4", "--meta_episodes=4", f"--workdir={tmp_path}")
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    record = json.load(open(tmp_path / "results.json"))
+    record = run_ok("run.rastrigin", "--optimizer=l2o_scale", "--preset=quick", "--steps=50",
+                    "--test_instances=4", "--meta_episodes=4", workdir=tmp_path)
     assert record["method"] == "l2o_scale" and len(record["curve"]) == 51
     assert record["paper"] == pytest.approx(6.0)
     assert np.isfinite(record["curve"][-1]) and record["curve"][-1] < record["curve"][0]
