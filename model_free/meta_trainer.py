@@ -138,11 +138,6 @@ class MetaTrainer:
         the loss at the start of the episode).
       meta_optimizer: a Keras optimizer for the weights (default ``Adam(lr)``);
       clip_value: clip meta-gradients elementwise to ``±clip_value`` (None: no clipping).
-      eval_horizon: horizon of the held-out score used for model selection (default: the
-        training horizon); a longer one rejects optimizers that diverge after it.
-      carry_state: start each episode from the optimizer state the previous one ended with
-        (new optimizee, same RNN state), as the original L2O-Scale trainer does; the state
-        is not checkpointed, so a resumed run starts it afresh.
       tb, progress, seed, jit_compile: as usual.
     """
 
@@ -150,7 +145,7 @@ class MetaTrainer:
                  second_order=False, curriculum=None, imitation=None, eval_every=10,
                  eval_instances=2, ckpt_dir=None, tb=None, progress=print, seed=0,
                  jit_compile=False, random_scale=None, meta_objective="sum",
-                 meta_optimizer=None, clip_value=None, carry_state=False, eval_horizon=None):
+                 meta_optimizer=None, clip_value=None):
         self.opt, self.optimizee = optimizer, optimizee
         self.eval_optimizee = optimizee
         self.scaled = RandomlyScaled(optimizee, random_scale) if random_scale else None
@@ -165,8 +160,6 @@ class MetaTrainer:
         if meta_objective not in ("sum", "log_ratio"):
             raise ValueError(f"meta_objective must be 'sum' or 'log_ratio', got {meta_objective!r}")
         self.meta_objective = meta_objective
-        self.carry_state, self._carried = bool(carry_state), None
-        self.eval_horizon = None if eval_horizon is None else int(eval_horizon)
         self.clip_value = None if clip_value is None else float(clip_value)
         self.meta_opt = meta_optimizer or keras.optimizers.Adam(lr)
         self.meta_opt.build(self.opt.trainable_variables)
@@ -243,10 +236,10 @@ class MetaTrainer:
         if self.scaled is not None:
             instance, params = self.scaled.scale(instance, params, seed + [0, 2])
         state = self.opt.initial_state(params)
-        if self.carry_state and self._carried is not None:
-            state = self._carried
-        optimizee = self.scaled or self.optimizee
-        f_init = optimizee.loss(params, instance, optimizee.sample_batch(seed))
+        f_init = tf.constant(1.0)   # only the log-ratio objective reads it
+        if self.meta_objective == "log_ratio":
+            optimizee = self.scaled or self.optimizee
+            f_init = optimizee.loss(params, instance, optimizee.sample_batch(seed))
         total = 0.0
         for k in range(max(1, self.horizon // self.truncation)):
             params, state, loss, finite = self._truncation_fn(
@@ -260,13 +253,11 @@ class MetaTrainer:
                 self.history["skipped"].append(message)
                 return float("nan"), False
             total += float(loss)
-        if self.carry_state:
-            self._carried = state
         return total, False
 
     def score(self, horizon=None, instances=None):
         """Mean loss over the horizon on fixed held-out instances (lower is better)."""
-        horizon = horizon or self.eval_horizon or self.horizon
+        horizon = horizon or self.horizon
         scores = []
         for i in range(instances or self.eval_instances):
             seed = _seed(10 ** 6 + self.seed, i)

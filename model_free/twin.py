@@ -26,6 +26,7 @@ import tensorflow as tf
 
 from model_free import episodic, pretrained
 from model_free.base import SonnetLSTM
+from open_l2o_tf.classic.gda import play_alternating
 from open_l2o_tf.errors import UserError
 
 
@@ -74,10 +75,7 @@ class TwinL2O(keras.Model):
 
     def half_step(self, problem, instance, u, v, state, index, total, minimise):
         """One half-step of one player; ``index`` counts half-steps from the start."""
-        with tf.GradientTape() as tape:
-            tape.watch([u, v])
-            f = tf.reduce_sum(problem.instance_losses([u, v], instance))
-        g_u, g_v = [tf.stop_gradient(g) for g in tape.gradient(f, [u, v])]
+        g_u, g_v = problem.gradients([u, v], instance)
         own, other = (g_u, g_v) if minimise else (g_v, g_u)
         features = tf.stack([tf.reshape(own, [-1]), tf.reshape(other, [-1])], axis=1)
         player = self.min_player if minimise else self.max_player
@@ -103,26 +101,11 @@ def play(twin, problem, instance, params, num_half_steps, seed=0):
     """Plays ``num_half_steps`` half-steps from ``params``; returns the per-instance saddle
     distance after every half-step, ``(num_half_steps + 1, B)``."""
 
-    @tf.function
-    def run(u, v):
-        state = twin.initial_state([u, v], tf.constant([seed, 11], tf.int32))
-        ta = tf.TensorArray(tf.float32, size=num_half_steps + 1)
-        ta = ta.write(0, problem.saddle_distance([u, v], instance))
+    def half_step(i, u, v, state, minimise):
+        return twin.half_step(problem, instance, u, v, state, i, num_half_steps, minimise)
 
-        def body(i, u, v, state, ta):
-            u, v, state = tf.cond(
-                tf.equal(i % 2, 0),
-                lambda: twin.half_step(problem, instance, u, v, state, i, num_half_steps, True),
-                lambda: twin.half_step(problem, instance, u, v, state, i, num_half_steps,
-                                       False))
-            return i + 1, u, v, state, ta.write(i + 1, problem.saddle_distance([u, v],
-                                                                              instance))
-
-        _, _, _, _, ta = tf.while_loop(lambda i, *_: i < num_half_steps, body,
-                                       (tf.constant(0), u, v, state, ta))
-        return ta.stack()
-
-    return run(params[0], params[1]).numpy()
+    state = twin.initial_state(params, tf.constant([seed, 11], tf.int32))
+    return play_alternating(problem, instance, params, num_half_steps, half_step, state)
 
 
 class TwinTrainer(episodic.EpisodicTrainer):

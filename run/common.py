@@ -19,9 +19,17 @@ def define_common_flags(default_workdir):
                         "Directory for results.json, tb/ and ckpt/.")
     flags.DEFINE_enum("preset", "paper", ["paper", "quick"],
                       "paper: the paper's settings; quick: small sizes, minutes on 2 CPUs.")
-    flags.DEFINE_integer("seed", 0, "Random seed.")
+    flags.DEFINE_integer("seed", 0, "Random seed.", lower_bound=0)
     flags.DEFINE_string("load", None, "Load a trained model/optimizer from this path "
                         "instead of training it.")
+
+
+def define_meta_lr_flag():
+    """``--meta_lr`` of the commands that meta-train learned optimizers (positive or unset)."""
+    flags.DEFINE_float("meta_lr", None, "Meta learning rate (default: Adam 1e-3 for "
+                       "DM/RNNprop/Swarm, RMSProp 1e-6 for L2O-Scale as the original).")
+    flags.register_validator("meta_lr", lambda v: v is None or v > 0,
+                             message="--meta_lr must be a positive number")
 
 
 def flag_values_dict():
@@ -29,10 +37,9 @@ def flag_values_dict():
     ``config`` of ``results.json``; absl's and TensorFlow's internal flags are left out."""
     out = {}
     for module, module_flags in flags.FLAGS.flags_by_module_dict().items():
-        name = os.path.basename(str(module))
-        ours = (module == "__main__" or str(module).startswith("run.")
-                or os.path.basename(os.path.dirname(str(module))) == "run")
-        if not ours or name in ("absl.app", "absl.logging"):
+        module = str(module)
+        if not (module == "__main__" or module.startswith("run.")
+                or os.path.basename(os.path.dirname(module)) == "run"):
             continue
         for flag in module_flags:
             if isinstance(flag.value, (str, int, float, bool, type(None), list)):
@@ -57,21 +64,18 @@ def write_results(workdir, record):
 def seed_everything(seed):
     """Seeds Python, NumPy and TF/Keras (the initial weights of every network), so a
     command with the same ``--seed`` trains the same model."""
-    if seed is None:
-        return
-    if seed < 0:
-        raise UserError(f"--seed must be a non-negative integer, got {seed}")
     import keras  # pylint: disable=import-outside-toplevel
     keras.utils.set_random_seed(int(seed))
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
-    tf.get_logger().setLevel("ERROR")   # retracing chatter of per-call tf.functions
 
 
 def main_wrapper(main):
     """``app.run(main)`` where a UserError prints ``error: ...`` and exits with status 2."""
     def wrapped(argv):
         try:
-            seed_everything(getattr(flags.FLAGS, "seed", None))
+            import tensorflow as tf  # pylint: disable=import-outside-toplevel
+            tf.get_logger().setLevel("ERROR")   # retracing chatter of per-call tf.functions
+            if "seed" in flags.FLAGS:
+                seed_everything(flags.FLAGS.seed)
             return main(argv)
         except UserError as err:
             print(f"error: {err}", file=sys.stderr)

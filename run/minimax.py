@@ -28,14 +28,19 @@ flags.DEFINE_integer("ab_range", 1, "Range of (a, b) for the toy problems: 1..7 
                      upper_bound=7)
 flags.DEFINE_float("keep_probability", 1.0, "matrix_game: probability an entry of A is kept "
                    "(the original: 1.0 or 0.5).")
-flags.DEFINE_integer("dim", None, "Dimension of u and v (default 1; matrix_game 5).")
-flags.DEFINE_integer("half_steps", None, "Test half-steps (paper 2000, quick 400).")
-flags.DEFINE_integer("test_instances", None, "Test instances (paper 100, quick 20).")
-flags.DEFINE_integer("restarts", None, "Random starts per test instance (paper 5, quick 2).")
+flags.DEFINE_integer("dim", None, "Dimension of u and v (default 1; matrix_game 5).",
+                     lower_bound=1)
+flags.DEFINE_integer("half_steps", None, "Test half-steps, even (paper 2000, quick 400).",
+                     lower_bound=1)
+flags.DEFINE_integer("test_instances", None, "Test instances (paper 100, quick 20).",
+                     lower_bound=1)
+flags.DEFINE_integer("restarts", None, "Random starts per test instance (paper 5, quick 2).",
+                     lower_bound=1)
 flags.DEFINE_float("lr", 0.01, "Learning rate of gda / adam_gda.")
 flags.DEFINE_integer("epochs", None, "Twin-L2O meta-training epochs (paper 200, matrix game "
-                     "300; quick 20).")
-flags.DEFINE_integer("hidden", None, "Twin-L2O LSTM width (50; matrix game 80).")
+                     "300; quick 20).", lower_bound=1)
+flags.DEFINE_integer("hidden", None, "Twin-L2O LSTM width (50; matrix game 80).",
+                     lower_bound=1)
 flags.DEFINE_float("rescale", 1e-4, "Twin-L2O: recurrent states are multiplied by this "
                    "before every call (the original's 1e-4; 1 keeps the LSTM memory).")
 flags.DEFINE_bool("joint_loss", False, "Twin-L2O: back-propagate the sum of both players' "
@@ -46,10 +51,9 @@ FLAGS = flags.FLAGS
 
 def main(argv):
     del argv
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
     from model_free import twin as twin_lib  # pylint: disable=import-outside-toplevel
     from open_l2o_tf.classic.gda import alternating_gda  # pylint: disable=import-outside-toplevel
-    from open_l2o_tf.optimizees import minimax  # pylint: disable=import-outside-toplevel
+    from open_l2o_tf.optimizees import make_optimizee  # pylint: disable=import-outside-toplevel
     quick = FLAGS.preset == "quick"
     matrix = FLAGS.problem == "matrix_game"
     half_steps = common.preset_value(FLAGS.preset, 2000, 400, FLAGS.half_steps)
@@ -58,11 +62,6 @@ def main(argv):
     epochs = common.preset_value(FLAGS.preset, 300 if matrix else 200, 20, FLAGS.epochs)
     hidden = FLAGS.hidden or (80 if matrix else 50)
     dim = FLAGS.dim or (5 if matrix else 1)
-    for name, value in (("half_steps", half_steps), ("test_instances", count),
-                        ("restarts", restarts), ("epochs", epochs), ("hidden", hidden),
-                        ("dim", dim)):
-        if value <= 0:
-            raise UserError(f"--{name} must be a positive integer, got {value}")
     if half_steps % 2:
         raise UserError(f"--half_steps must be even (pairs of min and max moves), got "
                         f"{half_steps}")
@@ -73,12 +72,9 @@ def main(argv):
     workdir = FLAGS.workdir
     os.makedirs(workdir, exist_ok=True)
     tb = olog.TensorBoard(os.path.join(workdir, "tb"))
-    if matrix:
-        problem = minimax.MatrixGame(dim=dim, keep_probability=FLAGS.keep_probability)
-    else:
-        cls = {"saddle": minimax.Saddle, "rotated_saddle": minimax.RotatedSaddle,
-               "seesaw": minimax.Seesaw}[FLAGS.problem]
-        problem = cls(dim=dim, ab_range=FLAGS.ab_range)
+    shape_flags = ({"keep_probability": FLAGS.keep_probability} if matrix
+                   else {"ab_range": FLAGS.ab_range})
+    problem = make_optimizee(FLAGS.problem, dim=dim, **shape_flags)
     info = {"train_seconds": 0.0, "train_steps": 0}
     if FLAGS.optimizer == "twin_l2o":
         if FLAGS.load:
@@ -123,7 +119,6 @@ def main(argv):
           f"distance[{half_steps}]={curve[-1]:.4g} second-half mean={second_half:.4g} "
           f"({count} instances x {restarts} starts); wrote "
           f"{os.path.join(workdir, 'results.json')}")
-    del tf
     return 0
 
 

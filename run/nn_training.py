@@ -38,8 +38,7 @@ flags.DEFINE_integer("meta_episodes", None, "Meta-training episodes (paper 10,00
                      "quick 30).")
 flags.DEFINE_float("random_scale", None, "Meta-training with RNNprop's random scaling "
                    "exp(U(-r, r)) per coordinate (original r = 3; off by default as Open-L2O).")
-flags.DEFINE_float("meta_lr", None, "Meta learning rate (default: Adam 1e-3 for DM/RNNprop, "
-                   "RMSProp 1e-6 for L2O-Scale as the original).")
+common.define_meta_lr_flag()
 common.define_common_flags("runs/nn_training")
 FLAGS = flags.FLAGS
 

@@ -34,8 +34,7 @@ flags.DEFINE_float("lr", None, "Learning rate of adam (0.1) / rmsprop (0.3).")
 flags.DEFINE_integer("meta_episodes", None, "Meta-training episodes (paper 2000, quick 60).")
 flags.DEFINE_float("random_scale", None, "Meta-training with RNNprop's random scaling "
                    "exp(U(-r, r)) per coordinate (original r = 3; off by default as Open-L2O).")
-flags.DEFINE_float("meta_lr", None, "Meta learning rate (default: Adam 1e-3 for DM/RNNprop/Swarm, "
-                   "RMSProp 1e-6 for L2O-Scale as the original).")
+common.define_meta_lr_flag()
 common.define_common_flags("runs/rastrigin")
 FLAGS = flags.FLAGS
 
@@ -47,8 +46,6 @@ def main(argv):
     from open_l2o_tf.classic.run_and_inspect import run_and_inspect  # pylint: disable=import-outside-toplevel
     from open_l2o_tf.optimizees.rastrigin import Rastrigin  # pylint: disable=import-outside-toplevel
     name = FLAGS.optimizer
-    if FLAGS.meta_lr is not None and not FLAGS.meta_lr > 0:
-        raise UserError(f"--meta_lr must be a positive number, got {FLAGS.meta_lr}")
     if FLAGS.n <= 0 or FLAGS.steps <= 0 or FLAGS.starts <= 0:
         raise UserError("--n, --steps and --starts must be positive integers")
     quick = FLAGS.preset == "quick"
@@ -66,6 +63,7 @@ def main(argv):
         return family.instance_losses(params if isinstance(params, list) else [params], test)
 
     info = {"train_seconds": 0.0, "train_steps": 0}
+    episodes = common.preset_value(FLAGS.preset, 2000, 60, FLAGS.meta_episodes)
     start = time.time()
     if name in ("gd_ls", "nag_ls"):
         fn = line_search.gd_line_search if name == "gd_ls" else line_search.nag_line_search
@@ -85,7 +83,6 @@ def main(argv):
             print(f"[swarm] loaded {FLAGS.load}")
         else:
             opt = swarm_lib.L2OSwarm(dim=FLAGS.n, attraction=FLAGS.swarm_attraction)
-            episodes = common.preset_value(FLAGS.preset, 2000, 60, FLAGS.meta_episodes)
             trainer = swarm_lib.SwarmTrainer(opt, family, seed=FLAGS.seed, tb=tb,
                                              ckpt_dir=os.path.join(workdir, "ckpt"),
                                              lr=FLAGS.meta_lr or 1e-3)
@@ -97,7 +94,6 @@ def main(argv):
                                          seed=FLAGS.seed)
     else:
         from model_free import meta_trainer, training  # pylint: disable=import-outside-toplevel
-        episodes = common.preset_value(FLAGS.preset, 2000, 60, FLAGS.meta_episodes)
         opt, info = training.meta_train_or_load(
             name, family, synthetic=True, workdir=workdir, episodes=episodes,
             load=FLAGS.load, tb=tb, seed=FLAGS.seed,

@@ -14,44 +14,48 @@ from open_l2o_tf.errors import UserError, require_positive_int
 METHODS = ("gda", "adam_gda")
 
 
+def play_alternating(problem, instance, params, num_half_steps, half_step, state):
+    """The alternating loop shared by GDA and Twin-L2O, compiled: half-step ``i`` calls
+    ``half_step(i, u, v, state, minimise=(i even))`` -> ``(u, v, state)``.  Returns the
+    per-instance saddle distance after every half-step, ``(num_half_steps + 1, B)``."""
+    require_positive_int(num_half_steps, "num_half_steps")
+
+    @tf.function
+    def run(u, v, state):
+        ta = tf.TensorArray(tf.float32, size=num_half_steps + 1)
+        ta = ta.write(0, problem.saddle_distance([u, v], instance))
+
+        def body(i, u, v, state, ta):
+            u, v, state = tf.cond(tf.equal(i % 2, 0),
+                                  lambda: half_step(i, u, v, state, True),
+                                  lambda: half_step(i, u, v, state, False))
+            return i + 1, u, v, state, ta.write(i + 1, problem.saddle_distance([u, v],
+                                                                              instance))
+
+        out = tf.while_loop(lambda i, *_: i < num_half_steps, body,
+                            (tf.constant(0), u, v, state, ta))
+        return out[-1].stack()
+
+    return run(params[0], params[1], state).numpy()
+
+
 def alternating_gda(problem, instance, params, num_half_steps, lr=0.01, method="gda"):
     """Returns the per-instance saddle distance after every half-step,
     ``(num_half_steps + 1, B)``, as a numpy array."""
-    require_positive_int(num_half_steps, "num_half_steps")
     if method not in METHODS:
         raise UserError(f"method must be one of {METHODS}, got {method!r}")
     make = first_order.gd if method == "gda" else first_order.adam
     t_min, t_max = make(lr), make(lr)
 
-    @tf.function
-    def run(u, v):
-        s_min, s_max = t_min.init([u]), t_max.init([v])
-        ta = tf.TensorArray(tf.float32, size=num_half_steps + 1)
-        ta = ta.write(0, problem.saddle_distance([u, v], instance))
+    def half_step(i, u, v, state, minimise):
+        del i
+        g_u, g_v = problem.gradients([u, v], instance)
+        s_min, s_max = state
+        if minimise:
+            (d,), s_min = t_min.update([g_u], s_min, [u])
+            return u + d, v, (s_min, s_max)
+        (d,), s_max = t_max.update([-g_v], s_max, [v])
+        return u, v + d, (s_min, s_max)
 
-        def grads(u, v):
-            with tf.GradientTape() as tape:
-                tape.watch([u, v])
-                f = tf.reduce_sum(problem.instance_losses([u, v], instance))
-            return tape.gradient(f, [u, v])
-
-        def body(i, u, v, s_min, s_max, ta):
-            g_u, g_v = grads(u, v)
-
-            def move_min():
-                (d,), s = t_min.update([g_u], s_min, [u])
-                return u + d, v, s, s_max
-
-            def move_max():
-                (d,), s = t_max.update([-g_v], s_max, [v])
-                return u, v + d, s_min, s
-
-            u, v, s_min, s_max = tf.cond(tf.equal(i % 2, 0), move_min, move_max)
-            return (i + 1, u, v, s_min, s_max,
-                    ta.write(i + 1, problem.saddle_distance([u, v], instance)))
-
-        out = tf.while_loop(lambda i, *_: i < num_half_steps, body,
-                            (tf.constant(0), u, v, s_min, s_max, ta))
-        return out[-1].stack()
-
-    return run(params[0], params[1]).numpy()
+    state = (t_min.init([params[0]]), t_max.init([params[1]]))
+    return play_alternating(problem, instance, params, num_half_steps, half_step, state)

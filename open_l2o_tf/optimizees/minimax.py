@@ -55,6 +55,14 @@ class _Minimax(Optimizee):
         u, v = params
         return _l1_squared(u) + _l1_squared(v)
 
+    def gradients(self, params, instance):
+        """``[df/du, df/dv]`` per instance (of the summed loss; instances are independent),
+        without meta-gradient."""
+        with tf.GradientTape() as tape:
+            tape.watch(params)
+            total = tf.reduce_sum(self.instance_losses(params, instance))
+        return [tf.stop_gradient(g) for g in tape.gradient(total, params)]
+
 
 class Saddle(_Minimax):
     name = "saddle"
