@@ -16,6 +16,11 @@ setup(
     install_requires=[
         "tensorflow>=2.16",
         "tensorflow-datasets>=4.9",
+        # tensorflow-datasets 4.9.10 imports these (dataset_builder: importlib_resources,
+        # etils.epath) without declaring them; without them tfds.load("mnist") fails with
+        # ModuleNotFoundError before any download.
+        "importlib_resources>=5.0",
+        "etils[epath,epy]>=1.5",
         # TF 2.21 no longer depends on TensorBoard; tf.summary needs it.
         "tensorboard>=2.16",
         "numpy>=1.24",

@@ -33,16 +33,52 @@ class UnrolledModel(keras.Model):
 
     def __init__(self, A, num_layers=16, lam=0.4, **kwargs):
         super().__init__(**kwargs)
-        self.A_np = _as_matrix(A, "A")
-        self.m, self.n = self.A_np.shape
         self.num_layers = require_positive_int(int(num_layers), "num_layers")
         self.lam = float(lam)
-        self.L = float(1.001 * np.linalg.norm(self.A_np.astype(np.float64), 2) ** 2)
-        self.theta_init = self.lam / self.L
-        self.A = tf.constant(self.A_np)
+        self._set_matrix(_as_matrix(A, "A"))
         self._layer_vars = [[] for _ in range(self.num_layers)]
         self.create_variables()
+        # A is stored with the model as a non-trainable weight (not as JSON in the config)
+        self.A_weight = self._add_fixed("A_matrix", self.A_np)
         self.built = True
+
+    def _set_matrix(self, A):
+        """Sets ``A`` and the constants derived from it (``L``, ``theta_init``, ...)."""
+        self.A_np = np.asarray(A, np.float32)
+        self.m, self.n = self.A_np.shape
+        self.L = float(1.001 * np.linalg.norm(self.A_np.astype(np.float64), 2) ** 2)
+        self.theta_init = self.lam / self.L if self.L > 0 else 0.0
+        self.A = tf.constant(self.A_np)
+        self.derive_constants()
+
+    def derive_constants(self):
+        """Hook: constants a subclass derives from ``A`` (recomputed after loading)."""
+
+    def _add_fixed(self, name, value):
+        value = np.asarray(value, np.float32)
+        return self.add_weight(name=name, shape=value.shape,
+                               initializer=keras.initializers.Constant(value),
+                               trainable=False)
+
+    def fixed_weights(self):
+        """``{name: (variable, setter)}`` of the non-trainable matrices saved with the model;
+        the setter refreshes the constants computed from them after loading."""
+        return {"A_matrix": (self.A_weight, self._set_matrix)}
+
+    def refresh_fixed(self):
+        """Recomputes ``A`` (and ``L``, ...) from the stored non-trainable matrices."""
+        for variable, setter in self.fixed_weights().values():
+            setter(np.asarray(variable.numpy()))
+
+    def load_own_variables(self, store):
+        """Keras loading: ``from_config`` builds around a placeholder ``A``; after the saved
+        weights are in, ``A`` and every constant derived from it are set from them."""
+        super().load_own_variables(store)
+        self.refresh_fixed()
+
+    def set_weights(self, weights):
+        super().set_weights(weights)
+        self.refresh_fixed()
 
     # -- variables -------------------------------------------------------------------
     def create_variables(self):
@@ -94,9 +130,21 @@ class UnrolledModel(keras.Model):
 
     def get_config(self):
         config = super().get_config()
-        config.update(A=self.A_np.tolist(), num_layers=self.num_layers, lam=self.lam)
+        config.update(m=self.m, n=self.n, num_layers=self.num_layers, lam=self.lam)
         return config
 
     @classmethod
     def from_config(cls, config):
+        """Builds the model around a placeholder ``A`` of shape (m, n); loading the saved
+        weights then sets the real ``A`` (:meth:`load_own_variables`).  Configs of older
+        files that hold ``A`` as a list still load."""
+        config = dict(config)
+        m, n = config.pop("m", None), config.pop("n", None)
+        if "A" not in config:
+            config["A"] = placeholder_matrix(m, n)
         return cls(**config)
+
+
+def placeholder_matrix(m, n):
+    """A well-conditioned stand-in of shape (m, n) until the saved matrix is loaded."""
+    return np.eye(int(m), int(n), dtype=np.float32)

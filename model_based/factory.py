@@ -1,6 +1,7 @@
 """Builds an unrolled model by registry name with the arguments each model needs."""
 from open_l2o_tf import registry
 from open_l2o_tf.errors import UserError
+from open_l2o_tf.keras_files import check_unrolled_file
 
 
 def build_model(name, A, W, num_layers, lam=0.4, **extra):
@@ -23,3 +24,16 @@ def build_model(name, A, W, num_layers, lam=0.4, **extra):
     if name == "tista":
         kwargs["sigma2"] = extra.get("sigma2", 0.0)
     return cls(A, **kwargs)
+
+
+def load_unrolled(path, expected=None, flag="--load"):
+    """An unrolled model from a ``.keras`` file; ``expected``: the ``--model`` name it must
+    hold (a file of another model is a :class:`UserError` saying which model it holds)."""
+    import keras  # pylint: disable=import-outside-toplevel
+    import model_based  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+    saved = check_unrolled_file(path, expected, flag)
+    try:
+        return keras.saving.load_model(path)
+    except Exception as err:  # pylint: disable=broad-except
+        raise UserError(f"{flag} file {path} holds a {saved} that cannot be loaded "
+                        f"({type(err).__name__}: {str(err).splitlines()[0][:80]})") from None

@@ -8,9 +8,7 @@ stage.
 """
 import os
 
-import keras
-
-from model_based.factory import build_model
+from model_based.factory import build_model, load_unrolled
 from model_based.progressive import ProgressiveTrainer
 from open_l2o_tf.data import sparse_recovery
 from open_l2o_tf.errors import UserError
@@ -20,9 +18,11 @@ def train_or_load(name, data_dir, *, lam, num_layers, workdir, preset, seed=0, l
                   steps_per_epoch=None, tb=None, jit_compile=True, progress=print):
     """Returns ``(model, info)``."""
     if load:
-        if not os.path.exists(load):
-            raise UserError(f"--load file {load} does not exist")
-        return keras.saving.load_model(load), {"train_seconds": 0.0, "train_steps": 0}
+        model = load_unrolled(load, expected=name)
+        if model.num_layers < num_layers:
+            raise UserError(f"--load file {load} holds a {model.num_layers}-layer {name}, "
+                            f"--num_layers={num_layers} asks for more")
+        return model, {"train_seconds": 0.0, "train_steps": 0}
     train = sparse_recovery.load(data_dir, "train")
     val = sparse_recovery.load(data_dir, "val")
     model_lam = 0.005 if name == "step_lista" else 0.4

@@ -291,13 +291,28 @@ class ProgressiveTrainer:
         """Loads the last checkpoint; returns True when there was one."""
         if not self.ckpt_dir:
             return False
-        state = olog.read_json(self._progress_path())
+        state = olog.read_json(self._progress_path(), expect={
+            "layer": int, "stage": int, "checkpoint": (str, type(None)),
+            "test_metric": list, "global_step": int, "train_seconds": (int, float)})
         if not state or not state.get("checkpoint"):
             return False
+        for key in ("layer", "stage"):
+            if key not in state:
+                raise UserError(f"{self._progress_path()} has no {key!r}; delete "
+                                f"{self.ckpt_dir} to start over")
         path = os.path.join(self.ckpt_dir, state["checkpoint"], "weights.npz")
         try:
-            with np.load(path) as data:
+            with np.load(path, allow_pickle=False) as data:
+                count = len([k for k in data.files if k.startswith("v")])
+                if count != len(self.variables):
+                    raise UserError(
+                        f"checkpoint {path} holds {count} variables, this model has "
+                        f"{len(self.variables)} ({self.model.num_layers} layers): it was "
+                        f"written for another depth or model; use another --workdir or "
+                        f"delete {self.ckpt_dir}")
                 values = [data[f"v{i}"] for i in range(len(self.variables))]
+        except UserError:
+            raise
         except Exception as err:  # pylint: disable=broad-except
             raise UserError(f"checkpoint {path} cannot be read ({type(err).__name__}); "
                             f"delete {self.ckpt_dir} to start over") from None

@@ -14,10 +14,12 @@ from model_based.alista import Alista
 @keras.saving.register_keras_serializable(package="open_l2o_tf")
 class Tilista(Alista):
 
+    FIXED_W = False
+
     def __init__(self, A, num_layers=16, lam=0.4, ss_q_per_layer=1.2, ss_maxq=13.0,
                  **kwargs):
         kwargs.pop("W", None)
-        super().__init__(A, A, num_layers, lam, ss_q_per_layer, ss_maxq, **kwargs)
+        super().__init__(A, None, num_layers, lam, ss_q_per_layer, ss_maxq, **kwargs)
 
     def create_variables(self):
         self.W = self._add("W", self.A_np / self.L, 0)
@@ -25,8 +27,3 @@ class Tilista(Alista):
 
     def weight(self):
         return self.W
-
-    def get_config(self):
-        config = super().get_config()
-        config.pop("W", None)
-        return config

@@ -37,6 +37,8 @@ class Tista(UnrolledModel):
     def __init__(self, A, num_layers=16, lam=0.4, sigma2=0.0, **kwargs):
         self.sigma2 = float(sigma2)
         super().__init__(A, num_layers, lam, **kwargs)
+
+    def derive_constants(self):
         A64 = self.A_np.astype(np.float64)
         self.trace_AtA = float(np.sum(A64 * A64))
         pinv = np.linalg.pinv(A64)

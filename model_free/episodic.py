@@ -36,19 +36,27 @@ def save_trainer(ckpt_dir, name, model, optimizers, best_weights, meta):
 def restore_trainer(ckpt_dir, name, model, optimizers):
     """Loads a checkpoint into ``model`` and ``optimizers``; returns ``(meta, best_weights)``
     or ``None`` when there is none.  A checkpoint of another configuration is a UserError."""
-    meta = olog.read_json(os.path.join(ckpt_dir, f"{name}_state.json"))
+    meta = olog.read_json(os.path.join(ckpt_dir, f"{name}_state.json"),
+                          expect={"config": dict, "episode": int})
     if not meta:
         return None
     if meta.get("config") != _config(model):
         raise UserError(f"{ckpt_dir} holds a {type(model).__name__} of another configuration "
                         f"({meta.get('config')}); use another --workdir or delete that folder")
-    with np.load(os.path.join(ckpt_dir, f"{name}_state.npz"), allow_pickle=False) as data:
-        for i, w in enumerate(model.weights):
-            w.assign(data[f"w{i}"])
-        for key, opt in optimizers.items():
-            for i, v in enumerate(opt.variables):
-                v.assign(data[f"{key}{i}"])
-        best = [data[f"best{i}"] for i in range(len(model.weights)) if f"best{i}" in data.files]
+    path = os.path.join(ckpt_dir, f"{name}_state.npz")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            for i, w in enumerate(model.weights):
+                w.assign(data[f"w{i}"])
+            for key, opt in optimizers.items():
+                for i, v in enumerate(opt.variables):
+                    v.assign(data[f"{key}{i}"])
+            best = [data[f"best{i}"] for i in range(len(model.weights))
+                    if f"best{i}" in data.files]
+    except Exception as err:  # pylint: disable=broad-except
+        raise UserError(f"checkpoint {path} cannot be read ({type(err).__name__}: expected "
+                        f"the .npz of {type(model).__name__}'s weights and optimizer slots); "
+                        f"delete {ckpt_dir} to start over") from None
     return meta, (best or None)
 
 

@@ -339,7 +339,8 @@ class MetaTrainer:
     def restore(self):
         if not self.ckpt_dir:
             return False
-        state = olog.read_json(os.path.join(self.ckpt_dir, "meta_state.json"))
+        state = olog.read_json(os.path.join(self.ckpt_dir, "meta_state.json"),
+                               expect={"episode": int, "truncations": int})
         if not state:
             return False
         _, last = pretrained.load_optimizer(os.path.join(self.ckpt_dir, "last.npz"))

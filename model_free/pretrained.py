@@ -2,18 +2,25 @@
 
 The original release ships L2O-DM (``*.cw.l2l-0``) and L2O-RNNprop (``*.rp.l2l-0``) weights
 as dill pickles of ``{module: {var: float32 ndarray}}`` (spec model_free §12.3).  They are
-read with :func:`safe_load_pickle`, a restricted unpickler that resolves only the handful of
-globals such a file needs (``collections.defaultdict``, ``numpy.ndarray``, ``numpy.dtype``,
-numpy's ``_reconstruct`` and dill's ``_load_type('dict')``, ``_import_module``/``_get_attr``
-limited to that numpy module) and refuses anything else, so a malicious file cannot run
-code.  Our own optimizers are saved as ``.npz`` weights + a JSON config
-(:func:`save_optimizer`), written atomically.
+read by :func:`safe_load_pickle`, which never unpickles: a small interpreter walks the
+opcodes (``pickletools.genops`` decodes them without executing anything) and understands
+only the shapes those files use -- nested dicts with ``str`` keys (plain, ``defaultdict``
+of dill's ``_load_type('dict')``), and numpy arrays pickled the usual way
+(``_reconstruct(ndarray, (0,), b'b')`` followed by ``__setstate__((1, shape, dtype,
+fortran, raw bytes))``) whose dtype is one of a short list of numeric dtypes with default
+flags.  Everything is kept as inert records (shape, dtype name, the raw bytes); sizes
+(elements x itemsize == bytes present, a total cap) and nesting depth are checked, cycles
+refused, and only then are arrays built with ``np.frombuffer``.  No Python or numpy object
+is constructed from the file's instructions, so a hostile file can neither run code nor
+make numpy dereference forged pointers.  ``python -m run.convert_original IN OUT.npz``
+converts an original file once into our ``.npz`` format.
+
+Our own optimizers are saved as ``.npz`` weights + a JSON config (:func:`save_optimizer`),
+written atomically and read back with ``allow_pickle=False``.
 """
-import collections
-import io
 import json
 import os
-import pickle
+import pickletools
 
 import numpy as np
 
@@ -22,77 +29,264 @@ from open_l2o_tf.errors import UserError
 
 _NUMPY_MODULES = ("numpy.core._multiarray_umath", "numpy._core._multiarray_umath",
                   "numpy.core.multiarray", "numpy._core.multiarray")
+# numeric dtypes only (no object, void, string or structured dtypes)
+_DTYPES = ("f2", "f4", "f8", "i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8", "b1")
+MAX_TOTAL_BYTES = 1 << 30      # 1 GiB of array data per file
+MAX_DEPTH = 8                  # dict nesting
+_ALLOWED_GLOBALS = {("collections", "defaultdict"), ("collections", "OrderedDict"),
+                    ("builtins", "dict"), ("numpy", "ndarray"), ("numpy", "dtype"),
+                    ("dill._dill", "_load_type"), ("dill._dill", "_import_module"),
+                    ("dill._dill", "_get_attr")}
+_ALLOWED_GLOBALS |= {(module, "_reconstruct") for module in _NUMPY_MODULES}
 
 
-class _SafeModule:
-    """Stands for the one numpy module dill references; only exposes ``_reconstruct``."""
+class _Refused(Exception):
+    """The file is not one of the shapes we read (message: what was found)."""
 
+
+class _Mark:
+    pass
+
+
+_MARK = _Mark()
+
+
+class _Global:
+    def __init__(self, module, name):
+        if (module, name) not in _ALLOWED_GLOBALS:
+            raise _Refused(f"refused global {module}.{name}")
+        self.key = (module, name)
+
+
+class _Token:
+    """An inert stand-in for a harmless callable result (dict type, numpy module, ...)."""
+
+    def __init__(self, kind, value=None):
+        self.kind, self.value = kind, value
+
+
+class _Dict:
+    def __init__(self):
+        self.items = {}
+
+
+class _DType:
     def __init__(self, name):
-        self.name = name
+        if name not in _DTYPES:
+            raise _Refused(f"refused dtype {name!r} (only {', '.join(_DTYPES)})")
+        self.name, self.order, self.state_set = name, None, False
 
 
-def _reconstruct():
-    try:
-        from numpy._core.multiarray import _reconstruct as fn  # pylint: disable=import-outside-toplevel
-    except ImportError:  # numpy < 2
-        from numpy.core.multiarray import _reconstruct as fn  # pylint: disable=import-outside-toplevel
-    return fn
+class _Array:
+    def __init__(self):
+        self.shape = self.dtype = self.fortran = self.data = None
 
 
-def _load_type(name):
-    types = {"dict": dict, "list": list, "tuple": tuple}
-    if name not in types:
-        raise pickle.UnpicklingError(f"refused type {name!r}")
-    return types[name]
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _import_module(name, safe=False):
-    del safe
-    if name not in _NUMPY_MODULES:
-        raise pickle.UnpicklingError(f"refused module {name!r}")
-    return _SafeModule(name)
+def _reduce(func, args):
+    if not isinstance(args, tuple):
+        raise _Refused("REDUCE without an argument tuple")
+    key = func.key if isinstance(func, _Global) else (func.kind if isinstance(func, _Token)
+                                                       else None)
+    if key == ("dill._dill", "_load_type"):
+        if args != ("dict",):
+            raise _Refused(f"refused dill type {args!r}")
+        return _Token("dict_type")
+    if key in (("collections", "defaultdict"), ("collections", "OrderedDict"),
+               ("builtins", "dict")) or (isinstance(func, _Token) and func.kind == "dict_type"):
+        if not all(isinstance(a, (_Token, type(None))) for a in args) or len(args) > 1:
+            raise _Refused(f"refused arguments to {key}")
+        return _Dict()
+    if key == ("dill._dill", "_import_module"):
+        if len(args) not in (1, 2) or args[0] not in _NUMPY_MODULES:
+            raise _Refused(f"refused module {args[0]!r}")
+        return _Token("numpy_module")
+    if key == ("dill._dill", "_get_attr"):
+        if (len(args) != 2 or not isinstance(args[0], _Token)
+                or args[0].kind != "numpy_module" or args[1] != "_reconstruct"):
+            raise _Refused("refused attribute lookup")
+        return _Token("reconstruct")
+    if key == "reconstruct" or (isinstance(key, tuple) and key[1] == "_reconstruct"):
+        if (len(args) != 3 or not isinstance(args[0], _Global)
+                or args[0].key != ("numpy", "ndarray") or args[1] != (0,)
+                or args[2] not in (b"b", "b")):
+            raise _Refused("refused array reconstruction arguments")
+        return _Array()
+    if key == ("numpy", "dtype"):
+        if len(args) != 3 or not isinstance(args[0], str) or args[1:] not in ((0, 1),
+                                                                                (False, True)):
+            raise _Refused(f"refused dtype arguments {args!r}")
+        return _DType(args[0])
+    raise _Refused(f"refused call of {key}")
 
 
-def _get_attr(module, name):
-    if not isinstance(module, _SafeModule) or name != "_reconstruct":
-        raise pickle.UnpicklingError(f"refused attribute {name!r}")
-    return _reconstruct()
+def _build(obj, state):
+    if isinstance(obj, _DType):
+        # (version, byte order, subarray, names, fields, elsize, alignment, flags)
+        if (not isinstance(state, tuple) or len(state) != 8 or state[0] != 3
+                or state[1] not in ("<", ">", "|", "=") or state[2:5] != (None, None, None)
+                or state[5:7] != (-1, -1) or state[7] != 0 or obj.state_set):
+            raise _Refused("refused dtype state (only plain numeric dtypes, default flags)")
+        obj.order, obj.state_set = state[1], True
+        return obj
+    if isinstance(obj, _Array):
+        if (not isinstance(state, tuple) or len(state) != 5 or state[0] != 1
+                or not isinstance(state[1], tuple) or not isinstance(state[2], _DType)
+                or not isinstance(state[3], bool) or not isinstance(state[4], bytes)
+                or obj.data is not None):
+            raise _Refused("refused array state")
+        shape, dtype, data = state[1], state[2], state[4]
+        if len(shape) > 32 or not all(_is_int(d) and d >= 0 for d in shape):
+            raise _Refused(f"refused array shape {shape!r}")
+        count = 1
+        for d in shape:
+            count *= d
+        itemsize = int(dtype.name[1:])
+        if count * itemsize != len(data):
+            raise _Refused(f"array of shape {shape} and dtype {dtype.name} needs "
+                           f"{count * itemsize} bytes, the file has {len(data)}")
+        obj.shape, obj.dtype, obj.fortran, obj.data = shape, dtype, state[3], data
+        return obj
+    raise _Refused("refused BUILD on a non-array")
 
 
-class _Unpickler(pickle.Unpickler):
-    ALLOWED = {
-        ("collections", "defaultdict"): collections.defaultdict,
-        ("collections", "OrderedDict"): collections.OrderedDict,
-        ("numpy", "ndarray"): np.ndarray,
-        ("numpy", "dtype"): np.dtype,
-        ("dill._dill", "_load_type"): _load_type,
-        ("dill._dill", "_import_module"): _import_module,
-        ("dill._dill", "_get_attr"): _get_attr,
-        ("builtins", "dict"): dict,
-    }
+_SIMPLE = {"NONE": None, "NEWTRUE": True, "NEWFALSE": False, "EMPTY_TUPLE": ()}
+_PUSH_ARG = ("BININT", "BININT1", "BININT2", "LONG1", "BINUNICODE", "SHORT_BINUNICODE",
+             "BINUNICODE8", "SHORT_BINBYTES", "BINBYTES", "BINBYTES8", "BINFLOAT")
+_PUT = ("BINPUT", "LONG_BINPUT", "PUT")
+_GET = ("BINGET", "LONG_BINGET", "GET")
 
-    def find_class(self, module, name):
-        if (module, name) in self.ALLOWED:
-            return self.ALLOWED[(module, name)]
-        if module in _NUMPY_MODULES and name == "_reconstruct":
-            return _reconstruct()
-        raise pickle.UnpicklingError(f"refused global {module}.{name}")
+
+def _interpret(data):
+    """Runs the opcodes of ``data`` over inert records; returns the top-level record."""
+    stack, memo, total = [], {}, 0
+
+    def pop_mark():
+        for i in range(len(stack) - 1, -1, -1):
+            if stack[i] is _MARK:
+                items = stack[i + 1:]
+                del stack[i:]
+                return items
+        raise _Refused("MARK missing")
+
+    def pop():
+        if not stack or stack[-1] is _MARK:
+            raise _Refused("stack underflow")
+        return stack.pop()
+
+    for opcode, arg, _ in pickletools.genops(data):
+        name = opcode.name
+        if name in ("PROTO", "FRAME"):
+            continue
+        if name == "STOP":
+            if len(stack) != 1:
+                raise _Refused("malformed stack at STOP")
+            return stack[0]
+        if name in _SIMPLE:
+            stack.append(_SIMPLE[name])
+        elif name in _PUSH_ARG:
+            if isinstance(arg, bytes):
+                total += len(arg)
+                if total > MAX_TOTAL_BYTES:
+                    raise _Refused(f"more than {MAX_TOTAL_BYTES} bytes of data")
+            stack.append(arg)
+        elif name == "MARK":
+            stack.append(_MARK)
+        elif name in _PUT:
+            if not stack:
+                raise _Refused("PUT on an empty stack")
+            memo[arg] = stack[-1]
+        elif name == "MEMOIZE":
+            if not stack:
+                raise _Refused("MEMOIZE on an empty stack")
+            memo[len(memo)] = stack[-1]
+        elif name in _GET:
+            if arg not in memo:
+                raise _Refused(f"memo key {arg} missing")
+            stack.append(memo[arg])
+        elif name == "GLOBAL":
+            module, _, attr = arg.partition(" ")
+            stack.append(_Global(module, attr))
+        elif name == "STACK_GLOBAL":
+            attr, module = pop(), pop()
+            if not isinstance(module, str) or not isinstance(attr, str):
+                raise _Refused("STACK_GLOBAL without strings")
+            stack.append(_Global(module, attr))
+        elif name == "TUPLE":
+            stack.append(tuple(pop_mark()))
+        elif name in ("TUPLE1", "TUPLE2", "TUPLE3"):
+            n = int(name[-1])
+            items = [pop() for _ in range(n)][::-1]
+            stack.append(tuple(items))
+        elif name == "EMPTY_DICT":
+            stack.append(_Dict())
+        elif name in ("SETITEM", "SETITEMS"):
+            items = [pop(), pop()][::-1] if name == "SETITEM" else pop_mark()
+            if len(items) % 2:
+                raise _Refused("odd SETITEMS")
+            target = pop()
+            if not isinstance(target, _Dict):
+                raise _Refused("SETITEMS on a non-dict")
+            for key, value in zip(items[::2], items[1::2]):
+                if not isinstance(key, str):
+                    raise _Refused(f"dict key of type {type(key).__name__}, expected str")
+                target.items[key] = value
+            stack.append(target)
+        elif name == "REDUCE":
+            args = pop()
+            stack.append(_reduce(pop(), args))
+        elif name == "BUILD":
+            state = pop()
+            stack.append(_build(pop(), state))
+        else:
+            raise _Refused(f"refused opcode {name}")
+    raise _Refused("no STOP opcode")
+
+
+def _materialise(record, where, depth, seen):
+    if isinstance(record, _Dict):
+        if depth > MAX_DEPTH:
+            raise _Refused(f"dicts nested deeper than {MAX_DEPTH} at {where or 'top'}")
+        if id(record) in seen:
+            raise _Refused(f"a dict that contains itself at {where or 'top'}")
+        seen = seen | {id(record)}
+        return {k: _materialise(v, f"{where}{k}/", depth + 1, seen)
+                for k, v in record.items.items()}
+    if isinstance(record, _Array):
+        if record.data is None:
+            raise _Refused(f"array without data at {where.rstrip('/')}")
+        dtype = np.dtype(record.dtype.order.replace("=", "<") + record.dtype.name
+                         if record.dtype.order else record.dtype.name)
+        flat = np.frombuffer(record.data, dtype=dtype)
+        return flat.reshape(record.shape, order="F" if record.fortran else "C").copy()
+    raise _Refused(f"entry {where.rstrip('/') or 'top'} is {type(record).__name__.lstrip('_')}"
+                   f", expected a dict of arrays")
 
 
 def safe_load_pickle(path):
-    """Reads a pickle of nested dicts of numpy arrays; refuses anything else."""
+    """Reads an original Open-L2O weights pickle into nested dicts of float arrays without
+    unpickling anything (see the module docstring); refuses every other shape."""
     if not os.path.exists(path):
         raise UserError(f"optimizer file {path} does not exist")
+    if os.path.isdir(path):
+        raise UserError(f"optimizer file {path} is a directory, expected a file")
+    if os.path.getsize(path) > MAX_TOTAL_BYTES + (1 << 20):
+        raise UserError(f"{path} is larger than {MAX_TOTAL_BYTES} bytes; refusing to read it")
     with open(path, "rb") as handle:
         data = handle.read()
     try:
-        obj = _Unpickler(io.BytesIO(data)).load()
-    except pickle.UnpicklingError as err:
-        raise UserError(f"{path}: not a plain weights pickle ({err}); refusing to load it") \
-            from None
-    except Exception as err:  # pylint: disable=broad-except
-        raise UserError(f"{path} cannot be read as a weights pickle "
-                        f"({type(err).__name__})") from None
+        obj = _materialise(_interpret(data), "", 0, frozenset())
+    except _Refused as err:
+        raise UserError(f"{path}: not an Open-L2O weights pickle ({err}); refusing to load "
+                        "it") from None
+    except (ValueError, KeyError, IndexError) as err:   # genops: truncated / bad opcode
+        raise UserError(f"{path}: not a readable pickle (found: {err}); expected an original "
+                        "Open-L2O weights file (*.cw.l2l-0 / *.rp.l2l-0) or our .npz") from None
+    if not isinstance(obj, dict):
+        raise UserError(f"{path}: top level is not a dict of weights")
     return _check_arrays(obj, path)
 
 
@@ -101,8 +295,8 @@ def _check_arrays(obj, path, prefix=""):
         return {str(k): _check_arrays(v, path, f"{prefix}{k}/") for k, v in obj.items()}
     if isinstance(obj, np.ndarray) and obj.dtype.kind == "f":
         return obj
-    raise UserError(f"{path}: entry {prefix.rstrip('/')} is {type(obj).__name__}, expected "
-                    f"float arrays only")
+    raise UserError(f"{path}: entry {prefix.rstrip('/')} is "
+                    f"{getattr(obj, 'dtype', type(obj).__name__)}, expected float arrays only")
 
 
 def _flat(weights):
@@ -156,23 +350,96 @@ def save_optimizer(opt, path):
     olog._atomic_write(path, lambda h: np.savez(h, __meta__=np.array(meta), **arrays), "wb")  # pylint: disable=protected-access
 
 
-def load_optimizer(path, output_scale=None):
-    """``(name, optimizer)`` from our ``.npz`` checkpoint or an original Open-L2O file."""
+# the kind of optimizer a name accepts (l2o_enhanced is an L2O-DM trained differently)
+KINDS = {"l2o_dm": "l2o_dm", "l2o_enhanced": "l2o_dm", "l2o_rnnprop": "l2o_rnnprop",
+         "l2o_scale": "l2o_scale", "l2o_swarm": "l2o_swarm", "twin_l2o": "twin_l2o"}
+
+
+def load_optimizer(path, output_scale=None, expected=None):
+    """``(name, optimizer)`` from our ``.npz`` checkpoint or an original Open-L2O file.
+
+    ``expected``: the ``--optimizer`` name the file must hold (``l2o_enhanced`` accepts an
+    L2O-DM file); a file of another kind is a :class:`UserError` naming both.
+    """
+    if expected is not None:
+        check_kind(path, expected)
+    return _load_any(path, output_scale)
+
+
+_CLASS_KINDS = {"L2ODM": "l2o_dm", "L2ORNNprop": "l2o_rnnprop", "L2OScale": "l2o_scale",
+                "L2OSwarm": "l2o_swarm", "TwinL2O": "twin_l2o"}
+
+
+def peek_kind(path, flag="--load"):
+    """The kind of optimizer a file holds (``l2o_dm``, ``l2o_rnnprop``, ``l2o_scale``,
+    ``l2o_swarm``, ``twin_l2o``) read without TensorFlow and without building anything, so
+    the command lines check ``--load`` before any work.  A missing, garbage or hostile file
+    is a :class:`UserError` naming it."""
+    if not os.path.exists(path):
+        raise UserError(f"{flag} file {path} does not exist")
+    if os.path.isdir(path):
+        raise UserError(f"{flag} {path} is a directory, expected an optimizer file")
+    with open(path, "rb") as handle:
+        magic = handle.read(4)
+    if magic == b"PK\x03\x04":
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                meta = json.loads(str(data["__meta__"]))
+            kind = _CLASS_KINDS.get(meta.get("class"))
+        except Exception as err:  # pylint: disable=broad-except
+            raise UserError(f"{flag} file {path} is a zip/.npz but not an open-l2o-tf "
+                            f"optimizer file (expected __meta__ and w0.. arrays; "
+                            f"{type(err).__name__})") from None
+        if kind is None:
+            raise UserError(f"{flag} file {path}: unknown optimizer class "
+                            f"{meta.get('class')!r}")
+        return kind
+    if magic[:1] != b"\x80":
+        raise UserError(f"{flag} file {path} is neither an open-l2o-tf optimizer (.npz) "
+                        f"nor an original Open-L2O pickle (starts with {magic!r})")
+    flat = _flat(safe_load_pickle(path))
+    if "input_projection/w" in flat:
+        return "l2o_rnnprop"
+    if "lstm_1/w_gates" in flat:
+        return "l2o_dm"
+    raise UserError(f"{path}: neither an L2O-DM nor an L2O-RNNprop weights file "
+                    f"(keys {sorted(flat)[:4]}...)")
+
+
+def check_kind(path, expected, flag="--load"):
+    """:func:`peek_kind` and a :class:`UserError` when it is not what ``expected`` (an
+    ``--optimizer`` name) can use."""
+    kind = peek_kind(path, flag)
+    if KINDS.get(expected, expected) != kind:
+        raise UserError(f"{flag} file {path} holds {kind} weights, but "
+                        f"--optimizer={expected}; pass --optimizer={kind} or another file")
+    return kind
+
+
+def _load_any(path, output_scale):
     from model_free.dm import L2ODM  # pylint: disable=import-outside-toplevel
     from model_free.rnnprop import L2ORNNprop  # pylint: disable=import-outside-toplevel
     if not os.path.exists(path):
         raise UserError(f"--load file {path} does not exist")
+    if os.path.isdir(path):
+        raise UserError(f"--load {path} is a directory, expected an optimizer file")
     with open(path, "rb") as handle:
         magic = handle.read(4)
     if magic != b"PK\x03\x04":
+        if magic[:1] != b"\x80":
+            raise UserError(f"--load file {path} is neither an open-l2o-tf optimizer (.npz) "
+                            f"nor an original Open-L2O pickle (starts with {magic!r})")
         return load_original(path, output_scale)
     try:
         with np.load(path, allow_pickle=False) as data:
             meta = json.loads(str(data["__meta__"]))
             arrays = [data[f"w{i}"] for i in range(len(data.files) - 1)]
+        if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict):
+            raise ValueError("no config")
     except Exception as err:  # pylint: disable=broad-except
-        raise UserError(f"{path} is not an open-l2o-tf optimizer file "
-                        f"({type(err).__name__})") from None
+        raise UserError(f"--load file {path} is a zip/.npz but not an open-l2o-tf optimizer "
+                        f"file (expected __meta__ and w0.. arrays; {type(err).__name__})") \
+            from None
     from model_free.scale import L2OScale  # pylint: disable=import-outside-toplevel
     from model_free.swarm import L2OSwarm  # pylint: disable=import-outside-toplevel
     from model_free.twin import TwinL2O  # pylint: disable=import-outside-toplevel
@@ -185,7 +452,10 @@ def load_optimizer(path, output_scale=None):
     config = {k: v for k, v in meta["config"].items() if k not in ("name", "trainable", "dtype")}
     if output_scale is not None and "output_scale" in config:
         config["output_scale"] = output_scale
-    opt = cls(**config)
+    try:
+        opt = cls(**config)
+    except (TypeError, ValueError) as err:
+        raise UserError(f"{path}: its {meta['class']} config cannot be used ({err})") from None
     if len(arrays) != len(opt.weights):
         raise UserError(f"{path} holds {len(arrays)} arrays, expected {len(opt.weights)}")
     for i, (variable, value) in enumerate(zip(opt.weights, arrays)):

@@ -43,7 +43,7 @@ def meta_train_or_load(name, optimizee, *, synthetic, workdir, episodes, unroll=
                        horizons=None, random_scale=None, meta_lr=None):
     """Returns ``(optimizer, info)`` with ``train_seconds`` and ``train_steps``."""
     if load:
-        loaded_name, opt = pretrained.load_optimizer(load)
+        loaded_name, opt = pretrained.load_optimizer(load, expected=name)
         progress(f"[meta] loaded {loaded_name} from {load}")
         return opt, {"train_seconds": 0.0, "train_steps": 0, "loaded": load}
     if meta_lr is not None and not meta_lr > 0:

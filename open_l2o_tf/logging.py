@@ -38,11 +38,18 @@ def _clean_floats(value):
     return value
 
 
+def _umask():
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _atomic_write(path, write_fn, mode):
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())     # mkstemp makes 0600; respect the umask
         with os.fdopen(fd, mode) as handle:
             write_fn(handle)
             handle.flush()
@@ -66,12 +73,44 @@ def atomic_save_npy(path, array):
     _atomic_write(path, lambda h: np.save(h, array), "wb")
 
 
-def read_json(path, default=None):
-    """Reads a JSON file, or returns ``default`` when it does not exist."""
+def read_json(path, default=None, expect=None):
+    """Reads a JSON file, or returns ``default`` when it does not exist.
+
+    A file that is not JSON (or not a JSON object when ``expect`` is given) is a
+    :class:`~open_l2o_tf.errors.UserError` naming it; ``expect`` maps keys to the type(s)
+    their values must have when present (e.g. ``{"layer": int}``).
+    """
+    from open_l2o_tf.errors import UserError  # pylint: disable=import-outside-toplevel
     if not os.path.exists(path):
         return default
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle)
+    if os.path.isdir(path):
+        raise UserError(f"{path} is a directory, expected a JSON file")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            value = json.load(handle)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise UserError(f"{path} is corrupt: not JSON ({str(err)[:60]}); delete it (or its "
+                        "folder) to start over") from None
+    if expect is not None:
+        if not isinstance(value, dict):
+            raise UserError(f"{path} holds a JSON {type(value).__name__}, expected an object; "
+                            "delete it (or its folder) to start over")
+        for key, types in expect.items():
+            if key in value and not (isinstance(value[key], types)
+                                     and not (isinstance(value[key], bool)
+                                              and bool not in _as_tuple(types))):
+                raise UserError(f"{path}: {key!r} is {type(value[key]).__name__} "
+                                f"{value[key]!r:.40}, expected {_type_names(types)}; delete "
+                                "it (or its folder) to start over")
+    return value
+
+
+def _as_tuple(types):
+    return types if isinstance(types, tuple) else (types,)
+
+
+def _type_names(types):
+    return " or ".join("null" if t is type(None) else t.__name__ for t in _as_tuple(types))
 
 
 def make_result(test, method, setting, preset, metric, curve, paper=None,

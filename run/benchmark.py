@@ -35,8 +35,29 @@ flags.DEFINE_string("mnist_dir", None, "Directory with the four MNIST idx files 
 flags.DEFINE_bool("dry_run", False, "Only print the commands.")
 flags.DEFINE_bool("report_only", False, "Do not run anything; rebuild the report and plots "
                   "from the runs already in OUT.")
-flags.DEFINE_integer("run_timeout", 0, "Seconds after which a run is stopped (0: none).")
+flags.DEFINE_integer("run_timeout", 0, "Seconds after which a run is stopped (0: none).",
+                     lower_bound=0)
 FLAGS = flags.FLAGS
+
+
+def validate():
+    """--out must be a writable directory (unless only printing), --mnist_dir a folder."""
+    if not FLAGS.dry_run:
+        common.check_workdir(FLAGS.out, "--out")
+    elif os.path.exists(FLAGS.out) and not os.path.isdir(FLAGS.out):
+        raise UserError(f"--out {FLAGS.out} is a file, expected a directory")
+    for flag in ("mnist_dir", "data_root"):
+        value = getattr(FLAGS, flag)
+        if value is not None and os.path.exists(value) and not os.path.isdir(value):
+            raise UserError(f"--{flag} {value} is a file, expected a directory")
+    if FLAGS.only:
+        try:
+            re.compile(FLAGS.only)
+        except re.error as err:
+            raise UserError(f"--only is not a valid regular expression: {err}") from None
+    if FLAGS.mnist_dir is not None and not os.path.isdir(FLAGS.mnist_dir):
+        raise UserError(f"--mnist_dir {FLAGS.mnist_dir} does not exist; expected a folder "
+                        "with the four MNIST idx files")
 
 SPARSE_MODELS = ["alista", "lista_cpss", "glista", "lamp", "lista", "lista_cp", "lfista"]
 LASSO_CLASSIC = ["ista", "fista", "gd", "adam", "rmsprop"]
@@ -285,4 +306,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    common.main_wrapper(main)
+    common.main_wrapper(main, validate, needs_tf=False)

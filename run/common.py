@@ -2,10 +2,20 @@
 
 Only modules under ``run/`` define and parse flags.  ``main_wrapper`` turns a
 :class:`~open_l2o_tf.errors.UserError` (and flag validation errors) into one line on
-stderr and exit status 2, instead of a stack trace.
+stderr and exit status 2, instead of a stack trace, and keeps TensorFlow's C++ start-up
+log out of the terminal (``OPEN_L2O_TF_VERBOSE=1`` shows it; a failing import replays it).
+
+Every command that writes a workdir calls :func:`prepare_workdir` before any work: the
+workdir must be a writable directory, and ``WORKDIR/run.json`` records the run's identity
+(the command and every flag that can change the numbers, plus e.g. the model class and
+config).  Re-running in a workdir that holds a checkpoint or results of a run with another
+identity is refused in one line naming the differing flags (``--workdir``, ``--out``,
+``--mnist_dir`` and similar flags may differ).
 """
+import json
 import os
 import sys
+import tempfile
 
 from absl import app, flags
 
@@ -22,6 +32,20 @@ def define_common_flags(default_workdir):
     flags.DEFINE_integer("seed", 0, "Random seed.", lower_bound=0)
     flags.DEFINE_string("load", None, "Load a trained model/optimizer from this path "
                         "instead of training it.")
+
+
+def bound_flags(positive=(), nonnegative=(), at_least_one=()):
+    """absl validators: ``--name`` must be > 0 (``positive``), >= 0 (``nonnegative``) or
+    >= 1 (``at_least_one``, integers), or unset (None)."""
+    for name in positive:
+        flags.register_validator(name, lambda v: v is None or v > 0,
+                                 message=f"--{name} must be a positive number")
+    for name in nonnegative:
+        flags.register_validator(name, lambda v: v is None or v >= 0,
+                                 message=f"--{name} must be >= 0")
+    for name in at_least_one:
+        flags.register_validator(name, lambda v: v is None or v >= 1,
+                                 message=f"--{name} must be a positive integer")
 
 
 def define_meta_lr_flag():
@@ -47,6 +71,130 @@ def flag_values_dict():
     return out
 
 
+# flags that cannot change a run's numbers (where it is written, where the same data lives)
+IDENTITY_IGNORED = {"workdir", "out", "mnist_dir", "data_root", "only", "dry_run",
+                    "report_only", "run_timeout"}
+RUN_FILE = "run.json"
+
+
+def _check_writable_dir(path, flag):
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UserError(f"{flag} {path} is a file, expected a directory")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"{flag} {path} cannot be created ({err.strerror})") from None
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=path)
+        os.close(fd)
+        os.remove(probe)
+    except OSError as err:
+        raise UserError(f"{flag} {path} is not writable ({err.strerror})") from None
+
+
+def check_workdir(workdir, flag="--workdir"):
+    """``workdir`` (and its ``tb/`` and ``ckpt/`` when present) is a writable directory;
+    creates it.  Called before any work, so a bad workdir costs nothing."""
+    _check_writable_dir(workdir, flag)
+    for sub in ("tb", "ckpt"):
+        path = os.path.join(workdir, sub)
+        if os.path.exists(path):
+            _check_writable_dir(path, f"{flag} subfolder")
+    return workdir
+
+
+def check_writable_file(path, flag):
+    """``path`` can be written as a file: not a directory, its folder writable."""
+    if os.path.isdir(path):
+        raise UserError(f"{flag} {path} is a directory, expected a file name")
+    _check_writable_dir(os.path.dirname(os.path.abspath(path)), f"{flag} folder of")
+    if os.path.exists(path) and not os.access(path, os.W_OK):
+        raise UserError(f"{flag} {path} is not writable")
+    return path
+
+
+NPY_MAGIC = b"\x93NUMPY"
+
+
+def check_data_dir(data_dir, flag="--data_dir", splits=("train", "val", "test")):
+    """A data directory of run.make_data, checked without reading the arrays (and without
+    TensorFlow): a directory, ``A.npy`` and the splits present and .npy files,
+    ``meta.json`` JSON.  The full checks happen when the data is loaded."""
+    hint = f"make one with python -m run.make_data --setting=SETTING --out={data_dir}"
+    if os.path.exists(data_dir) and not os.path.isdir(data_dir):
+        raise UserError(f"{flag} {data_dir} is a file, expected a directory; {hint}")
+    if not os.path.isdir(data_dir):
+        raise UserError(f"{flag} {data_dir} does not exist; {hint}")
+    for name in ["A.npy"] + [f"{split}_data.npy" for split in splits]:
+        path = os.path.join(data_dir, name)
+        if not os.path.isfile(path):
+            raise UserError(f"{path} is missing; {hint}")
+        with open(path, "rb") as handle:
+            head = handle.read(6)
+        if head != NPY_MAGIC:
+            raise UserError(f"file {path} is not a .npy file (it starts with {head!r}, a .npy "
+                            "file with b'\\x93NUMPY'); expected a 2-D float array as written "
+                            "by python -m run.make_data")
+    olog.read_json(os.path.join(data_dir, "meta.json"), default={},
+                   expect={"setting": str, "m": int, "n": int,
+                           "lam": (int, float, type(None))})
+    return data_dir
+
+
+def run_identity(extra=None):
+    """The command and its flags that can change the numbers (+ ``extra``), JSON-clean."""
+    command = os.path.splitext(os.path.basename(sys.argv[0]))[0] if sys.argv else "?"
+    values = {k: v for k, v in flag_values_dict().items() if k not in IDENTITY_IGNORED}
+    identity = {"command": command, "flags": values, "extra": dict(extra or {})}
+    return json.loads(json.dumps(identity, default=str))
+
+
+def _has_state(workdir):
+    ckpt = os.path.join(workdir, "ckpt")
+    return (os.path.exists(os.path.join(workdir, "results.json"))
+            or (os.path.isdir(ckpt) and bool(os.listdir(ckpt))))
+
+
+def _differences(old, new):
+    out = []
+    if old.get("command") != new["command"]:
+        out.append(f"command {old.get('command')} there, {new['command']} now")
+    for section, prefix in (("flags", "--"), ("extra", "")):
+        before, now = old.get(section) or {}, new[section]
+        for key in sorted(set(before) | set(now)):
+            if before.get(key) != now.get(key):
+                out.append(f"{prefix}{key}={before.get(key)!r} there, {now.get(key)!r} now")
+    return out
+
+
+def check_run_identity(workdir, extra=None):
+    """Refuses to reuse ``workdir`` when it holds a checkpoint or results of a run with
+    another identity (:func:`run_identity`); otherwise records this run's identity."""
+    path = os.path.join(workdir, RUN_FILE)
+    identity = run_identity(extra)
+    if os.path.exists(path) and _has_state(workdir):
+        try:
+            old = olog.read_json(path)
+        except UserError:
+            old = None
+        if not isinstance(old, dict):
+            raise UserError(f"{path} is corrupt (expected the JSON identity of the run); "
+                            f"delete {workdir} or use another --workdir")
+        diff = _differences(old, identity)
+        if diff:
+            raise UserError(f"--workdir {workdir} holds a run with other settings ("
+                            + "; ".join(diff) + "); use another --workdir or the same flags")
+    olog.atomic_write_json(path, identity)
+    return identity
+
+
+def prepare_workdir(workdir, extra=None, flag="--workdir"):
+    """:func:`check_workdir` + :func:`check_run_identity`: call before any work."""
+    check_workdir(workdir, flag)
+    check_run_identity(workdir, extra)
+    return workdir
+
+
 def preset_value(preset, paper, quick, override=None):
     """The flag ``override`` when given, else the preset's value."""
     if override is not None:
@@ -68,24 +216,84 @@ def seed_everything(seed):
     keras.utils.set_random_seed(int(seed))
 
 
-def main_wrapper(main):
-    """``app.run(main)`` where a UserError prints ``error: ...`` and exits with status 2."""
-    def wrapped(argv):
+VERBOSE_ENV = "OPEN_L2O_TF_VERBOSE"
+
+
+def quiet_tensorflow_import():
+    """Imports TensorFlow and touches the CPU device with file descriptor 2 redirected to
+    a temporary file: TF 2.21 writes its C++ start-up log (oneDNN, "Could not find cuda
+    drivers", "failed call to cuInit ...") there before ``TF_CPP_MIN_LOG_LEVEL`` applies.
+    If the import fails, the captured lines are replayed to stderr before the error, so a
+    real failure stays visible.  ``OPEN_L2O_TF_VERBOSE=1`` keeps them in the terminal."""
+    if os.environ.get(VERBOSE_ENV, "") not in ("", "0"):
+        import tensorflow as tf  # pylint: disable=import-outside-toplevel
+        return tf
+    sys.stderr.flush()
+    saved = os.dup(2)
+    ok = False
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
         try:
             import tensorflow as tf  # pylint: disable=import-outside-toplevel
-            tf.get_logger().setLevel("ERROR")   # retracing chatter of per-call tf.functions
-            if "seed" in flags.FLAGS:
-                seed_everything(flags.FLAGS.seed)
+            tf.constant(0.0) + 0.0  # pylint: disable=expression-not-assigned
+            ok = True
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            if not ok:
+                captured.seek(0)
+                sys.stderr.write(captured.read().decode("utf-8", "replace"))
+                sys.stderr.flush()
+    return tf
+
+
+def _parse(argv):
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _wrap(main, validate=None, needs_tf=True):
+    def wrapped(argv):
+        try:
+            if validate is not None:    # cheap checks first: a mistake costs no TF import
+                validate(argv) if _takes_argv(validate) else validate()
+            if needs_tf:
+                tf = quiet_tensorflow_import()
+                tf.get_logger().setLevel("ERROR")   # retracing chatter of tf.functions
+                if "seed" in flags.FLAGS:
+                    seed_everything(flags.FLAGS.seed)
             return main(argv)
         except UserError as err:
             print(f"error: {err}", file=sys.stderr)
             sys.exit(2)
-    def parse(argv):
-        try:
-            return flags.FLAGS(argv)
-        except flags.Error as err:
-            print(f"error: {err}", file=sys.stderr)
-            sys.exit(2)
+    return wrapped
 
+
+def _takes_argv(fn):
+    import inspect  # pylint: disable=import-outside-toplevel
+    return bool(inspect.signature(fn).parameters)
+
+
+def main_wrapper(main, validate=None, needs_tf=True):
+    """``app.run(main)`` where a UserError prints ``error: ...`` and exits with status 2;
+    ``validate()`` (checks of flags, files and the workdir that need no TensorFlow) runs
+    before TensorFlow is imported."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    app.run(wrapped, flags_parser=parse)
+    app.run(_wrap(main, validate, needs_tf), flags_parser=_parse)
+
+
+def run_in_process(main, argv, validate=None, needs_tf=True):
+    """Parses ``argv`` (re-parsing the flags from their defaults) and runs ``main`` as
+    :func:`main_wrapper` would, returning the exit status instead of exiting (the tests
+    run many bad command lines in one process)."""
+    flags.FLAGS.unparse_flags()
+    try:
+        rest = _parse(list(argv))
+        result = _wrap(main, validate, needs_tf)(rest)
+        return result if isinstance(result, int) else 0
+    except SystemExit as exit_:
+        return exit_.code if isinstance(exit_.code, int) else 1

@@ -41,28 +41,26 @@ flags.DEFINE_enum("setting", "lasso_25x50", ["lasso_5x10", "lasso_25x50"],
                   "Problem size (used to generate data when --data_dir is not given).")
 flags.DEFINE_string("data_dir", None, "A directory written by run.make_data for a Lasso "
                     "setting; default: generate into WORKDIR/data.")
-flags.DEFINE_integer("iterations", 1000, "Iterations of the optimizer (Fig. 6: 1,000).")
+flags.DEFINE_integer("iterations", 1000, "Iterations of the optimizer (Fig. 6: 1,000).",
+                     lower_bound=1)
 flags.DEFINE_float("lam", None, "Lasso lambda (default: the data set's, 0.005).")
 flags.DEFINE_float("lr", None, "Learning rate of gd/adam/rmsprop (default 1e-3).")
 flags.DEFINE_enum("grad_reduction", "mean", ["mean", "sum"],
                   "gd/adam/rmsprop: gradient of the mean objective over the test set "
                   "(original) or per instance.")
-flags.DEFINE_integer("test_size", None, "Use only the first N test samples (default all).")
-flags.DEFINE_integer("num_layers", 16, "Layers of the model-based optimizers.")
+flags.DEFINE_integer("test_size", None, "Use only the first N test samples (default all).",
+                     lower_bound=1)
+flags.DEFINE_integer("num_layers", 16, "Layers of the model-based optimizers.", lower_bound=1)
 flags.DEFINE_integer("steps_per_epoch", None, "Model-based training: steps per epoch "
-                     "(paper 400, quick 100).")
-flags.DEFINE_integer("meta_episodes", None, "Model-free: meta-training episodes.")
+                     "(paper 400, quick 100).", lower_bound=1)
+flags.DEFINE_integer("meta_episodes", None, "Model-free: meta-training episodes.",
+                     lower_bound=1)
 flags.DEFINE_bool("jit", True, "Compile hot loops with XLA.")
 common.define_common_flags("runs/lasso")
+common.bound_flags(positive=["lr", "lam"])
 FLAGS = flags.FLAGS
 
 QUICK_SIZES = {"num_train": 4096, "num_val": 512, "num_test": 256}
-
-
-def _positive(name):
-    value = getattr(FLAGS, name)
-    if value is not None and value <= 0:
-        raise UserError(f"--{name} must be a positive integer, got {value}")
 
 
 def load_data(workdir):
@@ -138,15 +136,36 @@ def run_learned(name, data_dir, A, y, lam, iterations, workdir, tb):
         seed=FLAGS.seed, load=FLAGS.load, meta_episodes=FLAGS.meta_episodes, tb=tb)
 
 
+def validate():
+    """Checks that need no TensorFlow: flags that do not apply, --load, --data_dir, the
+    workdir and the run identity."""
+    name = FLAGS.optimizer
+    if FLAGS.load is not None:
+        if name in CLASSIC:
+            raise UserError(f"--load does not apply to --optimizer={name} (a classic "
+                            "optimizer has nothing to load)")
+        if not os.path.isfile(FLAGS.load):
+            raise UserError(f"--load file {FLAGS.load} "
+                            f"{'is a directory' if os.path.isdir(FLAGS.load) else 'does not exist'}")
+        if name in LEARNED:
+            from model_free import pretrained  # pylint: disable=import-outside-toplevel
+            pretrained.check_kind(FLAGS.load, name)
+        else:
+            from open_l2o_tf.keras_files import check_unrolled_file  # pylint: disable=import-outside-toplevel
+            check_unrolled_file(FLAGS.load, expected=name)
+    if FLAGS.lr is not None and name not in ("gd", "adam", "rmsprop"):
+        raise UserError(f"--lr applies to gd/adam/rmsprop only, not --optimizer={name}")
+    if FLAGS.meta_episodes is not None and name not in LEARNED:
+        raise UserError(f"--meta_episodes applies to {'/'.join(LEARNED)} only, not "
+                        f"--optimizer={name}")
+    if FLAGS.data_dir is not None:
+        common.check_data_dir(FLAGS.data_dir)
+    common.prepare_workdir(FLAGS.workdir)
+
+
 def main(argv):
     del argv
-    for name in ("iterations", "test_size", "num_layers", "steps_per_epoch",
-                 "meta_episodes"):
-        _positive(name)
-    if FLAGS.lr is not None and FLAGS.lr <= 0:
-        raise UserError(f"--lr must be positive, got {FLAGS.lr}")
     workdir = FLAGS.workdir
-    os.makedirs(workdir, exist_ok=True)
     data_dir, test = load_data(workdir)
     setting = test.meta.get("setting", FLAGS.setting)
     lam = FLAGS.lam if FLAGS.lam is not None else float(test.meta.get("lam") or 0.005)
@@ -194,4 +213,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    common.main_wrapper(main)
+    common.main_wrapper(main, validate)

@@ -14,20 +14,23 @@ import time
 
 from absl import flags
 
-from open_l2o_tf.data import sparse_recovery
 from run import common
 
-flags.DEFINE_enum("setting", None, sorted(sparse_recovery.SETTINGS), "Which data set.")
+# the names of open_l2o_tf.data.sparse_recovery.SETTINGS (tested equal; that module imports
+# TensorFlow, which the flag definitions should not wait for)
+SETTINGS = ["coherent", "large", "lasso_25x50", "lasso_5x10", "noiseless", "noisy"]
+flags.DEFINE_enum("setting", None, SETTINGS, "Which data set.")
 flags.DEFINE_string("out", None, "Output directory.")
-flags.DEFINE_integer("seed", 0, "Random seed (A and the three splits).")
+flags.DEFINE_integer("seed", 0, "Random seed (A and the three splits).", lower_bound=0)
 for _name in ("num_train", "num_val", "num_test", "m", "n"):
-    flags.DEFINE_integer(_name, None, f"Override the setting's paper value of {_name}.")
+    flags.DEFINE_integer(_name, None, f"Override the setting's paper value of {_name}.",
+                         lower_bound=1)
 flags.DEFINE_string("dictionary", None, "coherent: a (m, n) .npy dictionary to use as A.")
 flags.DEFINE_string("image_dir", None, "coherent: folder of natural images to learn the "
                     "dictionary from (default $OPEN_L2O_DATA_DIR/bsds500 or "
                     "../shared/data/bsds500 when present).")
 flags.DEFINE_integer("dictionary_iterations", None, "coherent: block proximal gradient "
-                     "iterations (default 200).")
+                     "iterations (default 200).", lower_bound=1)
 flags.DEFINE_bool("W", True, "Compute the ALISTA weight W.npy (--noW to skip).")
 flags.mark_flags_as_required(["setting", "out"])
 FLAGS = flags.FLAGS
@@ -44,12 +47,22 @@ def _default_image_dir():
     return candidates[0]
 
 
+def validate():
+    """Checks that need no TensorFlow: --out, --dictionary, --image_dir."""
+    common.check_workdir(FLAGS.out, "--out")
+    if FLAGS.dictionary is not None and not os.path.isfile(FLAGS.dictionary):
+        raise common.UserError(f"--dictionary {FLAGS.dictionary} is not a file; expected a "
+                               "(m, n) .npy dictionary")
+    if FLAGS.image_dir is not None and not os.path.isdir(FLAGS.image_dir):
+        raise common.UserError(f"--image_dir {FLAGS.image_dir} is not a directory of images")
+    if FLAGS.setting != "coherent" and (FLAGS.dictionary or FLAGS.image_dir):
+        raise common.UserError(f"--dictionary/--image_dir apply to --setting=coherent only, "
+                               f"not --setting={FLAGS.setting}")
+
+
 def main(argv):
     del argv
-    for name in ("num_train", "num_val", "num_test", "m", "n", "dictionary_iterations"):
-        value = getattr(FLAGS, name)
-        if value is not None and value <= 0:
-            raise common.UserError(f"--{name} must be a positive integer, got {value}")
+    from open_l2o_tf.data import sparse_recovery  # pylint: disable=import-outside-toplevel
     image_dir = FLAGS.image_dir
     if FLAGS.setting == "coherent" and FLAGS.dictionary is None and image_dir is None:
         image_dir = _default_image_dir()
@@ -65,4 +78,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    common.main_wrapper(main)
+    common.main_wrapper(main, validate)

@@ -46,7 +46,29 @@ flags.DEFINE_float("rescale", 1e-4, "Twin-L2O: recurrent states are multiplied b
 flags.DEFINE_bool("joint_loss", False, "Twin-L2O: back-propagate the sum of both players' "
                   "losses into both networks, as the original code.")
 common.define_common_flags("runs/minimax")
+common.bound_flags(positive=["lr", "rescale"])
+flags.register_validator("keep_probability", lambda v: 0.0 < v <= 1.0,
+                         message="--keep_probability must be in (0, 1]")
 FLAGS = flags.FLAGS
+
+
+def validate():
+    """Checks that need no TensorFlow: flags that do not apply, --load, the workdir and
+    the run identity."""
+    if FLAGS.load is not None:
+        if FLAGS.optimizer != "twin_l2o":
+            raise UserError(f"--load does not apply to --optimizer={FLAGS.optimizer} (only "
+                            "twin_l2o has weights to load)")
+        if not os.path.isfile(FLAGS.load):
+            raise UserError(f"--load file {FLAGS.load} "
+                            f"{'is a directory' if os.path.isdir(FLAGS.load) else 'does not exist'}")
+        from model_free import pretrained  # pylint: disable=import-outside-toplevel
+        pretrained.check_kind(FLAGS.load, "twin_l2o")
+    half_steps = common.preset_value(FLAGS.preset, 2000, 400, FLAGS.half_steps)
+    if half_steps % 2:
+        raise UserError(f"--half_steps must be even (pairs of min and max moves), got "
+                        f"{half_steps}")
+    common.prepare_workdir(FLAGS.workdir)
 
 
 def main(argv):
@@ -70,7 +92,6 @@ def main(argv):
     if not FLAGS.lr > 0 or not FLAGS.rescale > 0:
         raise UserError("--lr and --rescale must be positive numbers")
     workdir = FLAGS.workdir
-    os.makedirs(workdir, exist_ok=True)
     tb = olog.TensorBoard(os.path.join(workdir, "tb"))
     shape_flags = ({"keep_probability": FLAGS.keep_probability} if matrix
                    else {"ab_range": FLAGS.ab_range})
@@ -123,4 +144,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    common.main_wrapper(main)
+    common.main_wrapper(main, validate)

@@ -31,16 +31,43 @@ flags.DEFINE_enum("problem", "mnist_mlp_sigmoid", ["mnist_mlp_sigmoid", "mnist_m
                   "The network to train.")
 flags.DEFINE_string("mnist_dir", None, "Folder with the MNIST idx files (or CIFAR-10 "
                     "binary batches for cifar_conv).")
-flags.DEFINE_integer("steps", None, "Training steps per run (paper 10,000, quick 500).")
-flags.DEFINE_integer("runs", None, "Independent runs (paper 10, quick 2).")
+flags.DEFINE_integer("steps", None, "Training steps per run (paper 10,000, quick 500).",
+                     lower_bound=1)
+flags.DEFINE_integer("runs", None, "Independent runs (paper 10, quick 2).", lower_bound=1)
 flags.DEFINE_float("lr", 1e-3, "Learning rate of sgd/adam/rmsprop.")
 flags.DEFINE_integer("meta_episodes", None, "Meta-training episodes (paper 10,000 for DM; "
-                     "quick 30).")
+                     "quick 30).", lower_bound=1)
 flags.DEFINE_float("random_scale", None, "Meta-training with RNNprop's random scaling "
                    "exp(U(-r, r)) per coordinate (original r = 3; off by default as Open-L2O).")
 common.define_meta_lr_flag()
 common.define_common_flags("runs/nn_training")
+common.bound_flags(positive=["lr", "random_scale"])
 FLAGS = flags.FLAGS
+
+
+def validate():
+    """Checks that need no TensorFlow: flags that do not apply, --load, --mnist_dir, the
+    workdir and the run identity."""
+    name = FLAGS.optimizer
+    if FLAGS.load is not None:
+        if name in CLASSIC:
+            raise UserError(f"--load does not apply to --optimizer={name} (a classic "
+                            "optimizer has nothing to load)")
+        if not os.path.isfile(FLAGS.load):
+            raise UserError(f"--load file {FLAGS.load} "
+                            f"{'is a directory' if os.path.isdir(FLAGS.load) else 'does not exist'}")
+        if name in LEARNED:
+            from model_free import pretrained  # pylint: disable=import-outside-toplevel
+            pretrained.check_kind(FLAGS.load, name)
+    for flag in ("meta_episodes", "meta_lr"):
+        if getattr(FLAGS, flag) is not None and name not in LEARNED:
+            raise UserError(f"--{flag} applies to the learned optimizers only, not "
+                            f"--optimizer={name}")
+    if FLAGS.mnist_dir is not None and not os.path.isdir(FLAGS.mnist_dir):
+        raise UserError(f"--mnist_dir {FLAGS.mnist_dir} "
+                        f"{'is a file' if os.path.exists(FLAGS.mnist_dir) else 'does not exist'}"
+                        "; expected a folder with the four MNIST idx files")
+    common.prepare_workdir(FLAGS.workdir)
 
 
 def main(argv):
@@ -50,10 +77,7 @@ def main(argv):
     name = FLAGS.optimizer
     steps = common.preset_value(FLAGS.preset, 10000, 500, FLAGS.steps)
     runs = common.preset_value(FLAGS.preset, 10, 2, FLAGS.runs)
-    if steps <= 0 or runs <= 0:
-        raise UserError("--steps and --runs must be positive integers")
     workdir = FLAGS.workdir
-    os.makedirs(workdir, exist_ok=True)
     tb = olog.TensorBoard(os.path.join(workdir, "tb"))
     problem = make_optimizee(FLAGS.problem, data_dir=FLAGS.mnist_dir)
     info = {"train_seconds": 0.0, "train_steps": 0}
@@ -111,4 +135,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    common.main_wrapper(main)
+    common.main_wrapper(main, validate)

@@ -12,20 +12,31 @@ from run import common
 
 flags.DEFINE_enum("what", "all", ["model_based", "model_free", "all"], "What to time.")
 flags.DEFINE_string("models", None, "Comma-separated model names (model_based; default all).")
-flags.DEFINE_integer("m", 256, "Rows of A.")
-flags.DEFINE_integer("n", 512, "Columns of A.")
-flags.DEFINE_integer("num_layers", 16, "Layers.")
-flags.DEFINE_integer("batch", 128, "Batch size.")
+flags.DEFINE_integer("m", 256, "Rows of A.", lower_bound=1)
+flags.DEFINE_integer("n", 512, "Columns of A.", lower_bound=1)
+flags.DEFINE_integer("num_layers", 16, "Layers.", lower_bound=1)
+flags.DEFINE_integer("batch", 128, "Batch size.", lower_bound=1)
 flags.DEFINE_string("mnist_dir", None, "MNIST idx folder (model_free; random data if absent).")
 flags.DEFINE_string("out", None, "Also write the figures to this JSON file.")
 FLAGS = flags.FLAGS
 
 
+def validate():
+    """Before minutes of measuring: the model names and that --out can be written."""
+    if FLAGS.out is not None:
+        common.check_writable_file(FLAGS.out, "--out")
+    if FLAGS.models:
+        from open_l2o_tf import registry  # pylint: disable=import-outside-toplevel
+        for model in FLAGS.models.split(","):
+            if model not in registry.MODELS:
+                raise UserError(f"--models: unknown model {model!r}; expected names from "
+                                f"{', '.join(sorted(registry.MODELS))}")
+        if FLAGS.what == "model_free":
+            raise UserError("--models applies to --what=model_based or all, not model_free")
+
+
 def main(argv):
     del argv
-    for name in ("m", "n", "num_layers", "batch"):
-        if getattr(FLAGS, name) <= 0:
-            raise UserError(f"--{name} must be a positive integer, got {getattr(FLAGS, name)}")
     report = {}
     if FLAGS.what in ("model_based", "all"):
         from model_based.perf import DEFAULT_MODELS, benchmark_model_based  # pylint: disable=import-outside-toplevel
@@ -45,4 +56,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    common.main_wrapper(main)
+    common.main_wrapper(main, validate)

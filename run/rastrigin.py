@@ -26,17 +26,43 @@ flags.DEFINE_enum("optimizer", "nag_ls", CLASSIC + LEARNED, "The optimizer.")
 flags.DEFINE_enum("swarm_attraction", "as_coded", ["as_coded", "toward_better"],
                   "L2O-Swarm attraction feature: the released code's (pull away from "
                   "particles that are not better) or toward better particles.")
-flags.DEFINE_integer("n", 2, "Dimension (the paper: 2 and 10).")
-flags.DEFINE_integer("steps", 1000, "Iterations.")
-flags.DEFINE_integer("test_instances", None, "Test instances (paper 128, quick 16).")
-flags.DEFINE_integer("starts", 10, "Random starts per test instance.")
+flags.DEFINE_integer("n", 2, "Dimension (the paper: 2 and 10).", lower_bound=1)
+flags.DEFINE_integer("steps", 1000, "Iterations.", lower_bound=1)
+flags.DEFINE_integer("test_instances", None, "Test instances (paper 128, quick 16).",
+                     lower_bound=1)
+flags.DEFINE_integer("starts", 10, "Random starts per test instance.", lower_bound=1)
 flags.DEFINE_float("lr", None, "Learning rate of adam (0.1) / rmsprop (0.3).")
-flags.DEFINE_integer("meta_episodes", None, "Meta-training episodes (paper 2000, quick 60).")
+flags.DEFINE_integer("meta_episodes", None, "Meta-training episodes (paper 2000, quick 60).",
+                     lower_bound=1)
 flags.DEFINE_float("random_scale", None, "Meta-training with RNNprop's random scaling "
                    "exp(U(-r, r)) per coordinate (original r = 3; off by default as Open-L2O).")
 common.define_meta_lr_flag()
 common.define_common_flags("runs/rastrigin")
+common.bound_flags(positive=["lr", "random_scale"])
 FLAGS = flags.FLAGS
+
+
+def validate():
+    """Checks that need no TensorFlow: flags that do not apply, --load, the workdir and
+    the run identity."""
+    name = FLAGS.optimizer
+    if FLAGS.load is not None:
+        if name in CLASSIC:
+            raise UserError(f"--load does not apply to --optimizer={name} (a classic "
+                            "optimizer has nothing to load)")
+        if not os.path.isfile(FLAGS.load):
+            raise UserError(f"--load file {FLAGS.load} "
+                            f"{'is a directory' if os.path.isdir(FLAGS.load) else 'does not exist'}")
+        if name in LEARNED:
+            from model_free import pretrained  # pylint: disable=import-outside-toplevel
+            pretrained.check_kind(FLAGS.load, name)
+    if FLAGS.lr is not None and name not in ("adam", "rmsprop"):
+        raise UserError(f"--lr applies to adam/rmsprop only, not --optimizer={name}")
+    for flag in ("meta_episodes", "meta_lr"):
+        if getattr(FLAGS, flag) is not None and name not in LEARNED:
+            raise UserError(f"--{flag} applies to the learned optimizers only, not "
+                            f"--optimizer={name}")
+    common.prepare_workdir(FLAGS.workdir)
 
 
 def main(argv):
@@ -46,11 +72,8 @@ def main(argv):
     from open_l2o_tf.classic.run_and_inspect import run_and_inspect  # pylint: disable=import-outside-toplevel
     from open_l2o_tf.optimizees.rastrigin import Rastrigin  # pylint: disable=import-outside-toplevel
     name = FLAGS.optimizer
-    if FLAGS.n <= 0 or FLAGS.steps <= 0 or FLAGS.starts <= 0:
-        raise UserError("--n, --steps and --starts must be positive integers")
     quick = FLAGS.preset == "quick"
     workdir = FLAGS.workdir
-    os.makedirs(workdir, exist_ok=True)
     tb = olog.TensorBoard(os.path.join(workdir, "tb"))
     count = FLAGS.test_instances or (16 if quick else 128)
     family = Rastrigin(n=FLAGS.n, batch_size=128)
@@ -119,4 +142,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    common.main_wrapper(main)
+    common.main_wrapper(main, validate)

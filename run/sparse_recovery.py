@@ -17,18 +17,20 @@ from open_l2o_tf import logging as olog
 from open_l2o_tf import reference, registry
 from open_l2o_tf.errors import UserError
 from run import common
-from model_based.factory import build_model
+
 
 MODELS = [m for m in registry.names("model") if m != "step_lista"]
 flags.DEFINE_enum("model", "alista", MODELS, "The unrolled model.")
 flags.DEFINE_string("data_dir", None, "A data directory from run.make_data (default with "
                     "--preset=quick: generated into WORKDIR/data).")
-flags.DEFINE_integer("num_layers", None, "Layers T (paper 16, quick 8).")
+flags.DEFINE_integer("num_layers", None, "Layers T (paper 16, quick 8).", lower_bound=1)
 flags.DEFINE_float("lr", 5e-4, "Base learning rate (stages use lr, 0.2 lr, 0.02 lr).")
-flags.DEFINE_integer("steps_per_epoch", None, "Steps per epoch (paper 400, quick 100).")
-flags.DEFINE_integer("batch_size", 128, "Training batch size.")
-flags.DEFINE_integer("patience", 5, "Early-stopping patience (epochs).")
-flags.DEFINE_integer("max_epochs", None, "Cap on epochs per stage (paper none, quick 20).")
+flags.DEFINE_integer("steps_per_epoch", None, "Steps per epoch (paper 400, quick 100).",
+                     lower_bound=1)
+flags.DEFINE_integer("batch_size", 128, "Training batch size.", lower_bound=1)
+flags.DEFINE_integer("patience", 5, "Early-stopping patience (epochs).", lower_bound=1)
+flags.DEFINE_integer("max_epochs", None, "Cap on epochs per stage (paper none, quick 20).",
+                     lower_bound=1)
 flags.DEFINE_enum("keep", "last", ["last", "best"], "Weights kept at the end of a stage "
                   "(last: the original).")
 flags.DEFINE_enum("decay_mode", "grad", ["grad", "lr"], "0.3^age on gradients (original) "
@@ -47,23 +49,35 @@ flags.DEFINE_bool("faithful_init", True, "LISTA-CP/CPSS: W_t = A as the original
 flags.DEFINE_bool("jit", None, "XLA-compile the training step (default: only for models "
                   "without support selection; XLA's top-k on CPU is 4x slower than TF's).")
 common.define_common_flags("runs/sparse_recovery")
+common.bound_flags(positive=["lr", "model_lam"], nonnegative=["tista_sigma2", "glista_alti"])
 FLAGS = flags.FLAGS
+PAPER_LAYERS = 16     # the depth of the paper's Fig. 5 numbers
 
 QUICK = dict(m=64, n=128, num_train=8192, num_val=1024, num_test=1024)
+
+
+def validate():
+    """Checks that need no TensorFlow: the workdir, --load, --data_dir, the run identity."""
+    workdir = FLAGS.workdir
+    common.check_workdir(workdir)
+    if FLAGS.load is not None:
+        from open_l2o_tf.keras_files import check_unrolled_file  # pylint: disable=import-outside-toplevel
+        check_unrolled_file(FLAGS.load, expected=FLAGS.model)
+    if FLAGS.data_dir is not None:
+        common.check_data_dir(FLAGS.data_dir)
+    if FLAGS.data_dir is None and FLAGS.preset != "quick":
+        raise UserError("--data_dir is required with --preset=paper; make one with "
+                        "python -m run.make_data --setting=noiseless --out=DIR")
+    common.check_run_identity(workdir, extra={"model_class": registry.MODELS[FLAGS.model]})
 
 
 def main(argv):
     del argv
     from model_based.progressive import ProgressiveTrainer, evaluate  # pylint: disable=import-outside-toplevel
     from open_l2o_tf.data import sparse_recovery  # pylint: disable=import-outside-toplevel
-    import keras  # pylint: disable=import-outside-toplevel
-    for name in ("num_layers", "steps_per_epoch", "batch_size", "patience", "max_epochs"):
-        value = getattr(FLAGS, name)
-        if value is not None and value <= 0:
-            raise UserError(f"--{name} must be a positive integer, got {value}")
+    from model_based.factory import build_model, load_unrolled  # pylint: disable=import-outside-toplevel
     quick = FLAGS.preset == "quick"
     workdir = FLAGS.workdir
-    os.makedirs(workdir, exist_ok=True)
     data_dir = FLAGS.data_dir
     if data_dir is None:
         if not quick:
@@ -87,20 +101,24 @@ def main(argv):
     config["data_dir"] = data_dir
     config["glista_alti"] = glista_alti
 
-    def record(curve, seconds, steps):
+    def record(curve, seconds, steps, at_layer_end, complete):
+        # "curve": the per-layer NMSE of the model as it is now (the final model when
+        # complete); "curve_at_layer_end": each layer's NMSE at the end of its own training
         return olog.make_result("sparse_recovery", FLAGS.model, setting, FLAGS.preset,
-                                "nmse_db", curve, paper=paper, train_seconds=seconds,
-                                train_steps=steps, config=config, layers=T)
+                                "nmse_db", curve,
+                                paper=paper if len(curve) == PAPER_LAYERS else None,
+                                train_seconds=seconds, train_steps=steps, config=config,
+                                layers=len(curve), paper_layers=PAPER_LAYERS,
+                                curve_at_layer_end=at_layer_end, complete=complete)
 
     if FLAGS.load:
-        if not os.path.exists(FLAGS.load):
-            raise UserError(f"--load file {FLAGS.load} does not exist")
-        try:
-            model = keras.saving.load_model(FLAGS.load)
-        except Exception as err:  # pylint: disable=broad-except
-            raise UserError(f"--load {FLAGS.load} is not a saved open-l2o-tf model "
-                            f"({type(err).__name__})") from None
+        model = load_unrolled(FLAGS.load, expected=FLAGS.model, flag="--load")
+        if (model.m, model.n) != tuple(test.A.shape):
+            raise UserError(f"--load file {FLAGS.load} holds a {model.m}x{model.n} model, "
+                            f"the data in {data_dir} is {test.A.shape[0]}x{test.A.shape[1]}")
+        T = model.num_layers
         curve, seconds, steps = evaluate(model, test.y, test.x), 0.0, 0
+        at_layer_end = None
     else:
         trainer = ProgressiveTrainer(
             model, (train.y, train.x), (val.y, val.x), (test.y, test.x), lr=FLAGS.lr,
@@ -114,20 +132,23 @@ def main(argv):
         def on_layer_end(depth, state):
             common.write_results(workdir, record(state["test_metric"],
                                                  state.get("train_seconds", 0.0),
-                                                 state.get("global_step", 0)))
+                                                 state.get("global_step", 0),
+                                                 state["test_metric"], False))
 
         trainer.train(T, on_layer_end=on_layer_end)
         curve = evaluate(model, test.y, test.x)
         seconds, steps = trainer.state.get("train_seconds", 0.0), trainer.train_steps
+        at_layer_end = list(trainer.state.get("test_metric", []))
         model.save(os.path.join(workdir, "model.keras.tmp.keras"))
         os.replace(os.path.join(workdir, "model.keras.tmp.keras"),
                    os.path.join(workdir, "model.keras"))
-    common.write_results(workdir, record(curve, seconds, steps))
+    common.write_results(workdir, record(curve, seconds, steps, at_layer_end, True))
     print(f"\n{FLAGS.model} on {setting} ({test.A.shape[0]}x{test.A.shape[1]}), "
           f"test NMSE (dB, per-sample mean over {len(test.y)} samples):")
     print(f"{'layer':>5} {'ours':>9} {'paper':>9}")
     for i, value in enumerate(curve):
-        ref = f"{paper:9.1f}" if (paper is not None and i == len(curve) - 1 and T == 16) else \
+        ref = f"{paper:9.1f}" if (paper is not None and i == len(curve) - 1
+                                  and len(curve) == PAPER_LAYERS) else \
             f"{'':>9}"
         print(f"{i + 1:>5} {value:9.2f} {ref}")
     print(f"trained {seconds:.0f} s, {steps} steps; wrote {workdir}/results.json", flush=True)
@@ -151,4 +172,4 @@ def olog_progress():
 
 
 if __name__ == "__main__":
-    common.main_wrapper(main)
+    common.main_wrapper(main, validate)

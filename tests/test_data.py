@@ -100,7 +100,7 @@ def test_user_errors(tmp_path, small_dir):
     bad.mkdir()
     np.save(bad / "A.npy", np.eye(4, dtype=np.float32))
     (bad / "test_data.npy").write_bytes(b"garbage, not numpy")
-    with pytest.raises(UserError, match="test_data.npy is not a readable .npy"):
+    with pytest.raises(UserError, match="test_data.npy is not a .npy file"):
         sparse_recovery.load(str(bad), "test")
     with pytest.raises(UserError, match="run.make_data"):
         sparse_recovery.load(str(tmp_path / "nothing"), "test")

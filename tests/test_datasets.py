@@ -91,3 +91,20 @@ def test_shared_mnist(shared_data_dir):
     images, labels = datasets.load_mnist(folder)
     assert images.shape == (60000, 28, 28, 1) and len(labels) == 60000
     assert abs(float(images.mean()) - 0.1307) < 0.002
+
+
+def test_tfds_mnist_builder_reaches_its_download_info(tmp_path):
+    """Without network: tensorflow-datasets builds the MNIST builder and its download
+    information (the four URLs with sizes and sha256) -- what tfds.load needs right before
+    downloading.  Fails when a module TFDS imports on that path is missing (4.9.10 needs
+    importlib_resources, declared in setup.py)."""
+    tfds = pytest.importorskip("tensorflow_datasets")
+    builder = tfds.builder("mnist", data_dir=str(tmp_path))
+    infos = builder.url_infos
+    names = sorted(info.filename for info in infos.values())
+    assert names == ["t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz",
+                     "train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"]
+    assert all(url.startswith("https://") and len(info.checksum) == 64
+               for url, info in infos.items())
+    ours = sorted(f + ".gz" for pair in datasets.MNIST_FILES.values() for f in pair)
+    assert names == ours      # the files our "download them yourself" message names

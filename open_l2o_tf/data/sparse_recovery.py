@@ -198,6 +198,12 @@ def generate(setting, out_dir, *, m=None, n=None, num_train=None, num_val=None,
 
 
 def _load_npy(path, what):
+    with open(path, "rb") as handle:
+        head = handle.read(6)
+    if head != b"\x93NUMPY":
+        raise UserError(f"{what} {path} is not a .npy file (it starts with {head!r}, a .npy "
+                        "file with b'\\x93NUMPY'); expected a 2-D float array as written by "
+                        "python -m run.make_data")
     try:
         array = np.load(path, allow_pickle=False)
     except Exception as err:  # pylint: disable=broad-except
@@ -212,6 +218,9 @@ def _load_npy(path, what):
 def load(data_dir, split="test"):
     """Reads ``split`` of a data directory as ``SparseData(y, x, A, W, meta)`` (float32)."""
     hint = "make it with: python -m run.make_data --setting=SETTING --out=" + str(data_dir)
+    if os.path.exists(data_dir) and not os.path.isdir(data_dir):
+        raise UserError(f"data directory {data_dir} is a file, expected a directory written "
+                        f"by run.make_data; {hint}")
     if not os.path.isdir(data_dir):
         raise UserError(f"data directory {data_dir} does not exist; {hint}")
     a_path = os.path.join(data_dir, "A.npy")
@@ -234,5 +243,7 @@ def load(data_dir, split="test"):
         W = _load_npy(w_path, "file").astype(np.float32)
         if W.shape != A.shape:
             raise UserError(f"{w_path} has shape {W.shape}, expected {A.shape} like A.npy")
-    meta = olog.read_json(os.path.join(data_dir, "meta.json"), default={}) or {}
+    meta = olog.read_json(os.path.join(data_dir, "meta.json"), default={},
+                          expect={"setting": str, "m": int, "n": int,
+                                  "lam": (int, float, type(None))}) or {}
     return SparseData(rows[:, :m], rows[:, m:], A, W, meta)

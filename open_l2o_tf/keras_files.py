@@ -1,0 +1,40 @@
+"""Which of our unrolled models a ``.keras`` file holds, read from the archive's
+``config.json`` without TensorFlow (the command lines check ``--load`` before any work;
+:func:`model_based.factory.load_unrolled` then loads it)."""
+from open_l2o_tf import registry
+from open_l2o_tf.errors import UserError
+
+
+def _saved_class(path):
+    """The class name recorded in a ``.keras`` file's config (read from the zip, nothing
+    deserialised), or None when the file is not a Keras archive."""
+    import json  # pylint: disable=import-outside-toplevel
+    import zipfile  # pylint: disable=import-outside-toplevel
+    try:
+        with zipfile.ZipFile(path) as archive:
+            config = json.loads(archive.read("config.json"))
+        return config.get("class_name")
+    except (zipfile.BadZipFile, KeyError, ValueError, OSError):
+        return None
+
+
+def check_unrolled_file(path, expected=None, flag="--load"):
+    """Checks, without TensorFlow, that ``path`` is a ``.keras`` archive of one of our
+    unrolled models (of ``--model=expected`` when given); returns its class name."""
+    import os  # pylint: disable=import-outside-toplevel
+    if not os.path.isfile(path):
+        raise UserError(f"{flag} file {path} "
+                        f"{'is a directory' if os.path.isdir(path) else 'does not exist'}; "
+                        "expected a .keras model written by run.sparse_recovery or run.lasso")
+    by_class = {spec.split(":")[1]: name for name, spec in registry.MODELS.items()}
+    saved = _saved_class(path)
+    if saved is None:
+        raise UserError(f"{flag} file {path} is not a Keras .keras archive (no config.json in "
+                        "a zip); expected a model.keras written by run.sparse_recovery")
+    if saved not in by_class:
+        raise UserError(f"{flag} file {path} holds a Keras {saved}, not one of our unrolled "
+                        f"models ({', '.join(sorted(registry.MODELS))})")
+    if expected is not None and by_class[saved] != expected:
+        raise UserError(f"{flag} file {path} holds a {by_class[saved]} model ({saved}), not "
+                        f"--model={expected}; pass --model={by_class[saved]}")
+    return saved

@@ -1,0 +1,54 @@
+"""Converts an original Open-L2O weights file to our ``.npz`` format, once.
+
+    python -m run.convert_original IN OUT.npz
+    python -m run.convert_original ../shared/data/original_optimizers/dm.cw.l2l-0 dm.npz
+
+``IN`` is an L2O-DM (``*.cw.l2l-0``) or L2O-RNNprop (``*.rp.l2l-0``) pickle of the original
+release; it is read without unpickling (:func:`model_free.pretrained.safe_load_pickle`).
+``OUT.npz`` holds the weights and the optimizer's config and loads with ``--load=OUT.npz``
+(``np.load(..., allow_pickle=False)``).
+"""
+import os
+
+from absl import flags
+
+from open_l2o_tf.errors import UserError
+from run import common
+
+FLAGS = flags.FLAGS
+
+
+def validate(argv):
+    """The arguments, OUT writable and IN an original file, read without TensorFlow."""
+    args = argv[1:]
+    if len(args) != 2:
+        raise UserError(f"expected two arguments IN OUT.npz, got {len(args)}: "
+                        "python -m run.convert_original IN OUT.npz")
+    src, out = args
+    if os.path.isdir(out):
+        raise UserError(f"OUT {out} is a directory, expected a file name ending in .npz")
+    if not out.endswith(".npz"):
+        raise UserError(f"OUT {out} must end in .npz")
+    common.check_writable_file(out, "OUT")
+    from model_free import pretrained  # pylint: disable=import-outside-toplevel
+    if not os.path.isfile(src):
+        raise UserError(f"IN {src} {'is a directory' if os.path.isdir(src) else 'does not exist'}"
+                        "; expected an original Open-L2O *.cw.l2l-0 or *.rp.l2l-0 file")
+    with open(src, "rb") as handle:
+        if handle.read(4) == b"PK\x03\x04":
+            raise UserError(f"IN {src} is a zip/.npz (our format already?); expected an "
+                            "original Open-L2O pickle")
+    pretrained.peek_kind(src, "IN")
+
+
+def main(argv):
+    from model_free import pretrained  # pylint: disable=import-outside-toplevel
+    src, out = argv[1:]
+    name, opt = pretrained.load_original(src)
+    pretrained.save_optimizer(opt, out)
+    print(f"[convert_original] {src}: {name} ({sum(int(w.numpy().size) for w in opt.weights)}"
+          f" weights) -> {out}", flush=True)
+
+
+if __name__ == "__main__":
+    common.main_wrapper(main, validate)

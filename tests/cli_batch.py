@@ -1,0 +1,83 @@
+"""Runs many command lines of ONE ``run`` module in this one process (one TensorFlow
+import), as ``python -m run.X ARGS`` would, and writes a JSON list of results.
+
+    python tests/cli_batch.py run.lasso CASES.json RESULTS.json
+
+``CASES.json``: a list of ``{"args": [...], "watch": [paths]}``; each result holds the exit
+status, the captured stderr and stdout, and the paths under ``watch`` whose bytes changed
+during the case.  Used by ``tests/test_bad_inputs.py``.
+"""
+import hashlib
+import importlib
+import json
+import os
+import sys
+import tempfile
+
+
+def _snapshot(paths):
+    out = {}
+    for root in paths:
+        if os.path.isfile(root):
+            out[root] = hashlib.sha256(open(root, "rb").read()).hexdigest()
+            continue
+        for folder, _, files in os.walk(root):
+            for name in files:
+                path = os.path.join(folder, name)
+                with open(path, "rb") as handle:
+                    out[path] = hashlib.sha256(handle.read()).hexdigest()
+    return out
+
+
+def _capture(fn):
+    """Runs ``fn()`` with file descriptors 1 and 2 redirected; returns (value, out, err)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        os.dup2(out.fileno(), 1)
+        os.dup2(err.fileno(), 2)
+        try:
+            value = fn()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+        out.seek(0)
+        err.seek(0)
+        return value, out.read().decode("utf-8", "replace"), err.read().decode("utf-8",
+                                                                             "replace")
+
+
+def main():
+    module_name, cases_path, results_path = sys.argv[1:4]
+    from run import common  # pylint: disable=import-outside-toplevel
+    module = importlib.import_module(module_name)
+    cases = json.load(open(cases_path, encoding="utf-8"))
+    results = []
+    for case in cases:
+        before = _snapshot(case.get("watch", []))
+        sys.argv = [module.__file__] + case["args"]
+
+        def one():
+            import traceback  # pylint: disable=import-outside-toplevel
+            try:
+                return common.run_in_process(module.main, sys.argv,
+                                             getattr(module, "validate", None))
+            except BaseException:  # pylint: disable=broad-except
+                traceback.print_exc()
+                return 1
+        code, out, err = _capture(one)
+        after = _snapshot(case.get("watch", []))
+        changed = sorted(p for p in set(before) | set(after) if before.get(p) != after.get(p))
+        results.append({"args": case["args"], "code": code, "stdout": out, "stderr": err,
+                        "changed": changed})
+    with open(results_path, "w", encoding="utf-8") as handle:
+        json.dump(results, handle, indent=1)
+
+
+if __name__ == "__main__":
+    main()
