@@ -68,6 +68,9 @@ CASES = {
         (["--model=lista", "--workdir={w_new}", "--preset=paper"], "--data_dir", []),
         (["--model=lista", "--workdir={w_new}", "--keep=sometimes"], "--keep", []),
         (["--model=lista", "--workdir={w_new}", "--bogus_flag=1"], "bogus_flag", []),
+        # a good run: the 2-layer model of {w1} loaded (results must say 2 layers)
+        (["--model=lista", "--workdir={w_load}", "--data_dir={data}",
+          "--load={w1}/model.keras"], None, []),
     ],
     "run.lasso": [
         (["--optimizer=fista", "--workdir={w_new}", "--load={missing}"], "--load", []),
@@ -161,7 +164,7 @@ def _write_fixtures(base):
     p = {name: os.path.join(base, name) for name in (
         "out", "w1", "w_new", "missing", "a_file", "a_dir", "garbage", "garbage_data",
         "corrupt_meta_data", "data", "w_corrupt_progress", "w_typed_progress",
-        "w_corrupt_runjson", "w_corrupt_meta_state", "w_corrupt_twin")}
+        "w_corrupt_runjson", "w_corrupt_meta_state", "w_corrupt_twin", "w_load")}
     sparse_recovery.generate("noiseless", p["data"], m=8, n=16, num_train=64, num_val=32,
                              num_test=32, seed=0)
     with open(p["a_file"], "w", encoding="utf-8") as handle:
@@ -288,6 +291,25 @@ def test_bad_inputs(module, fixtures):
             for row in rows:
                 handle.write("| `python -m {} {}` | `{}` |\n".format(*row))
     assert not failures, "\n".join(failures)
+    if module == "run.sparse_recovery":
+        _check_sparse_recovery_results(paths)
+
+
+def _check_sparse_recovery_results(paths):
+    """results.json tells the truth (issue 9, item 7): the final model's per-layer NMSE and
+    each layer's NMSE at the end of its own training under two keys; the true depth, and no
+    16-layer paper value beside a 2-layer curve."""
+    with open(os.path.join(paths["w1"], "results.json"), encoding="utf-8") as handle:
+        trained = json.load(handle)
+    assert trained["complete"] and trained["layers"] == 2 and len(trained["curve"]) == 2
+    assert len(trained["curve_at_layer_end"]) == 2
+    assert trained["paper"] is None and trained["paper_layers"] == 16
+    # nothing trains after the last layer's stages: its two values agree
+    assert trained["curve"][-1] == pytest.approx(trained["curve_at_layer_end"][-1], abs=1e-3)
+    with open(os.path.join(paths["w_load"], "results.json"), encoding="utf-8") as handle:
+        loaded = json.load(handle)
+    assert loaded["layers"] == 2 and loaded["paper"] is None
+    assert loaded["curve"] == pytest.approx(trained["curve"], abs=1e-4)
 
 
 def test_make_data_settings_match_the_library():
