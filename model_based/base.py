@@ -123,6 +123,23 @@ class UnrolledModel(keras.Model):
             outputs.append(x)
         return outputs
 
+    def run_layers(self, y, x, state, start, stop):
+        """Layers ``start .. stop-1`` from ``(x_start, state_start)``; returns
+        ``(outputs, state)``.  ``(x_t, state_t)`` is everything layer ``t`` needs besides
+        ``y`` (LFISTA: ``x_{t-1}``, LAMP: ``v_{t-1}``, GLISTA: the previous shrink mask), so
+        the progressive trainer caches it once per stage-1 for the fixed first ``t`` layers.
+        ``start = 0`` takes ``x_0 = 0`` and :meth:`initial_state` when ``x``/``state`` are
+        None; ``run_layers(y, None, None, 0, T)[0] == call(y, num_layers=T)``."""
+        y = tf.convert_to_tensor(y, tf.float32)
+        if x is None:
+            x = tf.zeros([tf.shape(y)[0], self.n], tf.float32)
+            state = self.initial_state(y)
+        outputs = []
+        for t in range(start, stop):
+            x, state = self.layer(t, y, x, state)
+            outputs.append(x)
+        return outputs, state
+
     # -- helpers ---------------------------------------------------------------------
     def residual(self, y, x):
         """``y - A x`` for a batch (rows)."""

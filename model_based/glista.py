@@ -3,6 +3,10 @@
 Per layer, with ``x_prev = x_t`` and ``c_prev`` the previous layer's shrunk-coordinate mask:
 
     g       = 1 + alpha_t relu(1 - relu(D_t |x_prev|))          (gain gate, "relu")
+
+(``D_t |x|`` as the original, also in exp(-D|x|) and sigmoid(-D|x|); "inv" uses
+``0.2 / (0.001 + |D_t x|)``.  A negative ``D_i`` makes the relu gate the constant
+``1 + alpha_t`` for coordinate i, and it then no longer trains.)
     z       = g x_prev + W_t^T (y - A (g x_prev))
     x~, c   = shrink_ss(z, theta_t, q_t)
     o       = 1 - beta_t / (|x~ - x_prev| + 0.1) * P2,   P2 = theta_t (t = 0), theta_t c_prev
@@ -54,15 +58,18 @@ class Glista(UnrolledModel):
         return tf.zeros([tf.shape(y)[0], self.n], tf.float32)
 
     def _gain(self, t, x):
-        a = tf.abs(self.D[t] * x)
+        # As the original: D |x| (not |D x|) in relu/exp/sigm, so a negative D_i turns
+        # coordinate i's gate into the constant 1 + alpha (relu) and its gradient vanishes;
+        # only "inv" takes |D x|.
+        d_abs = self.D[t] * tf.abs(x)
         if self.gain == "relu":
-            return 1.0 + self.alpha[t] * tf.nn.relu(1.0 - tf.nn.relu(a))
+            return 1.0 + self.alpha[t] * tf.nn.relu(1.0 - tf.nn.relu(d_abs))
         if self.gain == "inv":
-            return 1.0 + self.alpha[t] * 0.2 / (0.001 + a)
+            return 1.0 + self.alpha[t] * 0.2 / (0.001 + tf.abs(self.D[t] * x))
         if self.gain == "exp":
-            return 1.0 + self.alpha[t] * tf.exp(-a)
+            return 1.0 + self.alpha[t] * tf.exp(-d_abs)
         if self.gain == "sigm":
-            return 1.0 + self.alpha[t] * tf.sigmoid(-a)
+            return 1.0 + self.alpha[t] * tf.sigmoid(-d_abs)
         return tf.ones_like(x)
 
     def layer(self, t, y, x, c_prev):

@@ -5,6 +5,8 @@ For each model at m x n, T layers, batch b: the median time of one compiled trai
 throughput of the T-layer model, both also as a fraction of the machine's measured
 float32 matmul throughput (model FLOPs counted from its matmuls).
 """
+import time
+
 import numpy as np
 import tensorflow as tf
 
@@ -74,3 +76,139 @@ def benchmark_model_based(models=DEFAULT_MODELS, m=256, n=512, num_layers=16, ba
                      f"({100 * row['infer_frac_peak']:5.1f}%)  [{other}]")
     return {"matmul_gflops": peak / 1e9, "rows": rows, "m": m, "n": n,
             "num_layers": num_layers, "batch": batch}
+
+
+TRAINING_SIZES = {"quick": dict(m=64, n=128, num_layers=8, num_train=8192, steps=100),
+                  "paper": dict(m=256, n=512, num_layers=16, num_train=51200, steps=400)}
+
+
+def _time_old_steps(trainer, depth, stage, k):
+    """The previous trainer's inner loop (gather, one compiled call, host sync per step)."""
+    step = trainer._make_step(depth, stage)  # pylint: disable=protected-access
+    order, _ = trainer._batches(depth - 1, stage, 0)  # pylint: disable=protected-access
+
+    def run(count):
+        for i in range(count):
+            lo = (i * trainer.batch_size) % (trainer.num_train - trainer.batch_size + 1)
+            idx = order[lo:lo + trainer.batch_size]
+            loss, finite = step(tf.gather(trainer.train_y, idx), tf.gather(trainer.train_x, idx))
+            bool(finite)
+            float(loss)
+    run(2)
+    start = time.perf_counter()
+    run(k)
+    return (time.perf_counter() - start) / k
+
+
+def _time_new_epoch(trainer, depth, stage, k):
+    """The compiled epoch of ``k`` steps (stage 1 from the cache); returns (per-step seconds,
+    seconds to build the stage's cache on the whole training + validation split)."""
+    cached = stage == 0 and depth > 1
+    epoch = trainer._make_epoch(depth, stage, cached)  # pylint: disable=protected-access
+    cache_seconds = 0.0
+    cache = ()
+    if cached:
+        trainer._cache(depth, trainer.train_y[:256])  # pylint: disable=protected-access
+        start = time.perf_counter()
+        cache = trainer._cache(depth, trainer.train_y)  # pylint: disable=protected-access
+        trainer._cache(depth, trainer.val_y)  # pylint: disable=protected-access
+        cache_seconds = time.perf_counter() - start
+    order, seed = trainer._batches(depth - 1, stage, 0)  # pylint: disable=protected-access
+    args = (order, seed, trainer.train_y, trainer.train_x, cache)
+    float(epoch(*args)[0])
+    start = time.perf_counter()
+    float(epoch(*args)[0])
+    return (time.perf_counter() - start) / trainer.steps_per_epoch, cache_seconds
+
+
+def benchmark_training(models=("alista", "lista_cpss", "lista"), sizes=("quick", "paper"),
+                       batch=128, measure_steps=20, epochs_per_stage=11, old=True,
+                       progress=print):
+    """The real progressive-training step, old trainer vs compiled epochs + stage-1 cache.
+
+    For each size and model: ms per step at depths 1, T/2 and T for stage 1 (only the new
+    layer trains; the new trainer starts from the cache) and stage 2 (all layers train),
+    steps per second, and the fraction of the matmul floor (FLOPs counted as 3 x the
+    forward matmuls of the layers the step runs, at the machine's measured matmul rate).
+    ``cell`` extrapolates a whole cell: ``epochs_per_stage`` epochs of the size's steps per
+    epoch in every stage (11 is the average of the recorded paper ALISTA run: 210,400
+    steps / 48 stages / 400), step time linear in depth between the measured depths.
+    """
+    from model_based.progressive import ProgressiveTrainer  # pylint: disable=import-outside-toplevel
+    peak = matmul_flops()
+    report = {"matmul_gflops": peak / 1e9, "rows": []}
+    for size in sizes:
+        cfg = TRAINING_SIZES[size]
+        m, n, T = cfg["m"], cfg["n"], cfg["num_layers"]
+        A = gaussian_matrix(m, n, 0)
+        W = analytic_weight(A) if "alista" in models else None
+        train = [a.numpy() for a in sample_measurements(A, 1, cfg["num_train"])]
+        val = [a.numpy() for a in sample_measurements(A, 2, 1024)]
+        for name in models:
+            jit = name not in ("alista", "lista_cpss", "glista", "tilista")
+            depths = sorted({1, T // 2, T})
+            row = {"size": size, "model": name, "m": m, "n": n, "num_layers": T, "xla": jit,
+                   "by_depth": []}
+            layer_flops = _forward_flops(name, m, n, 1, batch)
+            for depth in depths:
+                for stage in (0, 1):
+                    model = build_model(name, A, W, T)
+                    trainer = ProgressiveTrainer(model, train, val, progress=None,
+                                                 batch_size=batch, jit_compile=jit,
+                                                 steps_per_epoch=measure_steps)
+                    new, cache_s = _time_new_epoch(trainer, depth, stage, measure_steps)
+                    before = _time_old_steps(trainer, depth, stage, measure_steps) if old \
+                        else float("nan")
+                    run_layers = 1 if (stage == 0 and depth > 1) else depth
+                    floor_new = 3 * layer_flops * run_layers / peak
+                    floor_old = 3 * layer_flops * depth / peak
+                    entry = {"depth": depth, "stage": stage + 1, "old_ms": 1e3 * before,
+                             "new_ms": 1e3 * new, "cache_s": cache_s,
+                             "old_frac_floor": floor_old / before,
+                             "new_frac_floor": floor_new / new,
+                             "floor_new_ms": 1e3 * floor_new}
+                    row["by_depth"].append(entry)
+                    if progress:
+                        progress(f"[perf] {size} {name:10s} depth {depth:2d} stage "
+                                 f"{stage + 1}: old {entry['old_ms']:7.2f} ms/step "
+                                 f"({100 * entry['old_frac_floor']:4.0f}% of floor), new "
+                                 f"{entry['new_ms']:7.2f} ms/step "
+                                 f"({100 * entry['new_frac_floor']:4.0f}% of floor "
+                                 f"{entry['floor_new_ms']:.2f} ms)"
+                                 + (f", cache {cache_s:.2f} s" if cache_s else ""))
+            row.update(_cell_estimate(row["by_depth"], T, cfg["steps"] * epochs_per_stage,
+                                      layer_flops, peak))
+            report["rows"].append(row)
+            if progress:
+                progress(f"[perf] {size} {name}: a whole cell ({epochs_per_stage} epochs a "
+                         f"stage): old {row['cell_old_s']:.0f} s, new {row['cell_new_s']:.0f} s "
+                         f"({row['cell_old_s'] / row['cell_new_s']:.2f}x); "
+                         f"{row['steps_per_s_old']:.1f} -> {row['steps_per_s_new']:.1f} "
+                         f"steps/s; floor of the old schedule {row['floor_old_s']:.0f} s, of "
+                         f"the new {row['floor_new_s']:.0f} s; new = "
+                         f"{row['cell_new_s'] / row['floor_new_s']:.2f}x its floor, "
+                         f"{row['cell_new_s'] / row['floor_old_s']:.2f}x the old floor")
+    return report
+
+
+def _interp(entries, stage, key, depth):
+    pts = sorted((e["depth"], e[key]) for e in entries if e["stage"] == stage)
+    return float(np.interp(depth, [p[0] for p in pts], [p[1] for p in pts]))
+
+
+def _cell_estimate(entries, T, steps_per_stage, layer_flops, peak):
+    old = new = floor_old = floor_new = 0.0
+    for depth in range(1, T + 1):
+        s1_old = _interp(entries, 1, "old_ms", depth) / 1e3
+        s2_old = _interp(entries, 2, "old_ms", depth) / 1e3
+        s1_new = _interp(entries, 1, "new_ms", depth) / 1e3
+        s2_new = _interp(entries, 2, "new_ms", depth) / 1e3
+        cache = _interp(entries, 1, "cache_s", depth) if depth > 1 else 0.0
+        old += steps_per_stage * (s1_old + 2 * s2_old)
+        new += steps_per_stage * (s1_new + 2 * s2_new) + cache
+        floor_old += steps_per_stage * 3 * (3 * layer_flops * depth) / peak
+        floor_new += steps_per_stage * (3 * layer_flops * (1 + 2 * depth)) / peak
+    steps = 3 * T * steps_per_stage
+    return {"cell_old_s": old, "cell_new_s": new, "floor_old_s": floor_old,
+            "floor_new_s": floor_new, "steps_per_s_old": steps / old,
+            "steps_per_s_new": steps / new}

@@ -31,6 +31,16 @@ uninterrupted one.  A checkpoint is written after every stage (model weights, th
 ``progress.json`` that points at them); :meth:`ProgressiveTrainer.train` resumes after the
 last finished stage.  A non-finite training loss ends the stage, restores the weights the
 stage started from, and is reported with its layer, stage, epoch and step.
+
+Speed (``engine="epoch"``, the default): a whole epoch is one compiled function (a
+``tf.while_loop`` over the steps; batches gathered in the graph; the loss sum and the finite
+check stay on the device until the epoch ends), validation and test are compiled, and in
+stage 1 of layer ``t`` the fixed first ``t - 1`` layers are run once per stage on the
+training and validation sets (:meth:`UnrolledModel.run_layers` gives ``(x_t, state_t)``),
+so each step runs only layer ``t``.  Without XLA, support selection finds its k-th largest
+magnitude with NumPy's partition instead of ``top_k`` (:func:`shrinkage.kth_on_host`).  ``engine="step"`` is the previous trainer (one Python
+call per step, full forward pass every step), kept for comparison (``run.perf
+--what=training``); both give the same numbers up to float rounding.
 """
 import math
 import os
@@ -40,6 +50,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
+from model_based import shrinkage
 from open_l2o_tf import logging as olog
 from open_l2o_tf import metrics
 from open_l2o_tf.errors import UserError
@@ -64,12 +75,29 @@ class _Adam:
             slot.assign(tf.zeros_like(slot))
 
 
+def _nmse_sums_fn(model, T):
+    @tf.function(reduce_retracing=True)
+    def sums(y, x):
+        outs = model(y, num_layers=T)
+        return tf.stack([tf.reduce_sum(metrics.nmse_db_per_sample(o, x)) for o in outs])
+    return sums
+
+
 def evaluate(model, y, x, num_layers=None, batch_size=1024):
-    """Per-layer NMSE in dB (per-sample mean) of ``model`` on ``(y, x)``."""
+    """Per-layer NMSE in dB (per-sample mean) of ``model`` on ``(y, x)`` (compiled)."""
     T = num_layers or model.num_layers
+    fn = _nmse_sums_fn(model, T)
     sums = np.zeros(T)
     for start in range(0, len(y), batch_size):
-        outs = model(y[start:start + batch_size], num_layers=T)
+        sums += fn(tf.constant(y[start:start + batch_size], tf.float32),
+                   tf.constant(x[start:start + batch_size], tf.float32)).numpy()
+    return list(sums / len(y))
+
+
+def _evaluate_eager(model, y, x, num_layers, batch_size=1024):
+    sums = np.zeros(num_layers)
+    for start in range(0, len(y), batch_size):
+        outs = model(y[start:start + batch_size], num_layers=num_layers)
         xb = x[start:start + batch_size]
         sums += np.array([float(tf.reduce_sum(metrics.nmse_db_per_sample(o, xb)))
                           for o in outs])
@@ -101,20 +129,26 @@ class ProgressiveTrainer:
       tb: an :class:`open_l2o_tf.logging.TensorBoard` (or None).
       progress: a ``print``-like function for one line per epoch/stage (None: silent).
       seed: seed of the batch order.
-      jit_compile: XLA-compile the training step.
+      jit_compile: XLA-compile the training step (the whole epoch with ``engine="epoch"``).
+      engine: ``"epoch"`` (compiled epochs + stage-1 cache) or ``"step"`` (the previous
+        one-call-per-step trainer).
+      cache_stage1: run the fixed first ``t - 1`` layers once per stage 1 (epoch engine).
     """
 
     def __init__(self, model, train, val, test=None, *, task="sc", lam=None, lr=5e-4,
                  grad_multiplier=0.3, decay_mode="grad", patience=5, steps_per_epoch=400,
                  batch_size=128, val_batch_size=1024, max_epochs=None, keep="last",
                  lasso_factor=0.25, fresh_samples=False, snr_db=None, ckpt_dir=None,
-                 tb=None, progress=print, seed=0, jit_compile=True):
+                 tb=None, progress=print, seed=0, jit_compile=True, engine="epoch",
+                 cache_stage1=True):
         if task not in ("sc", "lasso"):
             raise UserError(f"task must be 'sc' or 'lasso', got {task!r}")
         if task == "lasso" and lam is None:
             raise UserError("task 'lasso' needs lam")
         if keep not in ("last", "best"):
             raise UserError(f"keep must be 'last' or 'best', got {keep!r}")
+        if engine not in ("epoch", "step"):
+            raise UserError(f"engine must be 'epoch' or 'step', got {engine!r}")
         if decay_mode not in ("grad", "lr"):
             raise UserError(f"decay_mode must be 'grad' or 'lr', got {decay_mode!r}")
         self.model = model
@@ -135,6 +169,8 @@ class ProgressiveTrainer:
         self.ckpt_dir, self.tb = ckpt_dir, tb or olog.TensorBoard(None)
         self.say = progress or (lambda *a, **k: None)
         self.seed, self.jit_compile = int(seed), bool(jit_compile)
+        self.engine, self.cache_stage1 = engine, bool(cache_stage1)
+        self._val_fns = {}
         self.variables = [v for t in range(model.num_layers) for v in model.layer_variables(t)]
         self.first_layer = {id(v): t for t in range(model.num_layers)
                             for v in model.layer_variables(t)}
@@ -152,22 +188,42 @@ class ProgressiveTrainer:
         return (self.lasso_factor * tf.reduce_sum(tf.square(residual))
                 + self.lam * tf.reduce_sum(tf.abs(x_hat)))
 
-    def validation_metric(self, depth):
-        """Validation NMSE (dB, per-sample mean) or mean Lasso objective at ``depth``."""
-        x_hat = self.model(self.val_y, num_layers=depth)[-1]
+    def _metric(self, x_hat, y, x):
         if self.task == "sc":
-            return float(metrics.nmse_db(x_hat, self.val_x))
-        return float(tf.reduce_mean(metrics.lasso_objective(self.model.A, x_hat, self.val_y,
-                                                            self.lam)))
+            return metrics.nmse_db(x_hat, x)
+        return tf.reduce_mean(metrics.lasso_objective(self.model.A, x_hat, y, self.lam))
+
+    def validation_metric(self, depth, cache=None):
+        """Validation NMSE (dB, per-sample mean) or mean Lasso objective at ``depth``.
+
+        ``cache``: ``(x_t, state_t)`` of the validation set after the first ``depth - 1``
+        layers (then only layer ``depth`` runs)."""
+        if self.engine == "step":
+            x_hat = self.model(self.val_y, num_layers=depth)[-1]
+            return float(self._metric(x_hat, self.val_y, self.val_x))
+        key = (depth, cache is not None)
+        if key not in self._val_fns:
+            start = depth - 1 if cache is not None else 0
+
+            @tf.function
+            def fn(y, x, cached):
+                xs, state = cached if cached is not None else (None, None)
+                outs, _ = self.model.run_layers(y, xs, state, start, depth)
+                return self._metric(outs[-1], y, x)
+            self._val_fns[key] = fn
+        return float(self._val_fns[key](tf.constant(self.val_y), tf.constant(self.val_x),
+                                        cache))
 
     def test_metric(self, depth):
         y, x = self.test
         if self.task == "sc":
-            return evaluate(self.model, y, x, depth)[-1]
+            if self.engine == "epoch":
+                return evaluate(self.model, y, x, depth)[-1]
+            return _evaluate_eager(self.model, y, x, depth)[-1]
         return evaluate_lasso(self.model, y, self.lam, depth)[-1]
 
     # -- one stage ---------------------------------------------------------------------
-    def _make_step(self, depth, stage):
+    def _stage_setup(self, depth, stage):
         layer = depth - 1
         if stage == 0:
             active = {id(v) for v in self.model.layer_variables(layer)}
@@ -181,11 +237,19 @@ class ProgressiveTrainer:
         scales = decay if self.decay_mode == "lr" else [1.0] * len(decay)
         adam = _SubAdam(self.adam, indices)
         lr = self.lr * STAGE_LR_FACTORS[stage]
+        return variables, adam, lr, multipliers, scales
 
-        @tf.function(jit_compile=self.jit_compile)
-        def step(y, x):
+    def _step_body(self, depth, stage, cached):
+        """``body(y, x, cache) -> (loss, finite)``: one training step (not compiled);
+        with ``cached`` the batch's ``(x_{depth-1}, state)`` comes in and only layer
+        ``depth`` runs."""
+        variables, adam, lr, multipliers, scales = self._stage_setup(depth, stage)
+        start = depth - 1 if cached else 0
+
+        def body(y, x, cache):
+            xs, state = cache if cached else (None, None)
             with tf.GradientTape() as tape:
-                x_hat = self.model(y, num_layers=depth)[-1]
+                x_hat = self.model.run_layers(y, xs, state, start, depth)[0][-1]
                 loss = self._loss(x_hat, y, x)
             grads = tape.gradient(loss, variables)
             finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads
@@ -194,7 +258,63 @@ class ProgressiveTrainer:
                 adam.apply(grads, lr, multipliers, scales)
             return loss, finite
 
+        return body
+
+    def _make_step(self, depth, stage):
+        """One compiled training step ``step(y, x) -> (loss, finite)`` (full forward)."""
+        body = self._step_body(depth, stage, cached=False)
+
+        @tf.function(jit_compile=self.jit_compile)
+        def step(y, x):
+            return body(y, x, None)
         return step
+
+    def _make_epoch(self, depth, stage, cached):
+        """``epoch(order, seed, train_y, train_x, cache) -> (loss_sum, bad_step)``: all
+        ``steps_per_epoch`` steps in one compiled loop; ``bad_step`` is the 0-based step whose
+        loss or gradient was not finite (the loop stops there, no update), else -1."""
+        body = self._step_body(depth, stage, cached)
+        steps, bs, fresh = self.steps_per_epoch, self.batch_size, self.fresh_samples
+        span = self.num_train - bs + 1
+        A, snr_db = self.model.A, self.snr_db
+
+        @tf.function(jit_compile=self.jit_compile)
+        def epoch(order, seed, train_y, train_x, cache):
+            total = tf.constant(0.0)
+            bad = tf.constant(-1)
+            for k in tf.range(steps):
+                if fresh:
+                    from open_l2o_tf.data.sparse_recovery import sample_measurements  # pylint: disable=import-outside-toplevel
+                    yb, xb = sample_measurements(A, seed + tf.stack([0, k * 7 + 1]), bs,
+                                                 0.1, snr_db)
+                    cb = None
+                else:
+                    idx = tf.slice(order, [(k * bs) % span], [bs])
+                    yb, xb = tf.gather(train_y, idx), tf.gather(train_x, idx)
+                    cb = tf.nest.map_structure(lambda c: tf.gather(c, idx), cache)
+                loss, finite = body(yb, xb, cb)
+                if not finite:
+                    bad = k
+                    break
+                total += loss
+            return total, bad
+
+        return epoch
+
+    def _cache(self, depth, y):
+        """``(x_{depth-1}, state)`` of the fixed first ``depth - 1`` layers on ``y``,
+        computed in chunks (compiled)."""
+        key = ("cache", depth)
+        if key not in self._val_fns:
+            @tf.function(jit_compile=self.jit_compile,
+                         input_signature=[tf.TensorSpec([None, self.model.m], tf.float32)])
+            def fn(yb):
+                outs, state = self.model.run_layers(yb, None, None, 0, depth - 1)
+                return outs[-1], state
+            self._val_fns[key] = fn
+        y = tf.convert_to_tensor(y, tf.float32)
+        chunks = [self._val_fns[key](y[i:i + 1024]) for i in range(0, int(y.shape[0]), 1024)]
+        return tf.nest.map_structure(lambda *parts: tf.concat(parts, 0), *chunks)
 
     def _batches(self, layer, stage, epoch):
         seed = tf.constant([self.seed & 0x7FFFFFFF, (layer * 3 + stage) * 100003 + epoch],
@@ -212,6 +332,70 @@ class ProgressiveTrainer:
             v.assign(value)
 
     def run_stage(self, layer, stage):
+        """Trains one stage; returns ``(validation history, seconds)``."""
+        if self.engine == "step":
+            return self._run_stage_steps(layer, stage)
+        with shrinkage.kth_on_host(not self.jit_compile):
+            return self._run_stage_epochs(layer, stage)
+
+    def _run_stage_epochs(self, layer, stage):
+        depth = layer + 1
+        cached = (self.cache_stage1 and stage == 0 and depth > 1
+                  and not self.fresh_samples)
+        start = time.time()
+        epoch_fn = self._make_epoch(depth, stage, cached)
+        if cached:
+            train_cache = self._cache(depth, self.train_y)
+            val_cache = self._cache(depth, self.val_y)
+        else:
+            train_cache, val_cache = (), None
+        self.adam.reset()
+        start_values = self._snapshot()
+        best, best_values, wait, epoch, history = math.inf, None, 0, 0, []
+        while True:
+            order, seed = self._batches(layer, stage, epoch)
+            if order is None:
+                order = tf.zeros([0], tf.int32)
+            total, bad = epoch_fn(order, seed, self.train_y, self.train_x, train_cache)
+            bad = int(bad)
+            if bad >= 0:
+                self.global_step += bad
+                self._restore(start_values)
+                event = (f"non-finite training loss/gradient at layer {depth} stage "
+                         f"{stage + 1} epoch {epoch + 1} step {bad + 1}; restored the "
+                         f"stage's starting weights and ended the stage")
+                self.say(f"[progressive] WARNING: {event}")
+                self.state["events"].append(event)
+                return history, time.time() - start
+            self.global_step += self.steps_per_epoch
+            metric = self.validation_metric(depth, val_cache)
+            train_loss = float(total) / self.steps_per_epoch
+            history.append(metric)
+            self._log_epoch(depth, stage, epoch, train_loss, metric, start)
+            epoch += 1
+            if metric < best:
+                best, wait = metric, 0
+                if self.keep == "best":
+                    best_values = self._snapshot()
+            else:
+                wait += 1
+            if wait >= self.patience or (self.max_epochs and epoch >= self.max_epochs):
+                break
+        if self.keep == "best" and best_values is not None:
+            self._restore(best_values)
+        return history, time.time() - start
+
+    def _log_epoch(self, depth, stage, epoch, train_loss, metric, start):
+        self.tb.scalar(f"train/loss_layer{depth}_stage{stage + 1}", train_loss,
+                       self.global_step)
+        self.tb.scalar(f"val/metric_layer{depth}_stage{stage + 1}", metric, self.global_step)
+        self.say(f"[progressive] layer {depth}/{self.model.num_layers} stage "
+                 f"{stage + 1}/3 epoch {epoch + 1} loss={train_loss:.4g} "
+                 f"val_{'nmse' if self.task == 'sc' else 'lasso'}={metric:.4g} "
+                 f"({time.time() - start:.0f} s)")
+
+    def _run_stage_steps(self, layer, stage):
+        """The previous trainer: one compiled call per step, full forward pass."""
         depth = layer + 1
         step = self._make_step(depth, stage)
         self.adam.reset()
@@ -244,14 +428,7 @@ class ProgressiveTrainer:
             metric = self.validation_metric(depth)
             train_loss = total / self.steps_per_epoch
             history.append(metric)
-            self.tb.scalar(f"train/loss_layer{depth}_stage{stage + 1}", train_loss,
-                           self.global_step)
-            self.tb.scalar(f"val/metric_layer{depth}_stage{stage + 1}", metric,
-                           self.global_step)
-            self.say(f"[progressive] layer {depth}/{self.model.num_layers} stage "
-                     f"{stage + 1}/3 epoch {epoch + 1} loss={train_loss:.4g} "
-                     f"val_{'nmse' if self.task == 'sc' else 'lasso'}={metric:.4g} "
-                     f"({time.time() - start:.0f} s)")
+            self._log_epoch(depth, stage, epoch, train_loss, metric, start)
             epoch += 1
             if metric < best:
                 best, wait = metric, 0

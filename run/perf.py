@@ -1,4 +1,9 @@
-"""Speed report: ``python -m run.perf --what=model_based|model_free|all [--out=FILE.json]``.
+"""Speed report: ``python -m run.perf --what=model_based|model_free|training|all [--out=F]``.
+
+``--what=training`` times the progressive trainer's real training step (the previous
+one-call-per-step trainer and the compiled-epoch trainer with the stage-1 cache, in the
+same run) at the quick and paper sizes (``--sizes``) and extrapolates a whole Figure 5 cell
+against its matmul floor.  ``all`` is model_based + model_free.
 
 Times are medians of repeated compiled calls and are reported as ratios measured in the same
 run (against the machine's float32 matmul throughput, against an Adam step), because the
@@ -10,7 +15,12 @@ from open_l2o_tf import logging as olog
 from open_l2o_tf.errors import UserError
 from run import common
 
-flags.DEFINE_enum("what", "all", ["model_based", "model_free", "all"], "What to time.")
+flags.DEFINE_enum("what", "all", ["model_based", "model_free", "training", "all"],
+                  "What to time (training: the progressive trainer, old vs new).")
+flags.DEFINE_list("sizes", ["quick", "paper"], "training: sizes (quick 64x128 T=8, paper "
+                  "256x512 T=16).")
+flags.DEFINE_integer("measure_steps", 20, "training: steps timed per depth and stage.")
+flags.DEFINE_bool("old", True, "training: also time the previous trainer.")
 flags.DEFINE_string("models", None, "Comma-separated model names (model_based; default all).")
 flags.DEFINE_integer("m", 256, "Rows of A.", lower_bound=1)
 flags.DEFINE_integer("n", 512, "Columns of A.", lower_bound=1)
@@ -47,6 +57,22 @@ def main(argv):
         report["model_based"] = benchmark_model_based(models, FLAGS.m, FLAGS.n,
                                                       FLAGS.num_layers, FLAGS.batch)
         print(f"[perf] machine float32 matmul: {report['model_based']['matmul_gflops']:.1f} "
+              f"GFLOP/s")
+    if FLAGS.what == "training":
+        from model_based.perf import TRAINING_SIZES, benchmark_training  # pylint: disable=import-outside-toplevel
+        from open_l2o_tf import registry  # pylint: disable=import-outside-toplevel
+        for size in FLAGS.sizes:
+            if size not in TRAINING_SIZES:
+                raise UserError(f"--sizes must name {sorted(TRAINING_SIZES)}, got {size!r}")
+        if FLAGS.measure_steps <= 0:
+            raise UserError(f"--measure_steps must be a positive integer, got "
+                            f"{FLAGS.measure_steps}")
+        models = FLAGS.models.split(",") if FLAGS.models else ["alista", "lista_cpss", "lista"]
+        for model in models:
+            registry.get("model", model)
+        report["training"] = benchmark_training(models, FLAGS.sizes, FLAGS.batch,
+                                                FLAGS.measure_steps, old=FLAGS.old)
+        print(f"[perf] machine float32 matmul: {report['training']['matmul_gflops']:.1f} "
               f"GFLOP/s")
     if FLAGS.what in ("model_free", "all"):
         from model_free.perf import benchmark_model_free  # pylint: disable=import-outside-toplevel

@@ -48,6 +48,8 @@ flags.DEFINE_bool("faithful_init", True, "LISTA-CP/CPSS: W_t = A as the original
                   "(False: A / L).")
 flags.DEFINE_bool("jit", None, "XLA-compile the training step (default: only for models "
                   "without support selection; XLA's top-k on CPU is 4x slower than TF's).")
+flags.DEFINE_enum("engine", "epoch", ["epoch", "step"], "Trainer: compiled epochs with the "
+                  "stage-1 cache (epoch) or the previous one-call-per-step trainer (step).")
 common.define_common_flags("runs/sparse_recovery")
 common.bound_flags(positive=["lr", "model_lam"], nonnegative=["tista_sigma2", "glista_alti"])
 FLAGS = flags.FLAGS
@@ -127,7 +129,7 @@ def main(argv):
             max_epochs=common.preset_value(FLAGS.preset, None, 20, FLAGS.max_epochs),
             keep=FLAGS.keep, decay_mode=FLAGS.decay_mode, ckpt_dir=os.path.join(workdir, "ckpt"),
             tb=tb, seed=FLAGS.seed, jit_compile=use_jit(FLAGS.model, FLAGS.jit),
-            progress=olog_progress())
+            engine=FLAGS.engine, progress=olog_progress())
 
         def on_layer_end(depth, state):
             common.write_results(workdir, record(state["test_metric"],

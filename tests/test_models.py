@@ -146,3 +146,28 @@ def test_bad_inputs(problem):
         build_model("alista", A, None, T)
     with pytest.raises(UserError, match="unknown model"):
         build_model("nope", A, W, T)
+
+
+def test_glista_gain_uses_d_times_abs_x_as_the_original():
+    """relu gate 1 + alpha relu(1 - relu(D |x|)): a negative D gives the constant 1 + alpha
+    and no gradient for D (|D x| would give 1 + alpha relu(1 - |D x|))."""
+    A = np.eye(2, 4, dtype=np.float32)
+    model = build_model("glista", A, None, 2, glista_alti=2.0)
+    model.D[1].assign([-0.5, 0.5, 2.0, 1.0])
+    x = tf.constant([[1.0, -1.0, 0.25, -3.0]])
+    with tf.GradientTape() as tape:
+        g = model._gain(1, x)
+    np.testing.assert_allclose(g.numpy(), [[3.0, 2.0, 2.0, 1.0]])
+    grad = tape.gradient(g, model.D[1]).numpy()
+    assert grad[0] == 0.0 and grad[1] != 0.0
+
+
+def test_kth_on_host_matches_top_k():
+    from model_based import shrinkage
+    z = tf.random.stateless_normal([64, 200], [1, 2])
+    plain = tf.function(lambda v: shrinkage.support_mask(v, 0.3, 17))
+    with shrinkage.kth_on_host():
+        host = tf.function(lambda v: shrinkage.support_mask(v, 0.3, 17))
+        out = host(z)
+    np.testing.assert_array_equal(out.numpy(), plain(z).numpy())
+    assert 0 < out.numpy().sum(axis=1).max() <= 17
