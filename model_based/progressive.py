@@ -521,8 +521,13 @@ class ProgressiveTrainer:
             layer, stage = 0, 0
         while layer < T:
             while stage < 3:
-                _, seconds = self.run_stage(layer, stage)
+                history, seconds = self.run_stage(layer, stage)
                 self.state["train_seconds"] = self.state.get("train_seconds", 0.0) + seconds
+                # epochs each stage ran, row per layer: [stage 1, stage 2, stage 3]
+                epochs = self.state.setdefault("stage_epochs", [])
+                while len(epochs) <= layer:
+                    epochs.append([0, 0, 0])
+                epochs[layer][stage] = len(history)
                 self.state.update(layer=layer, stage=stage, global_step=self.global_step)
                 if stage == 2:
                     depth = layer + 1

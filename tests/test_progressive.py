@@ -69,6 +69,9 @@ def test_early_stopping_and_nmse_decreases(data):
     assert history[-1] >= min(history)     # stopped after a non-improvement
     metrics = trainer.train(3)
     assert len(metrics) == 3 and metrics[2] < metrics[0] - 3.0
+    epochs = trainer.state["stage_epochs"]
+    assert len(epochs) == 3 and all(2 <= e <= 50 for row in epochs for e in row)
+    assert trainer.train_steps == 10 * sum(map(sum, epochs))
 
 
 def test_resume_matches_uninterrupted(data, tmp_path):
