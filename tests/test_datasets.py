@@ -32,6 +32,31 @@ def test_local_idx(idx_dir):
     assert datasets.load_mnist(str(idx_dir), "test")[0].shape == (5, 28, 28, 1)
 
 
+def test_mnist_pixels_labels_and_order(tmp_path):
+    """Known images (a bright pixel at a different (row, col) per image, label = index)
+    come back pixel for pixel, in order, rows first, scaled by 1/255; unzipped files too."""
+    n = 6
+    images = np.zeros((n, 28, 28), np.uint8)
+    for i in range(n):
+        images[i, 2 * i, 27 - 3 * i] = 255
+        images[i, 27, :] = np.arange(28) * 9      # a ramp along the last row
+    labels = np.arange(n) % 10
+    for split in ("train", "t10k"):
+        _write_idx(tmp_path / f"{split}-images-idx3-ubyte.gz", images)
+        _write_idx(tmp_path / f"{split}-labels-idx1-ubyte.gz", labels)
+    got, got_labels = datasets.load_mnist(str(tmp_path))
+    np.testing.assert_array_equal(got_labels, labels)
+    np.testing.assert_allclose(got[..., 0], images / 255.0, rtol=0, atol=1e-7)
+    for i in range(n):
+        assert got[i, 2 * i, 27 - 3 * i, 0] == 1.0
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"):
+        with gzip.open(tmp_path / f"{name}.gz", "rb") as src:
+            (plain / name).write_bytes(src.read())
+    np.testing.assert_array_equal(datasets.load_mnist(str(plain))[0], got)
+
+
 def test_environment_variable(idx_dir, tmp_path, monkeypatch):
     root = tmp_path / "root"
     os.makedirs(root)
@@ -74,14 +99,42 @@ def test_tfds_mock_data(monkeypatch):
     assert images.shape == (7, 28, 28, 1) and labels.shape == (7,)
 
 
+def _cifar_record(image_hwc, label):
+    """One CIFAR-10 binary record: the label byte, then the red, green and blue planes,
+    each 32x32 row-major (the dataset's documented layout)."""
+    planes = [image_hwc[:, :, c].reshape(-1) for c in range(3)]
+    return np.concatenate([[label]] + planes).astype(np.uint8)
+
+
 def test_cifar_binary(tmp_path):
+    """Images built in HWC are encoded as CIFAR records and must come back pixel for pixel:
+    a wrong CHW->HWC transpose, channel order or batch order fails."""
     folder = tmp_path / "cifar-10-batches-bin"
     folder.mkdir()
     rng = np.random.default_rng(0)
-    for name in [f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"]:
-        rng.integers(0, 10, (3, 3073)).astype(np.uint8).tofile(folder / name)
-    images, labels = datasets.load_cifar10(str(tmp_path))
-    assert images.shape == (15, 32, 32, 3) and labels.max() < 10
+    expected = {"train": ([], []), "test": ([], [])}
+    for index, name in enumerate([f"data_batch_{i}.bin" for i in range(1, 6)]
+                                 + ["test_batch.bin"]):
+        split = "test" if name.startswith("test") else "train"
+        records = []
+        for j in range(3):
+            image = rng.integers(0, 256, (32, 32, 3)).astype(np.uint8)
+            image[0, 0] = (255, 0, 0) if j == 0 else image[0, 0]   # a pure red corner
+            label = (3 * index + j) % 10
+            records.append(_cifar_record(image, label))
+            expected[split][0].append(image)
+            expected[split][1].append(label)
+        np.stack(records).tofile(folder / name)
+    for split in ("train", "test"):
+        images, labels = datasets.load_cifar10(str(tmp_path), split)
+        want_images, want_labels = (np.stack(a) for a in expected[split])
+        assert images.shape == (len(want_labels), 32, 32, 3) and images.dtype == np.float32
+        np.testing.assert_array_equal(labels, want_labels)
+        np.testing.assert_allclose(images, want_images / 255.0, rtol=0, atol=1e-7)
+        np.testing.assert_array_equal(images[0, 0, 0], [1.0, 0.0, 0.0])
+    (folder / "test_batch.bin").write_bytes(b"x" * 100)
+    with pytest.raises(UserError, match="not a CIFAR-10 binary batch"):
+        datasets.load_cifar10(str(tmp_path), "test")
 
 
 def test_shared_mnist(shared_data_dir):
