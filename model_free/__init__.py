@@ -1,1 +1,25 @@
-"""Model-free L2O: learned update rules and the truncated-BPTT meta-trainer."""
+"""Model-free L2O: learned update rules and the truncated-BPTT meta-trainer.
+
+Importing the package registers its learned optimizers (``open_l2o_tf.registry``, kind
+``"learned"``).  The info says which interface the contract tests check
+(``tests/test_contracts.py``): ``"update"`` (``initial_state(params)`` /
+``update(grads, state)``, :class:`model_free.base.LearnedOptimizer`), ``"swarm"``
+(``initial_state(x)`` / ``step``, a population per instance) or ``"twin"`` (two players,
+``half_step``); ``coordinatewise=True`` claims that a coordinate's step depends on that
+coordinate's gradients only.
+"""
+from open_l2o_tf import registry as _registry
+
+for _name, _target, _info in (
+        ("l2o_dm", "model_free.dm:L2ODM", dict(interface="update", coordinatewise=True)),
+        ("l2o_rnnprop", "model_free.rnnprop:L2ORNNprop",
+         dict(interface="update", coordinatewise=True)),
+        # L2O-enhanced = the L2O-DM network trained with curriculum + imitation.
+        ("l2o_enhanced", "model_free.dm:L2ODM", dict(interface="update", coordinatewise=True)),
+        # hierarchical: tensor- and problem-level GRUs read means over coordinates
+        ("l2o_scale", "model_free.scale:L2OScale", dict(interface="update", coordinatewise=False)),
+        ("l2o_swarm", "model_free.swarm:L2OSwarm", dict(interface="swarm")),
+        # Twin-L2O: a pair of learned optimizers for minimax problems (run.minimax).
+        ("twin_l2o", "model_free.twin:TwinL2O", dict(interface="twin")),
+):
+    _registry.register("learned", _name, _target, **_info)

@@ -20,6 +20,7 @@ from model_free.imitation import Imitation
 from model_free.meta_trainer import MetaTrainer
 from model_free.rnnprop import L2ORNNprop
 from model_free.scale import L2OScale
+from open_l2o_tf import registry
 from open_l2o_tf.errors import UserError
 
 LEARNED = ("l2o_dm", "l2o_rnnprop", "l2o_enhanced", "l2o_scale")
@@ -35,6 +36,8 @@ def build_optimizer(name, synthetic):
         return L2ORNNprop(output_scale=0.01 if not synthetic else 0.1)
     if name == "l2o_scale":
         return L2OScale(batched_instances=synthetic)
+    if name in registry.names("learned", interface="update"):
+        return registry.get("learned", name)()     # e.g. registered by an --import module
     raise UserError(f"unknown learned optimizer {name!r}; expected one of {LEARNED}")
 
 

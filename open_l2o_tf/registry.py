@@ -1,71 +1,77 @@
-"""The single place where a name maps to code.
+"""Names -> code: the mechanism only.  Each family declares its own entries.
 
-Each table maps a public name (as used by ``--model``/``--optimizer``/``--problem`` flags
-and in ``results.json``) to ``"module:attribute"``.  Objects are imported lazily, so
-importing the registry is cheap and free of import cycles.  Adding a model, optimizer or
-optimizee is a new module plus one line here.
+Four tables, one per kind of thing a command line or ``results.json`` names:
+
+* ``"model"``: unrolled networks (model-based L2O, :class:`model_based.base.UnrolledModel`)
+* ``"learned"``: learned update rules (model-free L2O)
+* ``"classic"``: classic baselines
+* ``"optimizee"``: problem families
+
+A family registers its names when it is imported (``model_based/__init__.py``,
+``model_free/__init__.py``, ``open_l2o_tf/classic/__init__.py``,
+``open_l2o_tf/optimizees/__init__.py``); a researcher's own module does the same and is
+loaded on the command lines with ``--import=my_pkg.my_module``::
+
+    from open_l2o_tf import registry
+    registry.register("model", "my_lista", "my_pkg.my_module:MyLista")   # or the class
+
+A target is ``"module:attribute"`` (imported lazily on first :func:`get`, so registering
+is free of import cost and of import cycles) or the object itself.  Keyword arguments of
+:func:`register` are the entry's ``info`` (e.g. ``interface="update"`` and
+``coordinatewise=True`` for a learned optimizer); the contract tests
+(``tests/test_contracts.py``) read them to know what to check.
+
+This module knows no family: it never names a model or optimizer module.
 """
 import importlib
 
 from open_l2o_tf.errors import UserError
 
-# Unrolled networks (model-based L2O): Keras models from measurements to codes.
-MODELS = {
-    "lista": "model_based.lista:Lista",
-    "lista_cp": "model_based.lista_cp:ListaCp",
-    "lista_cpss": "model_based.lista_cpss:ListaCpss",
-    "alista": "model_based.alista:Alista",
-    "lamp": "model_based.lamp:Lamp",
-    "lfista": "model_based.lfista:Lfista",
-    "glista": "model_based.glista:Glista",
-    "tista": "model_based.tista:Tista",
-    "tilista": "model_based.tilista:Tilista",
-    "step_lista": "model_based.step_lista:StepLista",
-}
+KINDS = ("model", "learned", "classic", "optimizee")
 
-# Classic baselines: gradient transformations (init/update) or specialised runners.
-CLASSIC = {
-    "ista": "open_l2o_tf.classic.ista_fista:ista",
-    "fista": "open_l2o_tf.classic.ista_fista:fista",
-    "gd": "open_l2o_tf.classic.first_order:gd",
-    "sgd": "open_l2o_tf.classic.first_order:sgd",
-    "adam": "open_l2o_tf.classic.first_order:adam",
-    "rmsprop": "open_l2o_tf.classic.first_order:rmsprop",
-    "gd_ls": "open_l2o_tf.classic.line_search:gd_line_search",
-    "nag_ls": "open_l2o_tf.classic.line_search:nag_line_search",
-    "oracle": "open_l2o_tf.classic.run_and_inspect:run_and_inspect",
-    "gda": "open_l2o_tf.classic.gda:alternating_gda",
-    "adam_gda": "open_l2o_tf.classic.gda:alternating_gda",
-}
+# kind -> {name: "module:attribute"}; live tables (read-only for callers: use register)
+TABLES = {kind: {} for kind in KINDS}
+MODELS, LEARNED, CLASSIC, OPTIMIZEES = (TABLES[k] for k in KINDS)
+_INFO = {kind: {} for kind in KINDS}
+_OBJECTS = {kind: {} for kind in KINDS}   # objects registered directly (no import needed)
 
-# Learned update rules (model-free L2O): Keras models from gradients/state to steps.
-LEARNED = {
-    "l2o_dm": "model_free.dm:L2ODM",
-    "l2o_rnnprop": "model_free.rnnprop:L2ORNNprop",
-    # L2O-enhanced = the L2O-DM network trained with curriculum + imitation.
-    "l2o_enhanced": "model_free.dm:L2ODM",
-    "l2o_scale": "model_free.scale:L2OScale",
-    "l2o_swarm": "model_free.swarm:L2OSwarm",
-    # Twin-L2O: a pair of learned optimizers for minimax problems (run.minimax).
-    "twin_l2o": "model_free.twin:TwinL2O",
-}
 
-# Optimizee families.
-OPTIMIZEES = {
-    "quadratic": "open_l2o_tf.optimizees.quadratic:Quadratic",
-    "lasso": "open_l2o_tf.optimizees.lasso:Lasso",
-    "rastrigin": "open_l2o_tf.optimizees.rastrigin:Rastrigin",
-    "mnist_mlp_sigmoid": "open_l2o_tf.optimizees.networks:MnistMLP",
-    "mnist_mlp_relu": "open_l2o_tf.optimizees.networks:MnistMLP",
-    "mnist_conv": "open_l2o_tf.optimizees.networks:MnistConv",
-    "cifar_conv": "open_l2o_tf.optimizees.networks:CifarConv",
-    "saddle": "open_l2o_tf.optimizees.minimax:Saddle",
-    "rotated_saddle": "open_l2o_tf.optimizees.minimax:RotatedSaddle",
-    "seesaw": "open_l2o_tf.optimizees.minimax:Seesaw",
-    "matrix_game": "open_l2o_tf.optimizees.minimax:MatrixGame",
-}
+def _check_kind(kind):
+    if kind not in TABLES:
+        raise ValueError(f"unknown registry kind {kind!r}; expected one of {KINDS}")
 
-TABLES = {"model": MODELS, "classic": CLASSIC, "learned": LEARNED, "optimizee": OPTIMIZEES}
+
+def register(kind, name, target, **info):
+    """Registers ``target`` (``"module:attribute"`` or the object) as ``name`` in ``kind``.
+
+    Re-registering a name with the same target is a no-op (modules may be imported twice
+    under pytest); another target for a taken name raises ``ValueError``.  Returns
+    ``target`` so it can be used as a class decorator's last step.
+    """
+    _check_kind(kind)
+    if not isinstance(name, str) or not name or not name.replace("_", "").isalnum():
+        raise ValueError(f"registry names are identifiers (letters, digits, _), got {name!r}")
+    if isinstance(target, str):
+        if target.count(":") != 1:
+            raise ValueError(f"target must be 'module:attribute', got {target!r}")
+        spec, obj = target, None
+    else:
+        spec, obj = f"{target.__module__}:{target.__qualname__}", target
+    old = TABLES[kind].get(name)
+    if old is not None and old != spec:
+        raise ValueError(f"{kind} {name!r} is already registered as {old}, not {spec}")
+    TABLES[kind][name] = spec
+    _INFO[kind][name] = dict(info)
+    if obj is not None:
+        _OBJECTS[kind][name] = obj
+    return target
+
+
+def unregister(kind, name):
+    """Removes an entry (tests)."""
+    _check_kind(kind)
+    for table in (TABLES[kind], _INFO[kind], _OBJECTS[kind]):
+        table.pop(name, None)
 
 
 def get(kind, name):
@@ -73,12 +79,38 @@ def get(kind, name):
 
     Raises :class:`UserError` naming the allowed values when the name is unknown.
     """
+    _check_kind(kind)
     table = TABLES[kind]
     if name not in table:
         raise UserError(f"unknown {kind} {name!r}; expected one of {sorted(table)}")
+    if name in _OBJECTS[kind]:
+        return _OBJECTS[kind][name]
     module_name, attribute = table[name].split(":")
-    return getattr(importlib.import_module(module_name), attribute)
+    obj = importlib.import_module(module_name)
+    for part in attribute.split("."):
+        obj = getattr(obj, part)
+    return obj
 
 
-def names(kind):
-    return sorted(TABLES[kind])
+def info(kind, name):
+    """The keyword arguments the entry was registered with (a copy)."""
+    _check_kind(kind)
+    if name not in TABLES[kind]:
+        raise UserError(f"unknown {kind} {name!r}; expected one of {sorted(TABLES[kind])}")
+    return dict(_INFO[kind][name])
+
+
+def names(kind, **where):
+    """Sorted names of ``kind``; ``where``: only entries whose info has these values."""
+    _check_kind(kind)
+    return sorted(name for name in TABLES[kind]
+                  if all(_INFO[kind][name].get(k) == v for k, v in where.items()))
+
+
+def kind_of(name, kinds=KINDS):
+    """The first of ``kinds`` in which ``name`` is registered, else None."""
+    for kind in kinds:
+        _check_kind(kind)
+        if name in TABLES[kind]:
+            return kind
+    return None

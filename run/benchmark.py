@@ -8,7 +8,9 @@ Each run of the suite is one of the per-test command lines (``run.sparse_recover
 ``--workdir=DIR/runs/<name>``; its output goes to ``DIR/runs/<name>/log.txt``.  A run that
 finished is marked with ``DIR/runs/<name>/DONE`` and skipped when the benchmark is started
 again; an interrupted run resumes from its own checkpoints.  A failing run is reported and
-the suite goes on.  At the end (and after every run) the benchmark writes
+the suite goes on.  ``--import=my_pkg.my_module`` (repeatable) adds the models and learned
+optimizers that module registers beside the paper's (:func:`with_user_methods`) and passes
+the flag on to every run.  At the end (and after every run) the benchmark writes
 ``DIR/results.json`` (a list of records), one PNG per paper figure panel and
 ``DIR/report.md`` with our value, the paper's value and the difference per cell.
 """
@@ -21,7 +23,7 @@ import time
 from absl import flags
 
 from open_l2o_tf import logging as olog
-from open_l2o_tf import plotting, reference
+from open_l2o_tf import plotting, reference, registry
 from open_l2o_tf.errors import UserError
 from run import common
 
@@ -118,6 +120,37 @@ def paper_suite(data_root):
             runs.append((f"minimax_{problem}_{optimizer}", "run.minimax",
                          [f"--optimizer={optimizer}", f"--problem={problem}"]))
     return [(name, module, args + ["--preset=paper"]) for name, module, args in runs]
+
+
+def with_user_methods(runs, user_models=(), user_learned=()):
+    """Adds the methods that ``--import`` modules registered beside the paper's: a model
+    wherever the suite trains LISTA on sparse recovery, a learned optimizer (``update``
+    interface) wherever it runs L2O-DM or L2O-RNNprop; same flags, own run name."""
+    out, seen = list(runs), {name for name, _, _ in runs}
+    templates = [("run.sparse_recovery", "--model=", ("lista",), user_models),
+                 (None, "--optimizer=", ("l2o_dm", "l2o_rnnprop"), user_learned)]
+    for name, module, args in runs:
+        for only_module, prefix, methods, new_methods in templates:
+            if only_module not in (None, module):
+                continue
+            method = next((a[len(prefix):] for a in args if a.startswith(prefix)), None)
+            if method not in methods or not name.endswith(method):
+                continue
+            for new in new_methods:
+                new_name = name[:-len(method)] + new
+                if new_name not in seen:
+                    seen.add(new_name)
+                    out.append((new_name, module, [f"{prefix}{new}" if a == f"{prefix}{method}"
+                                                   else a for a in args]))
+    return out
+
+
+def suite_runs(suite, data_root):
+    """The runs of ``suite`` plus those of the methods of the ``--import`` modules."""
+    runs = quick_suite() if suite == "quick" else paper_suite(data_root)
+    learned = [n for n in common.USER_NAMES.get("learned", [])
+               if registry.info("learned", n).get("interface", "update") == "update"]
+    return with_user_methods(runs, common.USER_NAMES.get("model", []), learned)
 
 
 def data_commands(data_root):
@@ -230,7 +263,7 @@ def main(argv):
     del argv
     out_dir = os.path.abspath(FLAGS.out)
     data_root = os.path.abspath(FLAGS.data_root or os.path.join(out_dir, "data"))
-    runs = quick_suite() if FLAGS.suite == "quick" else paper_suite(data_root)
+    runs = suite_runs(FLAGS.suite, data_root)
     if FLAGS.only:
         try:
             pattern = re.compile(FLAGS.only)
@@ -240,8 +273,7 @@ def main(argv):
         if not runs:
             raise UserError(f"--only={FLAGS.only!r} matches no run of the {FLAGS.suite} "
                             "suite")
-    suite_names = [name for name, _, _ in
-                   (quick_suite() if FLAGS.suite == "quick" else paper_suite(data_root))]
+    suite_names = [name for name, _, _ in suite_runs(FLAGS.suite, data_root)]
     selected = {name for name, _, _ in runs}
     # the report and plots cover every run of the suite present in OUT, not only --only's
     names = [name for name in suite_names if name in selected or
@@ -254,6 +286,7 @@ def main(argv):
         return 0
     os.makedirs(os.path.join(out_dir, "runs"), exist_ok=True)
     extra = []
+    imports = [f"--import={module}" for module in FLAGS["import"].value]
     if FLAGS.mnist_dir:
         extra.append(f"--mnist_dir={FLAGS.mnist_dir}")
     if FLAGS.suite == "paper":
@@ -275,7 +308,7 @@ def main(argv):
         if os.path.exists(os.path.join(run_dir, "DONE")):
             print(f"[benchmark] {index}/{len(runs)} {name}: done earlier", flush=True)
             continue
-        command = [sys.executable, "-m", module, f"--workdir={run_dir}"] + args
+        command = [sys.executable, "-m", module, f"--workdir={run_dir}"] + args + imports
         if module == "run.nn_training":
             command += extra
         print(f"[benchmark] {index}/{len(runs)} {name}: {' '.join(command[1:])}",

@@ -12,6 +12,7 @@ config).  Re-running in a workdir that holds a checkpoint or results of a run wi
 identity is refused in one line naming the differing flags (``--workdir``, ``--out``,
 ``--mnist_dir`` and similar flags may differ).
 """
+import importlib
 import json
 import os
 import sys
@@ -21,6 +22,69 @@ from absl import app, flags
 
 from open_l2o_tf import logging as olog
 from open_l2o_tf.errors import UserError
+
+
+# -- bring your own: --import=my_pkg.my_module on every command --------------------------
+flags.DEFINE_multi_string(
+    "import", [], "Import this Python module before anything else (repeatable).  A module "
+    "of your own that registers an unrolled model or a learned optimizer with "
+    "open_l2o_tf.registry makes its names valid values of --model / --optimizer (see "
+    "README, 'Bring your own').")
+
+_ACCEPTING = []                   # (flag name, kind, list of the command, info filter)
+USER_NAMES = {}                   # kind -> names registered by the --import modules
+
+
+def accept_registered(flag_name, kind, into, **where):
+    """Lets ``--flag_name`` take the names of ``kind`` that ``--import`` modules register
+    (with info matching ``where``): they are appended to the flag's allowed values and to
+    the command's list ``into`` (so ``name in into`` picks the command's branch for them)."""
+    _ACCEPTING.append((flag_name, kind, into, where))
+
+
+def _scan_imports(argv):
+    """The values of ``--import=M`` / ``--import M`` in ``argv``, in order."""
+    modules = []
+    for i, arg in enumerate(argv[1:], 1):
+        if arg.startswith("--import="):
+            modules.append(arg.split("=", 1)[1])
+        elif arg == "--import" and i + 1 < len(argv):
+            modules.append(argv[i + 1])
+    return modules
+
+
+def import_user_modules(modules):
+    """Imports ``modules`` (the ``--import`` values), records the registry names they add
+    (``USER_NAMES``) and extends the flags of :func:`accept_registered` with them."""
+    from open_l2o_tf import registry  # pylint: disable=import-outside-toplevel
+    before = {kind: set(registry.names(kind)) for kind in registry.KINDS}
+    for module in modules:
+        if not module or not all(part.isidentifier() for part in module.split(".")):
+            raise UserError(f"--import={module!r}: expected a dotted Python module name "
+                            "such as my_pkg.my_module")
+        try:
+            importlib.import_module(module)
+        except UserError:
+            raise
+        except Exception as err:  # pylint: disable=broad-except
+            reason = (str(err).splitlines() or [""])[0][:200]
+            raise UserError(f"--import={module}: cannot import it ({type(err).__name__}: "
+                            f"{reason}); it must be importable from the current directory "
+                            "or PYTHONPATH") from None
+    for kind in registry.KINDS:
+        new = [n for n in registry.names(kind) if n not in before[kind]]
+        USER_NAMES.setdefault(kind, [])
+        USER_NAMES[kind] += [n for n in new if n not in USER_NAMES[kind]]
+    for flag_name, kind, into, where in _ACCEPTING:
+        if flag_name not in flags.FLAGS:
+            continue
+        parser = flags.FLAGS[flag_name].parser
+        for name in USER_NAMES.get(kind, []):
+            if name in registry.names(kind, **where) and name not in into:
+                into.append(name)
+            if name in into and name not in parser.enum_values:
+                parser.enum_values.append(name)
+    return USER_NAMES
 
 
 def define_common_flags(default_workdir):
@@ -250,8 +314,9 @@ def quiet_tensorflow_import():
 
 def _parse(argv):
     try:
+        import_user_modules(_scan_imports(argv))   # before --model/--optimizer are checked
         return flags.FLAGS(argv)
-    except flags.Error as err:
+    except (flags.Error, UserError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
 

@@ -37,6 +37,7 @@ MODEL_BASED = ["lista", "step_lista", "alista"]
 LEARNED = ["l2o_dm", "l2o_rnnprop", "l2o_enhanced"]
 
 flags.DEFINE_enum("optimizer", "fista", CLASSIC + MODEL_BASED + LEARNED, "The optimizer.")
+common.accept_registered("optimizer", "learned", LEARNED, interface="update")   # --import
 flags.DEFINE_enum("setting", "lasso_25x50", ["lasso_5x10", "lasso_25x50"],
                   "Problem size (used to generate data when --data_dir is not given).")
 flags.DEFINE_string("data_dir", None, "A directory written by run.make_data for a Lasso "

@@ -26,6 +26,7 @@ from run import common
 CLASSIC = ["sgd", "adam", "rmsprop"]
 LEARNED = ["l2o_dm", "l2o_rnnprop", "l2o_enhanced", "l2o_scale"]
 flags.DEFINE_enum("optimizer", "adam", CLASSIC + LEARNED, "The optimizer.")
+common.accept_registered("optimizer", "learned", LEARNED, interface="update")   # --import
 flags.DEFINE_enum("problem", "mnist_mlp_sigmoid", ["mnist_mlp_sigmoid", "mnist_mlp_relu",
                                                    "mnist_conv", "cifar_conv"],
                   "The network to train.")

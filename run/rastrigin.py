@@ -23,6 +23,7 @@ from run import common
 CLASSIC = ["gd_ls", "nag_ls", "adam", "rmsprop", "oracle"]
 LEARNED = ["l2o_dm", "l2o_rnnprop", "l2o_enhanced", "l2o_scale", "l2o_swarm"]
 flags.DEFINE_enum("optimizer", "nag_ls", CLASSIC + LEARNED, "The optimizer.")
+common.accept_registered("optimizer", "learned", LEARNED, interface="update")   # --import
 flags.DEFINE_enum("swarm_attraction", "as_coded", ["as_coded", "toward_better"],
                   "L2O-Swarm attraction feature: the released code's (pull away from "
                   "particles that are not better) or toward better particles.")

@@ -21,6 +21,7 @@ from run import common
 
 MODELS = [m for m in registry.names("model") if m != "step_lista"]
 flags.DEFINE_enum("model", "alista", MODELS, "The unrolled model.")
+common.accept_registered("model", "model", MODELS)   # models of --import modules
 flags.DEFINE_string("data_dir", None, "A data directory from run.make_data (default with "
                     "--preset=quick: generated into WORKDIR/data).")
 flags.DEFINE_integer("num_layers", None, "Layers T (paper 16, quick 8).", lower_bound=1)

@@ -1,15 +1,33 @@
-"""Optimizee families: plain TF functions of a list of parameter tensors."""
+"""Optimizee families: plain TF functions of a list of parameter tensors.
+
+Importing the package registers them (``open_l2o_tf.registry``, kind ``"optimizee"``).
+"""
+from open_l2o_tf import registry as _registry
 from open_l2o_tf.optimizees.base import Optimizee, as_seed, split_seed
 
 __all__ = ["Optimizee", "as_seed", "split_seed", "make_optimizee"]
+
+for _name, _target in (
+        ("quadratic", "open_l2o_tf.optimizees.quadratic:Quadratic"),
+        ("lasso", "open_l2o_tf.optimizees.lasso:Lasso"),
+        ("rastrigin", "open_l2o_tf.optimizees.rastrigin:Rastrigin"),
+        ("mnist_mlp_sigmoid", "open_l2o_tf.optimizees.networks:MnistMLP"),
+        ("mnist_mlp_relu", "open_l2o_tf.optimizees.networks:MnistMLP"),
+        ("mnist_conv", "open_l2o_tf.optimizees.networks:MnistConv"),
+        ("cifar_conv", "open_l2o_tf.optimizees.networks:CifarConv"),
+        ("saddle", "open_l2o_tf.optimizees.minimax:Saddle"),
+        ("rotated_saddle", "open_l2o_tf.optimizees.minimax:RotatedSaddle"),
+        ("seesaw", "open_l2o_tf.optimizees.minimax:Seesaw"),
+        ("matrix_game", "open_l2o_tf.optimizees.minimax:MatrixGame"),
+):
+    _registry.register("optimizee", _name, _target)
 
 
 def make_optimizee(name, data_dir=None, split="train", **kwargs):
     """Builds a registered optimizee by name; networks load their data set when no
     ``images``/``labels`` are given (``data_dir``: local directory, see
     :mod:`open_l2o_tf.data.datasets`)."""
-    from open_l2o_tf import registry  # pylint: disable=import-outside-toplevel
-    cls = registry.get("optimizee", name)
+    cls = _registry.get("optimizee", name)
     if name.startswith("mnist_mlp"):
         kwargs.setdefault("activation", name.rsplit("_", 1)[1])
     if name.startswith(("mnist", "cifar")) and "images" not in kwargs:
