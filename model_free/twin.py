@@ -54,7 +54,8 @@ class TwinPlayer(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="open_l2o_tf")
 class TwinL2O(keras.Model):
-    """The two players; ``run`` plays ``num_half_steps`` half-steps."""
+    """The two players; :meth:`half_step` moves one of them, the module's :func:`play`
+    plays ``num_half_steps`` half-steps."""
 
     def __init__(self, hidden=50, rescale=1e-4, warmup=0.2, **kwargs):
         super().__init__(**kwargs)
