@@ -137,7 +137,7 @@ def flag_values_dict():
 
 # flags that cannot change a run's numbers (where it is written, where the same data lives)
 IDENTITY_IGNORED = {"workdir", "out", "mnist_dir", "data_root", "only", "dry_run",
-                    "report_only", "run_timeout"}
+                    "report_only", "run_timeout", "import"}
 RUN_FILE = "run.json"
 
 

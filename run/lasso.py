@@ -152,6 +152,8 @@ def validate():
             from model_free import pretrained  # pylint: disable=import-outside-toplevel
             pretrained.check_kind(FLAGS.load, name)
         else:
+            common.quiet_tensorflow_import()
+            import model_based  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
             from open_l2o_tf.keras_files import check_unrolled_file  # pylint: disable=import-outside-toplevel
             check_unrolled_file(FLAGS.load, expected=name)
     if FLAGS.lr is not None and name not in ("gd", "adam", "rmsprop"):

@@ -18,6 +18,9 @@ from open_l2o_tf import reference, registry
 from open_l2o_tf.errors import UserError
 from run import common
 
+common.quiet_tensorflow_import()   # model_based (imports TF) registers the --model names
+import model_based  # noqa: F401,E402  pylint: disable=wrong-import-position,unused-import
+
 
 MODELS = [m for m in registry.names("model") if m != "step_lista"]
 flags.DEFINE_enum("model", "alista", MODELS, "The unrolled model.")
@@ -60,7 +63,7 @@ QUICK = dict(m=64, n=128, num_train=8192, num_val=1024, num_test=1024)
 
 
 def validate():
-    """Checks that need no TensorFlow: the workdir, --load, --data_dir, the run identity."""
+    """Checks before any work: the workdir, --load, --data_dir, the run identity."""
     workdir = FLAGS.workdir
     common.check_workdir(workdir)
     if FLAGS.load is not None:
