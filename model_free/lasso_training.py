@@ -2,7 +2,7 @@
 
 The optimizer is meta-trained on Lasso instances built from the data set's training split
 (the same A and the same generator as the model-based runs; spec model_free §9.2), batch
-128, and then run for ``iterations`` steps on the test problems with the gradient of the
+128, for 10,000 episodes with the paper preset (the original's ``num_epochs``; runs resume), and then run for ``iterations`` steps on the test problems with the gradient of the
 mean over 128 instances (the scale it was trained with).
 """
 from model_free import meta_trainer, training
@@ -11,15 +11,17 @@ from open_l2o_tf.optimizees.lasso import Lasso
 
 
 def train_and_run(name, data_dir, A, y, lam, iterations, *, workdir, preset, seed=0,
-                  load=None, meta_episodes=None, tb=None, progress=print):
+                  load=None, meta_episodes=None, tb=None, progress=print, selection=None):
     """Returns ``(curve (iterations + 1, B) of objective values, info)``."""
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
     train = sparse_recovery.load(data_dir, "train")
     family = Lasso.from_data(train.A, train.y, lam=lam, batch_size=128)
-    episodes = meta_episodes or (40 if preset == "quick" else 1000)
+    episodes = meta_episodes or (40 if preset == "quick" else 10000)
+    selection = selection or ("horizon_mean" if preset == "quick" else "last_truncation")
     opt, info = training.meta_train_or_load(
         name, family, synthetic=True, workdir=workdir, episodes=episodes, load=load, tb=tb,
-        seed=seed, progress=progress, horizons=(100, 200) if preset == "quick" else None)
+        seed=seed, progress=progress, horizons=(100, 200) if preset == "quick" else None,
+        selection=selection)
     test = {"y": tf.constant(y)}
     x0 = [tf.zeros([y.shape[0], A.shape[1]])]
     curve = meta_trainer.evaluate(opt, family, iterations, test, x0, seed=seed,

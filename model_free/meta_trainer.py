@@ -11,12 +11,20 @@ carried to the next truncation without gradient.  ``second_order=True`` keeps th
 gradient through ``g_t``.  Minibatch problems draw a fresh minibatch per step.  A whole
 truncation is one ``tf.function``.  A non-finite meta-loss or meta-gradient skips the update
 (the weights never take non-finite values), is reported with its episode and truncation,
-and ends the episode.  Every ``eval_every`` episodes the optimizer is scored on fixed
-held-out instances (mean loss over the horizon) and the best weights are kept and saved.
+and ends the episode.  Every ``eval_every`` episodes the optimizer is scored on
+``eval_instances`` fixed held-out instances and the best weights are kept and saved.  The
+score (``selection``) is, as the original (``train_dm.py``: every 100 epochs, DM; every 10,
+RNNprop; 20 evaluation epochs; ``util.run_epoch`` returns the cost of the *last* unroll),
+``"last_truncation"``: the sum of the losses ``f(x_{H-T}) .. f(x_H)`` of the last
+truncation of the evaluation horizon H; or ``"horizon_mean"``: the mean loss over the whole
+horizon (favours early descent; cheaper settings of the quick preset).  With a curriculum
+every candidate, and the fresh baseline after advancing a stage, is scored at the *next*
+stage's horizon (``Curriculum.eval_horizon``), as the original.
 
 Imitation (L2O-enhanced, spec §4.2) episodes train on the teacher-forcing loss of
 :mod:`model_free.imitation` with their own Adam; the curriculum (§4.1) changes the
-episode horizon (:mod:`model_free.curriculum`).
+episode horizon (:mod:`model_free.curriculum`).  The checkpoint holds the imitation RNG
+and the slots of both Keras optimizers, so an interrupted run resumes exactly.
 """
 import os
 import time
@@ -83,6 +91,37 @@ class RandomlyScaled:
         return tf.reduce_mean(self.instance_losses(params, instance, batch))
 
 
+def make_runner(optimizer, optimizee, num_steps, grad_scale, jit_compile=True):
+    """A compiled ``run(params, instance, seed, seed0) -> (num_steps + 1, B)`` loss curve
+    (see :func:`evaluate`); built once and reused for any instance of the same shapes."""
+    grads_fn = make_step_fns(optimizer, optimizee, grad_scale)
+
+    @tf.function(jit_compile=jit_compile, reduce_retracing=True)
+    def run(params, instance, seed, seed0):
+        state = optimizer.initial_state(params)
+        first = optimizee.instance_losses(params, instance, optimizee.sample_batch(seed0))
+        ta = tf.TensorArray(tf.float32, size=num_steps + 1).write(0, first)
+
+        def body(t, x, s, ta):
+            batch = optimizee.sample_batch(tf.stack([seed, t + 1]))
+            _, grads, _ = grads_fn(x, instance, batch)
+            steps, s = optimizer.update(grads, s, x)
+            x = [p + d for p, d in zip(x, steps)]
+            batch2 = optimizee.sample_batch(tf.stack([seed + 7919, t + 1]))
+            return t + 1, x, s, ta.write(t + 1, optimizee.instance_losses(x, instance, batch2))
+
+        _, _, _, ta = tf.while_loop(lambda t, *_: t < num_steps, body,
+                                    (tf.constant(0), params, state, ta))
+        return ta.stack()
+
+    return run
+
+
+def _batch_count(optimizee, params, instance, seed):
+    return int(optimizee.instance_losses(params, instance,
+                                         optimizee.sample_batch(_seed(seed, 0))).shape[0])
+
+
 def evaluate(optimizer, optimizee, num_steps, instance, params, seed=0, grad_scale=None,
              jit_compile=True):
     """Runs the learned optimizer for ``num_steps``; returns the per-instance loss curve
@@ -91,31 +130,14 @@ def evaluate(optimizer, optimizee, num_steps, instance, params, seed=0, grad_sca
 
     ``grad_scale`` defaults to ``1 / B`` (the gradient of the mean over instances, the
     convention the original optimizers were trained with)."""
-    batch_count = int(optimizee.instance_losses(params, instance,
-                                                optimizee.sample_batch(_seed(seed, 0))).shape[0])
-    scale = (1.0 / batch_count) if grad_scale is None else grad_scale
-    grads_fn = make_step_fns(optimizer, optimizee, scale)
+    params = list(params)
+    scale = (1.0 / _batch_count(optimizee, params, instance, seed)) if grad_scale is None \
+        else grad_scale
+    run = make_runner(optimizer, optimizee, num_steps, scale, jit_compile)
+    return run(params, instance, tf.constant(seed, tf.int32), _seed(seed, 0)).numpy()
 
-    @tf.function(jit_compile=jit_compile)
-    def run(params):
-        state = optimizer.initial_state(params)
-        batch0 = optimizee.sample_batch(_seed(seed, 0))
-        first = optimizee.instance_losses(params, instance, batch0)
-        ta = tf.TensorArray(tf.float32, size=num_steps + 1).write(0, first)
 
-        def body(t, x, s, ta):
-            batch = optimizee.sample_batch(tf.stack([tf.constant(seed, tf.int32), t + 1]))
-            _, grads, _ = grads_fn(x, instance, batch)
-            steps, s = optimizer.update(grads, s, x)
-            x = [p + d for p, d in zip(x, steps)]
-            batch2 = optimizee.sample_batch(tf.stack([tf.constant(seed + 7919, tf.int32), t + 1]))
-            return t + 1, x, s, ta.write(t + 1, optimizee.instance_losses(x, instance, batch2))
-
-        _, _, _, ta = tf.while_loop(lambda t, *_: t < num_steps, body,
-                                    (tf.constant(0), params, state, ta))
-        return ta.stack()
-
-    return run(list(params)).numpy()
+SELECTIONS = ("last_truncation", "horizon_mean")
 
 
 class MetaTrainer:
@@ -130,6 +152,7 @@ class MetaTrainer:
       curriculum: optional :class:`model_free.curriculum.Curriculum` (sets the horizon).
       imitation: optional :class:`model_free.imitation.Imitation`.
       eval_every, eval_instances: model selection period and held-out instance count.
+      selection: ``"last_truncation"`` (the original's score) or ``"horizon_mean"``.
       ckpt_dir: where ``meta_state.json`` + weights are written (resume); None: none.
       random_scale: None, or the bound r of RNNprop's random scaling ``exp(U(-r, r))``
         (3.0 in the original; off in Open-L2O's runs).
@@ -145,7 +168,7 @@ class MetaTrainer:
                  second_order=False, curriculum=None, imitation=None, eval_every=10,
                  eval_instances=2, ckpt_dir=None, tb=None, progress=print, seed=0,
                  jit_compile=False, random_scale=None, meta_objective="sum",
-                 meta_optimizer=None, clip_value=None):
+                 meta_optimizer=None, clip_value=None, selection="last_truncation"):
         self.opt, self.optimizee = optimizer, optimizee
         self.eval_optimizee = optimizee
         self.scaled = RandomlyScaled(optimizee, random_scale) if random_scale else None
@@ -160,6 +183,10 @@ class MetaTrainer:
         if meta_objective not in ("sum", "log_ratio"):
             raise ValueError(f"meta_objective must be 'sum' or 'log_ratio', got {meta_objective!r}")
         self.meta_objective = meta_objective
+        if selection not in SELECTIONS:
+            raise ValueError(f"selection must be one of {SELECTIONS}, got {selection!r}")
+        self.selection = selection
+        self._runners = {}
         self.clip_value = None if clip_value is None else float(clip_value)
         self.meta_opt = meta_optimizer or keras.optimizers.Adam(lr)
         self.meta_opt.build(self.opt.trainable_variables)
@@ -223,6 +250,11 @@ class MetaTrainer:
     def horizon(self):
         return self.curriculum.horizon if self.curriculum else self.unroll
 
+    @property
+    def eval_horizon(self):
+        """The horizon candidates are scored at: the next stage's with a curriculum."""
+        return self.curriculum.eval_horizon if self.curriculum else self.unroll
+
     def run_episode(self, episode):
         seed = _seed(self.seed, episode)
         instance = self.optimizee.sample_instance(seed)
@@ -256,16 +288,26 @@ class MetaTrainer:
         return total, False
 
     def score(self, horizon=None, instances=None):
-        """Mean loss over the horizon on fixed held-out instances (lower is better)."""
-        horizon = horizon or self.horizon
+        """The model-selection score on fixed held-out instances (lower is better), at
+        ``horizon`` (default :attr:`eval_horizon`); see ``selection``."""
+        horizon = int(horizon or self.eval_horizon)
         scores = []
         for i in range(instances or self.eval_instances):
             seed = _seed(10 ** 6 + self.seed, i)
             instance = self.optimizee.sample_instance(seed)
-            params = self.optimizee.init_params(seed + [0, 1], instance)
-            curve = evaluate(self.opt, self.optimizee, horizon, instance, params,
-                             seed=10 ** 6 + i, jit_compile=False)
-            scores.append(float(np.mean(curve)))
+            params = list(self.optimizee.init_params(seed + [0, 1], instance))
+            if horizon not in self._runners:
+                scale = 1.0 / _batch_count(self.optimizee, params, instance, 10 ** 6 + i)
+                self._runners[horizon] = make_runner(self.opt, self.optimizee, horizon, scale,
+                                                     jit_compile=False)
+            curve = self._runners[horizon](params, instance,
+                                           tf.constant(10 ** 6 + i, tf.int32),
+                                           _seed(10 ** 6 + i, 0)).numpy()
+            if self.selection == "last_truncation":
+                tail = curve[-(min(self.truncation, horizon) + 1):]
+                scores.append(float(np.mean(np.sum(tail, axis=0))))
+            else:
+                scores.append(float(np.mean(curve)))
         return float(np.mean(scores))
 
     def weights(self):
@@ -300,7 +342,7 @@ class MetaTrainer:
                     action = self.curriculum.on_evaluation(score, improved)
                     if action == "advance":
                         self.set_weights(self.best_weights)
-                        self.best_score = self.score(self.curriculum.eval_horizon)
+                        self.best_score = self.score()
                         self.say(f"[meta] curriculum -> stage {self.curriculum.stage} "
                                  f"(horizon {self.curriculum.horizon})")
                 self.train_seconds += time.time() - start
@@ -329,11 +371,14 @@ class MetaTrainer:
         self.set_weights(current)
         pretrained.save_optimizer(self.opt, os.path.join(self.ckpt_dir, "last.npz"))
         arrays = {f"v{i}": v.numpy() for i, v in enumerate(self.meta_opt.variables)}
+        arrays.update({f"il{i}": v.numpy() for i, v in enumerate(self.il_opt.variables)})
         olog._atomic_write(os.path.join(self.ckpt_dir, "meta_optimizer.npz"),  # pylint: disable=protected-access
                            lambda h: np.savez(h, **arrays), "wb")
         state = {"episode": self.episode, "best_score": self.best_score,
                  "train_seconds": self.train_seconds, "truncations": self.truncations,
-                 "curriculum": self.curriculum.state() if self.curriculum else None}
+                 "curriculum": self.curriculum.state() if self.curriculum else None,
+                 "imitation_rng": (self.imitation.rng.bit_generator.state
+                                   if self.imitation is not None else None)}
         olog.atomic_write_json(os.path.join(self.ckpt_dir, "meta_state.json"), state)
 
     def restore(self):
@@ -357,14 +402,18 @@ class MetaTrainer:
         meta_path = os.path.join(self.ckpt_dir, "meta_optimizer.npz")
         if os.path.exists(meta_path):
             with np.load(meta_path, allow_pickle=False) as data:
-                if len(data.files) == len(self.meta_opt.variables):
-                    for i, v in enumerate(self.meta_opt.variables):
-                        v.assign(data[f"v{i}"])
+                for prefix, opt in (("v", self.meta_opt), ("il", self.il_opt)):
+                    keys = [f"{prefix}{i}" for i in range(len(opt.variables))]
+                    if all(k in data.files for k in keys):
+                        for k, v in zip(keys, opt.variables):
+                            v.assign(data[k])
         self.episode = state["episode"]
         self.best_score = state["best_score"] if state["best_score"] is not None else np.inf
         self.train_seconds = state.get("train_seconds", 0.0)
         self.truncations = state.get("truncations", 0)
         if self.curriculum is not None and state.get("curriculum"):
             self.curriculum.load_state(state["curriculum"])
+        if self.imitation is not None and state.get("imitation_rng"):
+            self.imitation.rng.bit_generator.state = state["imitation_rng"]
         self.say(f"[meta] resumed at episode {self.episode}")
         return True

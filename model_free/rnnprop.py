@@ -6,8 +6,11 @@ Per coordinate, with Adam moments (beta1 = beta2 = 0.95):
     u = [m_hat / (sqrt(v_hat) + eps), g / (sqrt(v_hat) + eps)]
     x_{t+1} = x_t + scale * tanh(Linear(LSTM(LSTM(ELU(Linear_in(u))))))
 
-``output_scale = 0.01`` (Open-L2O; the original RNNprop used 0.1 and ``x - out``).  State:
-the two LSTM states, the moments ``m, v`` and the step counter.  ``random_scale`` (the
+``output_scale = 0.01`` on every problem, as Open-L2O (``util.get_config``: the RNNprop
+net config has ``scale: 0.01`` whatever the problem; Lv et al.'s own code used 0.1 and
+``x - out``).  Initial weights as Sonnet 1 (the original's): every projection ``w`` truncated
+normal with stddev ``1/sqrt(fan_in)`` and zero bias, the LSTMs as :class:`SonnetLSTM`.
+State: the two LSTM states, the moments ``m, v`` and the step counter.  ``random_scale`` (the
 RNNprop training trick) is applied by the meta-trainer, not by the network.
 """
 import keras
@@ -17,6 +20,11 @@ from model_free.base import LearnedOptimizer, SonnetLSTM, flatten, num_coordinat
 from model_free.features import rnnprop_features
 
 
+def _sonnet_linear(fan_in):
+    """Sonnet 1's default ``snt.Linear`` weight initializer (its bias starts at zero)."""
+    return keras.initializers.TruncatedNormal(stddev=1.0 / fan_in ** 0.5)
+
+
 @keras.saving.register_keras_serializable(package="open_l2o_tf")
 class L2ORNNprop(LearnedOptimizer):
 
@@ -24,11 +32,13 @@ class L2ORNNprop(LearnedOptimizer):
         super().__init__(**kwargs)
         self.hidden, self.beta1, self.beta2 = int(hidden), float(beta1), float(beta2)
         self.output_scale = float(output_scale)
-        self.input_projection = keras.layers.Dense(self.hidden, name="input_projection")
+        self.input_projection = keras.layers.Dense(
+            self.hidden, kernel_initializer=_sonnet_linear(2), name="input_projection")
         self.input_projection.build((None, 2))
         self.lstm_1 = SonnetLSTM(self.hidden, self.hidden, name="lstm_1")
         self.lstm_2 = SonnetLSTM(self.hidden, self.hidden, name="lstm_2")
-        self.linear = keras.layers.Dense(1, name="linear")
+        self.linear = keras.layers.Dense(1, kernel_initializer=_sonnet_linear(self.hidden),
+                                         name="linear")
         self.linear.build((None, self.hidden))
         self.built = True
 

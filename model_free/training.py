@@ -9,6 +9,12 @@ update with per-coordinate rates drawn in [1e-6, 1e-2]); ``meta_lr`` raises it, 
 learned log learning rate integrates its bias, and trained on 100-step unrolls it grows
 without bound over a 1,000-step evaluation (Rastrigin n = 2: loss 1e8 to 1e27 at step 1,000
 with meta_lr 1e-3), so the original's rate is the default.
+
+Model selection (``selection``): ``"last_truncation"``, the original's (``train_dm.py``:
+every 100 episodes for DM and L2O-enhanced, ``train_rnnprop.py``: every 10 for RNNprop, on
+20 evaluation problems, scoring the last truncation of the horizon; the paper preset), or
+``"horizon_mean"`` (every <= 10 episodes on 2 problems, the mean loss over the horizon; the
+quick preset).  RNNprop's output is scaled by 0.01 on every problem as the original.
 """
 import os
 import time
@@ -25,6 +31,22 @@ from open_l2o_tf.errors import UserError
 
 LEARNED = ("l2o_dm", "l2o_rnnprop", "l2o_enhanced", "l2o_scale")
 SCALE_META_LR = 1e-6
+# (evaluation period in episodes, evaluation problems) of the original trainers
+ORIGINAL_SELECTION = {"l2o_dm": (100, 20), "l2o_enhanced": (100, 20), "l2o_rnnprop": (10, 20),
+                      "l2o_scale": (100, 20)}
+SELECTIONS = ("last_truncation", "horizon_mean")
+
+
+def selection_settings(name, selection, episodes):
+    """``MetaTrainer`` keyword arguments of a model-selection protocol."""
+    if selection == "last_truncation":
+        every, count = ORIGINAL_SELECTION[name]
+        return dict(selection=selection, eval_every=max(1, min(every, episodes)),
+                    eval_instances=count)
+    if selection == "horizon_mean":
+        return dict(selection=selection, eval_every=max(1, min(10, episodes // 5)),
+                    eval_instances=2)
+    raise UserError(f"model selection must be one of {SELECTIONS}, got {selection!r}")
 
 
 def build_optimizer(name, synthetic):
@@ -33,7 +55,7 @@ def build_optimizer(name, synthetic):
             return L2ODM(preprocess="identity", output_scale=1.0)
         return L2ODM(preprocess="log_and_sign", k=5.0, output_scale=0.01)
     if name == "l2o_rnnprop":
-        return L2ORNNprop(output_scale=0.01 if not synthetic else 0.1)
+        return L2ORNNprop(output_scale=0.01)
     if name == "l2o_scale":
         return L2OScale(batched_instances=synthetic)
     if name in registry.names("learned", interface="update"):
@@ -43,7 +65,8 @@ def build_optimizer(name, synthetic):
 
 def meta_train_or_load(name, optimizee, *, synthetic, workdir, episodes, unroll=100,
                        truncation=20, load=None, tb=None, seed=0, progress=print,
-                       horizons=None, random_scale=None, meta_lr=None):
+                       horizons=None, random_scale=None, meta_lr=None,
+                       selection="last_truncation"):
     """Returns ``(optimizer, info)`` with ``train_seconds`` and ``train_steps``."""
     if load:
         loaded_name, opt = pretrained.load_optimizer(load, expected=name)
@@ -64,9 +87,9 @@ def meta_train_or_load(name, optimizee, *, synthetic, workdir, episodes, unroll=
                          meta_lr or SCALE_META_LR, rho=0.9, epsilon=1e-10))
     elif meta_lr:
         extra = dict(lr=meta_lr)
+    extra.update(selection_settings(name, selection, episodes))
     trainer = MetaTrainer(opt, optimizee, unroll=unroll, truncation=truncation, **extra,
                           curriculum=curriculum, imitation=imitation,
-                          eval_every=max(1, min(10, episodes // 5)),
                           ckpt_dir=os.path.join(workdir, "ckpt"), tb=tb, progress=progress,
                           seed=seed, random_scale=random_scale)
     start = time.time()
@@ -74,4 +97,5 @@ def meta_train_or_load(name, optimizee, *, synthetic, workdir, episodes, unroll=
     return opt, {"train_seconds": trainer.train_seconds or time.time() - start,
                  "train_steps": trainer.truncations * truncation,
                  "skipped_updates": len(trainer.history["skipped"]),
-                 "best_heldout": trainer.best_score}
+                 "best_heldout": trainer.best_score, "meta_episodes": trainer.episode,
+                 "model_selection": selection}

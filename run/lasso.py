@@ -54,8 +54,14 @@ flags.DEFINE_integer("test_size", None, "Use only the first N test samples (defa
 flags.DEFINE_integer("num_layers", 16, "Layers of the model-based optimizers.", lower_bound=1)
 flags.DEFINE_integer("steps_per_epoch", None, "Model-based training: steps per epoch "
                      "(paper 400, quick 100).", lower_bound=1)
-flags.DEFINE_integer("meta_episodes", None, "Model-free: meta-training episodes.",
-                     lower_bound=1)
+flags.DEFINE_integer("meta_episodes", None, "Model-free: meta-training episodes (paper "
+                     "10,000 as the original, quick 40).", lower_bound=1)
+flags.DEFINE_enum("model_selection", None, ["last_truncation", "horizon_mean"],
+                  "Learned optimizers: the meta-training model-selection score; "
+                  "last_truncation (the original's: every 100 episodes, RNNprop 10, on 20 "
+                  "problems, the losses of the last truncation; default of the paper preset) "
+                  "or horizon_mean (mean loss over the horizon on 2 problems every <= 10 "
+                  "episodes; default of the quick preset).")
 flags.DEFINE_bool("jit", True, "Compile hot loops with XLA.")
 common.define_common_flags("runs/lasso")
 common.bound_flags(positive=["lr", "lam"])
@@ -134,7 +140,8 @@ def run_learned(name, data_dir, A, y, lam, iterations, workdir, tb):
     from model_free import lasso_training  # pylint: disable=import-outside-toplevel
     return lasso_training.train_and_run(
         name, data_dir, A, y, lam, iterations, workdir=workdir, preset=FLAGS.preset,
-        seed=FLAGS.seed, load=FLAGS.load, meta_episodes=FLAGS.meta_episodes, tb=tb)
+        seed=FLAGS.seed, load=FLAGS.load, meta_episodes=FLAGS.meta_episodes, tb=tb,
+        selection=FLAGS.model_selection)
 
 
 def validate():

@@ -40,6 +40,12 @@ flags.DEFINE_integer("meta_episodes", None, "Meta-training episodes (paper 10,00
                      "quick 30).", lower_bound=1)
 flags.DEFINE_float("random_scale", None, "Meta-training with RNNprop's random scaling "
                    "exp(U(-r, r)) per coordinate (original r = 3; off by default as Open-L2O).")
+flags.DEFINE_enum("model_selection", None, ["last_truncation", "horizon_mean"],
+                  "Learned optimizers: the meta-training model-selection score; "
+                  "last_truncation (the original's: every 100 episodes, RNNprop 10, on 20 "
+                  "problems, the losses of the last truncation; default of the paper preset) "
+                  "or horizon_mean (mean loss over the horizon on 2 problems every <= 10 "
+                  "episodes; default of the quick preset).")
 common.define_meta_lr_flag()
 common.define_common_flags("runs/nn_training")
 common.bound_flags(positive=["lr", "random_scale"])
@@ -91,7 +97,9 @@ def main(argv):
             name, train_problem, synthetic=False, workdir=workdir, episodes=episodes,
             load=FLAGS.load, tb=tb, seed=FLAGS.seed,
             horizons=(100, 200) if FLAGS.preset == "quick" else None,
-            random_scale=FLAGS.random_scale, meta_lr=FLAGS.meta_lr)
+            random_scale=FLAGS.random_scale, meta_lr=FLAGS.meta_lr,
+            selection=common.preset_value(FLAGS.preset, "last_truncation", "horizon_mean",
+                                          FLAGS.model_selection))
     curves = []
     start = time.time()
     progress = olog.Progress(f"nn_training {name} {FLAGS.problem}", runs)

@@ -33,8 +33,14 @@ flags.DEFINE_integer("test_instances", None, "Test instances (paper 128, quick 1
                      lower_bound=1)
 flags.DEFINE_integer("starts", 10, "Random starts per test instance.", lower_bound=1)
 flags.DEFINE_float("lr", None, "Learning rate of adam (0.1) / rmsprop (0.3).")
-flags.DEFINE_integer("meta_episodes", None, "Meta-training episodes (paper 2000, quick 60).",
-                     lower_bound=1)
+flags.DEFINE_integer("meta_episodes", None, "Meta-training episodes (paper 10,000 as the "
+                     "original's num_epochs, quick 60).", lower_bound=1)
+flags.DEFINE_enum("model_selection", None, ["last_truncation", "horizon_mean"],
+                  "Learned optimizers: the meta-training model-selection score; "
+                  "last_truncation (the original's: every 100 episodes, RNNprop 10, on 20 "
+                  "problems, the losses of the last truncation; default of the paper preset) "
+                  "or horizon_mean (mean loss over the horizon on 2 problems every <= 10 "
+                  "episodes; default of the quick preset).")
 flags.DEFINE_float("random_scale", None, "Meta-training with RNNprop's random scaling "
                    "exp(U(-r, r)) per coordinate (original r = 3; off by default as Open-L2O).")
 common.define_meta_lr_flag()
@@ -87,7 +93,9 @@ def main(argv):
         return family.instance_losses(params if isinstance(params, list) else [params], test)
 
     info = {"train_seconds": 0.0, "train_steps": 0}
-    episodes = common.preset_value(FLAGS.preset, 2000, 60, FLAGS.meta_episodes)
+    episodes = common.preset_value(FLAGS.preset, 10000, 60, FLAGS.meta_episodes)
+    selection = common.preset_value(FLAGS.preset, "last_truncation", "horizon_mean",
+                                    FLAGS.model_selection)
     start = time.time()
     if name in ("gd_ls", "nag_ls"):
         fn = line_search.gd_line_search if name == "gd_ls" else line_search.nag_line_search
@@ -122,7 +130,7 @@ def main(argv):
             name, family, synthetic=True, workdir=workdir, episodes=episodes,
             load=FLAGS.load, tb=tb, seed=FLAGS.seed,
             horizons=(100, 200, 500) if quick else None, random_scale=FLAGS.random_scale,
-            meta_lr=FLAGS.meta_lr)
+            meta_lr=FLAGS.meta_lr, selection=selection)
         curve = meta_trainer.evaluate(opt, family, FLAGS.steps, test, x0, seed=FLAGS.seed,
                                       grad_scale=1.0 / 128)
     curve = np.asarray(curve).mean(axis=1)

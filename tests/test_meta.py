@@ -1,11 +1,13 @@
 """Meta-training: it learns, truncation, NaN guard, curriculum, imitation, resume, CLIs."""
 import json
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from model_free import imitation
+from model_free.base import LearnedOptimizer
 from model_free.curriculum import Curriculum
 from model_free.dm import L2ODM
 from model_free.meta_trainer import MetaTrainer, evaluate
@@ -163,3 +165,73 @@ def test_nn_training_cli_with_original_dm(tmp_path, shared_data_dir):
     assert proc.returncode == 0, proc.stderr[-2000:]
     curve = json.load(open(tmp_path / "results.json"))["curve"]
     assert np.mean(curve[-10:]) < 0.6 * curve[0]
+
+
+class _StepSize(LearnedOptimizer):
+    """A 'learned optimizer' with one weight: gradient descent with step ``lr``."""
+
+    def __init__(self, lr=0.005, **kwargs):
+        super().__init__(**kwargs)
+        self.lr = self.add_weight(name="lr", shape=(), initializer=keras.initializers.Constant(lr))
+        self.built = True
+
+    def initial_state(self, params):
+        return tf.zeros([])
+
+    def update(self, grads, state, params=None, training=False):
+        return [-self.lr * g for g in grads], state + 1.0
+
+
+class _Improving(MetaTrainer):
+    """Training that does improve the optimizer: each episode raises the step size by 10 %
+    up to a cap that doubles with every curriculum stage (longer horizons pay off)."""
+
+    def run_episode(self, episode):
+        cap = 0.01 * 2 ** self.curriculum.stage
+        self.opt.lr.assign(min(float(self.opt.lr.numpy()) * 1.1, cap))
+        return 0.0, False
+
+
+def test_curriculum_scores_candidates_at_the_next_stage_horizon():
+    """As the original train_dm.py: candidates and the fresh baseline after advancing are
+    scored at the same (next stage's) horizon, so an improving optimizer keeps advancing
+    (scoring candidates at the current horizon against a baseline at the next one stops a
+    converging optimizer at stage 1)."""
+    curriculum = Curriculum((10, 20, 40, 80))
+    trainer = _Improving(_StepSize(), Quadratic(dim=5, batch_size=8), truncation=5,
+                         curriculum=curriculum, eval_every=2, eval_instances=1, progress=None)
+    trainer.train(200)
+    assert curriculum.stage >= 2
+
+
+def test_model_selection_scores_the_last_truncation():
+    from model_free.meta_trainer import _seed
+    from model_free.training import selection_settings
+    opt, trainer = _trainer(selection="last_truncation")
+    q = trainer.optimizee
+    seed = _seed(10 ** 6, 0)
+    inst = q.sample_instance(seed)
+    curve = evaluate(opt, q, 20, inst, q.init_params(seed + [0, 1], inst), seed=10 ** 6,
+                     jit_compile=False)
+    assert trainer.score() == pytest.approx(curve[-6:].sum(axis=0).mean(), rel=1e-5)
+    trainer.selection = "horizon_mean"
+    assert trainer.score() == pytest.approx(curve.mean(), rel=1e-5)
+    assert selection_settings("l2o_dm", "last_truncation", 10000) == dict(
+        selection="last_truncation", eval_every=100, eval_instances=20)
+    assert selection_settings("l2o_rnnprop", "last_truncation", 10000)["eval_every"] == 10
+
+
+def test_rnnprop_is_built_as_the_original():
+    """Output scale 0.01 on every problem; Sonnet-1 initialisers (truncated normal
+    1/sqrt(fan_in), zero bias), not Keras' Glorot."""
+    from model_free.training import build_optimizer
+    for synthetic in (True, False):
+        opt = build_optimizer("l2o_rnnprop", synthetic)
+        assert opt.output_scale == 0.01
+        for layer, fan_in in ((opt.input_projection, 2), (opt.linear, 20)):
+            kernel = layer.kernel.numpy()
+            assert isinstance(layer.kernel_initializer, keras.initializers.TruncatedNormal)
+            assert np.all(np.abs(kernel) <= 2.0 / np.sqrt(fan_in) + 1e-6)
+            assert np.all(layer.bias.numpy() == 0.0)
+        # Glorot-uniform (2, 20) has std 0.30; truncated N(0, 1/2) about 0.62
+        assert opt.input_projection.kernel.numpy().std() > 0.45
