@@ -137,7 +137,10 @@ def flag_values_dict():
 
 # flags that cannot change a run's numbers (where it is written, where the same data lives)
 IDENTITY_IGNORED = {"workdir", "out", "mnist_dir", "data_root", "only", "dry_run",
-                    "report_only", "run_timeout", "import"}
+                    "report_only", "run_timeout", "import",
+                    # a budget, not a setting: a meta-training run resumes from its checkpoint
+                    # and is continued (or finished early) by changing it
+                    "meta_episodes"}
 RUN_FILE = "run.json"
 
 
