@@ -8,7 +8,9 @@ Protocol (paper): 10,000 steps of batch 128, 10 runs (different initialisations 
 minibatch orders), the mean training (minibatch) loss per step.  Learned optimizers are
 meta-trained on the MNIST sigmoid MLP (unroll 100, truncations of 20) unless ``--load``
 gives our checkpoint or an original Open-L2O file; they are then applied to ``--problem``.
-SGD/Adam/RMSProp use lr 1e-3.  ``--preset=quick``: 500 steps, 2 runs, 30 meta-episodes.
+SGD/Adam/RMSProp use lr 1e-3.  As the original, the learned optimizers are tested on the
+MNIST *test* split (10k images) and the classic ones on the training split
+(``--mnist_split``; recorded as ``mnist_split`` in results.json).  ``--preset=quick``: 500 steps, 2 runs, 30 meta-episodes.
 Data: ``--mnist_dir`` (the four idx files), else ``$OPEN_L2O_DATA_DIR``, else
 tensorflow-datasets.
 """
@@ -46,6 +48,11 @@ flags.DEFINE_enum("model_selection", None, ["last_truncation", "horizon_mean"],
                   "problems, the losses of the last truncation; default of the paper preset) "
                   "or horizon_mean (mean loss over the horizon on 2 problems every <= 10 "
                   "episodes; default of the quick preset).")
+flags.DEFINE_enum("mnist_split", None, ["train", "test"],
+                  "The split the optimizee is trained on (CIFAR-10 too).  Default as the "
+                  "original: test (10k images) for the learned optimizers (util.get_config "
+                  "with a loaded optimizer: mode='test'), train for sgd/adam/rmsprop.  "
+                  "Meta-training always uses the training split.")
 common.define_meta_lr_flag()
 common.define_common_flags("runs/nn_training")
 common.bound_flags(positive=["lr", "random_scale"])
@@ -86,11 +93,14 @@ def main(argv):
     runs = common.preset_value(FLAGS.preset, 10, 2, FLAGS.runs)
     workdir = FLAGS.workdir
     tb = olog.TensorBoard(os.path.join(workdir, "tb"))
-    problem = make_optimizee(FLAGS.problem, data_dir=FLAGS.mnist_dir)
+    split = FLAGS.mnist_split or ("test" if name in LEARNED else "train")
+    problem = make_optimizee(FLAGS.problem, data_dir=FLAGS.mnist_dir, split=split)
     info = {"train_seconds": 0.0, "train_steps": 0}
     if name in LEARNED:
         from model_free import meta_trainer, training  # pylint: disable=import-outside-toplevel
-        train_problem = (problem if FLAGS.problem == "mnist_mlp_sigmoid" or FLAGS.load
+        # meta-training always on the training split (the original's mode="train")
+        train_problem = (problem if FLAGS.load or (FLAGS.problem == "mnist_mlp_sigmoid"
+                                                   and split == "train")
                          else make_optimizee("mnist_mlp_sigmoid", data_dir=FLAGS.mnist_dir))
         episodes = common.preset_value(FLAGS.preset, 10000, 30, FLAGS.meta_episodes)
         opt, info = training.meta_train_or_load(
@@ -136,6 +146,7 @@ def main(argv):
                               train_steps=info.get("train_steps", 0),
                               config=common.flag_values_dict(),
                               std_final=float(curves[:, -1].std()), mean_last100=tail,
+                              mnist_split=split,
                               eval_seconds=time.time() - start)
     common.write_results(workdir, record)
     print(f"[nn_training] {FLAGS.problem} {name}: loss[0]={mean[0]:.3f} "
