@@ -62,6 +62,9 @@ flags.DEFINE_enum("model_selection", None, ["last_truncation", "horizon_mean"],
                   "problems, the losses of the last truncation; default of the paper preset) "
                   "or horizon_mean (mean loss over the horizon on 2 problems every <= 10 "
                   "episodes; default of the quick preset).")
+flags.DEFINE_enum("ista_step", "frobenius", ["frobenius", "spectral"],
+                  "Step of ISTA/FISTA (and of the FISTA continuation of lista/alista): "
+                  "1/||A||_F^2 (reproduces the paper's Fig. 6 values) or 1/||A||_2^2.")
 flags.DEFINE_bool("jit", True, "Compile hot loops with XLA.")
 common.define_common_flags("runs/lasso")
 common.bound_flags(positive=["lr", "lam"])
@@ -94,7 +97,8 @@ def run_classic(name, A, y, lam, iterations):
     from open_l2o_tf.classic import first_order, ista_fista, transforms  # pylint: disable=import-outside-toplevel
     if name in ("ista", "fista"):
         solver = ista_fista.ista if name == "ista" else ista_fista.fista
-        _, curve = solver(A, y, lam, iterations)
+        step = ista_fista.step_size(A.astype(np.float32), FLAGS.ista_step)
+        _, curve = solver(A, y, lam, iterations, step=step)
         return curve.numpy()
     lr = FLAGS.lr if FLAGS.lr is not None else 1e-3
     transform = {"gd": first_order.gd, "adam": first_order.adam,
@@ -130,7 +134,9 @@ def run_model_based(name, data_dir, A, W, y, lam, iterations, workdir, tb):
     f_layers = [np.zeros(y.shape[0], np.float64) + metrics.lasso_objective(
         A, np.zeros((y.shape[0], A.shape[1]), np.float32), y, lam).numpy()]
     f_layers += [metrics.lasso_objective(A, x, y, lam).numpy() for x in outputs]
-    _, tail = ista_fista.fista_from(A, y, lam, outputs[-1], iterations - num_layers)
+    _, tail = ista_fista.fista_from(A, y, lam, outputs[-1], iterations - num_layers,
+                                    step=ista_fista.step_size(A.astype(np.float32),
+                                                              FLAGS.ista_step))
     curve = np.concatenate([np.stack(f_layers), tail.numpy()[1:]], axis=0)
     return curve, info
 

@@ -32,3 +32,21 @@ def test_nn_training_split_per_method(tmp_path):
         "train", "test", "test")
     # all-zero training images with label 0 vs random test images: other losses
     assert abs(sgd["curve"][0] - sgd_test["curve"][0]) > 1e-5
+
+
+def test_ista_step_rules():
+    """1/||A||_F^2 (the step that reproduces Fig. 6) or 1/||A||_2^2; the smaller Frobenius
+    step makes ISTA slower."""
+    from open_l2o_tf.classic import ista_fista
+    rng = np.random.default_rng(0)
+    A = rng.normal(size=(5, 10)).astype(np.float32)
+    y = rng.normal(size=(8, 5)).astype(np.float32)
+    fro = ista_fista.step_size(A, "frobenius").numpy()
+    np.testing.assert_allclose(fro, 1.0 / np.sum(A ** 2), rtol=1e-5)
+    spec = ista_fista.step_size(A, "spectral").numpy()
+    np.testing.assert_allclose(spec, 1.0 / np.linalg.norm(A, 2) ** 2, rtol=1e-4)
+    both = ista_fista.step_size(np.stack([A, 2 * A]), "frobenius").numpy()
+    np.testing.assert_allclose(both[:, 0], [fro, fro / 4], rtol=1e-5)
+    _, slow = ista_fista.ista(A, y, 0.005, 30, step=fro)
+    _, fast = ista_fista.ista(A, y, 0.005, 30, step=spec)
+    assert np.mean(slow[-1]) > np.mean(fast[-1])

@@ -149,7 +149,9 @@ def test_lasso_cli_fista_beats_ista(tmp_path):
                        f"--workdir={work}", f"--data_dir={tmp_path / 'data'}"
                        if (tmp_path / "data").exists() else f"--workdir={work}")
         assert proc.returncode == 0, proc.stderr[-2000:]
-        finals[name] = json.load(open(work / "results.json"))["final"]
+        record = json.load(open(work / "results.json"))
+        finals[name] = record["final"]
+        assert record["config"]["ista_step"] == "frobenius"    # the paper's Fig. 6 step
         if not (tmp_path / "data").exists():
             import shutil
             shutil.copytree(work / "data", tmp_path / "data")
