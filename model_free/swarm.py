@@ -162,19 +162,28 @@ def posterior_entropy(points, values, num_samples=1000, seed=0):
     return entropy(tf.exp(root / tf.maximum(h0[:, None], 1e-3)))
 
 
-def start_particles(x0, particles, seed):
-    """``k`` particles around each start: ``x0 + N(0, 0.01^2)`` (k, B, n)."""
+STARTS = ("origin", "test_start")
+
+
+def start_particles(x0, particles, seed, start="origin"):
+    """``k`` particles (k, B, n), i.i.d. ``N(0, 0.01^2)`` around the origin (``start=
+    "origin"``, the original: ``L2O-Swarm/src/meta.py`` ``vars_init``, also at evaluation, so
+    the paper's Swarm curves start at E f(0)) or around each test start ``x0``
+    (``"test_start"``, where the other optimizers start)."""
+    if start not in STARTS:
+        raise UserError(f"swarm start must be one of {STARTS}, got {start!r}")
     noise = 0.01 * tf.random.stateless_normal([particles] + list(x0.shape), seed)
-    return x0[None] + noise
+    return noise if start == "origin" else x0[None] + noise
 
 
-def swarm_minimize(swarm, family, instance, x0, num_steps, seed=0):
-    """Runs the swarm for ``num_steps`` steps from ``x0`` (B, n); returns the per-instance
-    loss of the best particle at ``x_0 .. x_T``, ``(num_steps + 1, B)``."""
+def swarm_minimize(swarm, family, instance, x0, num_steps, seed=0, start="origin"):
+    """Runs the swarm for ``num_steps`` steps, its particles started by
+    :func:`start_particles` (``x0`` (B, n): the test starts); returns the per-instance loss
+    of the best particle at ``x_0 .. x_T``, ``(num_steps + 1, B)``."""
 
     @tf.function
     def run(x0):
-        x = start_particles(x0, swarm.particles, tf.constant([seed, 31], tf.int32))
+        x = start_particles(x0, swarm.particles, tf.constant([seed, 31], tf.int32), start)
         state = swarm.initial_state(x)
         ta = tf.TensorArray(tf.float32, size=num_steps + 1)
 
@@ -194,13 +203,17 @@ class SwarmTrainer(episodic.EpisodicTrainer):
     """Meta-training of :class:`L2OSwarm`: per episode fresh instances and starts, ``unroll``
     steps in truncations of ``truncation`` with BPTT, Adam(1e-3) on the meta-loss above;
     model selection every ``eval_every`` episodes on held-out instances (mean best-particle
-    loss over the horizon); checkpoints after every evaluation (resume)."""
+    loss over the horizon); checkpoints after every evaluation (resume).  ``start``: where
+    the particles start, in training and held-out scoring (see :func:`start_particles`)."""
 
     tag = "swarm"
 
     def __init__(self, swarm, family, *, unroll=100, truncation=20, lr=1e-3,
                  entropy_weight=1e-3, l2=1e-4, eval_every=10, eval_instances=16, seed=0,
-                 progress=print, tb=None, ckpt_dir=None):
+                 progress=print, tb=None, ckpt_dir=None, start="origin"):
+        if start not in STARTS:
+            raise UserError(f"swarm start must be one of {STARTS}, got {start!r}")
+        self.start = start
         self.opt = keras.optimizers.Adam(lr)
         self.opt.build(swarm.trainable_variables)
         super().__init__(swarm, {"adam": self.opt}, eval_every=eval_every, progress=progress,
@@ -244,7 +257,7 @@ class SwarmTrainer(episodic.EpisodicTrainer):
         seed = tf.constant([self.seed, episode], tf.int32)
         instance = self.family.sample_instance(seed)
         x0 = self.family.init_params(seed + [0, 1], instance)[0]
-        x = start_particles(x0, self.swarm.particles, seed + [0, 2])
+        x = start_particles(x0, self.swarm.particles, seed + [0, 2], self.start)
         state = self.swarm.initial_state(x)
         total = 0.0
         for k in range(max(1, self.unroll // self.truncation)):
@@ -260,7 +273,7 @@ class SwarmTrainer(episodic.EpisodicTrainer):
     def score(self):
         instance, x0 = self.heldout
         curve = swarm_minimize(self.swarm, self.family, instance, x0, self.unroll,
-                               seed=10 ** 6)
+                               seed=10 ** 6, start=self.start)
         return float(np.mean(curve))
 
 

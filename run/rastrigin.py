@@ -27,6 +27,10 @@ common.accept_registered("optimizer", "learned", LEARNED, interface="update")   
 flags.DEFINE_enum("swarm_attraction", "as_coded", ["as_coded", "toward_better"],
                   "L2O-Swarm attraction feature: the released code's (pull away from "
                   "particles that are not better) or toward better particles.")
+flags.DEFINE_enum("swarm_start", "origin", ["origin", "test_start"],
+                  "L2O-Swarm: particles start N(0, 0.01^2) around the origin (the original, "
+                  "in training and testing: its curves start at E f(0)) or around each test "
+                  "start (where the other optimizers start).")
 flags.DEFINE_integer("n", 2, "Dimension (the paper: 2 and 10).", lower_bound=1)
 flags.DEFINE_integer("steps", 1000, "Iterations.", lower_bound=1)
 flags.DEFINE_integer("test_instances", None, "Test instances (paper 128, quick 16).",
@@ -117,13 +121,14 @@ def main(argv):
             opt = swarm_lib.L2OSwarm(dim=FLAGS.n, attraction=FLAGS.swarm_attraction)
             trainer = swarm_lib.SwarmTrainer(opt, family, seed=FLAGS.seed, tb=tb,
                                              ckpt_dir=os.path.join(workdir, "ckpt"),
-                                             lr=FLAGS.meta_lr or 1e-3)
+                                             lr=FLAGS.meta_lr or 1e-3,
+                                             start=FLAGS.swarm_start)
             trainer.train(episodes)
             swarm_lib.save_swarm(opt, os.path.join(workdir, "l2o_swarm.npz"))
             info = {"train_seconds": trainer.train_seconds,
                     "train_steps": episodes * trainer.unroll}
         curve = swarm_lib.swarm_minimize(opt, family, test, x0[0], FLAGS.steps,
-                                         seed=FLAGS.seed)
+                                         seed=FLAGS.seed, start=FLAGS.swarm_start)
     else:
         from model_free import meta_trainer, training  # pylint: disable=import-outside-toplevel
         opt, info = training.meta_train_or_load(

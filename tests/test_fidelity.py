@@ -50,3 +50,21 @@ def test_ista_step_rules():
     _, slow = ista_fista.ista(A, y, 0.005, 30, step=fro)
     _, fast = ista_fista.ista(A, y, 0.005, 30, step=spec)
     assert np.mean(slow[-1]) > np.mean(fast[-1])
+
+
+def test_swarm_starts_around_the_origin_as_the_original():
+    """The original starts the particles N(0, 0.01^2) around the origin (meta.py vars_init),
+    so its curves start at f(0) whatever the test starts; ``test_start`` starts them at x0."""
+    from model_free import swarm as swarm_lib
+    from open_l2o_tf.optimizees.rastrigin import Rastrigin
+    fam = Rastrigin(n=2, batch_size=6)
+    inst = fam.sample_instance(0)
+    x0 = fam.init_params(1, inst)[0]
+    sw = swarm_lib.L2OSwarm(dim=2)
+    origin = swarm_lib.swarm_minimize(sw, fam, inst, x0, 2)
+    f0 = fam.instance_losses([tf.zeros_like(x0)], inst).numpy()
+    np.testing.assert_allclose(origin[0], f0, atol=2.5)
+    np.testing.assert_allclose(swarm_lib.swarm_minimize(sw, fam, inst, x0 + 5.0, 2), origin)
+    at_start = swarm_lib.swarm_minimize(sw, fam, inst, x0, 2, start="test_start")
+    np.testing.assert_allclose(at_start[0], fam.instance_losses([x0], inst).numpy(), atol=2.5)
+    assert np.max(np.abs(at_start[0] - origin[0])) > 5.0

@@ -34,9 +34,9 @@ def test_instances_do_not_interact():
     inst = fam.sample_instance(0)
     x0 = fam.init_params(1, inst)[0]
     sw = swarm_lib.L2OSwarm(dim=2)
-    a = swarm_lib.swarm_minimize(sw, fam, inst, x0, 5)
+    a = swarm_lib.swarm_minimize(sw, fam, inst, x0, 5, start="test_start")
     moved = x0 + tf.constant([[0.0, 0.0], [0.0, 0.0], [1.0, -2.0]])
-    b = swarm_lib.swarm_minimize(sw, fam, inst, moved, 5)
+    b = swarm_lib.swarm_minimize(sw, fam, inst, moved, 5, start="test_start")
     np.testing.assert_allclose(a[:, :2], b[:, :2], rtol=1e-5)
     assert not np.allclose(a[:, 2], b[:, 2])
 
