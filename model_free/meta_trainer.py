@@ -158,7 +158,13 @@ class MetaTrainer:
         (3.0 in the original; off in Open-L2O's runs).
       meta_objective: "sum" (the sum of the truncation's losses, DM/RNNprop) or "log_ratio"
         (L2O-Scale, spec §5.3: ``mean_t log(f_t / (f_init + 1e-6) + 1e-6)`` with ``f_init``
-        the loss at the start of the episode).
+        the loss at the start of the episode, over ``[f_init, f(x_0) .. f(x_{T-1})]`` of the
+        truncation as the original's ``metaopt.py``: the loss at the truncation's end enters
+        the next truncation's objective).
+      carry_state: carry the optimizer's state (RNN states, learning rates, accumulators)
+        from the end of one episode into the next, resetting it only at the first episode
+        of the run (L2O-Scale's ``metaopt.py`` with ``reset_rnn_params``: ``reset_state =
+        first_unroll and k == 0``); a resumed run starts it afresh.
       meta_optimizer: a Keras optimizer for the weights (default ``Adam(lr)``);
       clip_value: clip meta-gradients elementwise to ``±clip_value`` (None: no clipping).
       tb, progress, seed, jit_compile: as usual.
@@ -168,7 +174,8 @@ class MetaTrainer:
                  second_order=False, curriculum=None, imitation=None, eval_every=10,
                  eval_instances=2, ckpt_dir=None, tb=None, progress=print, seed=0,
                  jit_compile=False, random_scale=None, meta_objective="sum",
-                 meta_optimizer=None, clip_value=None, selection="last_truncation"):
+                 meta_optimizer=None, clip_value=None, selection="last_truncation",
+                 carry_state=False):
         self.opt, self.optimizee = optimizer, optimizee
         self.eval_optimizee = optimizee
         self.scaled = RandomlyScaled(optimizee, random_scale) if random_scale else None
@@ -186,6 +193,7 @@ class MetaTrainer:
         if selection not in SELECTIONS:
             raise ValueError(f"selection must be one of {SELECTIONS}, got {selection!r}")
         self.selection = selection
+        self.carry_state, self._carried = bool(carry_state), None
         self._runners = {}
         self.eval_jit = False   # XLA measured slower here (CPU, 25x50 Lasso: 50 s vs 15 s)
         self.clip_value = None if clip_value is None else float(clip_value)
@@ -226,8 +234,8 @@ class MetaTrainer:
                 if self.meta_objective == "sum":
                     total = tf.add_n(losses)
                 else:
-                    total = tf.reduce_mean(tf.math.log(tf.stack(losses) / (f_init + 1e-6)
-                                                       + 1e-6))
+                    values = tf.stack([tf.reshape(f_init, [])] + losses[:-1])
+                    total = tf.reduce_mean(tf.math.log(values / (f_init + 1e-6) + 1e-6))
             meta_grads = tape.gradient(total, variables)
             if self.clip_value is not None:
                 meta_grads = [None if g is None else
@@ -269,6 +277,10 @@ class MetaTrainer:
         if self.scaled is not None:
             instance, params = self.scaled.scale(instance, params, seed + [0, 2])
         state = self.opt.initial_state(params)
+        if self.carry_state and self._carried is not None and all(
+                a.shape == b.shape for a, b in zip(tf.nest.flatten(self._carried),
+                                                   tf.nest.flatten(state))):
+            state = self._carried
         f_init = tf.constant(1.0)   # only the log-ratio objective reads it
         if self.meta_objective == "log_ratio":
             optimizee = self.scaled or self.optimizee
@@ -286,6 +298,8 @@ class MetaTrainer:
                 self.history["skipped"].append(message)
                 return float("nan"), False
             total += float(loss)
+        if self.carry_state:
+            self._carried = state
         return total, False
 
     def score(self, horizon=None, instances=None):

@@ -21,8 +21,13 @@ gradient g of every scalar and, for i = 1..4, the momentum timescales
     scl_decay, inp_decay <- sigmoid(h0' w + 3.2), sigmoid(h0' w + 2.2)   (next step)
 
 The initial level states are learned vectors (U(-1, 1)); the initial log learning rates are
-U(log(1e-6)/2, log(1e-2)/2) per scalar plus one shared draw from the same range.  The
-draws use a fixed stateless seed (``init_seed``), so a trajectory is reproducible.
+U(log(1e-6)/2, log(1e-2)/2) per scalar plus an offset drawn from the same range per tensor
+(per group), afresh at every initialisation, as the original (``hierarchical_rnn.py``
+``_initialize_state``: a seeded TF1 random op, new values on every run; the offset makes a
+tensor's mean rate differ from the others').  ``fresh_offsets=False`` draws them from the
+fixed stateless seed ``init_seed`` instead (one reproducible draw, our former default).
+The three bias projections (level 1 -> level 0, level 2 -> level 0, level 2 -> level 1) have
+bias vectors (zero at the start), as the original's ``utils.affine``.
 
 ``batched_instances=True`` (the synthetic families, whose tensors are batch-first with one
 row per independent instance) treats every row of every tensor as its own "tensor" and
@@ -112,12 +117,13 @@ class _Structure:
 class L2OScale(LearnedOptimizer):
 
     def __init__(self, hidden0=10, hidden1=20, hidden2=20, batched_instances=False,
-                 faithful_global=False, init_seed=0, **kwargs):
+                 faithful_global=False, init_seed=0, fresh_offsets=True, **kwargs):
         super().__init__(**kwargs)
         self.hidden0, self.hidden1, self.hidden2 = int(hidden0), int(hidden1), int(hidden2)
         self.batched_instances = bool(batched_instances)
         self.faithful_global = bool(faithful_global)
         self.init_seed = int(init_seed)
+        self.fresh_offsets = bool(fresh_offsets)
         h0, h1, h2 = self.hidden0, self.hidden1, self.hidden2
         uniform = keras.initializers.RandomUniform(-1.0, 1.0)
         self.init0 = self.add_weight(name="init_level0", shape=(h0,), initializer=uniform)
@@ -149,6 +155,12 @@ class L2OScale(LearnedOptimizer):
                                                  initializer=keras.initializers.Constant(3.2))
         self.lr_offset = self.add_weight(name="lr_offset", shape=(),
                                          initializer=keras.initializers.Constant(-1.0))
+        self.bias0_from_layer_b = self.add_weight(name="bias0_from_layer_b", shape=(3 * h0,),
+                                                  initializer="zeros")
+        self.bias0_from_global_b = self.add_weight(name="bias0_from_global_b",
+                                                   shape=(3 * h0,), initializer="zeros")
+        self.bias1_from_global_b = self.add_weight(name="bias1_from_global_b",
+                                                   shape=(3 * h1,), initializer="zeros")
         self.built = True
 
     def structure(self, tensors):
@@ -160,9 +172,14 @@ class L2OScale(LearnedOptimizer):
         st = self.structure(params)
         n = int(st.coord_group.shape[0])
         low, high = np.log(1e-6) / 2, np.log(1e-2) / 2
-        seed = tf.constant([self.init_seed, 7], tf.int32)
-        per_scalar = tf.random.stateless_uniform([n, 1], seed, low, high)
-        shared = tf.random.stateless_uniform([], seed + [0, 1], low, high)
+        if self.fresh_offsets:
+            per_scalar = tf.random.uniform([n, 1], low, high)
+            offsets = tf.random.uniform([st.num_groups], low, high)
+        else:
+            seed = tf.constant([self.init_seed, 7], tf.int32)
+            per_scalar = tf.random.stateless_uniform([n, 1], seed, low, high)
+            offsets = tf.random.stateless_uniform([st.num_groups], seed + [0, 1], low, high)
+        shared = tf.gather(offsets, st.coord_group)[:, None]
         log_lr = tf.clip_by_value(per_scalar + shared, -33.0, 33.0)
         col = tf.zeros([n, 1])
         return (tf.zeros([n, self.hidden0]), tf.zeros([st.num_groups, self.hidden1]),
@@ -190,11 +207,14 @@ class L2OScale(LearnedOptimizer):
         rel_lr = log_lr - tf.gather(st.instance_mean(log_lr), st.coord_instance)
         features = tf.concat([s, s[:, :-1] * s[:, 1:], log_ms, rel_lr], axis=1)
 
-        bias0 = (tf.gather(tf.matmul(h1, self.bias0_from_layer), st.coord_group)
-                 + tf.gather(tf.matmul(h2, self.bias0_from_global), st.coord_instance))
+        bias0 = (tf.gather(tf.matmul(h1, self.bias0_from_layer) + self.bias0_from_layer_b,
+                           st.coord_group)
+                 + tf.gather(tf.matmul(h2, self.bias0_from_global) + self.bias0_from_global_b,
+                             st.coord_instance))
         h0 = self.gru0(features, h0, bias0)
         level1_in = st.group_mean(tf.concat([h0, features], axis=1))
-        bias1 = tf.gather(tf.matmul(h2, self.bias1_from_global), st.group_instance)
+        bias1 = tf.gather(tf.matmul(h2, self.bias1_from_global) + self.bias1_from_global_b,
+                          st.group_instance)
         h1 = self.gru1(level1_in, h1, bias1)
         if self.faithful_global:
             level2_in = tf.gather(h1, st.last_group)
@@ -218,4 +238,5 @@ class L2OScale(LearnedOptimizer):
     def get_config(self):
         return {**super().get_config(), "hidden0": self.hidden0, "hidden1": self.hidden1,
                 "hidden2": self.hidden2, "batched_instances": self.batched_instances,
-                "faithful_global": self.faithful_global, "init_seed": self.init_seed}
+                "faithful_global": self.faithful_global, "init_seed": self.init_seed,
+                "fresh_offsets": self.fresh_offsets}

@@ -2,8 +2,10 @@
 
 ``l2o_dm``: L2O-DM; ``l2o_rnnprop``: L2O-RNNprop; ``l2o_enhanced``: L2O-DM trained with the
 curriculum and imitation of Adam (L2O-enhanced); ``l2o_scale``: the hierarchical RNN of
-L2O-Scale, meta-trained on the log-ratio objective with RMSProp (decay 0.9), meta-gradients
-clipped to ±1e4 (spec §5.3-5.4), meta learning rate 1e-6 as the original.  At that rate
+L2O-Scale, meta-trained as the original's ``metaopt.py``: the log-ratio objective, RMSProp
+(decay 0.9, epsilon 1e-20, accumulator starting at 1: :func:`tf1_rmsprop`), meta-gradients
+clipped to ±1e4 (spec §5.3-5.4), meta learning rate 1e-6, the optimizer state carried from
+one episode to the next (``MetaTrainer(carry_state=True)``).  At that rate
 a short meta-training leaves the network near its initialisation (a momentum/RMS-normalised
 update with per-coordinate rates drawn in [1e-6, 1e-2]); ``meta_lr`` raises it, but the
 learned log learning rate integrates its bias, and trained on 100-step unrolls it grows
@@ -18,6 +20,8 @@ quick preset).  RNNprop's output is scaled by 0.01 on every problem as the origi
 """
 import os
 import time
+
+import tensorflow as tf
 
 from model_free import pretrained
 from model_free.curriculum import Curriculum
@@ -35,6 +39,21 @@ SCALE_META_LR = 1e-6
 ORIGINAL_SELECTION = {"l2o_dm": (100, 20), "l2o_enhanced": (100, 20), "l2o_rnnprop": (10, 20),
                       "l2o_scale": (100, 20)}
 SELECTIONS = ("last_truncation", "horizon_mean")
+
+
+def tf1_rmsprop(lr, optimizer, rho=0.9, epsilon=1e-20):
+    """RMSProp as TF1's ``tf.train.RMSPropOptimizer`` that L2O-Scale's ``metaopt.py`` uses:
+    decay 0.9, epsilon 1e-20 (its flag) and the mean-square accumulator starting at ONE (TF1
+    initialises the slot with ones; Keras with zeros, which makes the first steps
+    ``lr * g / sqrt(0.1 g^2)`` ~ 3 lr instead of ~ lr g).  Built on ``optimizer``'s
+    trainable weights."""
+    import keras  # pylint: disable=import-outside-toplevel
+    meta = keras.optimizers.RMSprop(lr, rho=rho, epsilon=epsilon)
+    meta.build(optimizer.trainable_variables)
+    for v in meta.variables:
+        if "velocit" in v.path or "velocit" in v.name:
+            v.assign(tf.ones_like(v))
+    return meta
 
 
 def selection_settings(name, selection, episodes):
@@ -81,10 +100,8 @@ def meta_train_or_load(name, optimizee, *, synthetic, workdir, episodes, unroll=
         imitation = Imitation("dm", seed=seed)
     extra = {}
     if name == "l2o_scale":
-        import keras  # pylint: disable=import-outside-toplevel
-        extra = dict(meta_objective="log_ratio", clip_value=1e4,
-                     meta_optimizer=keras.optimizers.RMSprop(
-                         meta_lr or SCALE_META_LR, rho=0.9, epsilon=1e-10))
+        extra = dict(meta_objective="log_ratio", clip_value=1e4, carry_state=True,
+                     meta_optimizer=tf1_rmsprop(meta_lr or SCALE_META_LR, opt))
     elif meta_lr:
         extra = dict(lr=meta_lr)
     extra.update(selection_settings(name, selection, episodes))

@@ -68,3 +68,49 @@ def test_swarm_starts_around_the_origin_as_the_original():
     at_start = swarm_lib.swarm_minimize(sw, fam, inst, x0, 2, start="test_start")
     np.testing.assert_allclose(at_start[0], fam.instance_losses([x0], inst).numpy(), atol=2.5)
     assert np.max(np.abs(at_start[0] - origin[0])) > 5.0
+
+
+def test_scale_log_lr_offsets_are_drawn_afresh_per_tensor():
+    """hierarchical_rnn.py _initialize_state: an offset per tensor, new at every
+    initialisation (ours drew one offset from a fixed seed)."""
+    import keras
+    from model_free.scale import L2OScale
+    keras.utils.set_random_seed(0)
+    opt = L2OScale()
+    params = [tf.zeros([2000]), tf.zeros([2000]), tf.zeros([2000])]
+    a = opt.initial_state(params)[5].numpy()[:, 0]
+    b = opt.initial_state(params)[5].numpy()[:, 0]
+    assert not np.allclose(a, b)
+    # per-scalar noise moves a tensor's mean by ~0.015; the offsets by ~U(-9.2, -2.3)
+    assert np.ptp(a.reshape(3, 2000).mean(axis=1)) > 0.1
+    fixed = L2OScale(fresh_offsets=False)
+    np.testing.assert_array_equal(fixed.initial_state(params)[5], fixed.initial_state(params)[5])
+
+
+def test_scale_state_is_carried_across_episodes_and_rmsprop_as_tf1():
+    """metaopt.py resets the optimizer state only at the first meta-iteration; its RMSProp
+    (TF1) starts the accumulator at 1 with epsilon 1e-20."""
+    from model_free.meta_trainer import MetaTrainer
+    from model_free.scale import L2OScale
+    from model_free.training import tf1_rmsprop
+    from open_l2o_tf.optimizees.quadratic import Quadratic
+    opt = L2OScale(batched_instances=True)
+    meta = tf1_rmsprop(1e-6, opt)
+    assert meta.epsilon == pytest.approx(1e-20)
+    assert all(np.all(v.numpy() == 1.0) for v in meta.variables if "velocit" in v.path)
+    trainer = MetaTrainer(opt, Quadratic(dim=3, batch_size=4), unroll=10, truncation=5,
+                          progress=None, meta_objective="log_ratio", carry_state=True,
+                          meta_optimizer=meta)
+    seen, run = [], trainer._truncation_fn
+
+    def spy(params, state, *rest):
+        seen.append(state)
+        return run(params, state, *rest)
+
+    trainer._truncation_fn = spy
+    trainer.run_episode(0)
+    end = trainer._carried
+    trainer.run_episode(1)
+    for a, b in zip(tf.nest.flatten(seen[2]), tf.nest.flatten(end)):
+        np.testing.assert_array_equal(a, b)
+    assert float(seen[2][-1]) == 10.0       # the step counter goes on: no reset

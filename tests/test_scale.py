@@ -66,8 +66,9 @@ def test_instances_do_not_interact():
     base = _tensors(3, [(2, 5), (2, 3)])
     other = [tf.concat([g[:1], -3.0 * g[1:]], 0) for g in base]
     runs = []
+    start = opt.initial_state(params)      # log-lr offsets are drawn afresh per call
     for grads in (base, other):
-        state = opt.initial_state(params)
+        state = start
         out = []
         for _ in range(3):
             steps, state = opt.update(grads, state, params)
@@ -95,8 +96,9 @@ def test_save_and_load(tmp_path):
     name, loaded = pretrained.load_optimizer(path)
     assert name == "l2o_scale" and loaded.faithful_global and loaded.batched_instances
     params, grads = _tensors(0, [(3, 4)]), _tensors(1, [(3, 4)])
-    a, _ = opt.update(grads, opt.initial_state(params), params)
-    b, _ = loaded.update(grads, loaded.initial_state(params), params)
+    state = opt.initial_state(params)
+    a, _ = opt.update(grads, state, params)
+    b, _ = loaded.update(grads, state, params)
     np.testing.assert_allclose(a[0], b[0], rtol=1e-6)
 
 
