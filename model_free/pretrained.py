@@ -54,7 +54,7 @@ _MARK = _Mark()
 class _Global:
     def __init__(self, module, name):
         if (module, name) not in _ALLOWED_GLOBALS:
-            raise _Refused(f"refused global {module}.{name}")
+            raise _Refused(f"refused global {module[:60]}.{name[:60]}")
         self.key = (module, name)
 
 
@@ -73,7 +73,7 @@ class _Dict:
 class _DType:
     def __init__(self, name):
         if name not in _DTYPES:
-            raise _Refused(f"refused dtype {name!r} (only {', '.join(_DTYPES)})")
+            raise _Refused(f"refused dtype {_short(name)} (only {', '.join(_DTYPES)})")
         self.name, self.order, self.state_set = name, None, False
 
 
@@ -86,14 +86,25 @@ def _is_int(value):
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _short(value):
+    """A short description of a value from the file (no deep repr of hostile nesting)."""
+    if isinstance(value, (str, bytes)):
+        return repr(value[:40])
+    if isinstance(value, tuple):
+        return f"a tuple of {len(value)}"
+    if _is_int(value):
+        return str(value) if abs(value) < 10 ** 12 else "a huge int"
+    return type(value).__name__.lstrip("_")
+
+
 def _reduce(func, args):
     if not isinstance(args, tuple):
         raise _Refused("REDUCE without an argument tuple")
     key = func.key if isinstance(func, _Global) else (func.kind if isinstance(func, _Token)
                                                        else None)
     if key == ("dill._dill", "_load_type"):
-        if args != ("dict",):
-            raise _Refused(f"refused dill type {args!r}")
+        if len(args) != 1 or not isinstance(args[0], str) or args[0] != "dict":
+            raise _Refused(f"refused dill type {_short(args)}")
         return _Token("dict_type")
     if key in (("collections", "defaultdict"), ("collections", "OrderedDict"),
                ("builtins", "dict")) or (isinstance(func, _Token) and func.kind == "dict_type"):
@@ -101,24 +112,28 @@ def _reduce(func, args):
             raise _Refused(f"refused arguments to {key}")
         return _Dict()
     if key == ("dill._dill", "_import_module"):
-        if len(args) not in (1, 2) or args[0] not in _NUMPY_MODULES:
-            raise _Refused(f"refused module {args[0]!r}")
+        if len(args) not in (1, 2) or not isinstance(args[0], str) \
+                or args[0] not in _NUMPY_MODULES:
+            raise _Refused(f"refused module {_short(args)}")
         return _Token("numpy_module")
     if key == ("dill._dill", "_get_attr"):
         if (len(args) != 2 or not isinstance(args[0], _Token)
-                or args[0].kind != "numpy_module" or args[1] != "_reconstruct"):
+                or args[0].kind != "numpy_module" or not isinstance(args[1], str)
+                or args[1] != "_reconstruct"):
             raise _Refused("refused attribute lookup")
         return _Token("reconstruct")
     if key == "reconstruct" or (isinstance(key, tuple) and key[1] == "_reconstruct"):
         if (len(args) != 3 or not isinstance(args[0], _Global)
-                or args[0].key != ("numpy", "ndarray") or args[1] != (0,)
-                or args[2] not in (b"b", "b")):
+                or args[0].key != ("numpy", "ndarray") or not isinstance(args[1], tuple)
+                or len(args[1]) != 1 or args[1][0] != 0 or not _is_int(args[1][0])
+                or not isinstance(args[2], (bytes, str)) or args[2] not in (b"b", "b")):
             raise _Refused("refused array reconstruction arguments")
         return _Array()
     if key == ("numpy", "dtype"):
-        if len(args) != 3 or not isinstance(args[0], str) or args[1:] not in ((0, 1),
-                                                                                (False, True)):
-            raise _Refused(f"refused dtype arguments {args!r}")
+        if (len(args) != 3 or not isinstance(args[0], str)
+                or not all(isinstance(a, (int, bool)) for a in args[1:])
+                or args[1:] not in ((0, 1), (False, True))):
+            raise _Refused(f"refused dtype arguments {_short(args)}")
         return _DType(args[0])
     raise _Refused(f"refused call of {key}")
 
@@ -126,7 +141,9 @@ def _reduce(func, args):
 def _build(obj, state):
     if isinstance(obj, _DType):
         # (version, byte order, subarray, names, fields, elsize, alignment, flags)
-        if (not isinstance(state, tuple) or len(state) != 8 or state[0] != 3
+        if (not isinstance(state, tuple) or len(state) != 8
+                or not all(_is_int(state[i]) for i in (0, 5, 6, 7))
+                or state[0] != 3 or not isinstance(state[1], str)
                 or state[1] not in ("<", ">", "|", "=") or state[2:5] != (None, None, None)
                 or state[5:7] != (-1, -1) or state[7] != 0 or obj.state_set):
             raise _Refused("refused dtype state (only plain numeric dtypes, default flags)")
@@ -140,7 +157,7 @@ def _build(obj, state):
             raise _Refused("refused array state")
         shape, dtype, data = state[1], state[2], state[4]
         if len(shape) > 32 or not all(_is_int(d) and d >= 0 for d in shape):
-            raise _Refused(f"refused array shape {shape!r}")
+            raise _Refused(f"refused array shape {_short(shape)}")
         count = 1
         for d in shape:
             count *= d
@@ -282,6 +299,9 @@ def safe_load_pickle(path):
     except _Refused as err:
         raise UserError(f"{path}: not an Open-L2O weights pickle ({err}); refusing to load "
                         "it") from None
+    except RecursionError:
+        raise UserError(f"{path}: not an Open-L2O weights pickle (nested too deeply); refusing "
+                        "to load it") from None
     except (ValueError, KeyError, IndexError) as err:   # genops: truncated / bad opcode
         raise UserError(f"{path}: not a readable pickle (found: {err}); expected an original "
                         "Open-L2O weights file (*.cw.l2l-0 / *.rp.l2l-0) or our .npz") from None

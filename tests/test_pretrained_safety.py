@@ -104,6 +104,12 @@ HOSTILE = {
     "non_str_key": b"\x80\x03}(" + _i(1) + _array("f4", (1,)) + b"u.",
     "not_a_dict": b"\x80\x03" + _array("f4", (2,)) + b".",
     "garbage": b"\x80\x03this is not a pickle at all" * 5,
+    # 200,000 nested tuples as the argument of an allowed call (a deep == or repr would
+    # overflow the C stack / recursion limit)
+    "deeply_nested_tuple": (b"\x80\x03" + _g("dill._dill", "_load_type") + b"N"
+                            + b"\x85" * 200000 + b"\x85R."),
+    "huge_int_shape": _weights(_array("f4", (1,), b"\0" * 4).replace(
+        b"(J\x01\x00\x00\x00t", b"(\x8a\x20" + b"\xff" * 32 + b"t")),
 }
 
 
