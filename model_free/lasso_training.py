@@ -11,8 +11,13 @@ from open_l2o_tf.optimizees.lasso import Lasso
 
 
 def train_and_run(name, data_dir, A, y, lam, iterations, *, workdir, preset, seed=0,
-                  load=None, meta_episodes=None, tb=None, progress=print, selection=None):
-    """Returns ``(curve (iterations + 1, B) of objective values, info)``."""
+                  load=None, meta_episodes=None, tb=None, progress=print, selection=None,
+                  safeguard=None):
+    """Returns ``(curve (iterations + 1, B) of objective values, info)``.
+
+    ``safeguard``: optional ``dict(rule=SafeguardRule, energy=..., fallback=ista|fista)``;
+    then ``info["safeguard"]`` holds :func:`model_free.safeguard.compare` on the test
+    problems (plain, safeguarded and the classic fallback, mean objective per step)."""
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
     train = sparse_recovery.load(data_dir, "train")
     family = Lasso.from_data(train.A, train.y, lam=lam, batch_size=128)
@@ -26,4 +31,15 @@ def train_and_run(name, data_dir, A, y, lam, iterations, *, workdir, preset, see
     x0 = [tf.zeros([y.shape[0], A.shape[1]])]
     curve = meta_trainer.evaluate(opt, family, iterations, test, x0, seed=seed,
                                   grad_scale=1.0 / 128)
+    if safeguard:
+        from model_free import safeguard as fsg  # pylint: disable=import-outside-toplevel
+        test_family = Lasso.from_data(A, y, lam=lam, batch_size=len(y))
+
+        def make_guard(mode):
+            return fsg.lasso_safeguard(test_family, test, safeguard["rule"],
+                                       energy=safeguard["energy"],
+                                       fallback=safeguard["fallback"], mode=mode)
+        result = fsg.compare(opt, test_family, iterations, test, x0, make_guard,
+                             classic_label=safeguard["fallback"], grad_scale=1.0 / 128)
+        info = dict(info, safeguard=dict(result, energy=safeguard["energy"], lam=float(lam)))
     return curve, info

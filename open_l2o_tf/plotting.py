@@ -150,3 +150,46 @@ def plot_results(records, out_dir):
         plt.close(fig)
         paths.append(path)
     return paths
+
+
+def plot_safeguard(curves, path, *, metric="nmse_db", rejected=None, title=None,
+                   trained_depth=None):
+    """Safe-L2O comparison: ``curves`` maps a label (``learned``, ``safeguarded``,
+    ``fista``, ...) to a per-iteration curve (index = iteration, from ``x_0``); ``metric``
+    is ``nmse_db`` (linear y), ``relative_loss``/``objective`` (log y) or ``loss``.  With
+    ``rejected`` (the fraction of instances whose learned step was rejected, per iteration)
+    a second panel shows it.  ``trained_depth`` marks the model's trained depth.  The PNG
+    is written atomically; returns ``path``."""
+    panels = 2 if rejected is not None else 1
+    fig, axes = plt.subplots(panels, 1, figsize=(6.4, 4.4 + 1.8 * (panels - 1)),
+                             sharex=True, squeeze=False,
+                             gridspec_kw={"height_ratios": [3, 1][:panels]})
+    ax = axes[0][0]
+    colours = {"learned": "#1f5fd6", "safeguarded": "#228b22", "fista": "#e377c2",
+               "ista": "#8c564b"}
+    for label, curve in curves.items():
+        curve = np.asarray(curve, np.float64)
+        ax.plot(np.arange(len(curve)), curve, label=label, color=colours.get(label),
+                linestyle="--" if label in ("fista", "ista") else "-")
+    if metric in ("relative_loss", "objective"):
+        ax.set_yscale("log")
+    ax.set_ylabel({"nmse_db": "NMSE (dB)", "relative_loss": "relative loss (19)",
+                   "objective": "objective", "loss": "loss"}.get(metric, metric))
+    if trained_depth:
+        for a in axes[:, 0]:
+            a.axvline(trained_depth, color="0.6", linewidth=0.8, linestyle=":")
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=10)
+    if rejected is not None:
+        axes[1][0].plot(np.arange(len(rejected)), rejected, color="#d62728")
+        axes[1][0].set_ylabel("rejected\nfraction")
+        axes[1][0].set_ylim(-0.05, 1.05)
+    axes[-1][0].set_xlabel("iteration")
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path

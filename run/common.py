@@ -140,7 +140,12 @@ IDENTITY_IGNORED = {"workdir", "out", "mnist_dir", "data_root", "only", "dry_run
                     "report_only", "run_timeout", "import",
                     # a budget, not a setting: a meta-training run resumes from its checkpoint
                     # and is continued (or finished early) by changing it
-                    "meta_episodes"}
+                    "meta_episodes",
+                    # Safe-L2O options only change the test-phase comparison, which a
+                    # re-run redoes: a trained workdir can be re-tested with other ones
+                    "safeguard", "safeguard_rule", "safeguard_delta", "safeguard_param",
+                    "safeguard_track", "safeguard_energy", "safeguard_fallback",
+                    "safeguard_lr", "safeguard_iterations", "safeguard_lam"}
 RUN_FILE = "run.json"
 
 
@@ -365,3 +370,181 @@ def run_in_process(main, argv, validate=None, needs_tf=True):
         return result if isinstance(result, int) else 0
     except SystemExit as exit_:
         return exit_.code if isinstance(exit_.code, int) else 1
+
+
+SAFEGUARD_FALLBACKS = ["ista", "fista", "gd", "adam", "rmsprop"]
+
+
+def define_safeguard_flags(with_switch=True):
+    """``--safeguard`` (unless ``with_switch=False``) and its options (Safe-L2O,
+    :mod:`open_l2o_tf.safeguard`)."""
+    from open_l2o_tf import safeguard_options as safeguard  # pylint: disable=import-outside-toplevel
+    if with_switch:
+        _define_safeguard_switch()
+    _define_safeguard_options(safeguard)
+
+
+def _define_safeguard_switch():
+    flags.DEFINE_enum("safeguard", "off", ["off", "on"], "Safe-L2O: also run the learned "
+                      "method under the safeguard (take a learned step only where it lowers "
+                      "the energy below (1 - delta) mu_k, else the classic step) and compare "
+                      "plain, safeguarded and classic; writes results.json 'safeguard' and "
+                      "WORKDIR/safeguard.png.")
+
+
+def _define_safeguard_options(safeguard):
+    flags.DEFINE_enum("safeguard_rule", "ema", list(safeguard.RULES),
+                      "Reference sequence mu_k (Heaton et al. Table 1).")
+    flags.DEFINE_float("safeguard_delta", 0.01, "Margin delta in [0, 1): accept iff "
+                       "E(learned) <= (1 - delta) mu_k.")
+    flags.DEFINE_float("safeguard_param", None, "EMA weight (0.3), geometric factor "
+                       "(delta) or recent_max window (3).")
+    flags.DEFINE_enum("safeguard_track", "all", list(safeguard.TRACKS),
+                      "all: after a rejected step mu also drops to the classic step's energy "
+                      "if lower (ours); accepted: mu_k changes only on accepted learned steps "
+                      "(Heaton et al.'s Algorithm 1).")
+    flags.DEFINE_enum("safeguard_energy", "residual", list(safeguard.ENERGIES),
+                      "Energy on Lasso-type problems: ISTA's fixed-point residual "
+                      "||x - T(x)|| or the objective (Rastrigin: always the objective minus "
+                      "its lower bound).")
+    flags.DEFINE_enum("safeguard_fallback", None, SAFEGUARD_FALLBACKS,
+                      "Classic step where the learned one is rejected (default: fista on "
+                      "sparse recovery / Lasso, adam on Rastrigin).")
+    flags.DEFINE_float("safeguard_lr", None, "Learning rate of a gd/adam/rmsprop fallback "
+                       "(default: the command's classic rate).")
+    flags.register_validator("safeguard_delta", lambda v: 0.0 <= v < 1.0,
+                             message="--safeguard_delta must be in [0, 1)")
+    flags.register_validator("safeguard_lr", lambda v: v is None or v > 0,
+                             message="--safeguard_lr must be a positive number")
+
+
+def check_safeguard_flags(fallbacks, default_fallback):
+    """The ``--safeguard_*`` options checked without TensorFlow (for ``validate()``)."""
+    from open_l2o_tf import safeguard_options  # pylint: disable=import-outside-toplevel
+    FLAGS = flags.FLAGS  # pylint: disable=invalid-name
+    try:
+        safeguard_options.check_rule_options(FLAGS.safeguard_rule, FLAGS.safeguard_delta,
+                                             FLAGS.safeguard_param, FLAGS.safeguard_track)
+    except UserError as err:
+        raise UserError(f"--safeguard_param: {err}") from None
+    safeguard_fallback_flag(fallbacks, default_fallback)
+
+
+def safeguard_rule_from_flags():
+    """The :class:`open_l2o_tf.safeguard.SafeguardRule` of the ``--safeguard_*`` flags."""
+    from open_l2o_tf import safeguard  # pylint: disable=import-outside-toplevel
+    FLAGS = flags.FLAGS  # pylint: disable=invalid-name
+    try:
+        return safeguard.SafeguardRule(FLAGS.safeguard_rule, FLAGS.safeguard_delta,
+                                       FLAGS.safeguard_param, FLAGS.safeguard_track)
+    except UserError as err:
+        raise UserError(f"--safeguard_param: {err}") from None
+
+
+def safeguard_fallback_flag(allowed, default):
+    """``--safeguard_fallback`` checked against the fallbacks this command supports."""
+    value = flags.FLAGS.safeguard_fallback or default
+    if value not in allowed:
+        raise UserError(f"--safeguard_fallback must be one of {', '.join(allowed)} here, "
+                        f"got {value}")
+    return value
+
+
+def define_sparse_safeguard_flags():
+    """The iteration count and the Lasso weight of the safeguard on sparse recovery."""
+    flags.DEFINE_integer("safeguard_iterations", 100, "Iterations of the safeguarded, "
+                         "plain (last layer repeated past the trained depth) and classic "
+                         "runs.", lower_bound=1)
+    flags.DEFINE_float("safeguard_lam", 0.01, "Lasso weight lam of the fallback operator "
+                       "and the energy on sparse recovery (FISTA at 0.01 reaches about "
+                       "-36 dB on the noiseless 64x128 quick data).")
+    flags.register_validator("safeguard_lam", lambda v: v >= 0,
+                             message="--safeguard_lam must be >= 0")
+
+
+def sparse_safeguard(model, y, x, workdir, *, A=None, title=None):
+    """Runs the Safe-L2O comparison of the ``--safeguard_*`` flags for an unrolled model on
+    sparse-recovery data, prints a summary, writes ``workdir/safeguard.png`` and returns
+    the ``safeguard`` entry of ``results.json``."""
+    from model_based import safeguard as msg  # pylint: disable=import-outside-toplevel
+    from open_l2o_tf import plotting  # pylint: disable=import-outside-toplevel
+    FLAGS = flags.FLAGS  # pylint: disable=invalid-name
+    rule = safeguard_rule_from_flags()
+    fallback = safeguard_fallback_flag(["ista", "fista"], "fista")
+    result = msg.compare(model, y, FLAGS.safeguard_iterations, rule, A=A,
+                         lam=FLAGS.safeguard_lam, x_true=x,
+                         energy=FLAGS.safeguard_energy, fallback=fallback)
+    n = result["instances"]
+    plotting.plot_safeguard(result["curves"], os.path.join(workdir, "safeguard.png"),
+                            metric=result["metric"],
+                            rejected=[r / n for r in result["rejected"]],
+                            trained_depth=model.num_layers, title=title)
+    print_safeguard(result)
+    return result
+
+
+def print_safeguard(result, marks=None):
+    """A few columns of a :func:`model_based.safeguard.compare` result."""
+    K = result["iterations"]
+    depth = result.get("trained_depth") or 0
+    marks = marks or sorted({1, 2, 4, depth, 2 * depth, K // 4, K // 2, K} - {0})
+    marks = sorted({k for k in marks if k <= K})
+    fmt = "8.2f" if result["metric"] == "nmse_db" else "8.3g"
+    lam = f" lam={result['lam']}" if "lam" in result else ""
+    print(f"[safeguard] {result['rule']} delta={result['delta']} param={result['param']} "
+          f"track={result.get('track')} "
+          f"energy={result.get('energy')} fallback={result['fallback']}{lam}; "
+          f"{result['metric']} per iteration ({result['instances']} instances):")
+    print(f"{'iteration':>16} " + " ".join(f"{k:>8}" for k in marks))
+    for label, curve in result["curves"].items():
+        print(f"{label:>16} " + " ".join(f"{curve[k]:{fmt}}" for k in marks))
+    print(f"{'rejected':>16} " + " ".join(f"{result['rejected'][k]:8d}" for k in marks),
+          flush=True)
+
+
+def lasso_safeguard_record(result, f_star, workdir, title=None):
+    """A safeguard comparison on Lasso with its curves turned into the modified relative
+    loss (19), ``(E[f] - E[f*]) / E[f*]``; prints it, writes ``workdir/safeguard.png``."""
+    from open_l2o_tf import plotting  # pylint: disable=import-outside-toplevel
+    import numpy as np  # pylint: disable=import-outside-toplevel
+    star = float(np.mean(f_star))
+    key = "objective" if "objective" in result else "curves"
+    curves = {label: [(v - star) / star for v in curve] for label, curve in
+              result[key].items()}
+    result = dict(result, curves=curves, metric="relative_loss")
+    result.setdefault("trained_depth", 0)
+    n = result["instances"]
+    plotting.plot_safeguard(curves, os.path.join(workdir, "safeguard.png"),
+                            metric="relative_loss", rejected=[r / n for r in result["rejected"]],
+                            trained_depth=result["trained_depth"] or None, title=title)
+    print_safeguard(result, marks=[k for k in (1, 2, 4, 16, 100, 1000, result["iterations"])
+                                   if k <= result["iterations"]])
+    return result
+
+
+def rastrigin_safeguard(opt, family, test, x0, workdir):
+    """Safe-L2O on Rastrigin: energy = objective minus the lower bound ``alpha (n -
+    ||c||_1)``, fallback = the ``--safeguard_fallback`` transform (default Adam at the
+    paper's 0.1; RMSProp 0.3; GD 0.01).  Prints, plots, returns the record entry."""
+    from model_free import safeguard as fsg  # pylint: disable=import-outside-toplevel
+    from open_l2o_tf import plotting  # pylint: disable=import-outside-toplevel
+    from open_l2o_tf.classic import first_order  # pylint: disable=import-outside-toplevel
+    FLAGS = flags.FLAGS  # pylint: disable=invalid-name
+    rule = safeguard_rule_from_flags()
+    name = safeguard_fallback_flag(["gd", "adam", "rmsprop"], "adam")
+    lr = FLAGS.safeguard_lr or {"gd": 0.01, "adam": 0.1, "rmsprop": 0.3}[name]
+    transform = getattr(first_order, name)(lr)
+    offset = family.lower_bound(test)
+
+    def make_guard(mode):
+        return fsg.objective_safeguard(family, test, rule, transform, energy_offset=offset,
+                                       mode=mode)
+    result = fsg.compare(opt, family, FLAGS.steps, test, x0, make_guard, classic_label=name,
+                         grad_scale=1.0 / 128)
+    result = dict(result, energy="objective - lower bound", lr=lr, trained_depth=0)
+    n = result["instances"]
+    plotting.plot_safeguard(result["curves"], os.path.join(workdir, "safeguard.png"),
+                            metric="loss", rejected=[r / n for r in result["rejected"]],
+                            title=f"Rastrigin n={FLAGS.n}")
+    print_safeguard(result, marks=[1, 10, 100, FLAGS.steps // 2, FLAGS.steps])
+    return result

@@ -68,6 +68,7 @@ flags.DEFINE_enum("ista_step", "frobenius", ["frobenius", "spectral"],
 flags.DEFINE_bool("jit", True, "Compile hot loops with XLA.")
 common.define_common_flags("runs/lasso")
 common.bound_flags(positive=["lr", "lam"])
+common.define_safeguard_flags()
 FLAGS = flags.FLAGS
 
 QUICK_SIZES = {"num_train": 4096, "num_val": 512, "num_test": 256}
@@ -138,16 +139,26 @@ def run_model_based(name, data_dir, A, W, y, lam, iterations, workdir, tb):
                                     step=ista_fista.step_size(A.astype(np.float32),
                                                               FLAGS.ista_step))
     curve = np.concatenate([np.stack(f_layers), tail.numpy()[1:]], axis=0)
+    if FLAGS.safeguard == "on":
+        from model_based import safeguard as msg  # pylint: disable=import-outside-toplevel
+        info = dict(info, safeguard=msg.compare(
+            model, y, iterations, common.safeguard_rule_from_flags(), A=A, lam=lam,
+            energy=FLAGS.safeguard_energy,
+            fallback=common.safeguard_fallback_flag(["ista", "fista"], "fista")))
     return curve, info
 
 
 def run_learned(name, data_dir, A, y, lam, iterations, workdir, tb):
     """Meta-trains (or loads) a learned optimizer on Lasso instances, then runs it."""
     from model_free import lasso_training  # pylint: disable=import-outside-toplevel
+    safeguard = None
+    if FLAGS.safeguard == "on":
+        safeguard = dict(rule=common.safeguard_rule_from_flags(), energy=FLAGS.safeguard_energy,
+                         fallback=common.safeguard_fallback_flag(["ista", "fista"], "fista"))
     return lasso_training.train_and_run(
         name, data_dir, A, y, lam, iterations, workdir=workdir, preset=FLAGS.preset,
         seed=FLAGS.seed, load=FLAGS.load, meta_episodes=FLAGS.meta_episodes, tb=tb,
-        selection=FLAGS.model_selection)
+        selection=FLAGS.model_selection, safeguard=safeguard)
 
 
 def validate():
@@ -174,6 +185,11 @@ def validate():
     if FLAGS.meta_episodes is not None and name not in LEARNED:
         raise UserError(f"--meta_episodes applies to {'/'.join(LEARNED)} only, not "
                         f"--optimizer={name}")
+    if FLAGS.safeguard == "on":
+        if name in CLASSIC:
+            raise UserError(f"--safeguard=on needs a learned optimizer (one of "
+                            f"{', '.join(MODEL_BASED + LEARNED)}), got --optimizer={name}")
+        common.check_safeguard_flags(["ista", "fista"], "fista")
     if FLAGS.data_dir is not None:
         common.check_data_dir(FLAGS.data_dir)
     common.prepare_workdir(FLAGS.workdir)
@@ -209,6 +225,9 @@ def main(argv):
         curve_f, info = run_learned(name, data_dir, A, y, lam, FLAGS.iterations, workdir, tb)
         train_seconds, train_steps = info.get("train_seconds", 0.0), info.get("train_steps", 0)
     curve = metrics.relative_loss(curve_f, f_star).numpy()
+    if name not in CLASSIC and "safeguard" in info:
+        extra["safeguard"] = common.lasso_safeguard_record(info["safeguard"], f_star, workdir,
+                                                           title=f"{name} on {setting}")
     if not np.all(np.isfinite(curve)):
         bad = int(np.argmin(np.isfinite(curve)))
         print(f"[lasso] warning: the loss became non-finite at iteration {bad}", flush=True)

@@ -50,6 +50,7 @@ flags.DEFINE_float("random_scale", None, "Meta-training with RNNprop's random sc
 common.define_meta_lr_flag()
 common.define_common_flags("runs/rastrigin")
 common.bound_flags(positive=["lr", "random_scale"])
+common.define_safeguard_flags()
 FLAGS = flags.FLAGS
 
 
@@ -73,6 +74,11 @@ def validate():
         if getattr(FLAGS, flag) is not None and name not in LEARNED:
             raise UserError(f"--{flag} applies to the learned optimizers only, not "
                             f"--optimizer={name}")
+    if FLAGS.safeguard == "on":
+        if name not in LEARNED or name == "l2o_swarm":
+            raise UserError("--safeguard=on needs a learned update rule (l2o_dm, "
+                            f"l2o_rnnprop, l2o_enhanced, l2o_scale), got --optimizer={name}")
+        common.check_safeguard_flags(["gd", "adam", "rmsprop"], "adam")
     common.prepare_workdir(FLAGS.workdir)
 
 
@@ -97,6 +103,7 @@ def main(argv):
         return family.instance_losses(params if isinstance(params, list) else [params], test)
 
     info = {"train_seconds": 0.0, "train_steps": 0}
+    extra = {}
     episodes = common.preset_value(FLAGS.preset, 10000, 60, FLAGS.meta_episodes)
     selection = common.preset_value(FLAGS.preset, "last_truncation", "horizon_mean",
                                     FLAGS.model_selection)
@@ -138,6 +145,8 @@ def main(argv):
             meta_lr=FLAGS.meta_lr, selection=selection)
         curve = meta_trainer.evaluate(opt, family, FLAGS.steps, test, x0, seed=FLAGS.seed,
                                       grad_scale=1.0 / 128)
+        if FLAGS.safeguard == "on":
+            extra["safeguard"] = common.rastrigin_safeguard(opt, family, test, x0, workdir)
     curve = np.asarray(curve).mean(axis=1)
     lower = float(tf.reduce_mean(family.lower_bound(test)))
     for k in range(0, len(curve), max(1, len(curve) // 50)):
@@ -148,7 +157,7 @@ def main(argv):
                               paper=paper, train_seconds=info.get("train_seconds", 0.0),
                               train_steps=info.get("train_steps", 0),
                               config=common.flag_values_dict(), lower_bound_mean=lower,
-                              eval_seconds=time.time() - start)
+                              eval_seconds=time.time() - start, **extra)
     common.write_results(workdir, record)
     print(f"[rastrigin] n={FLAGS.n} {name}: loss[0]={curve[0]:.3f} loss[10]="
           f"{curve[min(10, len(curve) - 1)]:.3f} loss[{len(curve) - 1}]={curve[-1]:.4f}  "

@@ -56,6 +56,8 @@ flags.DEFINE_enum("engine", "epoch", ["epoch", "step"], "Trainer: compiled epoch
                   "stage-1 cache (epoch) or the previous one-call-per-step trainer (step).")
 common.define_common_flags("runs/sparse_recovery")
 common.bound_flags(positive=["lr", "model_lam"], nonnegative=["tista_sigma2", "glista_alti"])
+common.define_safeguard_flags()
+common.define_sparse_safeguard_flags()
 FLAGS = flags.FLAGS
 PAPER_LAYERS = 16     # the depth of the paper's Fig. 5 numbers
 
@@ -74,6 +76,8 @@ def validate():
     if FLAGS.data_dir is None and FLAGS.preset != "quick":
         raise UserError("--data_dir is required with --preset=paper; make one with "
                         "python -m run.make_data --setting=noiseless --out=DIR")
+    if FLAGS.safeguard == "on":
+        common.check_safeguard_flags(["ista", "fista"], "fista")
     common.check_run_identity(workdir, extra={"model_class": registry.MODELS[FLAGS.model]})
 
 
@@ -107,7 +111,7 @@ def main(argv):
     config["data_dir"] = data_dir
     config["glista_alti"] = glista_alti
 
-    def record(curve, seconds, steps, at_layer_end, complete):
+    def record(curve, seconds, steps, at_layer_end, complete, **extra):
         # "curve": the per-layer NMSE of the model as it is now (the final model when
         # complete); "curve_at_layer_end": each layer's NMSE at the end of its own training
         return olog.make_result("sparse_recovery", FLAGS.model, setting, FLAGS.preset,
@@ -115,7 +119,7 @@ def main(argv):
                                 paper=paper if len(curve) == PAPER_LAYERS else None,
                                 train_seconds=seconds, train_steps=steps, config=config,
                                 layers=len(curve), paper_layers=PAPER_LAYERS,
-                                curve_at_layer_end=at_layer_end, complete=complete)
+                                curve_at_layer_end=at_layer_end, complete=complete, **extra)
 
     if FLAGS.load:
         model = load_unrolled(FLAGS.load, expected=FLAGS.model, flag="--load")
@@ -148,7 +152,11 @@ def main(argv):
         model.save(os.path.join(workdir, "model.keras.tmp.keras"))
         os.replace(os.path.join(workdir, "model.keras.tmp.keras"),
                    os.path.join(workdir, "model.keras"))
-    common.write_results(workdir, record(curve, seconds, steps, at_layer_end, True))
+    extra = {}
+    if FLAGS.safeguard == "on":
+        extra["safeguard"] = common.sparse_safeguard(model, test.y, test.x, workdir,
+                                                     title=f"{FLAGS.model} on {setting}")
+    common.write_results(workdir, record(curve, seconds, steps, at_layer_end, True, **extra))
     print(f"\n{FLAGS.model} on {setting} ({test.A.shape[0]}x{test.A.shape[1]}), "
           f"test NMSE (dB, per-sample mean over {len(test.y)} samples):")
     print(f"{'layer':>5} {'ours':>9} {'paper':>9}")
