@@ -173,6 +173,19 @@ def plot_safeguard(curves, path, *, metric="nmse_db", rejected=None, title=None,
                 linestyle="--" if label in ("fista", "ista") else "-")
     if metric in ("relative_loss", "objective"):
         ax.set_yscale("log")
+    # a diverging plain model would squash the other curves: the y range follows them
+    others = [np.asarray(c, np.float64) for label, c in curves.items() if label != "learned"]
+    finite = np.concatenate([c[np.isfinite(c)] for c in others]) if others else np.array([])
+    if finite.size:
+        every = np.concatenate([np.asarray(c, np.float64) for c in curves.values()])
+        every = every[np.isfinite(every)]
+        if metric in ("relative_loss", "objective"):
+            positive = every[every > 0]
+            if positive.size:
+                ax.set_ylim(positive.min() / 2, finite.max() * 10)
+        else:
+            span = max(finite.max() - every.min(), 1.0)
+            ax.set_ylim(every.min() - 0.05 * span, finite.max() + 0.15 * span)
     ax.set_ylabel({"nmse_db": "NMSE (dB)", "relative_loss": "relative loss (19)",
                    "objective": "objective", "loss": "loss"}.get(metric, metric))
     if trained_depth:
@@ -182,7 +195,7 @@ def plot_safeguard(curves, path, *, metric="nmse_db", rejected=None, title=None,
     if title:
         ax.set_title(title, fontsize=10)
     if rejected is not None:
-        axes[1][0].plot(np.arange(len(rejected)), rejected, color="#d62728")
+        axes[1][0].plot(np.arange(1, len(rejected)), rejected[1:], color="#d62728")
         axes[1][0].set_ylabel("rejected\nfraction")
         axes[1][0].set_ylim(-0.05, 1.05)
     axes[-1][0].set_xlabel("iteration")

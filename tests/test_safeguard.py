@@ -1,4 +1,5 @@
 """Safe-L2O (open_l2o_tf.safeguard, model_based.safeguard, model_free.safeguard)."""
+import json
 import os
 
 import numpy as np
@@ -213,10 +214,17 @@ def test_learned_update_rule_safeguard():
 
 
 def test_cli_sparse_recovery_safeguard(tmp_path, problem):
-    data = tmp_path / "data"
-    sparse_recovery.generate("noiseless", str(data), m=M, n=N, num_train=256, num_val=64,
-                             num_test=64, progress=None)
-    model = build_model("lista_cpss", np.load(data / "A.npy"), None, 2)
+    A, _, _ = problem
+    data = tmp_path / "data"     # a small data directory in run.make_data's layout
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    np.save(data / "A.npy", A)
+    for split, num in (("train", 64), ("val", 32), ("test", 64)):
+        x = ((rng.random((num, N)) < 0.1) * rng.standard_normal((num, N))).astype(np.float32)
+        np.save(data / f"{split}_data.npy", np.concatenate([x @ A.T, x], axis=1))
+    (data / "meta.json").write_text(json.dumps({"setting": "noiseless", "m": M, "n": N,
+                                                "lam": None}))
+    model = build_model("lista_cpss", A, None, 2)
     model.save(str(tmp_path / "m.keras"))
     record = run_ok("run.sparse_recovery", "--model=lista_cpss", f"--data_dir={data}",
                     "--num_layers=2", f"--load={tmp_path / 'm.keras'}", "--safeguard=on",
