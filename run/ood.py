@@ -35,6 +35,9 @@ from open_l2o_tf import logging as olog
 from open_l2o_tf.errors import UserError
 from run import common
 
+common.quiet_tensorflow_import()   # model_based (imports TF) registers the model names
+import model_based  # noqa: F401,E402  pylint: disable=wrong-import-position,unused-import
+
 SHIFTS = ["in_distribution", "sparsity", "noisy", "coherent", "gaussian_A"]
 flags.DEFINE_list("shifts", SHIFTS, f"Test settings, any of {', '.join(SHIFTS)}.")
 flags.DEFINE_integer("iterations", 200, "Iterations of every method.", lower_bound=1)
