@@ -188,6 +188,27 @@ def check_writable_file(path, flag):
 NPY_MAGIC = b"\x93NUMPY"
 
 
+def check_load_flag(name, classic, learned):
+    """Checks ``--load`` for ``--optimizer=name`` before any work: refused for a classic
+    optimizer, the file must exist, and a learned optimizer's file must hold that kind.
+    Returns None without ``--load``, ``"learned"`` for a checked learned-optimizer file,
+    ``"model"`` for any other method (an unrolled model's file, checked by the caller)."""
+    load = flags.FLAGS.load
+    if load is None:
+        return None
+    if name in classic:
+        raise UserError(f"--load does not apply to --optimizer={name} (a classic "
+                        "optimizer has nothing to load)")
+    if not os.path.isfile(load):
+        raise UserError(f"--load file {load} "
+                        f"{'is a directory' if os.path.isdir(load) else 'does not exist'}")
+    if name in learned:
+        from model_free import pretrained  # pylint: disable=import-outside-toplevel
+        pretrained.check_kind(load, name)
+        return "learned"
+    return "model"
+
+
 def check_data_dir(data_dir, flag="--data_dir", splits=("train", "val", "test")):
     """A data directory of run.make_data, checked without reading the arrays (and without
     TensorFlow): a directory, ``A.npy`` and the splits present and .npy files,

@@ -165,21 +165,11 @@ def validate():
     """Checks that need no TensorFlow: flags that do not apply, --load, --data_dir, the
     workdir and the run identity."""
     name = FLAGS.optimizer
-    if FLAGS.load is not None:
-        if name in CLASSIC:
-            raise UserError(f"--load does not apply to --optimizer={name} (a classic "
-                            "optimizer has nothing to load)")
-        if not os.path.isfile(FLAGS.load):
-            raise UserError(f"--load file {FLAGS.load} "
-                            f"{'is a directory' if os.path.isdir(FLAGS.load) else 'does not exist'}")
-        if name in LEARNED:
-            from model_free import pretrained  # pylint: disable=import-outside-toplevel
-            pretrained.check_kind(FLAGS.load, name)
-        else:
-            common.quiet_tensorflow_import()
-            import model_based  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
-            from open_l2o_tf.keras_files import check_unrolled_file  # pylint: disable=import-outside-toplevel
-            check_unrolled_file(FLAGS.load, expected=name)
+    if common.check_load_flag(name, CLASSIC, LEARNED) == "model":
+        common.quiet_tensorflow_import()
+        import model_based  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+        from open_l2o_tf.keras_files import check_unrolled_file  # pylint: disable=import-outside-toplevel
+        check_unrolled_file(FLAGS.load, expected=name)
     if FLAGS.lr is not None and name not in ("gd", "adam", "rmsprop"):
         raise UserError(f"--lr applies to gd/adam/rmsprop only, not --optimizer={name}")
     if FLAGS.meta_episodes is not None and name not in LEARNED:

@@ -58,16 +58,7 @@ def validate():
     """Checks that need no TensorFlow: flags that do not apply, --load, the workdir and
     the run identity."""
     name = FLAGS.optimizer
-    if FLAGS.load is not None:
-        if name in CLASSIC:
-            raise UserError(f"--load does not apply to --optimizer={name} (a classic "
-                            "optimizer has nothing to load)")
-        if not os.path.isfile(FLAGS.load):
-            raise UserError(f"--load file {FLAGS.load} "
-                            f"{'is a directory' if os.path.isdir(FLAGS.load) else 'does not exist'}")
-        if name in LEARNED:
-            from model_free import pretrained  # pylint: disable=import-outside-toplevel
-            pretrained.check_kind(FLAGS.load, name)
+    common.check_load_flag(name, CLASSIC, LEARNED)
     if FLAGS.lr is not None and name not in ("adam", "rmsprop"):
         raise UserError(f"--lr applies to adam/rmsprop only, not --optimizer={name}")
     for flag in ("meta_episodes", "meta_lr"):
