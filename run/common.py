@@ -112,6 +112,16 @@ def bound_flags(positive=(), nonnegative=(), at_least_one=()):
                                  message=f"--{name} must be a positive integer")
 
 
+def define_model_selection_flag():
+    """``--model_selection`` for the commands that meta-train learned optimizers."""
+    flags.DEFINE_enum("model_selection", None, ["last_truncation", "horizon_mean"],
+                      "Learned optimizers: the meta-training model-selection score; "
+                      "last_truncation (the original's: every 100 episodes, RNNprop 10, on "
+                      "20 problems, the losses of the last truncation; default of the paper "
+                      "preset) or horizon_mean (mean loss over the horizon on 2 problems "
+                      "every <= 10 episodes; default of the quick preset).")
+
+
 def define_meta_lr_flag():
     """``--meta_lr`` of the commands that meta-train learned optimizers (positive or unset)."""
     flags.DEFINE_float("meta_lr", None, "Meta learning rate (default: Adam 1e-3 for "

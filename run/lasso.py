@@ -56,12 +56,7 @@ flags.DEFINE_integer("steps_per_epoch", None, "Model-based training: steps per e
                      "(paper 400, quick 100).", lower_bound=1)
 flags.DEFINE_integer("meta_episodes", None, "Model-free: meta-training episodes (paper "
                      "10,000 as the original, quick 40).", lower_bound=1)
-flags.DEFINE_enum("model_selection", None, ["last_truncation", "horizon_mean"],
-                  "Learned optimizers: the meta-training model-selection score; "
-                  "last_truncation (the original's: every 100 episodes, RNNprop 10, on 20 "
-                  "problems, the losses of the last truncation; default of the paper preset) "
-                  "or horizon_mean (mean loss over the horizon on 2 problems every <= 10 "
-                  "episodes; default of the quick preset).")
+common.define_model_selection_flag()
 flags.DEFINE_enum("ista_step", "frobenius", ["frobenius", "spectral"],
                   "Step of ISTA/FISTA (and of the FISTA continuation of lista/alista): "
                   "1/||A||_F^2 (reproduces the paper's Fig. 6 values) or 1/||A||_2^2.")

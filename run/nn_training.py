@@ -42,12 +42,7 @@ flags.DEFINE_integer("meta_episodes", None, "Meta-training episodes (paper 10,00
                      "quick 30).", lower_bound=1)
 flags.DEFINE_float("random_scale", None, "Meta-training with RNNprop's random scaling "
                    "exp(U(-r, r)) per coordinate (original r = 3; off by default as Open-L2O).")
-flags.DEFINE_enum("model_selection", None, ["last_truncation", "horizon_mean"],
-                  "Learned optimizers: the meta-training model-selection score; "
-                  "last_truncation (the original's: every 100 episodes, RNNprop 10, on 20 "
-                  "problems, the losses of the last truncation; default of the paper preset) "
-                  "or horizon_mean (mean loss over the horizon on 2 problems every <= 10 "
-                  "episodes; default of the quick preset).")
+common.define_model_selection_flag()
 flags.DEFINE_enum("mnist_split", None, ["train", "test"],
                   "The split the optimizee is trained on (CIFAR-10 too).  Default as the "
                   "original: test (10k images) for the learned optimizers (util.get_config "

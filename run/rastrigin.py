@@ -39,12 +39,7 @@ flags.DEFINE_integer("starts", 10, "Random starts per test instance.", lower_bou
 flags.DEFINE_float("lr", None, "Learning rate of adam (0.1) / rmsprop (0.3).")
 flags.DEFINE_integer("meta_episodes", None, "Meta-training episodes (paper 10,000 as the "
                      "original's num_epochs, quick 60).", lower_bound=1)
-flags.DEFINE_enum("model_selection", None, ["last_truncation", "horizon_mean"],
-                  "Learned optimizers: the meta-training model-selection score; "
-                  "last_truncation (the original's: every 100 episodes, RNNprop 10, on 20 "
-                  "problems, the losses of the last truncation; default of the paper preset) "
-                  "or horizon_mean (mean loss over the horizon on 2 problems every <= 10 "
-                  "episodes; default of the quick preset).")
+common.define_model_selection_flag()
 flags.DEFINE_float("random_scale", None, "Meta-training with RNNprop's random scaling "
                    "exp(U(-r, r)) per coordinate (original r = 3; off by default as Open-L2O).")
 common.define_meta_lr_flag()
