@@ -349,10 +349,7 @@ class ProgressiveTrainer:
             val_cache = self._cache(depth, self.val_y)
         else:
             train_cache, val_cache = (), None
-        self.adam.reset()
-        start_values = self._snapshot()
-        best, best_values, wait, epoch, history = math.inf, None, 0, 0, []
-        while True:
+        def run_epoch(epoch):
             order, seed = self._batches(layer, stage, epoch)
             if order is None:
                 order = tf.zeros([0], tf.int32)
@@ -360,6 +357,23 @@ class ProgressiveTrainer:
             bad = int(bad)
             if bad >= 0:
                 self.global_step += bad
+                return bad, None, None
+            self.global_step += self.steps_per_epoch
+            return None, float(total) / self.steps_per_epoch, self.validation_metric(
+                depth, val_cache)
+
+        return self._train_stage(depth, stage, run_epoch, start)
+
+    def _train_stage(self, depth, stage, run_epoch, start):
+        """The stage loop both engines share: ``run_epoch(epoch)`` returns
+        ``(bad_step, train_loss, val_metric)`` (``bad_step`` not None on a non-finite
+        loss/gradient); early stopping by patience/max_epochs, ``keep`` best or last."""
+        self.adam.reset()
+        start_values = self._snapshot()
+        best, best_values, wait, epoch, history = math.inf, None, 0, 0, []
+        while True:
+            bad, train_loss, metric = run_epoch(epoch)
+            if bad is not None:
                 self._restore(start_values)
                 event = (f"non-finite training loss/gradient at layer {depth} stage "
                          f"{stage + 1} epoch {epoch + 1} step {bad + 1}; restored the "
@@ -367,9 +381,6 @@ class ProgressiveTrainer:
                 self.say(f"[progressive] WARNING: {event}")
                 self.state["events"].append(event)
                 return history, time.time() - start
-            self.global_step += self.steps_per_epoch
-            metric = self.validation_metric(depth, val_cache)
-            train_loss = float(total) / self.steps_per_epoch
             history.append(metric)
             self._log_epoch(depth, stage, epoch, train_loss, metric, start)
             epoch += 1
@@ -398,11 +409,9 @@ class ProgressiveTrainer:
         """The previous trainer: one compiled call per step, full forward pass."""
         depth = layer + 1
         step = self._make_step(depth, stage)
-        self.adam.reset()
-        start_values = self._snapshot()
-        best, best_values, wait, epoch, history = math.inf, None, 0, 0, []
         start = time.time()
-        while True:
+
+        def run_epoch(epoch):
             order, seed = self._batches(layer, stage, epoch)
             total = 0.0
             for k in range(self.steps_per_epoch):
@@ -416,31 +425,12 @@ class ProgressiveTrainer:
                     yb, xb = tf.gather(self.train_y, idx), tf.gather(self.train_x, idx)
                 loss, finite = step(yb, xb)
                 if not bool(finite):
-                    self._restore(start_values)
-                    event = (f"non-finite training loss/gradient at layer {depth} stage "
-                             f"{stage + 1} epoch {epoch + 1} step {k + 1}; restored the "
-                             f"stage's starting weights and ended the stage")
-                    self.say(f"[progressive] WARNING: {event}")
-                    self.state["events"].append(event)
-                    return history, time.time() - start
+                    return k, None, None
                 total += float(loss)
                 self.global_step += 1
-            metric = self.validation_metric(depth)
-            train_loss = total / self.steps_per_epoch
-            history.append(metric)
-            self._log_epoch(depth, stage, epoch, train_loss, metric, start)
-            epoch += 1
-            if metric < best:
-                best, wait = metric, 0
-                if self.keep == "best":
-                    best_values = self._snapshot()
-            else:
-                wait += 1
-            if wait >= self.patience or (self.max_epochs and epoch >= self.max_epochs):
-                break
-        if self.keep == "best" and best_values is not None:
-            self._restore(best_values)
-        return history, time.time() - start
+            return None, total / self.steps_per_epoch, self.validation_metric(depth)
+
+        return self._train_stage(depth, stage, run_epoch, start)
 
     # -- checkpoints -------------------------------------------------------------------
     def _progress_path(self):
