@@ -2,9 +2,12 @@
 
 An unrolled model's layer ``t`` is the learned step ``y^k = layer_t(x^k)``; the safeguard
 (:class:`open_l2o_tf.safeguard.Safeguard`) keeps it only where the energy of ``y^k`` (the
-fixed-point residual ``||x - T(x)||`` of ISTA on the Lasso ``1/2||Ax - y||^2 + lam||x||_1``,
-or that objective) is at most ``(1 - delta) mu_k``, and takes the ISTA/FISTA step from
-``x^k`` elsewhere, one decision per problem instance.
+fixed-point residual ``||x - T(x)||`` of ISTA, the default, or the Lasso objective
+``1/2||Ax - y||^2 + lam||x||_1``) is at most ``(1 - delta) mu_k``, and takes the ISTA/FISTA step
+from ``x^k`` (or the FISTA shadow run's iterate, if lower) elsewhere, one decision per
+problem instance; the curves are those of the reported iterate
+(:meth:`~open_l2o_tf.safeguard.Safeguard.output`: with the default ``shadow="best"``, the
+lower-energy one of the safeguarded iterate and FISTA's own at that iteration).
 
 Past the trained depth ``T`` the model repeats its last layer (``layer_{T-1}``), so
 :func:`run` gives a curve at any iteration count ``K`` and can be compared with FISTA at
@@ -31,7 +34,7 @@ def _layer_index(model, t):
 
 
 def make_runner(model, num_iterations, rule, A, lam, *, energy="residual", fallback="fista",
-                mode="on", with_truth=True):
+                mode="on", with_truth=True, shadow="best"):
     """A ``tf.function`` ``(y, x_true) -> dict of (K + 1, B) tensors`` (``nmse_db`` per
     sample when ``with_truth``, ``objective``, ``energy``, ``accepted``; index ``k`` is the
     iterate ``x_k``, ``x_0 = 0``, whose ``accepted`` is True by convention)."""
@@ -46,7 +49,8 @@ def make_runner(model, num_iterations, rule, A, lam, *, energy="residual", fallb
     @tf.function(reduce_retracing=True)
     def run(y, x_true):
         op = sg.LassoOperator(A, y, lam, step=step)
-        guard = sg.Safeguard(rule, op.energy(energy), sg.lasso_fallback(fallback, op), mode)
+        guard = sg.Safeguard(rule, op.energy(energy), sg.lasso_fallback(fallback, op), mode,
+                             shadow=shadow)
         x = tf.zeros([tf.shape(y)[0], model.n], tf.float32)
         lstate = model.initial_state(y)
         state = guard.init(x)
@@ -55,11 +59,12 @@ def make_runner(model, num_iterations, rule, A, lam, *, energy="residual", fallb
                 ("accepted", tf.bool))}
 
         def write(tas, k, x, state, accepted):
+            x, e_out = guard.output(x, state)
             out = dict(tas)
             if with_truth:
                 out["nmse_db"] = tas["nmse_db"].write(k, metrics.nmse_db_per_sample(x, x_true))
             out["objective"] = tas["objective"].write(k, op.objective(x))
-            out["energy"] = tas["energy"].write(k, state["energy"])
+            out["energy"] = tas["energy"].write(k, e_out)
             out["accepted"] = tas["accepted"].write(k, accepted)
             return out
 
@@ -90,7 +95,7 @@ def make_runner(model, num_iterations, rule, A, lam, *, energy="residual", fallb
 
 
 def run(model, y, num_iterations, rule=None, *, A=None, lam=0.01, x_true=None,
-        energy="residual", fallback="fista", mode="on", batch_size=1024):
+        energy="residual", fallback="fista", mode="on", batch_size=1024, shadow="best"):
     """Runs ``model`` (or, with ``mode="classic"``, the fallback alone) for
     ``num_iterations`` iterations on the rows of ``y`` under the safeguard.
 
@@ -103,6 +108,9 @@ def run(model, y, num_iterations, rule=None, *, A=None, lam=0.01, x_true=None,
       energy: ``residual`` (``||x - T(x)||``, ISTA's fixed-point residual) or ``objective``.
       fallback: ``ista`` or ``fista``.
       mode: ``on``, ``off`` or ``classic`` (see the module docstring).
+      shadow: ``best`` (default), ``strict`` or ``off``: the fallback's own run carried
+        alongside (:class:`open_l2o_tf.safeguard.Safeguard`; with ``best``/``strict`` the
+        reported energy is never above the classic solver's at equal iterations).
 
     Returns:
       a dict of NumPy arrays ``(K + 1, N)``: ``nmse_db`` (with ``x_true``), ``objective``,
@@ -122,7 +130,7 @@ def run(model, y, num_iterations, rule=None, *, A=None, lam=0.01, x_true=None,
         require(x_true.shape == (y.shape[0], model.n),
                 f"x_true must have shape ({y.shape[0]}, {model.n}), got {x_true.shape}")
     fn = make_runner(model, num_iterations, rule, A, lam, energy=energy, fallback=fallback,
-                     mode=mode, with_truth=with_truth)
+                     mode=mode, with_truth=with_truth, shadow=shadow)
     parts = []
     for start in range(0, len(y), batch_size):
         xt = x_true[start:start + batch_size] if with_truth else \
@@ -152,7 +160,7 @@ def iterations_to(curve, target):
 
 
 def compare(model, y, num_iterations, rule=None, *, A=None, lam=0.01, x_true=None,
-            energy="residual", fallback="fista", batch_size=1024):
+            energy="residual", fallback="fista", batch_size=1024, shadow="best"):
     """The three curves of a Safe-L2O comparison at equal iterations: ``learned`` (the
     plain model, last layer repeated), ``safeguarded`` and the classic ``fallback``
     (``fista`` or ``ista`` from zero).  Returns a JSON-ready dict: the options, ``curves``
@@ -162,7 +170,7 @@ def compare(model, y, num_iterations, rule=None, *, A=None, lam=0.01, x_true=Non
     rule = rule or sg.SafeguardRule()
     metric = "nmse_db" if x_true is not None else "objective"
     kwargs = dict(A=A, lam=lam, x_true=x_true, energy=energy, fallback=fallback,
-                  batch_size=batch_size)
+                  batch_size=batch_size, shadow=shadow)
     curves, objective, rejected = {}, {}, None
     for label, mode in (("learned", "off"), ("safeguarded", "on"), (fallback, "classic")):
         out = summary(run(model, y, num_iterations, rule, mode=mode, **kwargs))
@@ -170,7 +178,8 @@ def compare(model, y, num_iterations, rule=None, *, A=None, lam=0.01, x_true=Non
         objective[label] = out["objective"]
         if mode == "on":
             rejected = out["rejected"]
-    return {**rule.config(), "energy": energy, "fallback": fallback, "lam": float(lam),
+    return {**rule.config(), "shadow": sg.check_shadow(shadow), "energy": energy,
+            "fallback": fallback, "lam": float(lam),
             "iterations": int(num_iterations), "trained_depth": int(model.num_layers),
             "metric": metric, "instances": int(len(y)), "curves": curves,
             "objective": objective, "rejected": rejected}

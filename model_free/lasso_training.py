@@ -38,8 +38,10 @@ def train_and_run(name, data_dir, A, y, lam, iterations, *, workdir, preset, see
         def make_guard(mode):
             return fsg.lasso_safeguard(test_family, test, safeguard["rule"],
                                        energy=safeguard["energy"],
-                                       fallback=safeguard["fallback"], mode=mode)
+                                       fallback=safeguard["fallback"], mode=mode,
+                                       shadow=safeguard.get("shadow", "best"))
         result = fsg.compare(opt, test_family, iterations, test, x0, make_guard,
                              classic_label=safeguard["fallback"], grad_scale=1.0 / 128)
-        info = dict(info, safeguard=dict(result, energy=safeguard["energy"], lam=float(lam)))
+        info = dict(info, safeguard=dict(result, energy=safeguard["energy"], lam=float(lam),
+                                         shadow=safeguard.get("shadow", "best")))
     return curve, info

@@ -7,7 +7,7 @@ decision per problem instance (an instance is one row of the batch-first paramet
 
 * Lasso (:class:`open_l2o_tf.optimizees.lasso.Lasso`, shared ``A``): fallback ``ista`` or
   ``fista`` (the proximal classic solvers of Fig. 6), energy ``residual`` (ISTA's
-  fixed-point residual) or ``objective``.
+  fixed-point residual, default) or ``objective``.
 * Any other deterministic optimizee (e.g. Rastrigin): the fallback is a classic
   ``GradientTransformation`` (GD, Adam, RMSProp) fed the per-instance gradients, and the
   energy is the per-instance objective minus ``energy_offset`` (Rastrigin: its lower bound
@@ -36,18 +36,18 @@ def _on_first(fallback):
 
 
 def lasso_safeguard(optimizee, instance, rule, *, energy="residual", fallback="fista",
-                    mode="on"):
+                    mode="on", shadow="best"):
     """The safeguard of a learned optimizer on Lasso instances with the shared ``A``."""
     require(getattr(optimizee, "A", None) is not None,
             "the Lasso safeguard needs the data set's shared A (Lasso.from_data)")
     op = sg.LassoOperator(optimizee.A, instance["y"], optimizee.lam)
     energy_fn = op.energy(energy)
     return sg.Safeguard(rule, lambda params: energy_fn(params[0]),
-                        _on_first(sg.lasso_fallback(fallback, op)), mode)
+                        _on_first(sg.lasso_fallback(fallback, op)), mode, shadow=shadow)
 
 
 def objective_safeguard(optimizee, instance, rule, transform, *, energy_offset=None,
-                        mode="on"):
+                        mode="on", shadow="best"):
     """The safeguard with the per-instance objective (minus ``energy_offset``) as the
     energy and the classic ``transform`` as the fallback."""
     offset = 0.0 if energy_offset is None else tf.convert_to_tensor(energy_offset,
@@ -56,7 +56,11 @@ def objective_safeguard(optimizee, instance, rule, transform, *, energy_offset=N
     def energy_fn(params):
         return optimizee.instance_losses(params, instance) - offset
 
-    return sg.Safeguard(rule, energy_fn, sg.transform_fallback(transform), mode)
+    def loss_fn(params):
+        return optimizee.instance_losses(params, instance)
+
+    return sg.Safeguard(rule, energy_fn, sg.transform_fallback(transform, loss_fn), mode,
+                        shadow=shadow)
 
 
 def evaluate(optimizer, optimizee, num_steps, instance, params, guard, grad_scale=None,
@@ -87,8 +91,9 @@ def evaluate(optimizer, optimizee, num_steps, instance, params, guard, grad_scal
                (("loss", tf.float32), ("energy", tf.float32), ("accepted", tf.bool))}
 
         def write(tas, k, x, state, accepted):
+            x, e_out = guard.output(x, state)
             return {"loss": tas["loss"].write(k, optimizee.instance_losses(x, instance)),
-                    "energy": tas["energy"].write(k, state["energy"]),
+                    "energy": tas["energy"].write(k, e_out),
                     "accepted": tas["accepted"].write(k, accepted)}
 
         tas = write(tas, 0, params, state, tf.ones([batch], tf.bool))

@@ -5,6 +5,19 @@ from open_l2o_tf.errors import UserError, require
 RULES = ("ema", "geometric", "arithmetic", "recent", "recent_max")
 ENERGIES = ("residual", "objective")
 TRACKS = ("all", "accepted")
+SHADOWS = ("best", "strict", "off")
+
+
+def check_shadow(shadow):
+    """The shadow option of :class:`open_l2o_tf.safeguard.Safeguard` (one of
+    :data:`SHADOWS`; ``True``/``False`` mean ``best``/``off``)."""
+    if shadow is True:
+        return "best"
+    if shadow is False or shadow is None:
+        return "off"
+    if shadow not in SHADOWS:
+        raise UserError(f"safeguard shadow must be one of {', '.join(SHADOWS)}, got {shadow!r}")
+    return shadow
 DEFAULT_PARAM = {"ema": 0.3, "geometric": None, "arithmetic": None, "recent": None,
                  "recent_max": 3}
 

@@ -155,7 +155,8 @@ IDENTITY_IGNORED = {"workdir", "out", "mnist_dir", "data_root", "only", "dry_run
                     # re-run redoes: a trained workdir can be re-tested with other ones
                     "safeguard", "safeguard_rule", "safeguard_delta", "safeguard_param",
                     "safeguard_track", "safeguard_energy", "safeguard_fallback",
-                    "safeguard_lr", "safeguard_iterations", "safeguard_lam"}
+                    "safeguard_lr", "safeguard_iterations", "safeguard_lam",
+                    "safeguard_shadow"}
 RUN_FILE = "run.json"
 
 
@@ -441,6 +442,13 @@ def _define_safeguard_options(safeguard):
     flags.DEFINE_enum("safeguard_fallback", None, SAFEGUARD_FALLBACKS,
                       "Classic step where the learned one is rejected (default: fista on "
                       "sparse recovery / Lasso, adam on Rastrigin).")
+    flags.DEFINE_enum("safeguard_shadow", "best", list(safeguard.SHADOWS),
+                      "Also run the classic fallback alone (the shadow sequence z_k): a "
+                      "rejected step goes to the better of the classic step and z_{k+1}; "
+                      "best: the reported iterate is the lower-energy one of x_k and z_k; "
+                      "strict: a learned step must also beat z_{k+1} by the margin.  Either "
+                      "way the reported energy is never above the classic solver's at equal "
+                      "iterations.  off: Heaton et al.'s rule alone.")
     flags.DEFINE_float("safeguard_lr", None, "Learning rate of a gd/adam/rmsprop fallback "
                        "(default: the command's classic rate).")
     flags.register_validator("safeguard_delta", lambda v: 0.0 <= v < 1.0,
@@ -504,7 +512,8 @@ def sparse_safeguard(model, y, x, workdir, *, A=None, title=None):
     fallback = safeguard_fallback_flag(["ista", "fista"], "fista")
     result = msg.compare(model, y, FLAGS.safeguard_iterations, rule, A=A,
                          lam=FLAGS.safeguard_lam, x_true=x,
-                         energy=FLAGS.safeguard_energy, fallback=fallback)
+                         energy=FLAGS.safeguard_energy, fallback=fallback,
+                         shadow=FLAGS.safeguard_shadow)
     n = result["instances"]
     plotting.plot_safeguard(result["curves"], os.path.join(workdir, "safeguard.png"),
                             metric=result["metric"],
@@ -523,7 +532,7 @@ def print_safeguard(result, marks=None):
     fmt = "8.2f" if result["metric"] == "nmse_db" else "8.3g"
     lam = f" lam={result['lam']}" if "lam" in result else ""
     print(f"[safeguard] {result['rule']} delta={result['delta']} param={result['param']} "
-          f"track={result.get('track')} "
+          f"track={result.get('track')} shadow={result.get('shadow')} "
           f"energy={result.get('energy')} fallback={result['fallback']}{lam}; "
           f"{result['metric']} per iteration ({result['instances']} instances):")
     print(f"{'iteration':>16} " + " ".join(f"{k:>8}" for k in marks))
@@ -569,10 +578,11 @@ def rastrigin_safeguard(opt, family, test, x0, workdir):
 
     def make_guard(mode):
         return fsg.objective_safeguard(family, test, rule, transform, energy_offset=offset,
-                                       mode=mode)
+                                       mode=mode, shadow=FLAGS.safeguard_shadow)
     result = fsg.compare(opt, family, FLAGS.steps, test, x0, make_guard, classic_label=name,
                          grad_scale=1.0 / 128)
-    result = dict(result, energy="objective - lower bound", lr=lr, trained_depth=0)
+    result = dict(result, energy="objective - lower bound", lr=lr, trained_depth=0,
+                  shadow=FLAGS.safeguard_shadow)
     n = result["instances"]
     plotting.plot_safeguard(result["curves"], os.path.join(workdir, "safeguard.png"),
                             metric="loss", rejected=[r / n for r in result["rejected"]],

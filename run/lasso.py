@@ -138,7 +138,7 @@ def run_model_based(name, data_dir, A, W, y, lam, iterations, workdir, tb):
         from model_based import safeguard as msg  # pylint: disable=import-outside-toplevel
         info = dict(info, safeguard=msg.compare(
             model, y, iterations, common.safeguard_rule_from_flags(), A=A, lam=lam,
-            energy=FLAGS.safeguard_energy,
+            energy=FLAGS.safeguard_energy, shadow=FLAGS.safeguard_shadow,
             fallback=common.safeguard_fallback_flag(["ista", "fista"], "fista")))
     return curve, info
 
@@ -149,6 +149,7 @@ def run_learned(name, data_dir, A, y, lam, iterations, workdir, tb):
     safeguard = None
     if FLAGS.safeguard == "on":
         safeguard = dict(rule=common.safeguard_rule_from_flags(), energy=FLAGS.safeguard_energy,
+                         shadow=FLAGS.safeguard_shadow,
                          fallback=common.safeguard_fallback_flag(["ista", "fista"], "fista"))
     return lasso_training.train_and_run(
         name, data_dir, A, y, lam, iterations, workdir=workdir, preset=FLAGS.preset,

@@ -99,6 +99,9 @@ def test_rule_updates():
                    dict(kind="recent_max", param=1.5)):
         with pytest.raises(UserError):
             sg.SafeguardRule(**kwargs)
+    assert [sg.check_shadow(v) for v in (True, False, "strict")] == ["best", "off", "strict"]
+    with pytest.raises(UserError):
+        sg.check_shadow("sometimes")
 
 
 def _overshooting_model(A, T=3):
@@ -120,7 +123,7 @@ class _Shifting(ListaCp):
 @pytest.mark.parametrize("fallback", ["ista", "fista"])
 def test_bad_learned_step_converges_as_the_classic_solver(problem, fallback):
     A, y, x = problem
-    kw = dict(A=A, lam=0.05, x_true=x, fallback=fallback)
+    kw = dict(A=A, lam=0.05, x_true=x, fallback=fallback, energy="residual")
     # always bad: every step rejected, the iterates are ISTA's / FISTA's own
     model = _Shifting(A, 3)
     safe = msg.run(model, y, 40, mode="on", **kw)
@@ -140,6 +143,58 @@ def test_bad_learned_step_converges_as_the_classic_solver(problem, fallback):
     f_star = ista_fista.lasso_fstar(A, y, 0.05).numpy()
     assert (safe["objective"][-1].mean() - f_star.mean()) < 1e-4 * f_star.mean()
     assert safe["energy"][-1].max() < 1e-3 * safe["energy"][0].max()
+
+
+class _GoodThenStalling(ListaCp):
+    """A learned step that is good early and plausible-looking later: two ISTA steps on the
+    Lasso, shrunk by 0.95.  Far from the solution it beats FISTA; nearer, it still lowers
+    the energy enough to pass the rule while FISTA overtakes it, and it stalls short of
+    the solution."""
+
+    def __init__(self, A, num_layers, lam, **kwargs):
+        super().__init__(A, num_layers, **kwargs)
+        self.op_A, self.op_lam = np.asarray(A, np.float32), lam
+
+    def layer(self, t, y, x, state):
+        op = sg.LassoOperator(self.op_A, y, self.op_lam)
+        return 0.95 * op.T(op.T(x)), state
+
+
+@pytest.mark.parametrize("energy", ["residual", "objective"])
+def test_shadow_keeps_the_energy_at_or_below_fistas_at_equal_iterations(problem, energy):
+    A, y, x = problem
+    model = _GoodThenStalling(A, 3, 0.05)
+    kw = dict(A=A, lam=0.05, x_true=x, energy=energy, rule=sg.SafeguardRule("ema", 0.01))
+    fista = msg.run(model, y, 60, mode="classic", **kw)["energy"]
+    excess = {}
+    for shadow in ("off", "best", "strict"):
+        out = msg.run(model, y, 60, mode="on", shadow=shadow, **kw)
+        acc = out["accepted"][1:]
+        assert acc[:5].mean() > 0.4 and (~acc).any()    # good early, rejected later
+        if energy == "objective":    # the reported energy is the reported iterate's
+            np.testing.assert_allclose(out["energy"], out["objective"], rtol=1e-5)
+        excess[shadow] = (out["energy"] - fista * (1 + 1e-5) - 1e-7).max(axis=0)
+    # Heaton et al.'s test alone lets the stalling steps in: behind FISTA (most instances)
+    assert (excess["off"] > 0.0).mean() > 0.5
+    # with the shadow, never, per instance and iteration
+    assert np.all(excess["best"] <= 0.0) and np.all(excess["strict"] <= 0.0)
+
+
+def test_shadow_with_a_transform_fallback():
+    """Rastrigin, an untrained learned optimizer, Adam as the fallback: the objective of the
+    safeguarded run is never above Adam's own run at equal iterations, per instance."""
+    fam = Rastrigin(n=2, batch_size=128)
+    inst = fam.sample_instance(7, 6)
+    x0 = fam.init_params(6, inst)
+    out = {}
+    for mode in ("on", "classic"):
+        guard = fsg.objective_safeguard(fam, inst, sg.SafeguardRule("ema", 0.01),
+                                        first_order.adam(0.1),
+                                        energy_offset=fam.lower_bound(inst), mode=mode)
+        out[mode] = fsg.evaluate(build_optimizer("l2o_dm", True), fam, 30, inst, x0, guard,
+                                 grad_scale=1 / 128)
+    assert np.all(out["on"]["energy"] <= out["classic"]["energy"] * (1 + 1e-5) + 1e-5)
+    assert out["on"]["accepted"][1:].any()
 
 
 def test_instances_decide_independently(problem):
@@ -201,7 +256,8 @@ def test_learned_update_rule_safeguard():
     inst = fam.sample_instance(5, 6)
     x0 = fam.init_params(6, inst)
     guard = fsg.objective_safeguard(fam, inst, sg.SafeguardRule("recent", 0.05),
-                                    first_order.adam(0.1), energy_offset=fam.lower_bound(inst))
+                                    first_order.adam(0.1), energy_offset=fam.lower_bound(inst),
+                                    shadow="off")    # energies of the iterates themselves
     out = fsg.evaluate(build_optimizer("l2o_dm", True), fam, 20, inst, x0, guard,
                        grad_scale=1 / 128)
     assert np.all(out["energy"] >= -1e-4)
