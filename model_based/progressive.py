@@ -51,6 +51,7 @@ import numpy as np
 import tensorflow as tf
 
 from model_based import shrinkage
+from open_l2o_tf import distribute
 from open_l2o_tf import logging as olog
 from open_l2o_tf import metrics
 from open_l2o_tf.errors import UserError
@@ -133,6 +134,15 @@ class ProgressiveTrainer:
       engine: ``"epoch"`` (compiled epochs + stage-1 cache) or ``"step"`` (the previous
         one-call-per-step trainer).
       cache_stage1: run the fixed first ``t - 1`` layers once per stage 1 (epoch engine).
+      strategy: a ``tf.distribute`` strategy (:func:`open_l2o_tf.distribute.make_strategy`)
+        or None (one device).  Under a strategy every step's global batch of
+        ``batch_size`` is split over the replicas (``batch_size / replicas`` rows each),
+        the gradients of the replicas' parts of the loss are all-reduced (summed: the loss
+        is a sum over the batch, so the sum is the single-device gradient) and the update
+        is applied once per process; validation and test run on the full sets; only the
+        chief writes checkpoints, and on resume it broadcasts them.  Needs
+        ``engine="epoch"``; with ``jit_compile`` each replica's step is XLA-compiled (the
+        epoch loop around ``strategy.run`` is not: XLA does not compile across devices).
     """
 
     def __init__(self, model, train, val, test=None, *, task="sc", lam=None, lr=5e-4,
@@ -140,7 +150,7 @@ class ProgressiveTrainer:
                  batch_size=128, val_batch_size=1024, max_epochs=None, keep="last",
                  lasso_factor=0.25, fresh_samples=False, snr_db=None, ckpt_dir=None,
                  tb=None, progress=print, seed=0, jit_compile=True, engine="epoch",
-                 cache_stage1=True):
+                 cache_stage1=True, strategy=None):
         if task not in ("sc", "lasso"):
             raise UserError(f"task must be 'sc' or 'lasso', got {task!r}")
         if task == "lasso" and lam is None:
@@ -151,6 +161,14 @@ class ProgressiveTrainer:
             raise UserError(f"engine must be 'epoch' or 'step', got {engine!r}")
         if decay_mode not in ("grad", "lr"):
             raise UserError(f"decay_mode must be 'grad' or 'lr', got {decay_mode!r}")
+        if strategy is not None and engine != "epoch":
+            raise UserError(f"engine {engine!r} does not run under a tf.distribute strategy "
+                            "(it calls one compiled step per batch from Python, with no "
+                            "replica split); use engine 'epoch'")
+        self.strategy = strategy
+        self.per_replica_batch = distribute.per_replica_size(batch_size, strategy,
+                                                             "batch size")
+        self.chief = distribute.is_chief(strategy)
         self.model = model
         self.task, self.lam = task, lam
         self.train_y = tf.constant(np.asarray(train[0], np.float32))
@@ -301,6 +319,61 @@ class ProgressiveTrainer:
 
         return epoch
 
+    def _make_distributed_epoch(self, depth, stage, cached):
+        """:meth:`_make_epoch` under ``self.strategy``: every step, replica ``r`` takes rows
+        ``r b/R .. (r+1) b/R - 1`` of the global batch, its gradient is all-reduced (sum)
+        across the replicas (of every worker), and the update is applied to this process's
+        variables once.  Same ``(loss_sum, bad_step)``."""
+        variables, adam, lr, multipliers, scales = self._stage_setup(depth, stage)
+        start = depth - 1 if cached else 0
+        steps, bs, fresh = self.steps_per_epoch, self.batch_size, self.fresh_samples
+        per, strategy = self.per_replica_batch, self.strategy
+        span = self.num_train - bs + 1
+        A, snr_db = self.model.A, self.snr_db
+
+        @tf.function(jit_compile=self.jit_compile)
+        def local(y, x, cache):
+            xs, state = cache if cached else (None, None)
+            with tf.GradientTape() as tape:
+                x_hat = self.model.run_layers(y, xs, state, start, depth)[0][-1]
+                loss = self._loss(x_hat, y, x)
+            grads = tape.gradient(loss, variables)
+            return loss, [tf.zeros_like(v) if g is None else g
+                          for g, v in zip(grads, variables)]
+
+        def replica(yb, xb, cb):
+            rows = lambda t: distribute.replica_rows(t, per)  # noqa: E731
+            loss, grads = local(rows(yb), rows(xb), tf.nest.map_structure(rows, cb))
+            return tf.distribute.get_replica_context().all_reduce("sum", [loss] + grads)
+
+        @tf.function
+        def epoch(order, seed, train_y, train_x, cache):
+            total = tf.constant(0.0)
+            bad = tf.constant(-1)
+            for k in tf.range(steps):
+                if fresh:
+                    from open_l2o_tf.data.sparse_recovery import sample_measurements  # pylint: disable=import-outside-toplevel
+                    yb, xb = sample_measurements(A, seed + tf.stack([0, k * 7 + 1]), bs,
+                                                 0.1, snr_db)
+                    cb = ()
+                else:
+                    idx = tf.slice(order, [(k * bs) % span], [bs])
+                    yb, xb = tf.gather(train_y, idx), tf.gather(train_x, idx)
+                    cb = tf.nest.map_structure(lambda c: tf.gather(c, idx), cache)
+                reduced = distribute.first_local(strategy,
+                                                 strategy.run(replica, args=(yb, xb, cb)))
+                loss, grads = reduced[0], reduced[1:]
+                finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads]
+                                       + [tf.math.is_finite(loss)])
+                if not finite:
+                    bad = k
+                    break
+                adam.apply(grads, lr, multipliers, scales)
+                total += loss
+            return total, bad
+
+        return epoch
+
     def _cache(self, depth, y):
         """``(x_{depth-1}, state)`` of the fixed first ``depth - 1`` layers on ``y``,
         computed in chunks (compiled)."""
@@ -343,7 +416,8 @@ class ProgressiveTrainer:
         cached = (self.cache_stage1 and stage == 0 and depth > 1
                   and not self.fresh_samples)
         start = time.time()
-        epoch_fn = self._make_epoch(depth, stage, cached)
+        epoch_fn = (self._make_epoch(depth, stage, cached) if self.strategy is None
+                    else self._make_distributed_epoch(depth, stage, cached))
         if cached:
             train_cache = self._cache(depth, self.train_y)
             val_cache = self._cache(depth, self.val_y)
@@ -437,7 +511,7 @@ class ProgressiveTrainer:
         return os.path.join(self.ckpt_dir, "progress.json")
 
     def save(self):
-        if not self.ckpt_dir:
+        if not self.ckpt_dir or not self.chief:
             return
         name = f"layer{self.state['layer']:02d}_stage{self.state['stage']}"
         tmp = os.path.join(self.ckpt_dir, name + ".tmp")
@@ -455,7 +529,32 @@ class ProgressiveTrainer:
             shutil.rmtree(os.path.join(self.ckpt_dir, previous), ignore_errors=True)
 
     def restore(self):
-        """Loads the last checkpoint; returns True when there was one."""
+        """Loads the last checkpoint; returns True when there was one.  Under a
+        multi-worker strategy the chief reads it and broadcasts it to the other workers
+        (which read no file)."""
+        if distribute.num_replicas(self.strategy) > 1 and distribute.multi_process(
+                self.strategy):
+            found, error = False, None
+            if self.chief:
+                try:
+                    found = self._restore_file()
+                except UserError as err:
+                    error = str(err)
+            state = distribute.broadcast_json(
+                self.strategy, {"error": error} if error else (self.state if found else None))
+            if state is None:
+                return False
+            if "error" in state:
+                raise UserError(state["error"] if self.chief else
+                                f"the chief could not resume: {state['error']}")
+            values = distribute.broadcast_arrays(self.strategy, self._snapshot())
+            self._restore(values)
+            self.state = state
+            self.global_step = state.get("global_step", 0)
+            return True
+        return self._restore_file()
+
+    def _restore_file(self):
         if not self.ckpt_dir:
             return False
         state = olog.read_json(self._progress_path(), expect={

@@ -34,6 +34,7 @@ import numpy as np
 import tensorflow as tf
 
 from model_free import pretrained
+from open_l2o_tf import distribute
 from open_l2o_tf import logging as olog
 from open_l2o_tf.errors import UserError
 
@@ -168,6 +169,19 @@ class MetaTrainer:
       meta_optimizer: a Keras optimizer for the weights (default ``Adam(lr)``);
       clip_value: clip meta-gradients elementwise to ``±clip_value`` (None: no clipping).
       tb, progress, seed, jit_compile: as usual.
+      strategy: a ``tf.distribute`` strategy (:mod:`open_l2o_tf.distribute`) or None.  Under
+        a strategy the ``B`` optimizee instances of an episode are split over the replicas
+        (``B / replicas`` each; every instance tensor and parameter must be batch-first
+        over the instances), each replica unrolls the learned optimizer on its instances
+        and differentiates its part of the meta-objective, the meta-gradients are
+        all-reduced (summed) and the meta-update is applied once per process.  The sum
+        objective is a sum of means over instances, so the parts are ``1/B`` sums of the
+        replica's instance losses; the log-ratio objective is not additive, so each replica
+        weights its parts by ``d objective / d f_t`` at the all-reduced ``f_t`` (the chain
+        rule: the same meta-gradient).  Imitation episodes are not split (every process runs
+        the whole episode: the same update everywhere).  Model selection runs on the full
+        held-out instances and the chief's score decides; only the chief writes
+        checkpoints, and on resume it broadcasts them.
     """
 
     def __init__(self, optimizer, optimizee, *, unroll=100, truncation=20, lr=1e-3,
@@ -175,7 +189,9 @@ class MetaTrainer:
                  eval_instances=2, ckpt_dir=None, tb=None, progress=print, seed=0,
                  jit_compile=False, random_scale=None, meta_objective="sum",
                  meta_optimizer=None, clip_value=None, selection="last_truncation",
-                 carry_state=False):
+                 carry_state=False, strategy=None):
+        self.strategy = strategy
+        self.chief = distribute.is_chief(strategy)
         self.opt, self.optimizee = optimizer, optimizee
         self.eval_optimizee = optimizee
         self.scaled = RandomlyScaled(optimizee, random_scale) if random_scale else None
@@ -202,7 +218,9 @@ class MetaTrainer:
         self.il_opt = keras.optimizers.Adam(lr)
         self.il_opt.build(self.opt.trainable_variables)
         self.grads_fn = make_step_fns(optimizer, optimizee, 1.0)
-        self._truncation_fn = self._build_truncation()
+        self._truncation_fn = (self._build_truncation() if strategy is None
+                               else self._build_distributed_truncation())
+        self._shard_fns = {}
         self.history = {"episode_loss": [], "eval": [], "skipped": []}
         self.episode = 0
         self.best_score, self.best_weights = np.inf, None
@@ -254,6 +272,103 @@ class MetaTrainer:
 
         return tf.function(truncation, jit_compile=self.jit_compile, reduce_retracing=True)
 
+    def _build_distributed_truncation(self):
+        """:meth:`_build_truncation` under ``self.strategy``: ``params``, ``state`` and
+        ``instance`` are the replicas' shards (per-replica values), the returned
+        ``(x, state)`` too; ``total`` and ``finite`` are the whole batch's."""
+        opt, T, strategy = self.opt, self.truncation, self.strategy
+        optimizee = self.scaled or self.optimizee
+        variables = opt.trainable_variables
+        log_ratio = self.meta_objective == "log_ratio"
+
+        def objective(full, f_init):
+            if not log_ratio:
+                return tf.reduce_sum(full)
+            values = tf.concat([tf.reshape(f_init, [1]), full[:-1]], 0)
+            return tf.reduce_mean(tf.math.log(values / (f_init + 1e-6) + 1e-6))
+
+        def replica(params, state, instance, seed, step0, f_init, count):
+            ctx = tf.distribute.get_replica_context()
+            with tf.GradientTape() as tape:
+                parts, x = [], params
+                for t in range(T):
+                    batch = optimizee.sample_batch(tf.stack([seed[0], seed[1] + step0 + t]))
+                    with tf.GradientTape() as inner:
+                        inner.watch(x)
+                        part = tf.reduce_sum(optimizee.instance_losses(x, instance, batch)) \
+                            / count
+                    grads = inner.gradient(part, x)
+                    if not self.second_order:
+                        grads = [tf.stop_gradient(g) for g in grads]
+                    parts.append(part)
+                    steps, state = opt.update(grads, state, x, training=True)
+                    x = [p + d for p, d in zip(x, steps)]
+                batch = optimizee.sample_batch(tf.stack([seed[0], seed[1] + step0 + T]))
+                parts.append(tf.reduce_sum(optimizee.instance_losses(x, instance, batch))
+                             / count)
+                parts = tf.stack(parts)
+                full = ctx.all_reduce("sum", tf.stop_gradient(parts))   # the f_t of all B
+                with tf.GradientTape() as outer:
+                    outer.watch(full)
+                    total = objective(full, f_init)
+                weights = tf.stop_gradient(outer.gradient(total, full))
+                surrogate = tf.reduce_sum(weights * parts)
+            meta_grads = tape.gradient(surrogate, variables)
+            meta_grads = [tf.zeros_like(v) if g is None else g
+                          for g, v in zip(meta_grads, variables)]
+            meta_grads = ctx.all_reduce("sum", meta_grads)
+            x = [tf.stop_gradient(p) for p in x]
+            state = tf.nest.map_structure(tf.stop_gradient, state)
+            return x, state, total, meta_grads
+
+        def truncation(params, state, instance, seed, step0, f_init, count):
+            x, state, total, meta_grads = strategy.run(
+                replica, args=(params, state, instance, seed, step0, f_init, count))
+            total, meta_grads = distribute.first_local(strategy, (total, meta_grads))
+            if self.clip_value is not None:
+                meta_grads = [tf.clip_by_value(g, -self.clip_value, self.clip_value)
+                              for g in meta_grads]
+            finite = tf.math.is_finite(total)
+            for g in meta_grads:
+                finite = tf.logical_and(finite, tf.reduce_all(tf.math.is_finite(g)))
+            if finite:
+                self.meta_opt.apply_gradients(list(zip(meta_grads, variables)))
+            return x, state, total, finite
+
+        return tf.function(truncation, reduce_retracing=True)
+
+    def _shard(self, params, instance):
+        """The replicas' shards of an episode's ``params`` and ``instance`` and the
+        optimizer's initial state on them; ``(params, state, instance, B)``."""
+        count = int(params[0].shape[0]) if params and params[0].shape.rank else 0
+        for name, value in [(f"parameter {i}", p) for i, p in enumerate(params)] + [
+                (f"instance[{k!r}]", v) for k, v in instance.items() for v in
+                tf.nest.flatten(v)]:
+            if value.shape.rank == 0 or int(value.shape[0]) != count:
+                raise UserError(
+                    f"meta-training under a tf.distribute strategy splits an episode's "
+                    f"optimizee instances over the replicas; {type(self.optimizee).__name__}'s "
+                    f"{name} has shape {tuple(value.shape)}, not batch-first over its "
+                    f"{count} instances (one network per episode cannot be split)")
+        per = distribute.per_replica_size(count, self.strategy, "number of optimizee "
+                                          "instances of an episode")
+        # the initial state is built on all instances, as on one device (L2O-Scale draws
+        # random initial learning rates: the same draws), then split
+        state = self.opt.initial_state(params)
+        shapes = tuple(tuple(int(d) for d in p.shape) for p in params)
+        if shapes not in self._shard_fns:
+            rows = lambda t: distribute.replica_rows(t, per)  # noqa: E731
+
+            def shard(params, state, instance):
+                return ([rows(p) for p in params],
+                        distribute.shard_state(state, shapes, per),
+                        tf.nest.map_structure(rows, instance))
+            self._shard_fns[shapes] = tf.function(
+                lambda p, s, i: self.strategy.run(shard, args=(p, s, i)))
+        params, state, instance = self._shard_fns[shapes](list(params), state,
+                                                          dict(instance))
+        return params, state, instance, count
+
     # -- episodes ----------------------------------------------------------------------
     @property
     def horizon(self):
@@ -276,20 +391,26 @@ class MetaTrainer:
             return loss, True
         if self.scaled is not None:
             instance, params = self.scaled.scale(instance, params, seed + [0, 2])
-        state = self.opt.initial_state(params)
+        full_params, full_instance = params, instance
+        if self.strategy is not None:
+            params, state, instance, count = self._shard(params, instance)
+            extra = (tf.constant(float(count)),)
+        else:
+            state = self.opt.initial_state(params)
+            extra = ()
         if self.carry_state and self._carried is not None and all(
-                a.shape == b.shape for a, b in zip(tf.nest.flatten(self._carried),
-                                                   tf.nest.flatten(state))):
+                a.shape == b.shape for a, b in zip(self._local_leaves(self._carried),
+                                                   self._local_leaves(state))):
             state = self._carried
         f_init = tf.constant(1.0)   # only the log-ratio objective reads it
         if self.meta_objective == "log_ratio":
             optimizee = self.scaled or self.optimizee
-            f_init = optimizee.loss(params, instance, optimizee.sample_batch(seed))
+            f_init = optimizee.loss(full_params, full_instance, optimizee.sample_batch(seed))
         total = 0.0
         for k in range(max(1, self.horizon // self.truncation)):
             params, state, loss, finite = self._truncation_fn(
                 params, state, instance, seed, tf.constant(k * self.truncation, tf.int32),
-                f_init)
+                f_init, *extra)
             self.truncations += 1
             if not bool(finite):
                 message = (f"non-finite meta-loss/gradient at episode {episode + 1} "
@@ -301,6 +422,11 @@ class MetaTrainer:
         if self.carry_state:
             self._carried = state
         return total, False
+
+    def _local_leaves(self, state):
+        if self.strategy is not None:
+            state = distribute.first_local(self.strategy, state)
+        return tf.nest.flatten(state)
 
     def score(self, horizon=None, instances=None):
         """The model-selection score on fixed held-out instances (lower is better), at
@@ -323,6 +449,9 @@ class MetaTrainer:
                 scores.append(float(np.mean(np.sum(tail, axis=0))))
             else:
                 scores.append(float(np.mean(curve)))
+        if distribute.multi_process(self.strategy):   # the chief's score decides
+            return float(distribute.broadcast_arrays(
+                self.strategy, [np.array(np.mean(scores), np.float64)])[0])
         return float(np.mean(scores))
 
     def weights(self):
@@ -376,7 +505,7 @@ class MetaTrainer:
 
     # -- checkpoints -------------------------------------------------------------------
     def save(self):
-        if not self.ckpt_dir:
+        if not self.ckpt_dir or not self.chief:
             return
         os.makedirs(self.ckpt_dir, exist_ok=True)
         current = self.weights()
@@ -397,6 +526,55 @@ class MetaTrainer:
         olog.atomic_write_json(os.path.join(self.ckpt_dir, "meta_state.json"), state)
 
     def restore(self):
+        """Loads the last checkpoint; returns True when there was one.  Under a
+        multi-worker strategy the chief reads it and broadcasts it (weights, best weights,
+        both optimizers' slots, counters, curriculum, imitation RNG)."""
+        if not distribute.multi_process(self.strategy):
+            return self._restore_file()
+        found, error = False, None
+        if self.chief:
+            try:
+                found = self._restore_file()
+            except UserError as err:
+                error = str(err)
+        info = distribute.broadcast_json(self.strategy, {"error": error} if error else (
+            self._progress() if found else None))
+        if info is None:
+            return False
+        if "error" in info:
+            raise UserError(info["error"] if self.chief else
+                            f"the chief could not resume: {info['error']}")
+        slots = list(self.meta_opt.variables) + list(self.il_opt.variables)
+        best = self.best_weights if self.best_weights is not None else self.weights()
+        values = distribute.broadcast_arrays(
+            self.strategy, self.weights() + list(best) + [v.numpy() for v in slots])
+        n = len(self.opt.weights)
+        self.set_weights(values[:n])
+        self.best_weights = values[n:2 * n] if info["has_best"] else None
+        for v, value in zip(slots, values[2 * n:]):
+            v.assign(value)
+        self._load_progress(info)
+        return True
+
+    def _progress(self):
+        return {"episode": self.episode, "best_score": self.best_score,
+                "train_seconds": self.train_seconds, "truncations": self.truncations,
+                "curriculum": self.curriculum.state() if self.curriculum else None,
+                "imitation_rng": (self.imitation.rng.bit_generator.state
+                                  if self.imitation is not None else None),
+                "has_best": self.best_weights is not None}
+
+    def _load_progress(self, state):
+        self.episode = state["episode"]
+        self.best_score = state["best_score"] if state["best_score"] is not None else np.inf
+        self.train_seconds = state.get("train_seconds", 0.0)
+        self.truncations = state.get("truncations", 0)
+        if self.curriculum is not None and state.get("curriculum"):
+            self.curriculum.load_state(state["curriculum"])
+        if self.imitation is not None and state.get("imitation_rng"):
+            self.imitation.rng.bit_generator.state = state["imitation_rng"]
+
+    def _restore_file(self):
         if not self.ckpt_dir:
             return False
         state = olog.read_json(os.path.join(self.ckpt_dir, "meta_state.json"),
@@ -422,13 +600,6 @@ class MetaTrainer:
                     if all(k in data.files for k in keys):
                         for k, v in zip(keys, opt.variables):
                             v.assign(data[k])
-        self.episode = state["episode"]
-        self.best_score = state["best_score"] if state["best_score"] is not None else np.inf
-        self.train_seconds = state.get("train_seconds", 0.0)
-        self.truncations = state.get("truncations", 0)
-        if self.curriculum is not None and state.get("curriculum"):
-            self.curriculum.load_state(state["curriculum"])
-        if self.imitation is not None and state.get("imitation_rng"):
-            self.imitation.rng.bit_generator.state = state["imitation_rng"]
+        self._load_progress(state)
         self.say(f"[meta] resumed at episode {self.episode}")
         return True

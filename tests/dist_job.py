@@ -1,0 +1,114 @@
+"""One tiny seeded training job under a tf.distribute strategy, for tests/test_distribute.py.
+
+    DIST_JOBS=progressive,meta python -m tests.dist_job STRATEGY CPU_REPLICAS WORKDIR
+
+With ``DIST_REFERENCE=1`` the same jobs also run on one device (no strategy) first, in
+the same process.  Runs in its own process (logical CPU devices and collectives are configured once per
+process, before TensorFlow initialises its devices) and prints one JSON line ``RESULT
+{...}``.  JOBS (comma-separated, default ``progressive,meta``):
+
+* ``progressive``: LISTA, 2 layers, on 16x32 sparse recovery (batch 32, 6 steps per epoch,
+  2 epochs per stage); the per-layer test NMSE (dB) and the final weights' checksum;
+* ``resume``: the same run interrupted after layer 1 (checkpoint written by the chief),
+  continued by a new trainer (the chief reads the checkpoint and broadcasts it);
+* ``meta``: L2O-DM meta-trained 4 episodes on 8-instance quadratics (2 truncations of 5
+  steps), the held-out score of the final weights and their checksum (and the initial
+  weights' distance from the initial ones);
+* ``scale``: L2O-Scale as ``run.rastrigin`` meta-trains it (log-ratio objective, TF1
+  RMSProp, clipping, state carried across episodes; meta_lr 1e-3) 3 episodes on
+  8-instance Rastrigin n = 2, the same outputs.
+"""
+import json
+import os
+import sys
+
+
+def main():
+    strategy_name, cpu_replicas, workdir = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    jobs = os.environ.get("DIST_JOBS", "progressive,meta,scale").split(",")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from open_l2o_tf import distribute  # pylint: disable=import-outside-toplevel
+    strategy = distribute.make_strategy(
+        strategy_name, cpu_replicas if strategy_name == "mirrored" else None)
+    results = {}
+    if os.environ.get("DIST_REFERENCE"):      # the single-device run, in the same process
+        results["reference"] = run(None, os.path.join(workdir, "reference"), jobs)
+    results["run"] = run(strategy, workdir, jobs)
+    print("RESULT " + json.dumps(results), flush=True)
+
+
+def run(strategy, workdir, jobs):
+    """The jobs under ``strategy`` (None: one device); returns the outputs."""
+    from open_l2o_tf import distribute  # pylint: disable=import-outside-toplevel
+    import numpy as np  # pylint: disable=import-outside-toplevel
+    import keras  # pylint: disable=import-outside-toplevel
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    tf.get_logger().setLevel("ERROR")
+    out = {"replicas": distribute.num_replicas(strategy),
+           "chief": distribute.is_chief(strategy)}
+    if "progressive" in jobs or "resume" in jobs:
+        from model_based import progressive  # pylint: disable=import-outside-toplevel
+        from model_based.factory import build_model  # pylint: disable=import-outside-toplevel
+        from open_l2o_tf.data import sparse_recovery  # pylint: disable=import-outside-toplevel
+        A = sparse_recovery.gaussian_matrix(16, 32, 0)
+        split = lambda seed, num: [  # noqa: E731
+            a.numpy() for a in sparse_recovery.sample_measurements(A, seed, num)]
+        train, val, test = split(1, 256), split(2, 128), split(3, 128)
+
+        def trainer(ckpt, layers=2):
+            keras.utils.set_random_seed(0)
+            model = build_model("lista", A, None, 2)
+            return model, progressive.ProgressiveTrainer(
+                model, train, val, test, batch_size=32, val_batch_size=128,
+                steps_per_epoch=6, max_epochs=2, patience=2, ckpt_dir=ckpt, progress=None,
+                seed=0, jit_compile=False, strategy=strategy)
+
+        def checksum(model):
+            return float(sum(np.abs(v.numpy()).sum() for v in model.trainable_variables))
+
+        if "progressive" in jobs:
+            model, t = trainer(None)
+            out["nmse"] = t.train(2)
+            out["weights"] = checksum(model)
+        if "resume" in jobs:
+            ckpt = os.path.join(workdir, "ckpt")
+            _, t = trainer(ckpt)
+            t.train(1)                      # "interrupted" after layer 1
+            model, t = trainer(ckpt)        # a new process would do the same
+            out["resume_nmse"] = t.train(2)
+            out["resume_weights"] = checksum(model)
+            out["ckpt_files"] = sorted(os.listdir(ckpt)) if os.path.isdir(ckpt) else []
+    from model_free.meta_trainer import MetaTrainer  # pylint: disable=import-outside-toplevel
+
+    def meta(name, opt, family, episodes, **kw):
+        trainer = MetaTrainer(opt, family, unroll=10, truncation=5, eval_every=2,
+                              eval_instances=1, selection="horizon_mean", progress=None,
+                              seed=0, strategy=strategy,
+                              ckpt_dir=os.path.join(workdir, name + "_ckpt"), **kw)
+        initial = trainer.weights()
+        trainer.train(episodes)
+        out[name + "_score"] = trainer.score()
+        out[name + "_weights"] = float(sum(np.abs(w).sum() for w in trainer.weights()))
+        out[name + "_moved"] = float(np.sqrt(sum(np.sum((w - w0) ** 2) for w, w0 in
+                                                 zip(trainer.weights(), initial))))
+
+    if "meta" in jobs:
+        from model_free.dm import L2ODM  # pylint: disable=import-outside-toplevel
+        from open_l2o_tf.optimizees.quadratic import Quadratic  # pylint: disable=import-outside-toplevel
+        keras.utils.set_random_seed(0)
+        meta("meta", L2ODM(preprocess="identity", output_scale=1.0),
+             Quadratic(dim=4, batch_size=8), 4)
+    if "scale" in jobs:
+        from model_free import training  # pylint: disable=import-outside-toplevel
+        from model_free.scale import L2OScale  # pylint: disable=import-outside-toplevel
+        from open_l2o_tf.optimizees.rastrigin import Rastrigin  # pylint: disable=import-outside-toplevel
+        keras.utils.set_random_seed(0)
+        opt = L2OScale(batched_instances=True)
+        meta("scale", opt, Rastrigin(n=2, batch_size=8), 3, meta_objective="log_ratio",
+             clip_value=1e4, carry_state=True,
+             meta_optimizer=training.tf1_rmsprop(1e-3, opt))
+    return out
+
+
+if __name__ == "__main__":
+    main()
