@@ -15,8 +15,10 @@ from open_l2o_tf.errors import UserError
 
 
 def train_or_load(name, data_dir, *, lam, num_layers, workdir, preset, seed=0, load=None,
-                  steps_per_epoch=None, tb=None, jit_compile=True, progress=print):
-    """Returns ``(model, info)``."""
+                  steps_per_epoch=None, tb=None, jit_compile=True, progress=print,
+                  strategy=None):
+    """Returns ``(model, info)``; ``strategy``: a ``tf.distribute`` strategy or None
+    (:class:`model_based.progressive.ProgressiveTrainer`)."""
     if load:
         model = load_unrolled(load, expected=name)
         if model.num_layers < num_layers:
@@ -33,7 +35,7 @@ def train_or_load(name, data_dir, *, lam, num_layers, workdir, preset, seed=0, l
         steps_per_epoch=steps_per_epoch or (100 if quick else 100),
         max_epochs=10 if quick else None, val_batch_size=1280,
         ckpt_dir=os.path.join(workdir, "ckpt"), tb=tb, seed=seed, jit_compile=jit_compile and name != "alista",
-        progress=progress)
+        progress=progress, strategy=strategy)
     trainer.train(num_layers)
     path = os.path.join(workdir, "model.keras")
     model.save(path + ".tmp.keras")

@@ -141,8 +141,12 @@ class ProgressiveTrainer:
         is a sum over the batch, so the sum is the single-device gradient) and the update
         is applied once per process; validation and test run on the full sets; only the
         chief writes checkpoints, and on resume it broadcasts them.  Needs
-        ``engine="epoch"``; with ``jit_compile`` each replica's step is XLA-compiled (the
-        epoch loop around ``strategy.run`` is not: XLA does not compile across devices).
+        ``engine="epoch"``; with ``jit_compile`` each replica's step is XLA-compiled when
+        a process has one replica (multi-worker, one device per worker); the epoch loop
+        around ``strategy.run`` is not (XLA does not compile across devices), and with
+        several replicas in one process (mirrored) the steps run without XLA: the
+        variables live on the first device and XLA cannot read a variable of another
+        device (a line says so).
     """
 
     def __init__(self, model, train, val, test=None, *, task="sc", lam=None, lr=5e-4,
@@ -331,7 +335,7 @@ class ProgressiveTrainer:
         span = self.num_train - bs + 1
         A, snr_db = self.model.A, self.snr_db
 
-        @tf.function(jit_compile=self.jit_compile)
+        @tf.function(jit_compile=self._replica_jit())
         def local(y, x, cache):
             xs, state = cache if cached else (None, None)
             with tf.GradientTape() as tape:
@@ -373,6 +377,15 @@ class ProgressiveTrainer:
             return total, bad
 
         return epoch
+
+    def _replica_jit(self):
+        local = len(getattr(self.strategy.extended, "worker_devices", ())) or 1
+        if self.jit_compile and local > 1 and not getattr(self, "_said_jit", False):
+            self._said_jit = True
+            self.say(f"[progressive] XLA off under {type(self.strategy).__name__} with "
+                     f"{local} devices in this process (XLA cannot read variables of "
+                     "another device); each replica's step runs in a plain tf.function")
+        return self.jit_compile and local == 1
 
     def _cache(self, depth, y):
         """``(x_{depth-1}, state)`` of the fixed first ``depth - 1`` layers on ``y``,

@@ -85,8 +85,9 @@ def build_optimizer(name, synthetic):
 def meta_train_or_load(name, optimizee, *, synthetic, workdir, episodes, unroll=100,
                        truncation=20, load=None, tb=None, seed=0, progress=print,
                        horizons=None, random_scale=None, meta_lr=None,
-                       selection="last_truncation"):
-    """Returns ``(optimizer, info)`` with ``train_seconds`` and ``train_steps``."""
+                       selection="last_truncation", strategy=None):
+    """Returns ``(optimizer, info)`` with ``train_seconds`` and ``train_steps``;
+    ``strategy``: a ``tf.distribute`` strategy or None (:class:`MetaTrainer`)."""
     if load:
         loaded_name, opt = pretrained.load_optimizer(load, expected=name)
         progress(f"[meta] loaded {loaded_name} from {load}")
@@ -108,7 +109,7 @@ def meta_train_or_load(name, optimizee, *, synthetic, workdir, episodes, unroll=
     trainer = MetaTrainer(opt, optimizee, unroll=unroll, truncation=truncation, **extra,
                           curriculum=curriculum, imitation=imitation,
                           ckpt_dir=os.path.join(workdir, "ckpt"), tb=tb, progress=progress,
-                          seed=seed, random_scale=random_scale)
+                          seed=seed, random_scale=random_scale, strategy=strategy)
     start = time.time()
     trainer.train(episodes)
     return opt, {"train_seconds": trainer.train_seconds or time.time() - start,

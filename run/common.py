@@ -98,6 +98,82 @@ def define_common_flags(default_workdir):
                         "instead of training it.")
 
 
+def define_strategy_flags():
+    """``--strategy`` and ``--cpu_replicas`` for the commands that train (see README,
+    'Scaling out', and :mod:`open_l2o_tf.distribute`)."""
+    flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker"],
+                      "tf.distribute strategy of training: default (one device), mirrored "
+                      "(the visible GPUs, else --cpu_replicas logical CPU devices) or "
+                      "multi_worker (one process per worker, the cluster in TF_CONFIG).  "
+                      "The global batch is kept and split over the replicas.")
+    flags.DEFINE_integer("cpu_replicas", None, "With --strategy=mirrored and no GPU: split "
+                         "the CPU into this many logical devices (replicas).", lower_bound=1)
+
+
+_STRATEGY = {}
+
+
+def _strategy_flags():
+    FLAGS = flags.FLAGS  # pylint: disable=invalid-name
+    if "strategy" not in FLAGS or not FLAGS.is_parsed():
+        return None
+    return FLAGS.strategy, FLAGS.cpu_replicas
+
+
+def check_strategy_flags(applies=True, why=""):
+    """``--strategy`` / ``--cpu_replicas`` checked without TensorFlow; ``applies=False``
+    refuses a strategy other than default (``why`` says for what)."""
+    values = _strategy_flags()
+    if values is None:
+        return
+    from open_l2o_tf import distribute  # pylint: disable=import-outside-toplevel
+    distribute.check_strategy_options(values[0], values[1])
+    if values[0] != "default" and not applies:
+        raise UserError(f"--strategy={values[0]} does not apply here: {why}")
+
+
+def _setup_strategy():
+    """Creates the ``--strategy`` once, before TensorFlow initialises its devices."""
+    values = _strategy_flags()
+    if values is None or _STRATEGY.get("flags") == values:
+        return
+    from open_l2o_tf import distribute  # pylint: disable=import-outside-toplevel
+    if values[0] == "default":
+        strategy = None
+    elif _STRATEGY.get("strategy") is not None:
+        raise UserError(f"--strategy={values[0]}: this process already runs a "
+                        f"{type(_STRATEGY['strategy']).__name__}; one strategy per process")
+    else:
+        strategy = distribute.make_strategy(*values)
+    _STRATEGY.update(flags=values, strategy=strategy)
+    if strategy is not None:
+        print(f"[distribute] {distribute.describe(strategy)}", flush=True)
+
+
+def strategy():
+    """The ``--strategy`` object (None for default or without the flag)."""
+    _setup_strategy()
+    return _STRATEGY.get("strategy")
+
+
+def _non_chief_workdir():
+    """Under ``--strategy=multi_worker`` only the chief writes into ``--workdir``; any other
+    worker writes into a temporary directory, removed at exit (TF's convention)."""
+    values = _strategy_flags()
+    if values is None or values[0] != "multi_worker" or "workdir" not in flags.FLAGS:
+        return
+    from open_l2o_tf import distribute  # pylint: disable=import-outside-toplevel
+    if distribute.chief_from_tf_config():
+        return
+    import atexit  # pylint: disable=import-outside-toplevel
+    import shutil  # pylint: disable=import-outside-toplevel
+    private = tempfile.mkdtemp(prefix="open_l2o_tf-worker-")
+    atexit.register(shutil.rmtree, private, True)
+    print(f"[distribute] not the chief: --workdir {flags.FLAGS.workdir} is written by the "
+          f"chief only; this worker writes into {private} (removed at exit)", flush=True)
+    flags.FLAGS.workdir = private
+
+
 def bound_flags(positive=(), nonnegative=(), at_least_one=()):
     """absl validators: ``--name`` must be > 0 (``positive``), >= 0 (``nonnegative``) or
     >= 1 (``at_least_one``, integers), or unset (None)."""
@@ -148,6 +224,9 @@ def flag_values_dict():
 # flags that cannot change a run's numbers (where it is written, where the same data lives)
 IDENTITY_IGNORED = {"workdir", "out", "mnist_dir", "data_root", "only", "dry_run",
                     "report_only", "run_timeout", "import",
+                    # results do not depend on the replica count: a run may resume under
+                    # another strategy
+                    "strategy", "cpu_replicas",
                     # a budget, not a setting: a meta-training run resumes from its checkpoint
                     # and is continued (or finished early) by changing it
                     "meta_episodes",
@@ -328,9 +407,16 @@ def quiet_tensorflow_import():
     a temporary file: TF 2.21 writes its C++ start-up log (oneDNN, "Could not find cuda
     drivers", "failed call to cuInit ...") there before ``TF_CPP_MIN_LOG_LEVEL`` applies.
     If the import fails, the captured lines are replayed to stderr before the error, so a
-    real failure stays visible.  ``OPEN_L2O_TF_VERBOSE=1`` keeps them in the terminal."""
+    real failure stays visible.  ``OPEN_L2O_TF_VERBOSE=1`` keeps them in the terminal.
+
+    Before the flags are parsed (a command's module-level import) it only imports: the
+    device is touched once the flags are known, right after the ``--strategy`` is created
+    (logical CPU devices and multi-worker collectives must be configured before TensorFlow
+    initialises its devices)."""
     if os.environ.get(VERBOSE_ENV, "") not in ("", "0"):
         import tensorflow as tf  # pylint: disable=import-outside-toplevel
+        if flags.FLAGS.is_parsed():
+            _setup_strategy()
         return tf
     sys.stderr.flush()
     saved = os.dup(2)
@@ -339,7 +425,9 @@ def quiet_tensorflow_import():
         os.dup2(captured.fileno(), 2)
         try:
             import tensorflow as tf  # pylint: disable=import-outside-toplevel
-            tf.constant(0.0) + 0.0  # pylint: disable=expression-not-assigned
+            if flags.FLAGS.is_parsed():
+                _setup_strategy()
+                tf.constant(0.0) + 0.0  # pylint: disable=expression-not-assigned
             ok = True
         finally:
             sys.stderr.flush()
@@ -364,6 +452,8 @@ def _parse(argv):
 def _wrap(main, validate=None, needs_tf=True):
     def wrapped(argv):
         try:
+            check_strategy_flags()
+            _non_chief_workdir()
             if validate is not None:    # cheap checks first: a mistake costs no TF import
                 validate(argv) if _takes_argv(validate) else validate()
             if needs_tf:
@@ -375,7 +465,25 @@ def _wrap(main, validate=None, needs_tf=True):
         except UserError as err:
             print(f"error: {err}", file=sys.stderr)
             sys.exit(2)
+        except Exception as err:  # pylint: disable=broad-except
+            if not _lost_peer(err):
+                raise
+            print(f"error: --strategy=multi_worker: a worker of the cluster stopped or cannot "
+                  f"be reached ({type(err).__name__}); restart the same command on every "
+                  f"worker: the run continues after the chief's last checkpoint",
+                  file=sys.stderr)
+            sys.exit(3)
     return wrapped
+
+
+def _lost_peer(err):
+    """A collective of a multi-worker run failed because a peer is gone."""
+    values = _strategy_flags()
+    if values is None or values[0] != "multi_worker" or "tensorflow" not in sys.modules:
+        return False
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    return isinstance(err, (tf.errors.UnavailableError, tf.errors.CancelledError,
+                            tf.errors.DeadlineExceededError, tf.errors.AbortedError))
 
 
 def _takes_argv(fn):

@@ -62,6 +62,7 @@ flags.DEFINE_enum("ista_step", "frobenius", ["frobenius", "spectral"],
                   "1/||A||_F^2 (reproduces the paper's Fig. 6 values) or 1/||A||_2^2.")
 flags.DEFINE_bool("jit", True, "Compile hot loops with XLA.")
 common.define_common_flags("runs/lasso")
+common.define_strategy_flags()
 common.bound_flags(positive=["lr", "lam"])
 common.define_safeguard_flags()
 FLAGS = flags.FLAGS
@@ -109,7 +110,7 @@ def run_classic(name, A, y, lam, iterations):
     x0 = tf.zeros([y.shape[0], A.shape[1]], tf.float32)
     _, curve = transforms.run_optimizer(transform, loss_fn, [x0], iterations,
                                         reduction=FLAGS.grad_reduction,
-                                        jit_compile=FLAGS.jit)
+                                        jit_compile=FLAGS.jit, strategy=common.strategy())
     return curve.numpy()
 
 
@@ -125,7 +126,7 @@ def run_model_based(name, data_dir, A, W, y, lam, iterations, workdir, tb):
     model, info = lasso_training.train_or_load(
         name, data_dir, lam=lam, num_layers=num_layers, workdir=workdir, preset=FLAGS.preset,
         seed=FLAGS.seed, load=FLAGS.load, steps_per_epoch=FLAGS.steps_per_epoch, tb=tb,
-        jit_compile=FLAGS.jit)
+        jit_compile=FLAGS.jit, strategy=common.strategy())
     outputs = model(y.astype(np.float32), num_layers=num_layers)
     f_layers = [np.zeros(y.shape[0], np.float64) + metrics.lasso_objective(
         A, np.zeros((y.shape[0], A.shape[1]), np.float32), y, lam).numpy()]
@@ -154,7 +155,7 @@ def run_learned(name, data_dir, A, y, lam, iterations, workdir, tb):
     return lasso_training.train_and_run(
         name, data_dir, A, y, lam, iterations, workdir=workdir, preset=FLAGS.preset,
         seed=FLAGS.seed, load=FLAGS.load, meta_episodes=FLAGS.meta_episodes, tb=tb,
-        selection=FLAGS.model_selection, safeguard=safeguard)
+        selection=FLAGS.model_selection, safeguard=safeguard, strategy=common.strategy())
 
 
 def validate():
@@ -178,6 +179,9 @@ def validate():
         common.check_safeguard_flags(["ista", "fista"], "fista")
     if FLAGS.data_dir is not None:
         common.check_data_dir(FLAGS.data_dir)
+    common.check_strategy_flags(name not in CLASSIC and FLAGS.load is None,
+                                f"--optimizer={name} trains nothing" if name in CLASSIC
+                                else "--load trains nothing")
     common.prepare_workdir(FLAGS.workdir)
 
 

@@ -46,6 +46,7 @@ flags.DEFINE_float("rescale", 1e-4, "Twin-L2O: recurrent states are multiplied b
 flags.DEFINE_bool("joint_loss", False, "Twin-L2O: back-propagate the sum of both players' "
                   "losses into both networks, as the original code.")
 common.define_common_flags("runs/minimax")
+common.define_strategy_flags()
 common.bound_flags(positive=["lr", "rescale"])
 flags.register_validator("keep_probability", lambda v: 0.0 < v <= 1.0,
                          message="--keep_probability must be in (0, 1]")
@@ -68,6 +69,9 @@ def validate():
     if half_steps % 2:
         raise UserError(f"--half_steps must be even (pairs of min and max moves), got "
                         f"{half_steps}")
+    common.check_strategy_flags(False, "Twin-L2O's trainer (model_free/twin.py on "
+                                "model_free/episodic.py) does not split its games over "
+                                "replicas yet")
     common.prepare_workdir(FLAGS.workdir)
 
 

@@ -50,6 +50,7 @@ flags.DEFINE_enum("mnist_split", None, ["train", "test"],
                   "Meta-training always uses the training split.")
 common.define_meta_lr_flag()
 common.define_common_flags("runs/nn_training")
+common.define_strategy_flags()
 common.bound_flags(positive=["lr", "random_scale"])
 FLAGS = flags.FLAGS
 
@@ -67,6 +68,10 @@ def validate():
         raise UserError(f"--mnist_dir {FLAGS.mnist_dir} "
                         f"{'is a file' if os.path.exists(FLAGS.mnist_dir) else 'does not exist'}"
                         "; expected a folder with the four MNIST idx files")
+    common.check_strategy_flags(
+        False, f"--optimizer={name} trains nothing" if name not in LEARNED or FLAGS.load
+        else "meta-training splits an episode's optimizee instances over the replicas, and "
+        "an episode here trains one network (not yet split by minibatch)")
     common.prepare_workdir(FLAGS.workdir)
 
 

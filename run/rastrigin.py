@@ -44,6 +44,7 @@ flags.DEFINE_float("random_scale", None, "Meta-training with RNNprop's random sc
                    "exp(U(-r, r)) per coordinate (original r = 3; off by default as Open-L2O).")
 common.define_meta_lr_flag()
 common.define_common_flags("runs/rastrigin")
+common.define_strategy_flags()
 common.bound_flags(positive=["lr", "random_scale"])
 common.define_safeguard_flags()
 FLAGS = flags.FLAGS
@@ -65,6 +66,12 @@ def validate():
             raise UserError("--safeguard=on needs a learned update rule (l2o_dm, "
                             f"l2o_rnnprop, l2o_enhanced, l2o_scale), got --optimizer={name}")
         common.check_safeguard_flags(["gd", "adam", "rmsprop"], "adam")
+    common.check_strategy_flags(
+        name in LEARNED and name != "l2o_swarm" and FLAGS.load is None,
+        "--load trains nothing" if FLAGS.load else
+        f"--optimizer={name} trains nothing" if name not in LEARNED else
+        "L2O-Swarm's trainer (model_free/swarm.py on model_free/episodic.py) does not "
+        "split its populations over replicas yet")
     common.prepare_workdir(FLAGS.workdir)
 
 
@@ -128,7 +135,7 @@ def main(argv):
             name, family, synthetic=True, workdir=workdir, episodes=episodes,
             load=FLAGS.load, tb=tb, seed=FLAGS.seed,
             horizons=(100, 200, 500) if quick else None, random_scale=FLAGS.random_scale,
-            meta_lr=FLAGS.meta_lr, selection=selection)
+            meta_lr=FLAGS.meta_lr, selection=selection, strategy=common.strategy())
         curve = meta_trainer.evaluate(opt, family, FLAGS.steps, test, x0, seed=FLAGS.seed,
                                       grad_scale=1.0 / 128)
         if FLAGS.safeguard == "on":

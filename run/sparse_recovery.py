@@ -55,6 +55,7 @@ flags.DEFINE_bool("jit", None, "XLA-compile the training step (default: only for
 flags.DEFINE_enum("engine", "epoch", ["epoch", "step"], "Trainer: compiled epochs with the "
                   "stage-1 cache (epoch) or the previous one-call-per-step trainer (step).")
 common.define_common_flags("runs/sparse_recovery")
+common.define_strategy_flags()
 common.bound_flags(positive=["lr", "model_lam"], nonnegative=["tista_sigma2", "glista_alti"])
 common.define_safeguard_flags()
 common.define_sparse_safeguard_flags()
@@ -78,6 +79,11 @@ def validate():
                         "python -m run.make_data --setting=noiseless --out=DIR")
     if FLAGS.safeguard == "on":
         common.check_safeguard_flags(["ista", "fista"], "fista")
+    common.check_strategy_flags(FLAGS.load is None, "--load trains nothing")
+    if FLAGS.strategy != "default" and FLAGS.engine != "epoch":
+        raise UserError(f"--engine={FLAGS.engine} does not run under --strategy="
+                        f"{FLAGS.strategy} (one compiled call per step from Python, no "
+                        "replica split); use --engine=epoch")
     common.check_run_identity(workdir, extra={"model_class": registry.MODELS[FLAGS.model]})
 
 
@@ -137,7 +143,7 @@ def main(argv):
             max_epochs=common.preset_value(FLAGS.preset, None, 20, FLAGS.max_epochs),
             keep=FLAGS.keep, decay_mode=FLAGS.decay_mode, ckpt_dir=os.path.join(workdir, "ckpt"),
             tb=tb, seed=FLAGS.seed, jit_compile=use_jit(FLAGS.model, FLAGS.jit),
-            engine=FLAGS.engine, progress=olog_progress())
+            engine=FLAGS.engine, progress=olog_progress(), strategy=common.strategy())
 
         def on_layer_end(depth, state):
             common.write_results(workdir, record(state["test_metric"],

@@ -68,6 +68,11 @@ CASES = {
         (["--model=lista", "--workdir={w_new}", "--preset=paper"], "--data_dir", []),
         (["--model=lista", "--workdir={w_new}", "--keep=sometimes"], "--keep", []),
         (["--model=lista", "--workdir={w_new}", "--bogus_flag=1"], "bogus_flag", []),
+        (["--model=lista", "--workdir={w_new}", "--strategy=mirrored", "--engine=step"],
+         "--engine=step", []),
+        (["--model=lista", "--workdir={w_new}", "--cpu_replicas=2"], "--cpu_replicas", []),
+        (["--model=lista", "--workdir={w_new}", "--strategy=multi_worker"], "TF_CONFIG", []),
+        (["--model=lista", "--workdir={w_new}", "--strategy=gpu"], "--strategy", []),
         # a good run: the 2-layer model of {w1} loaded (results must say 2 layers)
         (["--model=lista", "--workdir={w_load}", "--data_dir={data}",
           "--load={w1}/model.keras"], None, []),
@@ -88,6 +93,8 @@ CASES = {
          "meta.json is corrupt", []),
         (["--optimizer=fista", "--workdir={w_new}", "--meta_episodes=5"], "--meta_episodes",
          []),
+        (["--optimizer=fista", "--workdir={w_new}", "--strategy=mirrored"], "--strategy",
+         []),
     ],
     "run.rastrigin": [
         (["--optimizer=nag_ls", "--workdir={w_new}", "--test_instances=-3"],
@@ -105,6 +112,8 @@ CASES = {
           "--meta_episodes=1", "--steps=5"], "meta_state.json",
          ["{w_corrupt_meta_state}/ckpt"]),
         (["--optimizer=nag_ls", "--workdir={w_new}", "--n=0"], "--n", []),
+        (["--optimizer=l2o_swarm", "--workdir={w_new}", "--strategy=mirrored"],
+         "L2O-Swarm", []),
     ],
     "run.nn_training": [
         (["--optimizer=l2o_dm", "--workdir={w_new}", "--load={forged_dtype}"],
@@ -121,6 +130,8 @@ CASES = {
         (["--optimizer=l2o_dm", "--workdir={w_new}", "--load={twin_npz}"],
          "holds twin_l2o weights", []),
         (["--optimizer=adam", "--workdir={a_file}"], "{a_file}", ["{a_file}"]),
+        (["--optimizer=l2o_dm", "--workdir={w_new}", "--strategy=mirrored"],
+         "one network", []),
     ],
     "run.minimax": [
         (["--optimizer=gda", "--workdir={w_new}", "--load={missing}"], "--load", []),
@@ -129,6 +140,8 @@ CASES = {
         (["--optimizer=gda", "--workdir={w_new}", "--keep_probability=2"],
          "--keep_probability", []),
         (["--optimizer=gda", "--workdir={w_new}", "--half_steps=3"], "--half_steps", []),
+        (["--optimizer=twin_l2o", "--workdir={w_new}", "--strategy=mirrored"], "Twin-L2O",
+         []),
         (["--optimizer=gda", "--workdir={a_file}"], "{a_file}", ["{a_file}"]),
         (["--optimizer=twin_l2o", "--workdir={w_new}", "--load={dm_npz}"],
          "holds l2o_dm weights", []),
