@@ -68,6 +68,11 @@ QUICK = dict(m=64, n=128, num_train=8192, num_val=1024, num_test=1024)
 def validate():
     """Checks before any work: the workdir, --load, --data_dir, the run identity."""
     workdir = FLAGS.workdir
+    common.check_strategy_flags(FLAGS.load is None, "--load trains nothing")
+    if FLAGS.strategy != "default" and FLAGS.engine != "epoch":
+        raise UserError(f"--engine={FLAGS.engine} does not run under --strategy="
+                        f"{FLAGS.strategy} (one compiled call per step from Python, no "
+                        "replica split); use --engine=epoch")
     common.check_workdir(workdir)
     if FLAGS.load is not None:
         from open_l2o_tf.keras_files import check_unrolled_file  # pylint: disable=import-outside-toplevel
@@ -79,11 +84,6 @@ def validate():
                         "python -m run.make_data --setting=noiseless --out=DIR")
     if FLAGS.safeguard == "on":
         common.check_safeguard_flags(["ista", "fista"], "fista")
-    common.check_strategy_flags(FLAGS.load is None, "--load trains nothing")
-    if FLAGS.strategy != "default" and FLAGS.engine != "epoch":
-        raise UserError(f"--engine={FLAGS.engine} does not run under --strategy="
-                        f"{FLAGS.strategy} (one compiled call per step from Python, no "
-                        "replica split); use --engine=epoch")
     common.check_run_identity(workdir, extra={"model_class": registry.MODELS[FLAGS.model]})
 
 
