@@ -110,7 +110,7 @@ def run_classic(name, A, y, lam, iterations):
     x0 = tf.zeros([y.shape[0], A.shape[1]], tf.float32)
     _, curve = transforms.run_optimizer(transform, loss_fn, [x0], iterations,
                                         reduction=FLAGS.grad_reduction,
-                                        jit_compile=FLAGS.jit, strategy=common.strategy())
+                                        jit_compile=FLAGS.jit)
     return curve.numpy()
 
 
