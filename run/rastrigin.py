@@ -22,6 +22,8 @@ from run import common
 
 CLASSIC = ["gd_ls", "nag_ls", "adam", "rmsprop", "oracle"]
 LEARNED = ["l2o_dm", "l2o_rnnprop", "l2o_enhanced", "l2o_scale", "l2o_swarm"]
+TRUNCATION = 20      # steps per truncation of meta-training (the original's unroll length)
+UNROLL = 100         # default meta-training horizon (steps per episode)
 flags.DEFINE_enum("optimizer", "nag_ls", CLASSIC + LEARNED, "The optimizer.")
 common.accept_registered("optimizer", "learned", LEARNED, interface="update")   # --import
 flags.DEFINE_enum("swarm_attraction", "as_coded", ["as_coded", "toward_better"],
@@ -39,6 +41,11 @@ flags.DEFINE_integer("starts", 10, "Random starts per test instance.", lower_bou
 flags.DEFINE_float("lr", None, "Learning rate of adam (0.1) / rmsprop (0.3).")
 flags.DEFINE_integer("meta_episodes", None, "Meta-training episodes (paper 10,000 as the "
                      "original's num_epochs, quick 60).", lower_bound=1)
+flags.DEFINE_integer("unroll", None, "Meta-training horizon in steps per episode, a multiple of "
+                     f"the truncation ({TRUNCATION}): l2o_dm, l2o_rnnprop, l2o_scale, l2o_swarm "
+                     "(default 100, the Open-L2O fix_num_steps; the original L2O-Scale draws "
+                     "about 50 unrolls of 10 + Exp(20) steps per problem).  Held-out model "
+                     "selection runs at the same horizon.", lower_bound=1)
 common.define_model_selection_flag()
 flags.DEFINE_float("random_scale", None, "Meta-training with RNNprop's random scaling "
                    "exp(U(-r, r)) per coordinate (original r = 3; off by default as Open-L2O).")
@@ -61,6 +68,14 @@ def validate():
         if getattr(FLAGS, flag) is not None and name not in LEARNED:
             raise UserError(f"--{flag} applies to the learned optimizers only, not "
                             f"--optimizer={name}")
+    if FLAGS.unroll is not None:
+        if name not in LEARNED or name == "l2o_enhanced":
+            raise UserError("--unroll applies to l2o_dm, l2o_rnnprop, l2o_scale and l2o_swarm "
+                            f"(l2o_enhanced's curriculum sets its horizons), not "
+                            f"--optimizer={name}")
+        if FLAGS.unroll % TRUNCATION:
+            raise UserError(f"--unroll must be a multiple of the truncation {TRUNCATION}, "
+                            f"got {FLAGS.unroll}")
     if FLAGS.safeguard == "on":
         if name not in LEARNED or name == "l2o_swarm":
             raise UserError("--safeguard=on needs a learned update rule (l2o_dm, "
@@ -100,6 +115,7 @@ def main(argv):
     episodes = common.preset_value(FLAGS.preset, 10000, 60, FLAGS.meta_episodes)
     selection = common.preset_value(FLAGS.preset, "last_truncation", "horizon_mean",
                                     FLAGS.model_selection)
+    unroll = FLAGS.unroll or UNROLL
     start = time.time()
     if name in ("gd_ls", "nag_ls"):
         fn = line_search.gd_line_search if name == "gd_ls" else line_search.nag_line_search
@@ -122,7 +138,8 @@ def main(argv):
             trainer = swarm_lib.SwarmTrainer(opt, family, seed=FLAGS.seed, tb=tb,
                                              ckpt_dir=os.path.join(workdir, "ckpt"),
                                              lr=FLAGS.meta_lr or 1e-3,
-                                             start=FLAGS.swarm_start)
+                                             start=FLAGS.swarm_start, unroll=unroll,
+                                             truncation=TRUNCATION)
             trainer.train(episodes)
             swarm_lib.save_swarm(opt, os.path.join(workdir, "l2o_swarm.npz"))
             info = {"train_seconds": trainer.train_seconds,
@@ -133,7 +150,7 @@ def main(argv):
         from model_free import meta_trainer, training  # pylint: disable=import-outside-toplevel
         opt, info = training.meta_train_or_load(
             name, family, synthetic=True, workdir=workdir, episodes=episodes,
-            load=FLAGS.load, tb=tb, seed=FLAGS.seed,
+            unroll=unroll, truncation=TRUNCATION, load=FLAGS.load, tb=tb, seed=FLAGS.seed,
             horizons=(100, 200, 500) if quick else None, random_scale=FLAGS.random_scale,
             meta_lr=FLAGS.meta_lr, selection=selection, strategy=common.strategy())
         curve = meta_trainer.evaluate(opt, family, FLAGS.steps, test, x0, seed=FLAGS.seed,

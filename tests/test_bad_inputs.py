@@ -114,6 +114,8 @@ CASES = {
         (["--optimizer=nag_ls", "--workdir={w_new}", "--n=0"], "--n", []),
         (["--optimizer=l2o_swarm", "--workdir={w_new}", "--strategy=mirrored"],
          "L2O-Swarm", []),
+        (["--optimizer=nag_ls", "--workdir={w_new}", "--unroll=40"], "--unroll", []),
+        (["--optimizer=l2o_scale", "--workdir={w_new}", "--unroll=30"], "--unroll", []),
     ],
     "run.nn_training": [
         (["--optimizer=l2o_dm", "--workdir={w_new}", "--load={forged_dtype}"],

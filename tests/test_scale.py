@@ -115,8 +115,10 @@ def test_log_ratio_meta_training_lowers_the_meta_loss():
 
 def test_rastrigin_cli_with_l2o_scale(tmp_path):
     record = run_ok("run.rastrigin", "--optimizer=l2o_scale", "--preset=quick", "--steps=50",
-                    "--test_instances=4", "--meta_episodes=4", workdir=tmp_path)
+                    "--test_instances=4", "--meta_episodes=4", "--unroll=40",
+                    workdir=tmp_path)
     assert record["method"] == "l2o_scale" and len(record["curve"]) == 51
+    assert record["train_steps"] == 4 * 40      # --unroll is the meta-training horizon
     assert record["paper"] == pytest.approx(6.0)
     assert np.isfinite(record["curve"][-1]) and record["curve"][-1] < record["curve"][0]
     assert (tmp_path / "ckpt" / "best.npz").exists()
