@@ -54,26 +54,39 @@ from model_based import shrinkage
 from open_l2o_tf import distribute
 from open_l2o_tf import logging as olog
 from open_l2o_tf import metrics
+from open_l2o_tf.classic import first_order
 from open_l2o_tf.errors import UserError
 
 STAGE_LR_FACTORS = (1.0, 0.2, 0.02)
 
 
-class _Adam:
-    """Adam with Keras defaults (beta1 0.9, beta2 0.999, eps 1e-7) and per-variable
-    gradient multipliers; ``reset`` gives the fresh optimizer of a new stage."""
+class _AdamSlots:
+    """The slots of the stage optimizer (:class:`open_l2o_tf.classic.first_order.Adam`)
+    as variables, so the compiled epoch updates them in place; ``reset`` gives the fresh
+    optimizer of a new stage.  ``apply`` runs one update on the variables at ``indices``
+    (the step reads the slots after they are written, the order that keeps the numbers of
+    the XLA-compiled epochs as they were)."""
 
-    def __init__(self, variables, beta1=0.9, beta2=0.999, eps=1e-7):
+    def __init__(self, variables):
         self.variables = list(variables)
         self.m = [tf.Variable(tf.zeros_like(v), trainable=False) for v in self.variables]
         self.v = [tf.Variable(tf.zeros_like(v), trainable=False) for v in self.variables]
-        self.t = tf.Variable(0.0, trainable=False)
-        self.beta1, self.beta2, self.eps = beta1, beta2, eps
+        self.count = tf.Variable(0.0, trainable=False)   # float32, as the step count t
 
     def reset(self):
-        self.t.assign(0.0)
+        self.count.assign(0.0)
         for slot in self.m + self.v:
             slot.assign(tf.zeros_like(slot))
+
+    def apply(self, adam, indices, grads):
+        correction = adam.correction(self.count.assign_add(1.0))
+        for j, i in enumerate(indices):
+            if grads[j] is None:
+                continue
+            m, v = adam.moments(j, grads[j], self.m[i], self.v[i])
+            self.m[i].assign(m)
+            self.v[i].assign(v)
+            self.variables[i].assign_sub(-adam.step(j, self.m[i], self.v[i], correction))
 
 
 def _nmse_sums_fn(model, T):
@@ -196,7 +209,7 @@ class ProgressiveTrainer:
         self.variables = [v for t in range(model.num_layers) for v in model.layer_variables(t)]
         self.first_layer = {id(v): t for t in range(model.num_layers)
                             for v in model.layer_variables(t)}
-        self.adam = _Adam(self.variables)
+        self.adam = _AdamSlots(self.variables)
         self.global_step = 0
         self.train_seconds = 0.0
         self.state = {"layer": 0, "stage": 0, "test_metric": [], "val_metric": [],
@@ -257,15 +270,16 @@ class ProgressiveTrainer:
         decay = [self.grad_multiplier ** a if stage > 0 else 1.0 for a in ages]
         multipliers = decay if self.decay_mode == "grad" else [1.0] * len(decay)
         scales = decay if self.decay_mode == "lr" else [1.0] * len(decay)
-        adam = _SubAdam(self.adam, indices)
         lr = self.lr * STAGE_LR_FACTORS[stage]
-        return variables, adam, lr, multipliers, scales
+        adam = first_order.Adam(lr, eps=1e-7, grad_multipliers=multipliers,
+                                step_multipliers=scales, form="textbook")
+        return variables, indices, adam
 
     def _step_body(self, depth, stage, cached):
         """``body(y, x, cache) -> (loss, finite)``: one training step (not compiled);
         with ``cached`` the batch's ``(x_{depth-1}, state)`` comes in and only layer
         ``depth`` runs."""
-        variables, adam, lr, multipliers, scales = self._stage_setup(depth, stage)
+        variables, indices, adam = self._stage_setup(depth, stage)
         start = depth - 1 if cached else 0
 
         def body(y, x, cache):
@@ -277,7 +291,7 @@ class ProgressiveTrainer:
             finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads
                                     if g is not None] + [tf.math.is_finite(loss)])
             if finite:
-                adam.apply(grads, lr, multipliers, scales)
+                self.adam.apply(adam, indices, grads)
             return loss, finite
 
         return body
@@ -652,23 +666,3 @@ class ProgressiveTrainer:
     @property
     def train_steps(self):
         return self.global_step
-
-
-class _SubAdam:
-    """A view of the shared Adam slots restricted to some variables."""
-
-    def __init__(self, adam, indices):
-        self.adam, self.indices = adam, indices
-
-    def apply(self, grads, lr, multipliers, scales):
-        a = self.adam
-        t = a.t.assign_add(1.0)
-        lr_t = lr * tf.sqrt(1.0 - a.beta2 ** t) / (1.0 - a.beta1 ** t)
-        for j, i in enumerate(self.indices):
-            g = grads[j]
-            if g is None:
-                continue
-            g = g * multipliers[j]
-            a.m[i].assign(a.beta1 * a.m[i] + (1.0 - a.beta1) * g)
-            a.v[i].assign(a.beta2 * a.v[i] + (1.0 - a.beta2) * g * g)
-            a.variables[i].assign_sub(scales[j] * lr_t * a.m[i] / (tf.sqrt(a.v[i]) + a.eps))

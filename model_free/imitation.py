@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from model_free.base import flatten
+from open_l2o_tf.classic import first_order
 
 DM_RATIOS = (0.0, 0.1, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3)
 RNNPROP_RATIOS = (0.3, 0.3, 0.3)
@@ -31,10 +32,13 @@ def imitation_probability(stage, kind="dm"):
 
 def adam_trajectory(optimizee, instance, params, num_steps, seed, lr=0.01, beta1=0.9,
                     beta2=0.999, eps=1e-8):
-    """Teacher gradients and displacements: two lists of ``num_steps`` flat ``(N, 1)``."""
+    """Teacher gradients and displacements: two lists of ``num_steps`` flat ``(N, 1)``.
+
+    The teacher is :func:`open_l2o_tf.classic.first_order.adam` (textbook moment form,
+    bias correction in float64, as this teacher always computed it)."""
+    teacher = first_order.adam(lr, beta1, beta2, eps, form="textbook", bias_dtype=tf.float64)
     x = list(params)
-    m = [tf.zeros_like(p) for p in x]
-    v = [tf.zeros_like(p) for p in x]
+    state = teacher.init(x)
     grads_out, moves = [], []
     for t in range(1, num_steps + 1):
         batch = optimizee.sample_batch(tf.stack([seed[0], seed[1] + t]))
@@ -42,10 +46,7 @@ def adam_trajectory(optimizee, instance, params, num_steps, seed, lr=0.01, beta1
             tape.watch(x)
             loss = optimizee.loss(x, instance, batch)
         g = tape.gradient(loss, x)
-        m = [beta1 * a + (1 - beta1) * b for a, b in zip(m, g)]
-        v = [beta2 * a + (1 - beta2) * b * b for a, b in zip(v, g)]
-        lr_t = lr * np.sqrt(1 - beta2 ** t) / (1 - beta1 ** t)
-        step = [-lr_t * a / (tf.sqrt(b) + eps) for a, b in zip(m, v)]
+        step, state = teacher.update(g, state)
         grads_out.append(flatten(g))
         moves.append(flatten(step))
         x = [p + s for p, s in zip(x, step)]

@@ -188,3 +188,35 @@ def test_run_and_inspect_beats_gd_and_respects_lower_bound():
     np.testing.assert_allclose(curve[-1].numpy(), final, rtol=1e-6)
     assert np.all(final >= lower - 1e-3)
     assert final.mean() < curve_gd[-1].numpy().mean() - 0.3
+
+
+@pytest.mark.parametrize("form", ["keras", "textbook"])
+def test_one_adam_multipliers_and_forms(form):
+    """The one Adam (classic baseline, progressive trainer, imitation teacher): per-tensor
+    gradient and step multipliers against a float64 NumPy reference; a None gradient
+    leaves its tensor and slots alone."""
+    from open_l2o_tf.classic import first_order
+    rng = np.random.default_rng(1)
+    params = [tf.constant(rng.normal(size=(3, 4)).astype(np.float32)),
+              tf.constant(rng.normal(size=(5,)).astype(np.float32)),
+              tf.constant(rng.normal(size=(2,)).astype(np.float32))]
+    c, s, lr, b1, b2, eps = [0.3, 1.0, 1.0], [1.0, 0.09, 1.0], 0.01, 0.9, 0.999, 1e-7
+    adam = first_order.adam(lr, b1, b2, eps, grad_multipliers=c, step_multipliers=s,
+                            form=form)
+    state = adam.init(params)
+    ref_m = [np.zeros(p.shape) for p in params[:2]]
+    ref_v = [np.zeros(p.shape) for p in params[:2]]
+    for t in range(1, 6):
+        grads = [tf.constant(rng.normal(size=p.shape).astype(np.float32)) for p in params[:2]]
+        updates, state = adam.update(grads + [None], state)
+        assert updates[2] is None
+        np.testing.assert_array_equal(state[2][2].numpy(), 0.0)
+        for j in range(2):
+            g = c[j] * grads[j].numpy().astype(np.float64)
+            ref_m[j] = b1 * ref_m[j] + (1 - b1) * g
+            ref_v[j] = b2 * ref_v[j] + (1 - b2) * g * g
+            alpha = s[j] * lr * np.sqrt(1 - b2 ** t) / (1 - b1 ** t)
+            np.testing.assert_allclose(updates[j].numpy(),
+                                       -alpha * ref_m[j] / (np.sqrt(ref_v[j]) + eps),
+                                       rtol=2e-4, atol=1e-9)
+    assert int(state[0]) == 5

@@ -36,13 +36,15 @@ def _trainer(data, name="alista", layers=3, ckpt=None, **kw):
 def test_stage_schedule_and_multipliers(data, monkeypatch):
     model, trainer = _trainer(data)
     seen = []
-    original = progressive._SubAdam.apply
+    original = progressive.first_order.Adam
 
-    def spy(self, grads, lr, multipliers, scales):
-        seen.append((len(self.indices), float(lr), tuple(np.round(multipliers, 6))))
-        return original(self, grads, lr, multipliers, scales)
+    class Spy(original):   # records every update's variables, lr and gradient multipliers
+        def correction(self, count):
+            seen.append((len(self.grad_multipliers), float(self.lr),
+                         tuple(np.round(self.grad_multipliers, 6))))
+            return super().correction(count)
 
-    monkeypatch.setattr(progressive._SubAdam, "apply", spy)
+    monkeypatch.setattr(progressive.first_order, "Adam", Spy)
     for stage in range(3):
         trainer._make_step(2, stage)(*[tf.constant(a[:32]) for a in data[2]])
     # ALISTA: 2 variables per layer; stage 1 only layer 2's, stages 2-3 all 4.
@@ -138,7 +140,7 @@ def test_cli_quick_and_errors(tmp_path):
 def test_stage_one_cache_gives_the_same_gradients(data, name):
     """Stage 1 of layer 3 from the cached (x_2, state_2) = the full 3-layer forward pass."""
     A, W, train, _, _ = data
-    model = build_model(name, A, W, 4, glista_alti=1.0)
+    model = build_model(name, A, W, 4, alti=1.0)
     y, x = (tf.constant(a[:64]) for a in train)
     vs = model.layer_variables(2)
     with tf.GradientTape() as tape:

@@ -56,37 +56,96 @@ def sgd(learning_rate, momentum=0.0):
     return GradientTransformation(init, update)
 
 
-def adam(learning_rate=1e-3, beta1=0.9, beta2=0.999, eps=1e-8):
-    """Adam (Kingma & Ba 2015) in the Keras-3 / TF1 form (epsilon outside the square root).
+class Adam:
+    """The one Adam of the toolbox (Kingma & Ba 2015), in the Keras-3 / TF1 form (epsilon
+    outside the square root):
 
-    ``m_t = beta1 m_{t-1} + (1 - beta1) g_t``, ``v_t = beta2 v_{t-1} + (1 - beta2) g_t^2``,
-    ``x_t = x_{t-1} - lr sqrt(1 - beta2^t) / (1 - beta1^t) * m_t / (sqrt(v_t) + eps)``.
+        m_t = beta1 m_{t-1} + (1 - beta1) c g_t,   v_t = beta2 v_{t-1} + (1 - beta2) (c g_t)^2
+        x_t = x_{t-1} - s lr sqrt(1 - beta2^t) / (1 - beta1^t) * m_t / (sqrt(v_t) + eps)
+
+    with a per-tensor gradient multiplier ``c`` (``grad_multipliers``, the progressive
+    trainer's ``0.3^age``) and step multiplier ``s`` (``step_multipliers``), both 1 by
+    default.  Used as the classic baseline (:func:`adam`, a functional transform), by the
+    progressive trainer on slot variables (:mod:`model_based.progressive`) and as
+    L2O-enhanced's teacher (:func:`model_free.imitation.adam_trajectory`).
+
+    ``form`` is the rounding form of the updates: ``"keras"`` (``m + (g - m)(1 - beta1)``,
+    step ``-(m alpha) / (sqrt(v) + eps)``: Keras 3 and TF1's kernel) or ``"textbook"``
+    (``beta1 m + (1 - beta1) g``, ``v``: ``beta2 v + ((1 - beta2) g) g``, step ``-(alpha m /
+    (sqrt(v) + eps))``); ``bias_dtype`` the dtype of the bias correction.  They are equal
+    in exact arithmetic; the progressive trainer and the imitation teacher keep the form
+    they were written with (textbook; the teacher's correction in float64), so their
+    numbers, also under XLA, are unchanged bit for bit.
+    """
+
+    def __init__(self, learning_rate=1e-3, beta1=0.9, beta2=0.999, eps=1e-8,
+                 grad_multipliers=None, step_multipliers=None, form="keras",
+                 bias_dtype=tf.float32):
+        self.lr = _check_lr(learning_rate)
+        require(form in ("keras", "textbook"),
+                f"form must be 'keras' or 'textbook', got {form!r}")
+        self.beta1, self.beta2, self.eps = beta1, beta2, eps
+        self.grad_multipliers, self.step_multipliers = grad_multipliers, step_multipliers
+        self.form, self.bias_dtype = form, bias_dtype
+
+    def correction(self, count):
+        """``lr sqrt(1 - beta2^t) / (1 - beta1^t)`` at step ``count`` (1-based), in
+        ``bias_dtype``."""
+        t = tf.cast(count, self.bias_dtype)
+        return self.lr * tf.sqrt(1.0 - tf.pow(tf.constant(self.beta2, self.bias_dtype), t)) / (
+            1.0 - tf.pow(tf.constant(self.beta1, self.bias_dtype), t))
+
+    def moments(self, j, g, m, v):
+        """The new ``(m, v)`` of tensor ``j`` from its gradient ``g``."""
+        if self.grad_multipliers is not None:
+            g = g * self.grad_multipliers[j]
+        if self.form == "keras":
+            return (m + (g - m) * (1.0 - self.beta1),
+                    v + (tf.square(g) - v) * (1.0 - self.beta2))
+        return (self.beta1 * m + (1.0 - self.beta1) * g,
+                self.beta2 * v + (1.0 - self.beta2) * g * g)
+
+    def step(self, j, m, v, correction):
+        """The update of tensor ``j`` (``params_new = params + step``)."""
+        alpha = tf.cast(correction, m.dtype)
+        if self.step_multipliers is not None:
+            alpha = self.step_multipliers[j] * alpha
+        if self.form == "keras":
+            return -(m * alpha) / (tf.sqrt(v) + self.eps)
+        return -(alpha * m / (tf.sqrt(v) + self.eps))
+
+    def transform(self):
+        """A :class:`GradientTransformation` with state ``(count, ms, vs)``; a ``None``
+        gradient leaves its slots unchanged and gives a ``None`` update."""
+        def init(params):
+            return (tf.zeros([], tf.int32), [tf.zeros_like(p) for p in params],
+                    [tf.zeros_like(p) for p in params])
+
+        def update(grads, state, params=None):
+            del params
+            count, ms, vs = state
+            count = count + 1
+            correction = self.correction(count)
+            updates, new_ms, new_vs = [], [], []
+            for j, (g, m, v) in enumerate(zip(grads, ms, vs)):
+                if g is not None:
+                    m, v = self.moments(j, g, m, v)
+                updates.append(None if g is None else self.step(j, m, v, correction))
+                new_ms.append(m)
+                new_vs.append(v)
+            return updates, (count, new_ms, new_vs)
+
+        return GradientTransformation(init, update)
+
+
+def adam(learning_rate=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, **options):
+    """Adam as a gradient transformation (:class:`Adam`; ``options``: its
+    ``grad_multipliers``, ``step_multipliers``, ``form``, ``bias_dtype``).
+
     Note ``keras.optimizers.Adam`` defaults to ``eps = 1e-7``; the paper's (and the
     original TF1 ``tf.train.AdamOptimizer``'s) default is 1e-8, used here.
     """
-    lr = _check_lr(learning_rate)
-
-    def init(params):
-        return (tf.zeros([], tf.int32), [tf.zeros_like(p) for p in params],
-                [tf.zeros_like(p) for p in params])
-
-    def update(grads, state, params=None):
-        del params
-        count, ms, vs = state
-        count = count + 1
-        updates, new_ms, new_vs = [], [], []
-        for g, m, v in zip(grads, ms, vs):
-            t = tf.cast(count, g.dtype)
-            alpha = lr * tf.sqrt(1.0 - tf.pow(tf.cast(beta2, g.dtype), t)) / (
-                1.0 - tf.pow(tf.cast(beta1, g.dtype), t))
-            m = m + (g - m) * (1.0 - beta1)
-            v = v + (tf.square(g) - v) * (1.0 - beta2)
-            updates.append(-(m * alpha) / (tf.sqrt(v) + eps))
-            new_ms.append(m)
-            new_vs.append(v)
-        return updates, (count, new_ms, new_vs)
-
-    return GradientTransformation(init, update)
+    return Adam(learning_rate, beta1, beta2, eps, **options).transform()
 
 
 def rmsprop(learning_rate=1e-3, decay=0.9, eps=1e-10, initial_accumulator=0.0):
