@@ -29,7 +29,29 @@ def _as_matrix(value, name):
 
 class UnrolledModel(keras.Model):
     """Base unrolled network.  Args: ``A`` (m, n), ``num_layers`` T, ``lam`` (initial
-    threshold scale, ``theta_init = lam / L``)."""
+    threshold scale, ``theta_init = lam / L``).
+
+    What the command lines, the trainer and ``run.perf`` need to know about a model is
+    asked from its class (never from its name):
+
+    * ``needs_W``: the constructor needs the data set's analytic weight ``W`` (ALISTA);
+    * ``support_selection``: the layers use support selection (top-k), so the trainer runs
+      without XLA by default (XLA's top-k on CPU is about 4x slower than TF's);
+    * ``lasso_only``: ``lam`` is the Lasso weight and the model is trained on the Lasso
+      loss only (StepLISTA: ``run.lasso``, not ``run.sparse_recovery``);
+    * :meth:`layer_flops`: the forward FLOPs of one layer (``run.perf``);
+    * every other constructor argument is an option :func:`model_based.factory.build_model`
+      passes when the caller has it (``faithful_init``, ``sigma2``, ``alti``, ``gain``, ...).
+    """
+
+    needs_W = False
+    support_selection = False
+    lasso_only = False
+
+    @classmethod
+    def layer_flops(cls, m, n, batch):
+        """Forward FLOPs of one layer on a batch: two (m, n) matmuls by default."""
+        return 4 * batch * m * n
 
     def __init__(self, A, num_layers=16, lam=0.4, **kwargs):
         super().__init__(**kwargs)

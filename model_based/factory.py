@@ -1,28 +1,39 @@
-"""Builds an unrolled model by registry name with the arguments each model needs."""
+"""Builds an unrolled model by registry name; what varies between models is asked from the
+model class (:class:`model_based.base.UnrolledModel`'s ``needs_W`` and its constructor's
+signature), so a new model needs no line here."""
+import inspect
+
 from open_l2o_tf import registry
 from open_l2o_tf.errors import UserError
 from open_l2o_tf.keras_files import check_unrolled_file
 
 
-def build_model(name, A, W, num_layers, lam=0.4, **extra):
-    cls = registry.get("model", name)
-    kwargs = dict(num_layers=num_layers)
-    if name == "step_lista":
-        kwargs["lam"] = extra.get("lasso_lam", 0.005)
-    else:
-        kwargs["lam"] = lam
-    if name == "alista":
+def model_class(name):
+    """The class registered as model ``name`` (:class:`UserError` when unknown)."""
+    return registry.get("model", name)
+
+
+def constructor_options(cls):
+    """The names of the keyword arguments ``cls``'s constructor takes (besides ``A``)."""
+    names = {param.name for param in inspect.signature(cls.__init__).parameters.values()
+             if param.kind in (param.POSITIONAL_OR_KEYWORD, param.KEYWORD_ONLY)}
+    return names - {"self", "A"}
+
+
+def build_model(name, A, W=None, num_layers=16, **options):
+    """``cls(A, num_layers=..., **accepted)``: of ``options`` (and ``W``) only those the
+    model's constructor names are passed, the rest are other models' options (e.g.
+    ``faithful_init`` for LISTA-CP(SS), ``sigma2`` for TISTA, ``alti``/``gain`` for GLISTA,
+    ``lam``).  A model whose class says ``needs_W`` gets the data set's ``W``."""
+    cls = model_class(name)
+    accepted = constructor_options(cls)
+    kwargs = {key: value for key, value in options.items() if key in accepted}
+    kwargs["num_layers"] = num_layers
+    if cls.needs_W:
         if W is None:
-            raise UserError("ALISTA needs W.npy in --data_dir; make the data with "
+            raise UserError(f"{name} needs W.npy in --data_dir; make the data with "
                             "python -m run.make_data (without --noW)")
         kwargs["W"] = W
-    if name in ("lista_cp", "lista_cpss"):
-        kwargs["faithful_init"] = extra.get("faithful_init", True)
-    if name == "glista":
-        kwargs["alti"] = extra.get("glista_alti", 5.0)
-        kwargs["gain"] = extra.get("glista_gain", "relu")
-    if name == "tista":
-        kwargs["sigma2"] = extra.get("sigma2", 0.0)
     return cls(A, **kwargs)
 
 

@@ -36,6 +36,8 @@ GAINS = ("relu", "inv", "exp", "sigm", "none")
 @keras.saving.register_keras_serializable(package="open_l2o_tf")
 class Glista(UnrolledModel):
 
+    support_selection = True
+
     def __init__(self, A, num_layers=16, lam=0.4, gain="relu", alti=5.0,
                  ss_q_per_layer=1.2, ss_maxq=13.0, **kwargs):
         if gain not in GAINS:

@@ -31,6 +31,10 @@ def momentum_sequence(T):
 @keras.saving.register_keras_serializable(package="open_l2o_tf")
 class Lfista(UnrolledModel):
 
+    @classmethod
+    def layer_flops(cls, m, n, batch):
+        return 4 * batch * n * n      # Wg_t x_t and Wm_t x_{t-1}
+
     def create_variables(self):
         At = self.A_np.T / self.L
         S = np.eye(self.n, dtype=np.float32) - At @ self.A_np

@@ -15,6 +15,8 @@ from model_based.shrinkage import shrink_ss, ss_keep_count, ss_percent
 @keras.saving.register_keras_serializable(package="open_l2o_tf")
 class ListaCpss(ListaCp):
 
+    support_selection = True
+
     def __init__(self, A, num_layers=16, lam=0.4, faithful_init=True, ss_q_per_layer=1.2,
                  ss_maxq=13.0, **kwargs):
         self.ss_q_per_layer = float(ss_q_per_layer)

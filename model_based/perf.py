@@ -10,18 +10,24 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from model_based.factory import build_model
+from model_based.factory import build_model, model_class
+from open_l2o_tf import registry
 from open_l2o_tf.data.alista_weight import analytic_weight
 from open_l2o_tf.data.sparse_recovery import gaussian_matrix, sample_measurements
 from open_l2o_tf.perf_utils import matmul_flops, median_time
 
-DEFAULT_MODELS = ("lista", "lista_cp", "lista_cpss", "alista", "lamp", "lfista", "glista",
-                  "tista")
+def default_models():
+    """Every registered model of sparse recovery (not the ``lasso_only`` ones)."""
+    return tuple(name for name in registry.names("model")
+                 if not model_class(name).lasso_only)
 
 
 def _forward_flops(name, m, n, T, b):
-    per_layer = {"lista": 2 * b * n * n, "lfista": 4 * b * n * n}.get(name, 4 * b * m * n)
-    return T * per_layer
+    return T * model_class(name).layer_flops(m, n, b)
+
+
+def _needs_W(models):
+    return any(model_class(name).needs_W for name in models)
 
 
 def _compiled(model, y, x, jit_compile):
@@ -45,11 +51,12 @@ def _compiled(model, y, x, jit_compile):
     return train_step, infer
 
 
-def benchmark_model_based(models=DEFAULT_MODELS, m=256, n=512, num_layers=16, batch=128,
+def benchmark_model_based(models=None, m=256, n=512, num_layers=16, batch=128,
                           repeats=10, jit_compile="both", progress=print):
+    models = default_models() if models is None else models
     peak = matmul_flops()
     A = gaussian_matrix(m, n, 0)
-    W = analytic_weight(A) if "alista" in models else None
+    W = analytic_weight(A) if _needs_W(models) else None
     y, x = sample_measurements(A, 1, batch)
     rows = []
     for name in models:
@@ -141,11 +148,11 @@ def benchmark_training(models=("alista", "lista_cpss", "lista"), sizes=("quick",
         cfg = TRAINING_SIZES[size]
         m, n, T = cfg["m"], cfg["n"], cfg["num_layers"]
         A = gaussian_matrix(m, n, 0)
-        W = analytic_weight(A) if "alista" in models else None
+        W = analytic_weight(A) if _needs_W(models) else None
         train = [a.numpy() for a in sample_measurements(A, 1, cfg["num_train"])]
         val = [a.numpy() for a in sample_measurements(A, 2, 1024)]
         for name in models:
-            jit = name not in ("alista", "lista_cpss", "glista", "tilista")
+            jit = not model_class(name).support_selection
             depths = sorted({1, T // 2, T})
             row = {"size": size, "model": name, "m": m, "n": n, "num_layers": T, "xla": jit,
                    "by_depth": []}

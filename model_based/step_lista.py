@@ -15,6 +15,8 @@ from model_based.shrinkage import soft_threshold
 @keras.saving.register_keras_serializable(package="open_l2o_tf")
 class StepLista(UnrolledModel):
 
+    lasso_only = True
+
     def __init__(self, A, num_layers=16, lam=0.005, **kwargs):
         super().__init__(A, num_layers, lam, **kwargs)
 

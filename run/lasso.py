@@ -53,7 +53,8 @@ flags.DEFINE_integer("test_size", None, "Use only the first N test samples (defa
                      lower_bound=1)
 flags.DEFINE_integer("num_layers", 16, "Layers of the model-based optimizers.", lower_bound=1)
 flags.DEFINE_integer("steps_per_epoch", None, "Model-based training: steps per epoch "
-                     "(paper 400, quick 100).", lower_bound=1)
+                     "(default 100 in both presets: the original's 12,800 training samples / batch 128).",
+                     lower_bound=1)
 flags.DEFINE_integer("meta_episodes", None, "Model-free: meta-training episodes (paper "
                      "10,000 as the original, quick 40).", lower_bound=1)
 common.define_model_selection_flag()

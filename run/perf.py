@@ -51,9 +51,9 @@ def main(argv):
     del argv
     report = {}
     if FLAGS.what in ("model_based", "all"):
-        from model_based.perf import DEFAULT_MODELS, benchmark_model_based  # pylint: disable=import-outside-toplevel
+        from model_based.perf import benchmark_model_based, default_models  # pylint: disable=import-outside-toplevel
         from open_l2o_tf import registry  # pylint: disable=import-outside-toplevel
-        models = FLAGS.models.split(",") if FLAGS.models else list(DEFAULT_MODELS)
+        models = FLAGS.models.split(",") if FLAGS.models else list(default_models())
         for model in models:
             registry.get("model", model)
         report["model_based"] = benchmark_model_based(models, FLAGS.m, FLAGS.n,

@@ -22,7 +22,7 @@ common.quiet_tensorflow_import()   # model_based (imports TF) registers the --mo
 import model_based  # noqa: F401,E402  pylint: disable=wrong-import-position,unused-import
 
 
-MODELS = [m for m in registry.names("model") if m != "step_lista"]
+MODELS = [m for m in registry.names("model") if not registry.get("model", m).lasso_only]
 flags.DEFINE_enum("model", "alista", MODELS, "The unrolled model.")
 common.accept_registered("model", "model", MODELS)   # models of --import modules
 flags.DEFINE_string("data_dir", None, "A data directory from run.make_data (default with "
@@ -108,9 +108,9 @@ def main(argv):
     setting = test.meta.get("setting", "custom")
     T = FLAGS.num_layers or (8 if quick else 16)
     glista_alti = common.preset_value(FLAGS.preset, 5.0, 0.0, FLAGS.glista_alti)
-    model = build_model(FLAGS.model, train.A, train.W, T, FLAGS.model_lam,
+    model = build_model(FLAGS.model, train.A, train.W, T, lam=FLAGS.model_lam,
                         faithful_init=FLAGS.faithful_init, sigma2=FLAGS.tista_sigma2,
-                        glista_alti=glista_alti, glista_gain=FLAGS.glista_gain)
+                        alti=glista_alti, gain=FLAGS.glista_gain)
     paper = reference.lookup("sparse_recovery", setting, FLAGS.model)
     tb = olog.TensorBoard(os.path.join(workdir, "tb"))
     config = common.flag_values_dict()
@@ -174,13 +174,13 @@ def main(argv):
     print(f"trained {seconds:.0f} s, {steps} steps; wrote {workdir}/results.json", flush=True)
 
 
-SUPPORT_SELECTION = ("alista", "lista_cpss", "glista", "tilista")
-
-
 def use_jit(model, flag):
     """XLA where it wins: measured on 2 CPU cores (run.perf), XLA's top-k makes the
-    support-selection models about 4x slower, so they run without it by default."""
-    return (model not in SUPPORT_SELECTION) if flag is None else bool(flag)
+    support-selection models (the class's ``support_selection``) about 4x slower, so they
+    run without it by default."""
+    if flag is not None:
+        return bool(flag)
+    return not registry.get("model", model).support_selection
 
 
 def olog_progress():

@@ -103,7 +103,7 @@ def _ista_ss(A, y, model, k):
 
 def test_glista_with_closed_gates_is_ista_with_support_selection(problem):
     A, W, y, _ = problem
-    model = build_model("glista", A, W, T, glista_alti=0.0)
+    model = build_model("glista", A, W, T, alti=0.0)
     np.testing.assert_allclose(model(y)[-1], _ista_ss(A, y, model, T), rtol=1e-4, atol=1e-5)
     # the original's alpha = beta = 5 opens the gates: a different map at initialisation
     model5 = build_model("glista", A, W, T)
@@ -152,7 +152,7 @@ def test_glista_gain_uses_d_times_abs_x_as_the_original():
     """relu gate 1 + alpha relu(1 - relu(D |x|)): a negative D gives the constant 1 + alpha
     and no gradient for D (|D x| would give 1 + alpha relu(1 - |D x|))."""
     A = np.eye(2, 4, dtype=np.float32)
-    model = build_model("glista", A, None, 2, glista_alti=2.0)
+    model = build_model("glista", A, None, 2, alti=2.0)
     model.D[1].assign([-0.5, 0.5, 2.0, 1.0])
     x = tf.constant([[1.0, -1.0, 0.25, -3.0]])
     with tf.GradientTape() as tape:
