@@ -31,10 +31,6 @@ def num_coordinates(params):
     return int(sum(int(np.prod(p.shape)) for p in params))
 
 
-def apply(params, steps):
-    return [p + s for p, s in zip(params, steps)]
-
-
 class SonnetLSTM(keras.layers.Layer):
     """An LSTM cell with Sonnet-1 semantics (gate order [i, j, f, o] on ``concat([x, h])``,
     forget bias 1.0 added at run time), so the original Open-L2O weights load exactly:
@@ -65,18 +61,37 @@ class SonnetLSTM(keras.layers.Layer):
 
 
 class LearnedOptimizer(keras.Model):
-    """Base class; subclasses implement ``initial_state`` and ``update``."""
+    """Base class; subclasses implement ``initial_state`` and ``update``.
+
+    What the command lines need to know about an optimizer is asked from its class:
+    :meth:`for_problem` builds it for a problem family, ``original_selection`` is the
+    ``(evaluation period in episodes, evaluation problems)`` of the original's model
+    selection (``--model_selection=last_truncation``).
+    """
+
+    original_selection = (100, 20)
+
+    @classmethod
+    def for_problem(cls, synthetic):
+        """The optimizer the commands meta-train on a synthetic problem (quadratic, Lasso,
+        Rastrigin; ``synthetic=True``) or a neural network (``False``).  Default: ``cls()``."""
+        del synthetic
+        return cls()
 
     def initial_state(self, params):
         raise NotImplementedError
 
     def update(self, grads, state, params=None, training=False):
+        """Default for coordinate-wise optimizers: every coordinate of every tensor through
+        :meth:`network` in one batched call, ``(N, 1)`` in and out."""
+        del params, training
+        step, state = self.network(flatten(grads), state)
+        return unflatten(step, grads), state
+
+    def network(self, g, state):
+        """``(flat_steps (N, 1), state)`` from the flat gradients ``g`` (N, 1)."""
         raise NotImplementedError
 
     def call(self, inputs):  # Keras needs a call; the interface is ``update``.
         grads, state = inputs
         return self.update(grads, state)
-
-    def weight_dict(self):
-        """``{path: ndarray}`` of the network's weights (for saving)."""
-        return {v.path: v.numpy() for v in self.weights}

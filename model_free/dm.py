@@ -13,13 +13,21 @@ L2O-enhanced is this network trained with curriculum + imitation.
 import keras
 import tensorflow as tf
 
-from model_free.base import LearnedOptimizer, SonnetLSTM, flatten, num_coordinates, unflatten
+from model_free.base import LearnedOptimizer, SonnetLSTM, num_coordinates
 from model_free.features import log_and_sign
 from open_l2o_tf.errors import UserError
 
 
 @keras.saving.register_keras_serializable(package="open_l2o_tf")
 class L2ODM(LearnedOptimizer):
+
+    @classmethod
+    def for_problem(cls, synthetic):
+        """Raw gradients and output scale 1 on synthetic problems, LogAndSign (k = 5) and
+        0.01 on networks, as the original."""
+        if synthetic:
+            return cls(preprocess="identity", output_scale=1.0)
+        return cls(preprocess="log_and_sign", k=5.0, output_scale=0.01)
 
     def __init__(self, hidden=20, preprocess="log_and_sign", k=5.0, output_scale=0.01,
                  **kwargs):
@@ -47,10 +55,6 @@ class L2ODM(LearnedOptimizer):
         h1, s1 = self.lstm_1(u, state[0])
         h2, s2 = self.lstm_2(h1, state[1])
         return self.output_scale * self.linear(h2), (s1, s2)
-
-    def update(self, grads, state, params=None, training=False):
-        step, state = self.network(flatten(grads), state)
-        return unflatten(step, grads), state
 
     def get_config(self):
         return {**super().get_config(), "hidden": self.hidden, "preprocess": self.preprocess,

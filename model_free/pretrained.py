@@ -25,6 +25,7 @@ import pickletools
 import numpy as np
 
 from open_l2o_tf import logging as olog
+from open_l2o_tf import registry
 from open_l2o_tf.errors import UserError
 
 _NUMPY_MODULES = ("numpy.core._multiarray_umath", "numpy._core._multiarray_umath",
@@ -370,9 +371,23 @@ def save_optimizer(opt, path):
     olog._atomic_write(path, lambda h: np.savez(h, __meta__=np.array(meta), **arrays), "wb")  # pylint: disable=protected-access
 
 
-# the kind of optimizer a name accepts (l2o_enhanced is an L2O-DM trained differently)
-KINDS = {"l2o_dm": "l2o_dm", "l2o_enhanced": "l2o_dm", "l2o_rnnprop": "l2o_rnnprop",
-         "l2o_scale": "l2o_scale", "l2o_swarm": "l2o_swarm", "twin_l2o": "twin_l2o"}
+def _class_kinds():
+    """``{class name: kind}`` from the registry (no import): the kind of a class is the
+    first learned-optimizer name registered for it (``l2o_enhanced`` is an L2O-DM trained
+    differently, so an L2O-DM file is of kind ``l2o_dm``)."""
+    kinds = {}
+    for name, spec in registry.TABLES["learned"].items():
+        kinds.setdefault(spec.split(":")[1].rsplit(".", 1)[-1], name)
+    return kinds
+
+
+def kind_of(name):
+    """The kind of file the ``--optimizer`` name ``name`` can use (``l2o_enhanced``:
+    ``l2o_dm``); a name not registered is its own kind."""
+    spec = registry.TABLES["learned"].get(name)
+    if spec is None:
+        return name
+    return _class_kinds().get(spec.split(":")[1].rsplit(".", 1)[-1], name)
 
 
 def load_optimizer(path, output_scale=None, expected=None):
@@ -386,26 +401,17 @@ def load_optimizer(path, output_scale=None, expected=None):
     return _load_any(path, output_scale)
 
 
-_CLASS_KINDS = {"L2ODM": "l2o_dm", "L2ORNNprop": "l2o_rnnprop", "L2OScale": "l2o_scale",
-                "L2OSwarm": "l2o_swarm", "TwinL2O": "twin_l2o"}
-
-
 def peek_kind(path, flag="--load"):
     """The kind of optimizer a file holds (``l2o_dm``, ``l2o_rnnprop``, ``l2o_scale``,
     ``l2o_swarm``, ``twin_l2o``) read without TensorFlow and without building anything, so
     the command lines check ``--load`` before any work.  A missing, garbage or hostile file
     is a :class:`UserError` naming it."""
-    if not os.path.exists(path):
-        raise UserError(f"{flag} file {path} does not exist")
-    if os.path.isdir(path):
-        raise UserError(f"{flag} {path} is a directory, expected an optimizer file")
-    with open(path, "rb") as handle:
-        magic = handle.read(4)
-    if magic == b"PK\x03\x04":
+    magic = _magic(path, flag)
+    if magic == _ZIP:
         try:
             with np.load(path, allow_pickle=False) as data:
                 meta = json.loads(str(data["__meta__"]))
-            kind = _CLASS_KINDS.get(meta.get("class"))
+            kind = _class_kinds().get(meta.get("class"))
         except Exception as err:  # pylint: disable=broad-except
             raise UserError(f"{flag} file {path} is a zip/.npz but not an open-l2o-tf "
                             f"optimizer file (expected __meta__ and w0.. arrays; "
@@ -414,9 +420,6 @@ def peek_kind(path, flag="--load"):
             raise UserError(f"{flag} file {path}: unknown optimizer class "
                             f"{meta.get('class')!r}")
         return kind
-    if magic[:1] != b"\x80":
-        raise UserError(f"{flag} file {path} is neither an open-l2o-tf optimizer (.npz) "
-                        f"nor an original Open-L2O pickle (starts with {magic!r})")
     flat = _flat(safe_load_pickle(path))
     if "input_projection/w" in flat:
         return "l2o_rnnprop"
@@ -430,25 +433,32 @@ def check_kind(path, expected, flag="--load"):
     """:func:`peek_kind` and a :class:`UserError` when it is not what ``expected`` (an
     ``--optimizer`` name) can use."""
     kind = peek_kind(path, flag)
-    if KINDS.get(expected, expected) != kind:
+    if kind_of(expected) != kind:
         raise UserError(f"{flag} file {path} holds {kind} weights, but "
                         f"--optimizer={expected}; pass --optimizer={kind} or another file")
     return kind
 
 
-def _load_any(path, output_scale):
-    from model_free.dm import L2ODM  # pylint: disable=import-outside-toplevel
-    from model_free.rnnprop import L2ORNNprop  # pylint: disable=import-outside-toplevel
+_ZIP = b"PK\x03\x04"
+
+
+def _magic(path, flag):
+    """The first bytes of an optimizer file: ours (a zip) or an original pickle; any other
+    file, a missing one or a directory is a :class:`UserError` naming ``flag``."""
     if not os.path.exists(path):
-        raise UserError(f"--load file {path} does not exist")
+        raise UserError(f"{flag} file {path} does not exist")
     if os.path.isdir(path):
-        raise UserError(f"--load {path} is a directory, expected an optimizer file")
+        raise UserError(f"{flag} {path} is a directory, expected an optimizer file")
     with open(path, "rb") as handle:
         magic = handle.read(4)
-    if magic != b"PK\x03\x04":
-        if magic[:1] != b"\x80":
-            raise UserError(f"--load file {path} is neither an open-l2o-tf optimizer (.npz) "
-                            f"nor an original Open-L2O pickle (starts with {magic!r})")
+    if magic != _ZIP and magic[:1] != b"\x80":
+        raise UserError(f"{flag} file {path} is neither an open-l2o-tf optimizer (.npz) "
+                        f"nor an original Open-L2O pickle (starts with {magic!r})")
+    return magic
+
+
+def _load_any(path, output_scale):
+    if _magic(path, "--load") != _ZIP:
         return load_original(path, output_scale)
     try:
         with np.load(path, allow_pickle=False) as data:
@@ -460,15 +470,10 @@ def _load_any(path, output_scale):
         raise UserError(f"--load file {path} is a zip/.npz but not an open-l2o-tf optimizer "
                         f"file (expected __meta__ and w0.. arrays; {type(err).__name__})") \
             from None
-    from model_free.scale import L2OScale  # pylint: disable=import-outside-toplevel
-    from model_free.swarm import L2OSwarm  # pylint: disable=import-outside-toplevel
-    from model_free.twin import TwinL2O  # pylint: disable=import-outside-toplevel
-    classes = {"L2ODM": (L2ODM, "l2o_dm"), "L2ORNNprop": (L2ORNNprop, "l2o_rnnprop"),
-               "L2OScale": (L2OScale, "l2o_scale"), "L2OSwarm": (L2OSwarm, "l2o_swarm"),
-               "TwinL2O": (TwinL2O, "twin_l2o")}
-    if meta.get("class") not in classes:
+    name = _class_kinds().get(meta.get("class"))
+    if name is None:
         raise UserError(f"{path}: unknown optimizer class {meta.get('class')!r}")
-    cls, name = classes[meta["class"]]
+    cls = registry.get("learned", name)
     config = {k: v for k, v in meta["config"].items() if k not in ("name", "trainable", "dtype")}
     if output_scale is not None and "output_scale" in config:
         config["output_scale"] = output_scale

@@ -16,7 +16,7 @@ RNNprop training trick) is applied by the meta-trainer, not by the network.
 import keras
 import tensorflow as tf
 
-from model_free.base import LearnedOptimizer, SonnetLSTM, flatten, num_coordinates, unflatten
+from model_free.base import LearnedOptimizer, SonnetLSTM, num_coordinates
 from model_free.features import rnnprop_features
 
 
@@ -27,6 +27,13 @@ def _sonnet_linear(fan_in):
 
 @keras.saving.register_keras_serializable(package="open_l2o_tf")
 class L2ORNNprop(LearnedOptimizer):
+
+    original_selection = (10, 20)     # train_rnnprop.py evaluates every 10 episodes
+
+    @classmethod
+    def for_problem(cls, synthetic):
+        del synthetic
+        return cls(output_scale=0.01)     # on every problem, as the original
 
     def __init__(self, hidden=20, beta1=0.95, beta2=0.95, output_scale=0.01, **kwargs):
         super().__init__(**kwargs)
@@ -56,10 +63,6 @@ class L2ORNNprop(LearnedOptimizer):
         h, s1 = self.lstm_1(h, s1)
         h, s2 = self.lstm_2(h, s2)
         return self.output_scale * tf.tanh(self.linear(h)), (s1, s2, m, v, t)
-
-    def update(self, grads, state, params=None, training=False):
-        step, state = self.network(flatten(grads), state)
-        return unflatten(step, grads), state
 
     def get_config(self):
         return {**super().get_config(), "hidden": self.hidden, "beta1": self.beta1,

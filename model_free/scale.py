@@ -116,6 +116,11 @@ class _Structure:
 @keras.saving.register_keras_serializable(package="open_l2o_tf")
 class L2OScale(LearnedOptimizer):
 
+    @classmethod
+    def for_problem(cls, synthetic):
+        """On synthetic problems a row of a batch-first tensor is one problem instance."""
+        return cls(batched_instances=synthetic)
+
     def __init__(self, hidden0=10, hidden1=20, hidden2=20, batched_instances=False,
                  faithful_global=False, init_seed=0, fresh_offsets=True, **kwargs):
         super().__init__(**kwargs)

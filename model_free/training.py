@@ -26,19 +26,12 @@ import tensorflow as tf
 
 from model_free import pretrained
 from model_free.curriculum import Curriculum
-from model_free.dm import L2ODM
 from model_free.imitation import Imitation
 from model_free.meta_trainer import MetaTrainer
-from model_free.rnnprop import L2ORNNprop
-from model_free.scale import L2OScale
 from open_l2o_tf import registry
 from open_l2o_tf.errors import UserError
 
-LEARNED = ("l2o_dm", "l2o_rnnprop", "l2o_enhanced", "l2o_scale")
 SCALE_META_LR = 1e-6
-# (evaluation period in episodes, evaluation problems) of the original trainers
-ORIGINAL_SELECTION = {"l2o_dm": (100, 20), "l2o_enhanced": (100, 20), "l2o_rnnprop": (10, 20),
-                      "l2o_scale": (100, 20)}
 SELECTIONS = ("last_truncation", "horizon_mean")
 
 
@@ -60,7 +53,7 @@ def tf1_rmsprop(lr, optimizer, rho=0.9, epsilon=1e-20):
 def selection_settings(name, selection, episodes):
     """``MetaTrainer`` keyword arguments of a model-selection protocol."""
     if selection == "last_truncation":
-        every, count = ORIGINAL_SELECTION[name]
+        every, count = optimizer_class(name).original_selection
         return dict(selection=selection, eval_every=max(1, min(every, episodes)),
                     eval_instances=count)
     if selection == "horizon_mean":
@@ -69,18 +62,21 @@ def selection_settings(name, selection, episodes):
     raise UserError(f"model selection must be one of {SELECTIONS}, got {selection!r}")
 
 
+def optimizer_class(name):
+    """The class registered as learned optimizer ``name`` with the ``update`` interface
+    (the ones the ``MetaTrainer`` trains); :class:`UserError` for any other name."""
+    allowed = registry.names("learned", interface="update")
+    if name not in allowed:
+        raise UserError(f"unknown learned optimizer {name!r}; expected one of {allowed}")
+    return registry.get("learned", name)
+
+
 def build_optimizer(name, synthetic):
-    if name in ("l2o_dm", "l2o_enhanced"):
-        if synthetic:
-            return L2ODM(preprocess="identity", output_scale=1.0)
-        return L2ODM(preprocess="log_and_sign", k=5.0, output_scale=0.01)
-    if name == "l2o_rnnprop":
-        return L2ORNNprop(output_scale=0.01)
-    if name == "l2o_scale":
-        return L2OScale(batched_instances=synthetic)
-    if name in registry.names("learned", interface="update"):
-        return registry.get("learned", name)()     # e.g. registered by an --import module
-    raise UserError(f"unknown learned optimizer {name!r}; expected one of {LEARNED}")
+    """The registered optimizer ``name`` as its class builds it for the problem
+    (:meth:`model_free.base.LearnedOptimizer.for_problem`)."""
+    cls = optimizer_class(name)
+    build = getattr(cls, "for_problem", None)
+    return build(synthetic) if build is not None else cls()
 
 
 def meta_train_or_load(name, optimizee, *, synthetic, workdir, episodes, unroll=100,
