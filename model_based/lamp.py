@@ -8,8 +8,8 @@ Per sample, with ``v_{-1} = 0``:
     x_{t+1} = eta_{max(lam_t sigma_t, 0)}(x_t + W_t^T v_t)
 
 Learned: ``W_t`` (m, n) init ``A / L``; ``lam_t`` init ``lam`` (= 0.4, **not** divided by L,
-it multiplies sigma).  ``side_outputs`` of the call are not needed for training; ``v_t`` is
-the carried state.
+it multiplies sigma).  ``v_t`` is the state carried from layer to layer (the progressive
+trainer caches it with ``x_t`` for stage 1).
 """
 import keras
 import tensorflow as tf

@@ -9,8 +9,8 @@ With ``B = A^T / L`` (shared, layer 0), ``S = I - A^T A / L`` and the FISTA mome
 
 Init ``Wg_t = (1 + m_t) S``, ``Wm_t = -m_t S``, ``theta_t = lam / L``.  At initialisation this
 is FISTA with step 1/L whose momentum sequence runs one step ahead of Beck-Teboulle's (an
-original quirk; x_2 already uses m_1 = 0.2818).  ``Wm_1`` is created but unused, as in the
-original (it is created here only when ``faithful=True``, the default; never trained).
+original quirk; x_2 already uses m_1 = 0.2818).  The original also creates a ``Wm_1`` that no
+layer uses; it is not created here (``Wm_t`` exists for t >= 2 only).
 """
 import keras
 import numpy as np

@@ -70,8 +70,8 @@ def finite_or_none(score):
 
 class EpisodicTrainer:
     """Subclasses set ``model``, ``optimizers`` (name -> built Keras optimizer), ``tag`` and
-    implement ``run_episode(episode) -> (meta_loss, finished)`` and ``score()`` (lower is
-    better).  ``train(n)`` resumes from ``ckpt_dir``, runs up to ``n`` episodes in total and
+    implement ``run_episode(episode) -> meta_loss`` (the episode's total, a float) and
+    ``score()`` (lower is better).  ``train(n)`` resumes from ``ckpt_dir``, runs up to ``n`` episodes in total and
     ends with the best held-out weights."""
 
     tag = "trainer"

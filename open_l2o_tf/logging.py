@@ -115,7 +115,10 @@ def _type_names(types):
 
 def make_result(test, method, setting, preset, metric, curve, paper=None,
                 train_seconds=0.0, train_steps=0, config=None, **extra):
-    """Builds one ``results.json`` record in the schema of ``spec/interface.md``."""
+    """Builds one ``results.json`` record: ``test``, ``method``, ``setting``, ``preset``,
+    ``metric``, ``curve`` (floats), ``final`` (``curve[-1]``, None for an empty curve),
+    ``paper`` (the paper's value or None), ``train_seconds``, ``train_steps``, ``config``
+    (the run's flags) and the command's own keys (``extra``)."""
     curve = [float(v) for v in np.asarray(curve, dtype=np.float64).reshape(-1)]
     record = {
         "test": test, "method": method, "setting": setting, "preset": preset,
