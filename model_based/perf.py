@@ -92,7 +92,7 @@ TRAINING_SIZES = {"quick": dict(m=64, n=128, num_layers=8, num_train=8192, steps
 def _time_old_steps(trainer, depth, stage, k):
     """The previous trainer's inner loop (gather, one compiled call, host sync per step)."""
     step = trainer._make_step(depth, stage)  # pylint: disable=protected-access
-    order, _ = trainer._batches(depth - 1, stage, 0)  # pylint: disable=protected-access
+    order = trainer._batches(depth - 1, stage, 0)  # pylint: disable=protected-access
 
     def run(count):
         for i in range(count):
@@ -120,8 +120,8 @@ def _time_new_epoch(trainer, depth, stage, k):
         cache = trainer._cache(depth, trainer.train_y)  # pylint: disable=protected-access
         trainer._cache(depth, trainer.val_y)  # pylint: disable=protected-access
         cache_seconds = time.perf_counter() - start
-    order, seed = trainer._batches(depth - 1, stage, 0)  # pylint: disable=protected-access
-    args = (order, seed, trainer.train_y, trainer.train_x, cache)
+    order = trainer._batches(depth - 1, stage, 0)  # pylint: disable=protected-access
+    args = (order, trainer.train_y, trainer.train_x, cache)
     float(epoch(*args)[0])
     start = time.perf_counter()
     float(epoch(*args)[0])

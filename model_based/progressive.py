@@ -22,8 +22,7 @@ Kept original behaviours, each switchable:
   original; spec §6 caveat); ``decay_mode="lr"`` scales the step instead, which damps old
   layers for real.
 * ``lasso_factor=0.25`` is the original's 1/4 (``0.5 * tf.nn.l2_loss``); 0.5 is the intended.
-* Training batches come from the fixed file (Open-L2O); ``fresh_samples=True`` draws fresh
-  ones every step (the TF1 predecessors).
+* Training batches come from the fixed file (Open-L2O).
 
 Unlike the original (unseeded tf.data shuffle), batch order is a function of
 ``(seed, layer, stage, epoch)``, so a resumed run gives the same numbers as an
@@ -165,7 +164,7 @@ class ProgressiveTrainer:
     def __init__(self, model, train, val, test=None, *, task="sc", lam=None, lr=5e-4,
                  grad_multiplier=0.3, decay_mode="grad", patience=5, steps_per_epoch=400,
                  batch_size=128, val_batch_size=1024, max_epochs=None, keep="last",
-                 lasso_factor=0.25, fresh_samples=False, snr_db=None, ckpt_dir=None,
+                 lasso_factor=0.25, ckpt_dir=None,
                  tb=None, progress=print, seed=0, jit_compile=True, engine="epoch",
                  cache_stage1=True, strategy=None):
         if task not in ("sc", "lasso"):
@@ -200,7 +199,7 @@ class ProgressiveTrainer:
         self.lr, self.grad_multiplier, self.decay_mode = lr, grad_multiplier, decay_mode
         self.patience, self.steps_per_epoch = patience, steps_per_epoch
         self.batch_size, self.max_epochs, self.keep = batch_size, max_epochs, keep
-        self.lasso_factor, self.fresh_samples, self.snr_db = lasso_factor, fresh_samples, snr_db
+        self.lasso_factor = lasso_factor
         self.ckpt_dir, self.tb = ckpt_dir, tb or olog.TensorBoard(None)
         self.say = progress or (lambda *a, **k: None)
         self.seed, self.jit_compile = int(seed), bool(jit_compile)
@@ -211,7 +210,6 @@ class ProgressiveTrainer:
                             for v in model.layer_variables(t)}
         self.adam = _AdamSlots(self.variables)
         self.global_step = 0
-        self.train_seconds = 0.0
         self.state = {"layer": 0, "stage": 0, "test_metric": [], "val_metric": [],
                       "global_step": 0, "train_seconds": 0.0, "events": []}
 
@@ -306,28 +304,21 @@ class ProgressiveTrainer:
         return step
 
     def _make_epoch(self, depth, stage, cached):
-        """``epoch(order, seed, train_y, train_x, cache) -> (loss_sum, bad_step)``: all
+        """``epoch(order, train_y, train_x, cache) -> (loss_sum, bad_step)``: all
         ``steps_per_epoch`` steps in one compiled loop; ``bad_step`` is the 0-based step whose
         loss or gradient was not finite (the loop stops there, no update), else -1."""
         body = self._step_body(depth, stage, cached)
-        steps, bs, fresh = self.steps_per_epoch, self.batch_size, self.fresh_samples
+        steps, bs = self.steps_per_epoch, self.batch_size
         span = self.num_train - bs + 1
-        A, snr_db = self.model.A, self.snr_db
 
         @tf.function(jit_compile=self.jit_compile)
-        def epoch(order, seed, train_y, train_x, cache):
+        def epoch(order, train_y, train_x, cache):
             total = tf.constant(0.0)
             bad = tf.constant(-1)
             for k in tf.range(steps):
-                if fresh:
-                    from open_l2o_tf.data.sparse_recovery import sample_measurements  # pylint: disable=import-outside-toplevel
-                    yb, xb = sample_measurements(A, seed + tf.stack([0, k * 7 + 1]), bs,
-                                                 0.1, snr_db)
-                    cb = None
-                else:
-                    idx = tf.slice(order, [(k * bs) % span], [bs])
-                    yb, xb = tf.gather(train_y, idx), tf.gather(train_x, idx)
-                    cb = tf.nest.map_structure(lambda c: tf.gather(c, idx), cache)
+                idx = tf.slice(order, [(k * bs) % span], [bs])
+                yb, xb = tf.gather(train_y, idx), tf.gather(train_x, idx)
+                cb = tf.nest.map_structure(lambda c: tf.gather(c, idx), cache)
                 loss, finite = body(yb, xb, cb)
                 if not finite:
                     bad = k
@@ -417,12 +408,11 @@ class ProgressiveTrainer:
         return tf.nest.map_structure(lambda *parts: tf.concat(parts, 0), *chunks)
 
     def _batches(self, layer, stage, epoch):
+        """The shuffled order of the training set for one epoch (a function of
+        ``(seed, layer, stage, epoch)``)."""
         seed = tf.constant([self.seed & 0x7FFFFFFF, (layer * 3 + stage) * 100003 + epoch],
                            tf.int32)
-        if self.fresh_samples:
-            return None, seed
-        order = tf.argsort(tf.random.stateless_uniform([self.num_train], seed))
-        return order, seed
+        return tf.argsort(tf.random.stateless_uniform([self.num_train], seed))
 
     def _snapshot(self):
         return [v.numpy() for v in self.variables]
@@ -440,8 +430,7 @@ class ProgressiveTrainer:
 
     def _run_stage_epochs(self, layer, stage):
         depth = layer + 1
-        cached = (self.cache_stage1 and stage == 0 and depth > 1
-                  and not self.fresh_samples)
+        cached = self.cache_stage1 and stage == 0 and depth > 1
         start = time.time()
         epoch_fn = (self._make_epoch(depth, stage, cached) if self.strategy is None
                     else self._make_distributed_epoch(depth, stage, cached))
@@ -451,10 +440,10 @@ class ProgressiveTrainer:
         else:
             train_cache, val_cache = (), None
         def run_epoch(epoch):
-            order, seed = self._batches(layer, stage, epoch)
+            order = self._batches(layer, stage, epoch)
             if order is None:
                 order = tf.zeros([0], tf.int32)
-            total, bad = epoch_fn(order, seed, self.train_y, self.train_x, train_cache)
+            total, bad = epoch_fn(order, self.train_y, self.train_x, train_cache)
             bad = int(bad)
             if bad >= 0:
                 self.global_step += bad
@@ -513,17 +502,12 @@ class ProgressiveTrainer:
         start = time.time()
 
         def run_epoch(epoch):
-            order, seed = self._batches(layer, stage, epoch)
+            order = self._batches(layer, stage, epoch)
             total = 0.0
             for k in range(self.steps_per_epoch):
-                if order is None:
-                    from open_l2o_tf.data.sparse_recovery import sample_measurements  # pylint: disable=import-outside-toplevel
-                    yb, xb = sample_measurements(self.model.A, seed + [0, k * 7 + 1],
-                                                 self.batch_size, 0.1, self.snr_db)
-                else:
-                    lo = (k * self.batch_size) % (self.num_train - self.batch_size + 1)
-                    idx = order[lo:lo + self.batch_size]
-                    yb, xb = tf.gather(self.train_y, idx), tf.gather(self.train_x, idx)
+                lo = (k * self.batch_size) % (self.num_train - self.batch_size + 1)
+                idx = order[lo:lo + self.batch_size]
+                yb, xb = tf.gather(self.train_y, idx), tf.gather(self.train_x, idx)
                 loss, finite = step(yb, xb)
                 if not bool(finite):
                     return k, None, None

@@ -46,9 +46,10 @@ def _seed(*parts):
     return tf.constant([value, int(parts[-1]) & 0x7FFFFFFF], tf.int32)
 
 
-def make_step_fns(optimizer, optimizee, grad_scale=1.0):
-    """``grads_fn(params, instance, batch) -> (loss, grads)`` on the mean loss; ``grad_scale``
-    multiplies the gradients (to keep the 1/128 scale of training on other batch sizes)."""
+def make_grads_fn(optimizee, grad_scale=1.0):
+    """``grads_fn(params, instance, batch) -> (mean loss, grads, per-instance losses)``; the
+    gradients are of the sum over instances (each instance its own), times ``grad_scale``
+    (to keep the 1/128 scale of training on other batch sizes)."""
 
     def loss_and_grads(params, instance, batch):
         with tf.GradientTape() as tape:
@@ -95,7 +96,7 @@ class RandomlyScaled:
 def make_runner(optimizer, optimizee, num_steps, grad_scale, jit_compile=True):
     """A compiled ``run(params, instance, seed, seed0) -> (num_steps + 1, B)`` loss curve
     (see :func:`evaluate`); built once and reused for any instance of the same shapes."""
-    grads_fn = make_step_fns(optimizer, optimizee, grad_scale)
+    grads_fn = make_grads_fn(optimizee, grad_scale)
 
     @tf.function(jit_compile=jit_compile, reduce_retracing=True)
     def run(params, instance, seed, seed0):
@@ -193,7 +194,6 @@ class MetaTrainer:
         self.strategy = strategy
         self.chief = distribute.is_chief(strategy)
         self.opt, self.optimizee = optimizer, optimizee
-        self.eval_optimizee = optimizee
         self.scaled = RandomlyScaled(optimizee, random_scale) if random_scale else None
         self.unroll, self.truncation = int(unroll), int(truncation)
         self.second_order = bool(second_order)
@@ -217,7 +217,6 @@ class MetaTrainer:
         self.meta_opt.build(self.opt.trainable_variables)
         self.il_opt = keras.optimizers.Adam(lr)
         self.il_opt.build(self.opt.trainable_variables)
-        self.grads_fn = make_step_fns(optimizer, optimizee, 1.0)
         self._truncation_fn = (self._build_truncation() if strategy is None
                                else self._build_distributed_truncation())
         self._shard_fns = {}

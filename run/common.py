@@ -198,6 +198,21 @@ def define_model_selection_flag():
                       "every <= 10 episodes; default of the quick preset).")
 
 
+def define_meta_flags(quick_episodes, *, random_scale=True, meta_lr=True):
+    """The meta-training flags of the commands that meta-train learned optimizers:
+    ``--meta_episodes`` (paper 10,000 as the original, quick ``quick_episodes``),
+    ``--random_scale`` and ``--meta_lr`` (:func:`define_meta_lr_flag`) where asked."""
+    flags.DEFINE_integer("meta_episodes", None, "Learned optimizers: meta-training episodes "
+                         f"(paper 10,000 as the original, quick {quick_episodes}).",
+                         lower_bound=1)
+    if random_scale:
+        flags.DEFINE_float("random_scale", None, "Meta-training with RNNprop's random "
+                           "scaling exp(U(-r, r)) per coordinate (original r = 3; off by "
+                           "default as Open-L2O).")
+    if meta_lr:
+        define_meta_lr_flag()
+
+
 def define_meta_lr_flag():
     """``--meta_lr`` of the commands that meta-train learned optimizers (positive or unset)."""
     flags.DEFINE_float("meta_lr", None, "Meta learning rate (default: Adam 1e-3 for "

@@ -53,10 +53,9 @@ flags.DEFINE_integer("test_size", None, "Use only the first N test samples (defa
                      lower_bound=1)
 flags.DEFINE_integer("num_layers", 16, "Layers of the model-based optimizers.", lower_bound=1)
 flags.DEFINE_integer("steps_per_epoch", None, "Model-based training: steps per epoch "
-                     "(default 100 in both presets: the original's 12,800 training samples / batch 128).",
-                     lower_bound=1)
-flags.DEFINE_integer("meta_episodes", None, "Model-free: meta-training episodes (paper "
-                     "10,000 as the original, quick 40).", lower_bound=1)
+                     "(100 in both presets: the original's 12,800 training samples / batch "
+                     "128).", lower_bound=1)
+common.define_meta_flags(quick_episodes=40, random_scale=False, meta_lr=False)
 common.define_model_selection_flag()
 flags.DEFINE_enum("ista_step", "frobenius", ["frobenius", "spectral"],
                   "Step of ISTA/FISTA (and of the FISTA continuation of lista/alista): "
@@ -115,7 +114,7 @@ def run_classic(name, A, y, lam, iterations):
     return curve.numpy()
 
 
-def run_model_based(name, data_dir, A, W, y, lam, iterations, workdir, tb):
+def run_model_based(name, data_dir, A, y, lam, iterations, workdir, tb):
     """Trains (or loads) an unrolled model on the Lasso loss, then continues with FISTA."""
     from model_based import lasso_training  # pylint: disable=import-outside-toplevel
     from open_l2o_tf.classic import ista_fista  # pylint: disable=import-outside-toplevel
@@ -208,7 +207,7 @@ def main(argv):
     if name in CLASSIC:
         curve_f = run_classic(name, A, y, lam, FLAGS.iterations)
     elif name in MODEL_BASED:
-        curve_f, info = run_model_based(name, data_dir, A, test.W, y, lam, FLAGS.iterations,
+        curve_f, info = run_model_based(name, data_dir, A, y, lam, FLAGS.iterations,
                                         workdir, tb)
         train_seconds, train_steps = info.get("train_seconds", 0.0), info.get("train_steps", 0)
         extra["unrolled_layers"] = FLAGS.num_layers

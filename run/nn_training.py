@@ -38,17 +38,13 @@ flags.DEFINE_integer("steps", None, "Training steps per run (paper 10,000, quick
                      lower_bound=1)
 flags.DEFINE_integer("runs", None, "Independent runs (paper 10, quick 2).", lower_bound=1)
 flags.DEFINE_float("lr", 1e-3, "Learning rate of sgd/adam/rmsprop.")
-flags.DEFINE_integer("meta_episodes", None, "Meta-training episodes (paper 10,000 for DM; "
-                     "quick 30).", lower_bound=1)
-flags.DEFINE_float("random_scale", None, "Meta-training with RNNprop's random scaling "
-                   "exp(U(-r, r)) per coordinate (original r = 3; off by default as Open-L2O).")
+common.define_meta_flags(quick_episodes=30)
 common.define_model_selection_flag()
 flags.DEFINE_enum("mnist_split", None, ["train", "test"],
                   "The split the optimizee is trained on (CIFAR-10 too).  Default as the "
                   "original: test (10k images) for the learned optimizers (util.get_config "
                   "with a loaded optimizer: mode='test'), train for sgd/adam/rmsprop.  "
                   "Meta-training always uses the training split.")
-common.define_meta_lr_flag()
 common.define_common_flags("runs/nn_training")
 common.define_strategy_flags()
 common.bound_flags(positive=["lr", "random_scale"])

@@ -39,17 +39,13 @@ flags.DEFINE_integer("test_instances", None, "Test instances (paper 128, quick 1
                      lower_bound=1)
 flags.DEFINE_integer("starts", 10, "Random starts per test instance.", lower_bound=1)
 flags.DEFINE_float("lr", None, "Learning rate of adam (0.1) / rmsprop (0.3).")
-flags.DEFINE_integer("meta_episodes", None, "Meta-training episodes (paper 10,000 as the "
-                     "original's num_epochs, quick 60).", lower_bound=1)
+common.define_meta_flags(quick_episodes=60)
 flags.DEFINE_integer("unroll", None, "Meta-training horizon in steps per episode, a multiple of "
                      f"the truncation ({TRUNCATION}): l2o_dm, l2o_rnnprop, l2o_scale, l2o_swarm "
                      "(default 100, the Open-L2O fix_num_steps; the original L2O-Scale draws "
                      "about 50 unrolls of 10 + Exp(20) steps per problem).  Held-out model "
                      "selection runs at the same horizon.", lower_bound=1)
 common.define_model_selection_flag()
-flags.DEFINE_float("random_scale", None, "Meta-training with RNNprop's random scaling "
-                   "exp(U(-r, r)) per coordinate (original r = 3; off by default as Open-L2O).")
-common.define_meta_lr_flag()
 common.define_common_flags("runs/rastrigin")
 common.define_strategy_flags()
 common.bound_flags(positive=["lr", "random_scale"])

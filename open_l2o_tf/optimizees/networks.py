@@ -55,11 +55,6 @@ class _Network(Optimizee):
         ce = tf.nn.sparse_softmax_cross_entropy_with_logits(batch["labels"], logits)
         return tf.reshape(tf.reduce_mean(ce), [1])
 
-    def accuracy(self, params, images, labels):
-        pred = tf.argmax(self.logits(params, tf.constant(images, tf.float32)), -1,
-                         output_type=tf.int32)
-        return float(tf.reduce_mean(tf.cast(pred == tf.constant(labels, tf.int32), tf.float32)))
-
 
 class MnistMLP(_Network):
     """784 -> hidden (sigmoid or relu) -> 10."""
