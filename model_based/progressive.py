@@ -487,9 +487,10 @@ class ProgressiveTrainer:
         return history, time.time() - start
 
     def _log_epoch(self, depth, stage, epoch, train_loss, metric, start):
-        self.tb.scalar(f"train/loss_layer{depth}_stage{stage + 1}", train_loss,
-                       self.global_step)
-        self.tb.scalar(f"val/metric_layer{depth}_stage{stage + 1}", metric, self.global_step)
+        # one chart per metric over the global step; layer and stage are their own scalars
+        self.tb.scalars({"train/loss": train_loss, "val/metric": metric, "train/layer": depth,
+                         "train/stage": stage + 1}, self.global_step)
+        self.tb.flush()
         self.say(f"[progressive] layer {depth}/{self.model.num_layers} stage "
                  f"{stage + 1}/3 epoch {epoch + 1} loss={train_loss:.4g} "
                  f"val_{'nmse' if self.task == 'sc' else 'lasso'}={metric:.4g} "

@@ -110,6 +110,7 @@ class EpisodicTrainer:
                     self.best_weights = [w.numpy() for w in self.model.weights]
                 if self.tb is not None:
                     self.tb.scalar(f"{self.tag}/heldout_score", score, self.episode)
+                    self.tb.flush()
                 self.train_seconds += time.time() - start
                 start = time.time()
                 self.save()

@@ -491,6 +491,7 @@ class MetaTrainer:
                 self.train_seconds += time.time() - start
                 start = time.time()
                 self.save()
+                self.tb.flush()
                 self.say(f"[meta] episode {self.episode}/{num_episodes} "
                          f"{'IL' if imitation else 'meta'}-loss={loss:.4g} "
                          f"held-out={score:.4g} best={self.best_score:.4g} "

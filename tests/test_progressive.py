@@ -173,3 +173,33 @@ def test_epoch_engine_matches_step_engine(data, name, jit):
     (step_metrics, step_steps), (epoch_metrics, epoch_steps) = results
     assert epoch_steps == step_steps
     np.testing.assert_allclose(epoch_metrics, step_metrics, atol=0.02)
+
+
+def test_tensorboard_one_chart_per_metric(data, tmp_path):
+    """TensorBoard: one tag per metric over the global step (layer and stage as their own
+    scalars, not one tag per (layer, stage)), written to disk after every epoch."""
+    from open_l2o_tf import logging as olog
+    tb = olog.TensorBoard(str(tmp_path / "tb"))
+    model, trainer = _trainer(data, layers=2, tb=tb, max_epochs=2)
+    trainer.run_stage(0, 0)
+    # flushed at the end of each epoch: readable before the writer is closed
+    files = list((tmp_path / "tb").glob("events.out.tfevents.*"))
+    seen = {}
+    for event in tf.compat.v1.train.summary_iterator(str(files[0])):
+        for value in event.summary.value:
+            seen.setdefault(value.tag, []).append(
+                (event.step, float(tf.make_ndarray(value.tensor))))
+    assert set(seen) == {"train/loss", "val/metric", "train/layer", "train/stage"}
+    epochs = len(seen["train/loss"])
+    assert 1 <= epochs <= 2 and [s for s, _ in seen["train/loss"]] == \
+        [10 * (k + 1) for k in range(epochs)]
+    assert {v for _, v in seen["train/layer"]} == {1.0}
+    assert {v for _, v in seen["train/stage"]} == {1.0}
+    trainer.train(2)
+    seen = {}
+    for event in tf.compat.v1.train.summary_iterator(str(files[0])):
+        for value in event.summary.value:
+            seen.setdefault(value.tag, []).append(float(tf.make_ndarray(value.tensor)))
+    assert {"test/metric_per_layer", "val/metric_per_layer"} <= set(seen)
+    assert not [tag for tag in seen if "layer1" in tag or "stage" in tag and tag != "train/stage"]
+    assert set(seen["train/layer"]) == {1.0, 2.0} and set(seen["train/stage"]) == {1.0, 2.0, 3.0}
