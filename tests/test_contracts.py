@@ -60,12 +60,11 @@ def problem():
 
 
 def build(name, A, W):
-    """A tiny instance: ``cls(A, num_layers=T)``, plus ``W`` when the constructor asks."""
-    cls = registry.get("model", name)
-    kwargs = {"num_layers": T}
-    if "W" in inspect.signature(cls.__init__).parameters:
-        kwargs["W"] = W
-    return cls(A, **kwargs)
+    """A tiny instance, built as the commands build it (``build_model``: ``W`` when the
+    class says ``needs_W``, options only where the constructor names them)."""
+    from model_based.factory import build_model
+    return build_model(name, A, W, T, lam=0.4, faithful_init=True, sigma2=0.0, alti=5.0,
+                       gain="relu", not_an_option_of_any_model=1)
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -74,6 +73,13 @@ def test_unrolled_model_contract(problem, name):
     model = build(name, A, W)
     from model_based.base import UnrolledModel
     assert isinstance(model, UnrolledModel) and model.num_layers == T
+    # what the commands ask the class (never the name)
+    cls = type(model)
+    for attribute in ("needs_W", "support_selection", "lasso_only"):
+        assert isinstance(getattr(cls, attribute), bool)
+    assert int(cls.layer_flops(M, N, B)) > 0
+    if cls.needs_W:
+        assert "W" in inspect.signature(cls.__init__).parameters
 
     # shapes, per-layer outputs, prefix property
     outs = model(y)
@@ -201,8 +207,23 @@ CONTRACTS = {"update": _contract_update, "swarm": _contract_swarm, "twin": _cont
 
 
 @pytest.mark.parametrize("name", LEARNED)
-def test_learned_optimizer_contract(name):
+def test_learned_optimizer_contract(name, tmp_path):
     info = registry.info("learned", name)
     interface = info.get("interface", "update")
     assert interface in CONTRACTS, f"{name}: no contract for interface {interface!r}"
-    CONTRACTS[interface](name, registry.get("learned", name), info)
+    cls = registry.get("learned", name)
+    CONTRACTS[interface](name, cls, info)
+    if interface == "update":   # built as the commands build it
+        from model_free.training import build_optimizer
+        every, count = cls.original_selection
+        assert every >= 1 and count >= 1
+        for synthetic in (True, False):
+            assert isinstance(build_optimizer(name, synthetic), cls)
+        # saved and loaded back through the registry (the loader names no class)
+        from model_free import pretrained
+        opt = build_optimizer(name, False)
+        pretrained.save_optimizer(opt, str(tmp_path / "opt.npz"))
+        kind, loaded = pretrained.load_optimizer(str(tmp_path / "opt.npz"), expected=name)
+        assert kind == pretrained.kind_of(name) and type(loaded) is cls
+        for a, b in zip(loaded.weights, opt.weights):
+            np.testing.assert_array_equal(a.numpy(), b.numpy())
