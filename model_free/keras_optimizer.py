@@ -21,6 +21,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from model_free.base import LearnedOptimizer
 from open_l2o_tf.errors import UserError
 
 
@@ -34,7 +35,8 @@ def _learned_classes():
 class LearnedKerasOptimizer(keras.optimizers.Optimizer):
 
     def __init__(self, learned, learning_rate=1.0, name="learned_optimizer", **kwargs):
-        if not hasattr(learned, "network"):
+        if getattr(type(learned), "network", LearnedOptimizer.network) is \
+                LearnedOptimizer.network:      # no per-coordinate network of its own
             raise UserError(f"{type(learned).__name__} is not coordinate-wise per variable "
                             "(its update couples tensors), so it cannot run as a per-variable "
                             "Keras optimizer; use model_free.meta_trainer.evaluate instead")
