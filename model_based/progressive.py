@@ -333,12 +333,11 @@ class ProgressiveTrainer:
         ``r b/R .. (r+1) b/R - 1`` of the global batch, its gradient is all-reduced (sum)
         across the replicas (of every worker), and the update is applied to this process's
         variables once.  Same ``(loss_sum, bad_step)``."""
-        variables, adam, lr, multipliers, scales = self._stage_setup(depth, stage)
+        variables, indices, adam = self._stage_setup(depth, stage)
         start = depth - 1 if cached else 0
-        steps, bs, fresh = self.steps_per_epoch, self.batch_size, self.fresh_samples
+        steps, bs = self.steps_per_epoch, self.batch_size
         per, strategy = self.per_replica_batch, self.strategy
         span = self.num_train - bs + 1
-        A, snr_db = self.model.A, self.snr_db
 
         @tf.function(jit_compile=self._replica_jit())
         def local(y, x, cache):
@@ -356,19 +355,13 @@ class ProgressiveTrainer:
             return tf.distribute.get_replica_context().all_reduce("sum", [loss] + grads)
 
         @tf.function
-        def epoch(order, seed, train_y, train_x, cache):
+        def epoch(order, train_y, train_x, cache):
             total = tf.constant(0.0)
             bad = tf.constant(-1)
             for k in tf.range(steps):
-                if fresh:
-                    from open_l2o_tf.data.sparse_recovery import sample_measurements  # pylint: disable=import-outside-toplevel
-                    yb, xb = sample_measurements(A, seed + tf.stack([0, k * 7 + 1]), bs,
-                                                 0.1, snr_db)
-                    cb = ()
-                else:
-                    idx = tf.slice(order, [(k * bs) % span], [bs])
-                    yb, xb = tf.gather(train_y, idx), tf.gather(train_x, idx)
-                    cb = tf.nest.map_structure(lambda c: tf.gather(c, idx), cache)
+                idx = tf.slice(order, [(k * bs) % span], [bs])
+                yb, xb = tf.gather(train_y, idx), tf.gather(train_x, idx)
+                cb = tf.nest.map_structure(lambda c: tf.gather(c, idx), cache)
                 reduced = distribute.first_local(strategy,
                                                  strategy.run(replica, args=(yb, xb, cb)))
                 loss, grads = reduced[0], reduced[1:]
@@ -377,7 +370,7 @@ class ProgressiveTrainer:
                 if not finite:
                     bad = k
                     break
-                adam.apply(grads, lr, multipliers, scales)
+                self.adam.apply(adam, indices, grads)
                 total += loss
             return total, bad
 
@@ -441,8 +434,6 @@ class ProgressiveTrainer:
             train_cache, val_cache = (), None
         def run_epoch(epoch):
             order = self._batches(layer, stage, epoch)
-            if order is None:
-                order = tf.zeros([0], tf.int32)
             total, bad = epoch_fn(order, self.train_y, self.train_x, train_cache)
             bad = int(bad)
             if bad >= 0:
