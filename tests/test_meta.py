@@ -158,6 +158,17 @@ def test_lasso_cli_fista_beats_ista(tmp_path):
     assert finals["fista"] < 1e-4 < finals["ista"]
 
 
+def test_lasso_cli_gradient_baseline_runs(tmp_path):
+    """The classic gradient path of run.lasso (run_optimizer: gd/adam/rmsprop) runs and
+    lowers the relative loss (an over-broad edit once passed it an unknown argument)."""
+    proc = run_cli("run.lasso", "--optimizer=adam", "--lr=0.01", "--preset=quick",
+                   "--iterations=50", f"--workdir={tmp_path}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    record = json.load(open(tmp_path / "results.json"))
+    assert len(record["curve"]) >= 50
+    assert record["curve"][-1] < record["curve"][0]
+
+
 def test_nn_training_cli_with_original_dm(tmp_path, shared_data_dir):
     import os
     proc = run_cli("run.nn_training", "--optimizer=l2o_dm", "--problem=mnist_mlp_sigmoid",
