@@ -535,23 +535,12 @@ class ProgressiveTrainer:
         """Loads the last checkpoint; returns True when there was one.  Under a
         multi-worker strategy the chief reads it and broadcasts it to the other workers
         (which read no file)."""
-        if distribute.num_replicas(self.strategy) > 1 and distribute.multi_process(
-                self.strategy):
-            found, error = False, None
-            if self.chief:
-                try:
-                    found = self._restore_file()
-                except UserError as err:
-                    error = str(err)
-            state = distribute.broadcast_json(
-                self.strategy, {"error": error} if error else (self.state if found else None))
+        if distribute.multi_process(self.strategy):
+            state = distribute.restore_on_chief(self.strategy, self._restore_file,
+                                                lambda: self.state)
             if state is None:
                 return False
-            if "error" in state:
-                raise UserError(state["error"] if self.chief else
-                                f"the chief could not resume: {state['error']}")
-            values = distribute.broadcast_arrays(self.strategy, self._snapshot())
-            self._restore(values)
+            self._restore(distribute.broadcast_arrays(self.strategy, self._snapshot()))
             self.state = state
             self.global_step = state.get("global_step", 0)
             return True

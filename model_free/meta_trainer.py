@@ -531,19 +531,10 @@ class MetaTrainer:
         both optimizers' slots, counters, curriculum, imitation RNG)."""
         if not distribute.multi_process(self.strategy):
             return self._restore_file()
-        found, error = False, None
-        if self.chief:
-            try:
-                found = self._restore_file()
-            except UserError as err:
-                error = str(err)
-        info = distribute.broadcast_json(self.strategy, {"error": error} if error else (
-            self._progress() if found else None))
+        info = distribute.restore_on_chief(self.strategy, self._restore_file,
+                                           self._progress)
         if info is None:
             return False
-        if "error" in info:
-            raise UserError(info["error"] if self.chief else
-                            f"the chief could not resume: {info['error']}")
         slots = list(self.meta_opt.variables) + list(self.il_opt.variables)
         best = self.best_weights if self.best_weights is not None else self.weights()
         values = distribute.broadcast_arrays(

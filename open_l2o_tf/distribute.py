@@ -245,21 +245,15 @@ def broadcast_arrays(strategy, arrays):
 
     def replica(values):
         ctx = tf.distribute.get_replica_context()
+        # replicas are numbered worker by worker, the chief first: its first replica is 0
         own = tf.logical_and(tf.constant(chief),
-                             tf.equal(tf.cast(ctx.replica_id_in_sync_group, tf.int32),
-                                      tf.constant(_chief_replica_id(strategy), tf.int32)))
+                             tf.equal(tf.cast(ctx.replica_id_in_sync_group, tf.int32), 0))
         mine = [tf.where(own, v, tf.zeros_like(v)) for v in values]
         return ctx.all_reduce("sum", mine)
 
     values = [tf.constant(np.asarray(a)) for a in arrays]
     reduced = first_local(strategy, strategy.run(tf.function(replica), args=(values,)))
     return [r.numpy().astype(np.asarray(a).dtype) for r, a in zip(reduced, arrays)]
-
-
-def _chief_replica_id(strategy):
-    # the chief's first replica: replicas are numbered worker by worker, the chief first
-    del strategy
-    return 0
 
 
 def broadcast_json(strategy, obj):
@@ -274,3 +268,23 @@ def broadcast_json(strategy, obj):
     padded[:len(data)] = data[:len(padded)]
     (data,) = broadcast_arrays(strategy, [padded])
     return json.loads(bytes(data.astype(np.uint8).tolist()).decode("utf-8"))
+
+
+def restore_on_chief(strategy, read_file, payload):
+    """Resume under a multi-process strategy: the chief runs ``read_file()`` (True when it
+    found a checkpoint) and broadcasts ``payload()`` (JSON); every process gets the chief's
+    payload, or None when there was no checkpoint.  A UserError of the chief's reading is
+    raised in every process (the others name it as the chief's)."""
+    chief = is_chief(strategy)
+    found, error = False, None
+    if chief:
+        try:
+            found = read_file()
+        except UserError as err:
+            error = str(err)
+    info = broadcast_json(strategy, {"error": error,
+                                     "payload": payload() if found and not error else None})
+    if info["error"]:
+        raise UserError(info["error"] if chief else
+                        f"the chief could not resume: {info['error']}")
+    return info["payload"]
