@@ -85,7 +85,7 @@ class _AdamSlots:
             m, v = adam.moments(j, grads[j], self.m[i], self.v[i])
             self.m[i].assign(m)
             self.v[i].assign(v)
-            self.variables[i].assign_sub(-adam.step(j, self.m[i], self.v[i], correction))
+            self.variables[i].assign_add(adam.step(j, self.m[i], self.v[i], correction))
 
 
 def _nmse_sums_fn(model, T):
@@ -185,6 +185,7 @@ class ProgressiveTrainer:
         self.per_replica_batch = distribute.per_replica_size(batch_size, strategy,
                                                              "batch size")
         self.chief = distribute.is_chief(strategy)
+        self._said_jit = False
         self.model = model
         self.task, self.lam = task, lam
         self.train_y = tf.constant(np.asarray(train[0], np.float32))
@@ -273,19 +274,56 @@ class ProgressiveTrainer:
                                 step_multipliers=scales, form="textbook")
         return variables, indices, adam
 
-    def _step_body(self, depth, stage, cached):
-        """``body(y, x, cache) -> (loss, finite)``: one training step (not compiled);
-        with ``cached`` the batch's ``(x_{depth-1}, state)`` comes in and only layer
-        ``depth`` runs."""
-        variables, indices, adam = self._stage_setup(depth, stage)
+    def _grads_fn(self, depth, cached, variables):
+        """``grads(y, x, cache) -> (loss, grads)`` of the batch's training loss (not
+        compiled); with ``cached`` the batch's ``(x_{depth-1}, state)`` comes in and only
+        layer ``depth`` runs."""
         start = depth - 1 if cached else 0
 
-        def body(y, x, cache):
+        def grads(y, x, cache):
             xs, state = cache if cached else (None, None)
             with tf.GradientTape() as tape:
                 x_hat = self.model.run_layers(y, xs, state, start, depth)[0][-1]
                 loss = self._loss(x_hat, y, x)
-            grads = tape.gradient(loss, variables)
+            return loss, tape.gradient(loss, variables)
+
+        return grads
+
+    def _all_reduced(self, grads_fn, variables):
+        """``grads_fn`` under ``self.strategy``: replica ``r`` takes rows ``r b/R ..
+        (r+1) b/R - 1`` of the global batch, and its loss and gradient are all-reduced
+        (summed: the loss is a sum over the batch, so the sum is the single-device one)
+        across the replicas of every worker."""
+        per, strategy = self.per_replica_batch, self.strategy
+
+        @tf.function(jit_compile=self._replica_jit())
+        def local(y, x, cache):
+            loss, grads = grads_fn(y, x, cache)
+            return loss, [tf.zeros_like(v) if g is None else g
+                          for g, v in zip(grads, variables)]
+
+        def replica(y, x, cache):
+            rows = lambda t: distribute.replica_rows(t, per)  # noqa: E731
+            loss, grads = local(rows(y), rows(x), tf.nest.map_structure(rows, cache))
+            return tf.distribute.get_replica_context().all_reduce("sum", [loss] + grads)
+
+        def reduced(y, x, cache):
+            out = distribute.first_local(strategy, strategy.run(replica, args=(y, x, cache)))
+            return out[0], out[1:]
+
+        return reduced
+
+    def _step_body(self, depth, stage, cached):
+        """``body(y, x, cache) -> (loss, finite)``: one training step (not compiled), the
+        update skipped when the loss or a gradient is not finite.  Under a strategy the
+        batch is split over the replicas (:meth:`_all_reduced`)."""
+        variables, indices, adam = self._stage_setup(depth, stage)
+        grads_fn = self._grads_fn(depth, cached, variables)
+        if self.strategy is not None:
+            grads_fn = self._all_reduced(grads_fn, variables)
+
+        def body(y, x, cache):
+            loss, grads = grads_fn(y, x, cache)
             finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads
                                     if g is not None] + [tf.math.is_finite(loss)])
             if finite:
@@ -306,12 +344,14 @@ class ProgressiveTrainer:
     def _make_epoch(self, depth, stage, cached):
         """``epoch(order, train_y, train_x, cache) -> (loss_sum, bad_step)``: all
         ``steps_per_epoch`` steps in one compiled loop; ``bad_step`` is the 0-based step whose
-        loss or gradient was not finite (the loop stops there, no update), else -1."""
+        loss or gradient was not finite (the loop stops there, no update), else -1.  Under
+        a strategy the loop around ``strategy.run`` is not XLA-compiled (XLA does not
+        compile across devices); each replica's step is (:meth:`_replica_jit`)."""
         body = self._step_body(depth, stage, cached)
         steps, bs = self.steps_per_epoch, self.batch_size
         span = self.num_train - bs + 1
 
-        @tf.function(jit_compile=self.jit_compile)
+        @tf.function(jit_compile=self.jit_compile and self.strategy is None)
         def epoch(order, train_y, train_x, cache):
             total = tf.constant(0.0)
             bad = tf.constant(-1)
@@ -328,57 +368,9 @@ class ProgressiveTrainer:
 
         return epoch
 
-    def _make_distributed_epoch(self, depth, stage, cached):
-        """:meth:`_make_epoch` under ``self.strategy``: every step, replica ``r`` takes rows
-        ``r b/R .. (r+1) b/R - 1`` of the global batch, its gradient is all-reduced (sum)
-        across the replicas (of every worker), and the update is applied to this process's
-        variables once.  Same ``(loss_sum, bad_step)``."""
-        variables, indices, adam = self._stage_setup(depth, stage)
-        start = depth - 1 if cached else 0
-        steps, bs = self.steps_per_epoch, self.batch_size
-        per, strategy = self.per_replica_batch, self.strategy
-        span = self.num_train - bs + 1
-
-        @tf.function(jit_compile=self._replica_jit())
-        def local(y, x, cache):
-            xs, state = cache if cached else (None, None)
-            with tf.GradientTape() as tape:
-                x_hat = self.model.run_layers(y, xs, state, start, depth)[0][-1]
-                loss = self._loss(x_hat, y, x)
-            grads = tape.gradient(loss, variables)
-            return loss, [tf.zeros_like(v) if g is None else g
-                          for g, v in zip(grads, variables)]
-
-        def replica(yb, xb, cb):
-            rows = lambda t: distribute.replica_rows(t, per)  # noqa: E731
-            loss, grads = local(rows(yb), rows(xb), tf.nest.map_structure(rows, cb))
-            return tf.distribute.get_replica_context().all_reduce("sum", [loss] + grads)
-
-        @tf.function
-        def epoch(order, train_y, train_x, cache):
-            total = tf.constant(0.0)
-            bad = tf.constant(-1)
-            for k in tf.range(steps):
-                idx = tf.slice(order, [(k * bs) % span], [bs])
-                yb, xb = tf.gather(train_y, idx), tf.gather(train_x, idx)
-                cb = tf.nest.map_structure(lambda c: tf.gather(c, idx), cache)
-                reduced = distribute.first_local(strategy,
-                                                 strategy.run(replica, args=(yb, xb, cb)))
-                loss, grads = reduced[0], reduced[1:]
-                finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads]
-                                       + [tf.math.is_finite(loss)])
-                if not finite:
-                    bad = k
-                    break
-                self.adam.apply(adam, indices, grads)
-                total += loss
-            return total, bad
-
-        return epoch
-
     def _replica_jit(self):
         local = len(getattr(self.strategy.extended, "worker_devices", ())) or 1
-        if self.jit_compile and local > 1 and not getattr(self, "_said_jit", False):
+        if self.jit_compile and local > 1 and not self._said_jit:
             self._said_jit = True
             self.say(f"[progressive] XLA off under {type(self.strategy).__name__} with "
                      f"{local} devices in this process (XLA cannot read variables of "
@@ -425,8 +417,7 @@ class ProgressiveTrainer:
         depth = layer + 1
         cached = self.cache_stage1 and stage == 0 and depth > 1
         start = time.time()
-        epoch_fn = (self._make_epoch(depth, stage, cached) if self.strategy is None
-                    else self._make_distributed_epoch(depth, stage, cached))
+        epoch_fn = self._make_epoch(depth, stage, cached)
         if cached:
             train_cache = self._cache(depth, self.train_y)
             val_cache = self._cache(depth, self.val_y)
