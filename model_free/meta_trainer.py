@@ -226,47 +226,67 @@ class MetaTrainer:
         self.train_seconds, self.truncations = 0.0, 0
 
     # -- one truncation ----------------------------------------------------------------
+    def _unroll(self, params, state, instance, seed, step0, loss_fn):
+        """``T`` steps of the learned optimizer from ``params``; ``(losses, x, state)``
+        with the ``T + 1`` values of ``loss_fn(x, instance, batch)`` at ``theta_0 ..
+        theta_T`` (each step's gradient is of that loss)."""
+        optimizee, T = self.scaled or self.optimizee, self.truncation
+        losses, x = [], params
+        for t in range(T):
+            batch = optimizee.sample_batch(tf.stack([seed[0], seed[1] + step0 + t]))
+            with tf.GradientTape() as inner:
+                inner.watch(x)
+                loss = loss_fn(x, instance, batch)
+            grads = inner.gradient(loss, x)
+            if not self.second_order:
+                grads = [tf.stop_gradient(g) for g in grads]
+            losses.append(loss)
+            steps, state = self.opt.update(grads, state, x, training=True)
+            x = [p + d for p, d in zip(x, steps)]
+        batch = optimizee.sample_batch(tf.stack([seed[0], seed[1] + step0 + T]))
+        losses.append(loss_fn(x, instance, batch))
+        return losses, x, state
+
+    def _objective(self, losses, f_init):
+        """The meta-objective of a truncation from its ``T + 1`` losses: their sum, or
+        L2O-Scale's mean log ratio over ``[f(start), f(theta_0 .. theta_{T-1})]``."""
+        if self.meta_objective == "sum":
+            return tf.add_n(losses)
+        values = tf.stack([tf.reshape(f_init, [])] + list(losses[:-1]))
+        return tf.reduce_mean(tf.math.log(values / (f_init + 1e-6) + 1e-6))
+
+    def _apply_meta(self, total, meta_grads):
+        """Clips the meta-gradients, applies them when they and ``total`` are finite;
+        returns ``finite``."""
+        variables = self.opt.trainable_variables
+        if self.clip_value is not None:
+            meta_grads = [None if g is None else
+                          tf.clip_by_value(g, -self.clip_value, self.clip_value)
+                          for g in meta_grads]
+        finite = tf.math.is_finite(total)
+        for g in meta_grads:
+            if g is not None:
+                finite = tf.logical_and(finite, tf.reduce_all(tf.math.is_finite(g)))
+        if finite:
+            self.meta_opt.apply_gradients(
+                [(g, v) for g, v in zip(meta_grads, variables) if g is not None])
+        return finite
+
+    @staticmethod
+    def _detached(x, state):
+        return [tf.stop_gradient(p) for p in x], tf.nest.map_structure(tf.stop_gradient, state)
+
     def _build_truncation(self):
-        opt, T = self.opt, self.truncation
         optimizee = self.scaled or self.optimizee
-        variables = opt.trainable_variables
+        variables = self.opt.trainable_variables
 
         def truncation(params, state, instance, seed, step0, f_init):
             with tf.GradientTape() as tape:
-                losses = []
-                x = params
-                for t in range(T):
-                    batch = optimizee.sample_batch(tf.stack([seed[0], seed[1] + step0 + t]))
-                    with tf.GradientTape() as inner:
-                        inner.watch(x)
-                        loss = optimizee.loss(x, instance, batch)
-                    grads = inner.gradient(loss, x)
-                    if not self.second_order:
-                        grads = [tf.stop_gradient(g) for g in grads]
-                    losses.append(loss)
-                    steps, state = opt.update(grads, state, x, training=True)
-                    x = [p + d for p, d in zip(x, steps)]
-                batch = optimizee.sample_batch(tf.stack([seed[0], seed[1] + step0 + T]))
-                losses.append(optimizee.loss(x, instance, batch))
-                if self.meta_objective == "sum":
-                    total = tf.add_n(losses)
-                else:
-                    values = tf.stack([tf.reshape(f_init, [])] + losses[:-1])
-                    total = tf.reduce_mean(tf.math.log(values / (f_init + 1e-6) + 1e-6))
-            meta_grads = tape.gradient(total, variables)
-            if self.clip_value is not None:
-                meta_grads = [None if g is None else
-                              tf.clip_by_value(g, -self.clip_value, self.clip_value)
-                              for g in meta_grads]
-            finite = tf.math.is_finite(total)
-            for g in meta_grads:
-                if g is not None:
-                    finite = tf.logical_and(finite, tf.reduce_all(tf.math.is_finite(g)))
-            if finite:
-                self.meta_opt.apply_gradients(
-                    [(g, v) for g, v in zip(meta_grads, variables) if g is not None])
-            x = [tf.stop_gradient(p) for p in x]
-            state = tf.nest.map_structure(tf.stop_gradient, state)
+                losses, x, state = self._unroll(params, state, instance, seed, step0,
+                                                optimizee.loss)
+                total = self._objective(losses, f_init)
+            finite = self._apply_meta(total, tape.gradient(total, variables))
+            x, state = self._detached(x, state)
             return x, state, total, finite
 
         return tf.function(truncation, jit_compile=self.jit_compile, reduce_retracing=True)
@@ -274,65 +294,41 @@ class MetaTrainer:
     def _build_distributed_truncation(self):
         """:meth:`_build_truncation` under ``self.strategy``: ``params``, ``state`` and
         ``instance`` are the replicas' shards (per-replica values), the returned
-        ``(x, state)`` too; ``total`` and ``finite`` are the whole batch's."""
-        opt, T, strategy = self.opt, self.truncation, self.strategy
+        ``(x, state)`` too; ``total`` and ``finite`` are the whole batch's.  Each replica's
+        losses are ``1/B`` sums of its instances' losses (the parts of the whole batch's
+        means); the objective is taken of their all-reduced sums, and each replica's
+        part of the meta-gradient is that of ``sum_t (d objective / d f_t) part_t`` (the
+        chain rule: the parts' meta-gradients sum to the single-device one)."""
+        strategy = self.strategy
         optimizee = self.scaled or self.optimizee
-        variables = opt.trainable_variables
-        log_ratio = self.meta_objective == "log_ratio"
-
-        def objective(full, f_init):
-            if not log_ratio:
-                return tf.reduce_sum(full)
-            values = tf.concat([tf.reshape(f_init, [1]), full[:-1]], 0)
-            return tf.reduce_mean(tf.math.log(values / (f_init + 1e-6) + 1e-6))
+        variables = self.opt.trainable_variables
 
         def replica(params, state, instance, seed, step0, f_init, count):
             ctx = tf.distribute.get_replica_context()
+
+            def part(x, instance, batch):
+                return tf.reduce_sum(optimizee.instance_losses(x, instance, batch)) / count
+
             with tf.GradientTape() as tape:
-                parts, x = [], params
-                for t in range(T):
-                    batch = optimizee.sample_batch(tf.stack([seed[0], seed[1] + step0 + t]))
-                    with tf.GradientTape() as inner:
-                        inner.watch(x)
-                        part = tf.reduce_sum(optimizee.instance_losses(x, instance, batch)) \
-                            / count
-                    grads = inner.gradient(part, x)
-                    if not self.second_order:
-                        grads = [tf.stop_gradient(g) for g in grads]
-                    parts.append(part)
-                    steps, state = opt.update(grads, state, x, training=True)
-                    x = [p + d for p, d in zip(x, steps)]
-                batch = optimizee.sample_batch(tf.stack([seed[0], seed[1] + step0 + T]))
-                parts.append(tf.reduce_sum(optimizee.instance_losses(x, instance, batch))
-                             / count)
+                parts, x, state = self._unroll(params, state, instance, seed, step0, part)
                 parts = tf.stack(parts)
                 full = ctx.all_reduce("sum", tf.stop_gradient(parts))   # the f_t of all B
                 with tf.GradientTape() as outer:
                     outer.watch(full)
-                    total = objective(full, f_init)
+                    total = self._objective(tf.unstack(full), f_init)
                 weights = tf.stop_gradient(outer.gradient(total, full))
                 surrogate = tf.reduce_sum(weights * parts)
             meta_grads = tape.gradient(surrogate, variables)
-            meta_grads = [tf.zeros_like(v) if g is None else g
-                          for g, v in zip(meta_grads, variables)]
-            meta_grads = ctx.all_reduce("sum", meta_grads)
-            x = [tf.stop_gradient(p) for p in x]
-            state = tf.nest.map_structure(tf.stop_gradient, state)
+            meta_grads = ctx.all_reduce("sum", [tf.zeros_like(v) if g is None else g
+                                                for g, v in zip(meta_grads, variables)])
+            x, state = self._detached(x, state)
             return x, state, total, meta_grads
 
         def truncation(params, state, instance, seed, step0, f_init, count):
             x, state, total, meta_grads = strategy.run(
                 replica, args=(params, state, instance, seed, step0, f_init, count))
             total, meta_grads = distribute.first_local(strategy, (total, meta_grads))
-            if self.clip_value is not None:
-                meta_grads = [tf.clip_by_value(g, -self.clip_value, self.clip_value)
-                              for g in meta_grads]
-            finite = tf.math.is_finite(total)
-            for g in meta_grads:
-                finite = tf.logical_and(finite, tf.reduce_all(tf.math.is_finite(g)))
-            if finite:
-                self.meta_opt.apply_gradients(list(zip(meta_grads, variables)))
-            return x, state, total, finite
+            return x, state, total, self._apply_meta(total, meta_grads)
 
         return tf.function(truncation, reduce_retracing=True)
 
