@@ -259,25 +259,76 @@ def build_outputs(out_dir, names, failures, suite):
     return records, paths
 
 
-def main(argv):
-    del argv
-    out_dir = os.path.abspath(FLAGS.out)
-    data_root = os.path.abspath(FLAGS.data_root or os.path.join(out_dir, "data"))
-    runs = suite_runs(FLAGS.suite, data_root)
-    if FLAGS.only:
+def select_runs(suite, data_root, only=None, out_dir=None):
+    """``(runs, names)``: the runs of ``suite`` (those whose name matches the regex
+    ``only``), and the run names the report covers (every run of the suite present in
+    ``out_dir``, not only ``only``'s)."""
+    runs = suite_runs(suite, data_root)
+    suite_names = [name for name, _, _ in runs]
+    if only:
         try:
-            pattern = re.compile(FLAGS.only)
+            pattern = re.compile(only)
         except re.error as err:
             raise UserError(f"--only is not a valid regular expression: {err}") from err
         runs = [run for run in runs if pattern.search(run[0])]
         if not runs:
-            raise UserError(f"--only={FLAGS.only!r} matches no run of the {FLAGS.suite} "
-                            "suite")
-    suite_names = [name for name, _, _ in suite_runs(FLAGS.suite, data_root)]
+            raise UserError(f"--only={only!r} matches no run of the {suite} suite")
     selected = {name for name, _, _ in runs}
-    # the report and plots cover every run of the suite present in OUT, not only --only's
-    names = [name for name in suite_names if name in selected or
-             os.path.exists(os.path.join(out_dir, "runs", name, "results.json"))]
+    names = [name for name in suite_names if name in selected or (out_dir is not None and
+             os.path.exists(os.path.join(out_dir, "runs", name, "results.json")))]
+    return runs, names
+
+
+def make_data(runs, data_root, dry_run=False):
+    """Makes the data directories the runs' ``--data_dir`` name that do not exist yet."""
+    needed = {arg.split("=", 1)[1] for _, _, args in runs for arg in args
+              if arg.startswith("--data_dir=")}
+    for setting, data_dir, command in data_commands(data_root):
+        if data_dir not in needed or os.path.exists(os.path.join(data_dir, "meta.json")):
+            continue
+        print(f"[benchmark] data {setting}: {' '.join(command)}", flush=True)
+        if not dry_run:
+            os.makedirs(data_root, exist_ok=True)
+            code = _run(command, os.path.join(data_root, f"{setting}.log"), 0)
+            if code != 0:
+                raise UserError(f"making data {setting} failed; see "
+                                f"{os.path.join(data_root, setting + '.log')}")
+
+
+def run_one(index, total, name, module, args, out_dir, extra, start, failures):
+    """Runs one command (skipped when ``DONE``), marks it done or records its failure;
+    returns whether it ran."""
+    run_dir = os.path.join(out_dir, "runs", name)
+    if os.path.exists(os.path.join(run_dir, "DONE")):
+        print(f"[benchmark] {index}/{total} {name}: done earlier", flush=True)
+        return False
+    command = [sys.executable, "-m", module, f"--workdir={run_dir}"] + args + extra["imports"]
+    if module == "run.nn_training":
+        command += extra["nn"]
+    print(f"[benchmark] {index}/{total} {name}: {' '.join(command[1:])}", flush=True)
+    if FLAGS.dry_run:
+        return False
+    os.makedirs(run_dir, exist_ok=True)
+    run_start = time.time()
+    code = _run(command, os.path.join(run_dir, "log.txt"), FLAGS.run_timeout)
+    if code == 0:
+        olog.atomic_write_json(os.path.join(run_dir, "DONE"),
+                               {"seconds": time.time() - run_start})
+        record = olog.read_json(os.path.join(run_dir, "results.json"), {}) or {}
+        print(f"[benchmark] {name}: final {record.get('final')} (paper "
+              f"{record.get('paper')}) in {time.time() - run_start:.0f}s; total "
+              f"{time.time() - start:.0f}s", flush=True)
+    else:
+        failures[name] = _last_error(os.path.join(run_dir, "log.txt"))
+        print(f"[benchmark] {name}: FAILED (exit {code}): {failures[name]}", flush=True)
+    return True
+
+
+def main(argv):
+    del argv
+    out_dir = os.path.abspath(FLAGS.out)
+    data_root = os.path.abspath(FLAGS.data_root or os.path.join(out_dir, "data"))
+    runs, names = select_runs(FLAGS.suite, data_root, FLAGS.only, out_dir)
     failures = {}
     if FLAGS.report_only:
         records, paths = build_outputs(out_dir, names, failures, FLAGS.suite)
@@ -285,51 +336,14 @@ def main(argv):
               f"report {os.path.join(out_dir, 'report.md')}")
         return 0
     os.makedirs(os.path.join(out_dir, "runs"), exist_ok=True)
-    extra = []
-    imports = [f"--import={module}" for module in FLAGS["import"].value]
-    if FLAGS.mnist_dir:
-        extra.append(f"--mnist_dir={FLAGS.mnist_dir}")
+    extra = {"imports": [f"--import={module}" for module in FLAGS["import"].value],
+             "nn": [f"--mnist_dir={FLAGS.mnist_dir}"] if FLAGS.mnist_dir else []}
     if FLAGS.suite == "paper":
-        needed = {arg.split("=", 1)[1] for _, _, args in runs for arg in args
-                  if arg.startswith("--data_dir=")}
-        for setting, data_dir, command in data_commands(data_root):
-            if data_dir not in needed or os.path.exists(os.path.join(data_dir, "meta.json")):
-                continue
-            print(f"[benchmark] data {setting}: {' '.join(command)}", flush=True)
-            if not FLAGS.dry_run:
-                os.makedirs(data_root, exist_ok=True)
-                code = _run(command, os.path.join(data_root, f"{setting}.log"), 0)
-                if code != 0:
-                    raise UserError(f"making data {setting} failed; see "
-                                    f"{os.path.join(data_root, setting + '.log')}")
+        make_data(runs, data_root, FLAGS.dry_run)
     start = time.time()
     for index, (name, module, args) in enumerate(runs, 1):
-        run_dir = os.path.join(out_dir, "runs", name)
-        if os.path.exists(os.path.join(run_dir, "DONE")):
-            print(f"[benchmark] {index}/{len(runs)} {name}: done earlier", flush=True)
-            continue
-        command = [sys.executable, "-m", module, f"--workdir={run_dir}"] + args + imports
-        if module == "run.nn_training":
-            command += extra
-        print(f"[benchmark] {index}/{len(runs)} {name}: {' '.join(command[1:])}",
-              flush=True)
-        if FLAGS.dry_run:
-            continue
-        os.makedirs(run_dir, exist_ok=True)
-        run_start = time.time()
-        code = _run(command, os.path.join(run_dir, "log.txt"), FLAGS.run_timeout)
-        if code == 0:
-            olog.atomic_write_json(os.path.join(run_dir, "DONE"),
-                                   {"seconds": time.time() - run_start})
-            record = olog.read_json(os.path.join(run_dir, "results.json"), {}) or {}
-            final = record.get("final")
-            print(f"[benchmark] {name}: final {final} (paper {record.get('paper')}) in "
-                  f"{time.time() - run_start:.0f}s; total {time.time() - start:.0f}s",
-                  flush=True)
-        else:
-            failures[name] = _last_error(os.path.join(run_dir, "log.txt"))
-            print(f"[benchmark] {name}: FAILED (exit {code}): {failures[name]}", flush=True)
-        build_outputs(out_dir, names, failures, FLAGS.suite)
+        if run_one(index, len(runs), name, module, args, out_dir, extra, start, failures):
+            build_outputs(out_dir, names, failures, FLAGS.suite)
     if FLAGS.dry_run:
         return 0
     records, paths = build_outputs(out_dir, names, failures, FLAGS.suite)

@@ -65,70 +65,84 @@ def validate():
                             f"{'is a directory' if os.path.isdir(FLAGS.load) else 'does not exist'}")
         from model_free import pretrained  # pylint: disable=import-outside-toplevel
         pretrained.check_kind(FLAGS.load, "twin_l2o")
-    half_steps = common.preset_value(FLAGS.preset, 2000, 400, FLAGS.half_steps)
-    if half_steps % 2:
-        raise UserError(f"--half_steps must be even (pairs of min and max moves), got "
-                        f"{half_steps}")
+    settings()
     common.check_strategy_flags(False, "Twin-L2O's trainer (model_free/twin.py on "
                                 "model_free/episodic.py) does not split its games over "
                                 "replicas yet")
     common.prepare_workdir(FLAGS.workdir)
 
 
-def main(argv):
-    del argv
-    from model_free import twin as twin_lib  # pylint: disable=import-outside-toplevel
-    from open_l2o_tf.classic.gda import alternating_gda  # pylint: disable=import-outside-toplevel
-    from open_l2o_tf.optimizees import make_optimizee  # pylint: disable=import-outside-toplevel
-    quick = FLAGS.preset == "quick"
+def settings():
+    """The run's sizes from the flags and the preset (checked): half_steps, count,
+    restarts, epochs, hidden, dim."""
     matrix = FLAGS.problem == "matrix_game"
-    half_steps = common.preset_value(FLAGS.preset, 2000, 400, FLAGS.half_steps)
-    count = common.preset_value(FLAGS.preset, 100, 20, FLAGS.test_instances)
-    restarts = common.preset_value(FLAGS.preset, 5, 2, FLAGS.restarts)
-    epochs = common.preset_value(FLAGS.preset, 300 if matrix else 200, 20, FLAGS.epochs)
-    hidden = FLAGS.hidden or (80 if matrix else 50)
-    dim = FLAGS.dim or (5 if matrix else 1)
-    if half_steps % 2:
+    out = dict(half_steps=common.preset_value(FLAGS.preset, 2000, 400, FLAGS.half_steps),
+               count=common.preset_value(FLAGS.preset, 100, 20, FLAGS.test_instances),
+               restarts=common.preset_value(FLAGS.preset, 5, 2, FLAGS.restarts),
+               epochs=common.preset_value(FLAGS.preset, 300 if matrix else 200, 20,
+                                          FLAGS.epochs),
+               hidden=FLAGS.hidden or (80 if matrix else 50),
+               dim=FLAGS.dim or (5 if matrix else 1))
+    if out["half_steps"] % 2:
         raise UserError(f"--half_steps must be even (pairs of min and max moves), got "
-                        f"{half_steps}")
+                        f"{out['half_steps']}")
     if not 0.0 < FLAGS.keep_probability <= 1.0:
         raise UserError(f"--keep_probability must be in (0, 1], got {FLAGS.keep_probability}")
     if not FLAGS.lr > 0 or not FLAGS.rescale > 0:
         raise UserError("--lr and --rescale must be positive numbers")
-    workdir = FLAGS.workdir
-    tb = olog.TensorBoard(os.path.join(workdir, "tb"))
-    shape_flags = ({"keep_probability": FLAGS.keep_probability} if matrix
-                   else {"ab_range": FLAGS.ab_range})
-    problem = make_optimizee(FLAGS.problem, dim=dim, **shape_flags)
-    info = {"train_seconds": 0.0, "train_steps": 0}
-    if FLAGS.optimizer == "twin_l2o":
-        if FLAGS.load:
-            twin = twin_lib.load_twin(FLAGS.load)
-            print(f"[twin] loaded {FLAGS.load}")
-        else:
-            twin = twin_lib.TwinL2O(hidden=hidden, rescale=FLAGS.rescale)
-            trainer = twin_lib.TwinTrainer(
-                twin, problem, eval_half_steps=200 if quick else 1000,
-                joint_loss=FLAGS.joint_loss, seed=FLAGS.seed, tb=tb,
-                ckpt_dir=os.path.join(workdir, "ckpt"))
-            trainer.train(epochs)
-            twin_lib.save_twin(twin, os.path.join(workdir, "twin_l2o.npz"))
-            info = {"train_seconds": trainer.train_seconds,
-                    "train_steps": epochs * trainer.iterations}
-    start = time.time()
+    return out
+
+
+def build_problem(dim):
+    """The minimax problem of ``--problem`` (matrix games take ``--keep_probability``, the
+    others ``--ab_range``)."""
+    from open_l2o_tf.optimizees import make_optimizee  # pylint: disable=import-outside-toplevel
+    shape_flags = ({"keep_probability": FLAGS.keep_probability}
+                   if FLAGS.problem == "matrix_game" else {"ab_range": FLAGS.ab_range})
+    return make_optimizee(FLAGS.problem, dim=dim, **shape_flags)
+
+
+def train_or_load_twin(problem, workdir, tb, hidden, epochs):
+    """Twin-L2O from ``--load`` or meta-trained (resumable) and saved; ``(twin, info)``."""
+    from model_free import twin as twin_lib  # pylint: disable=import-outside-toplevel
+    if FLAGS.load:
+        twin = twin_lib.load_twin(FLAGS.load)
+        print(f"[twin] loaded {FLAGS.load}")
+        return twin, {"train_seconds": 0.0, "train_steps": 0}
+    twin = twin_lib.TwinL2O(hidden=hidden, rescale=FLAGS.rescale)
+    trainer = twin_lib.TwinTrainer(
+        twin, problem, eval_half_steps=200 if FLAGS.preset == "quick" else 1000,
+        joint_loss=FLAGS.joint_loss, seed=FLAGS.seed, tb=tb,
+        ckpt_dir=os.path.join(workdir, "ckpt"))
+    trainer.train(epochs)
+    twin_lib.save_twin(twin, os.path.join(workdir, "twin_l2o.npz"))
+    return twin, {"train_seconds": trainer.train_seconds,
+                  "train_steps": epochs * trainer.iterations}
+
+
+def play_all(problem, twin, count, restarts, half_steps):
+    """The mean distance-to-saddle curve over ``count`` test instances x ``restarts``
+    starts, for Twin-L2O (``twin``) or the GDA baseline of ``--optimizer``."""
+    from model_free import twin as twin_lib  # pylint: disable=import-outside-toplevel
+    from open_l2o_tf.classic.gda import alternating_gda  # pylint: disable=import-outside-toplevel
     test = problem.sample_instance(10 ** 7 + FLAGS.seed, count)
     curves = []
     progress = olog.Progress(f"minimax {FLAGS.optimizer} {FLAGS.problem}", restarts)
     for r in range(restarts):
         params = problem.init_params(10 ** 7 + 1000 * FLAGS.seed + r, test)
-        if FLAGS.optimizer == "twin_l2o":
+        if twin is not None:
             curve = twin_lib.play(twin, problem, test, params, half_steps, seed=r)
         else:
             curve = alternating_gda(problem, test, params, half_steps, lr=FLAGS.lr,
                                     method=FLAGS.optimizer)
         curves.append(curve)
         progress.update(r + 1, force=True, distance=f"{float(curve[-1].mean()):.4g}")
-    curve = np.concatenate(curves, axis=1).mean(axis=1)
+    return np.concatenate(curves, axis=1).mean(axis=1)
+
+
+def report(curve, sizes, workdir, tb, info, start):
+    """TensorBoard, ``results.json`` and the summary line."""
+    half_steps = sizes["half_steps"]
     for k in range(0, len(curve), max(1, len(curve) // 100)):
         tb.scalar(f"minimax/{FLAGS.problem}/{FLAGS.optimizer}/distance", curve[k], k)
     tb.flush()
@@ -142,8 +156,22 @@ def main(argv):
     common.write_results(workdir, record)
     print(f"[minimax] {FLAGS.problem} {FLAGS.optimizer}: distance[0]={curve[0]:.4g} "
           f"distance[{half_steps}]={curve[-1]:.4g} second-half mean={second_half:.4g} "
-          f"({count} instances x {restarts} starts); wrote "
+          f"({sizes['count']} instances x {sizes['restarts']} starts); wrote "
           f"{os.path.join(workdir, 'results.json')}")
+
+
+def main(argv):
+    del argv
+    sizes = settings()
+    workdir = FLAGS.workdir
+    tb = olog.TensorBoard(os.path.join(workdir, "tb"))
+    problem = build_problem(sizes["dim"])
+    twin, info = None, {"train_seconds": 0.0, "train_steps": 0}
+    if FLAGS.optimizer == "twin_l2o":
+        twin, info = train_or_load_twin(problem, workdir, tb, sizes["hidden"], sizes["epochs"])
+    start = time.time()
+    curve = play_all(problem, twin, sizes["count"], sizes["restarts"], sizes["half_steps"])
+    report(curve, sizes, workdir, tb, info, start)
     return 0
 
 

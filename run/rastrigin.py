@@ -86,73 +86,105 @@ def validate():
     common.prepare_workdir(FLAGS.workdir)
 
 
-def main(argv):
-    del argv
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+def build_problem(n, count, starts, seed=0):
+    """``(family, test, x0)``: the Rastrigin family, ``count`` test instances each tiled
+    ``starts`` times and the starting points."""
+    from open_l2o_tf.optimizees.rastrigin import Rastrigin  # pylint: disable=import-outside-toplevel
+    family = Rastrigin(n=n, batch_size=128)
+    test = family.sample_instance(10 ** 7 + seed, count)
+    test = family.tile_starts(test, starts)
+    x0 = family.init_params(10 ** 7 + seed + 1, test)
+    return family, test, x0
+
+
+def run_classic(name, family, test, x0, steps, lr=None, seed=0):
+    """The per-instance loss curve ``(steps + 1, B)`` of a classic method (gd_ls, nag_ls,
+    oracle, adam, rmsprop)."""
     from open_l2o_tf.classic import first_order, line_search, transforms  # pylint: disable=import-outside-toplevel
     from open_l2o_tf.classic.run_and_inspect import run_and_inspect  # pylint: disable=import-outside-toplevel
-    from open_l2o_tf.optimizees.rastrigin import Rastrigin  # pylint: disable=import-outside-toplevel
-    name = FLAGS.optimizer
-    quick = FLAGS.preset == "quick"
-    workdir = FLAGS.workdir
-    tb = olog.TensorBoard(os.path.join(workdir, "tb"))
-    count = FLAGS.test_instances or (16 if quick else 128)
-    family = Rastrigin(n=FLAGS.n, batch_size=128)
-    test = family.sample_instance(10 ** 7 + FLAGS.seed, count)
-    test = family.tile_starts(test, FLAGS.starts)
-    x0 = family.init_params(10 ** 7 + FLAGS.seed + 1, test)
 
     def per_instance(params, batch=None):
         del batch
         return family.instance_losses(params if isinstance(params, list) else [params], test)
 
+    if name in ("gd_ls", "nag_ls"):
+        fn = line_search.gd_line_search if name == "gd_ls" else line_search.nag_line_search
+        return fn(per_instance, x0, steps, initial_step=0.1)[1]
+    if name == "oracle":
+        return run_and_inspect(per_instance, x0, steps, method="gd", seed=seed)[2]
+    lr = lr or (0.1 if name == "adam" else 0.3)
+    transform = first_order.adam(lr) if name == "adam" else first_order.rmsprop(lr)
+    return transforms.run_optimizer(transform, per_instance, x0, steps, reduction="sum")[1]
+
+
+def run_swarm(family, test, x0, workdir, tb, episodes, unroll):
+    """L2O-Swarm: loaded (``--load``) or meta-trained, then run; ``(curve, info)``."""
+    from model_free import swarm as swarm_lib  # pylint: disable=import-outside-toplevel
     info = {"train_seconds": 0.0, "train_steps": 0}
+    if FLAGS.load:
+        opt = swarm_lib.load_swarm(FLAGS.load, dim=FLAGS.n)
+        print(f"[swarm] loaded {FLAGS.load}")
+    else:
+        opt = swarm_lib.L2OSwarm(dim=FLAGS.n, attraction=FLAGS.swarm_attraction)
+        trainer = swarm_lib.SwarmTrainer(opt, family, seed=FLAGS.seed, tb=tb,
+                                         ckpt_dir=os.path.join(workdir, "ckpt"),
+                                         lr=FLAGS.meta_lr or 1e-3, start=FLAGS.swarm_start,
+                                         unroll=unroll, truncation=TRUNCATION)
+        trainer.train(episodes)
+        swarm_lib.save_swarm(opt, os.path.join(workdir, "l2o_swarm.npz"))
+        info = {"train_seconds": trainer.train_seconds,
+                "train_steps": episodes * trainer.unroll}
+    curve = swarm_lib.swarm_minimize(opt, family, test, x0[0], FLAGS.steps, seed=FLAGS.seed,
+                                     start=FLAGS.swarm_start)
+    return curve, info
+
+
+def run_learned(name, family, test, x0, workdir, tb, episodes, unroll, selection):
+    """A learned update rule: meta-trained (or ``--load``), then run (and safeguarded with
+    ``--safeguard=on``); ``(curve, info, extra)``."""
+    from model_free import meta_trainer, training  # pylint: disable=import-outside-toplevel
+    opt, info = training.meta_train_or_load(
+        name, family, synthetic=True, workdir=workdir, episodes=episodes, unroll=unroll,
+        truncation=TRUNCATION, load=FLAGS.load, tb=tb, seed=FLAGS.seed,
+        horizons=(100, 200, 500) if FLAGS.preset == "quick" else None,
+        random_scale=FLAGS.random_scale, meta_lr=FLAGS.meta_lr, selection=selection,
+        strategy=common.strategy())
+    curve = meta_trainer.evaluate(opt, family, FLAGS.steps, test, x0, seed=FLAGS.seed,
+                                  grad_scale=1.0 / 128)
     extra = {}
+    if FLAGS.safeguard == "on":
+        extra["safeguard"] = common.rastrigin_safeguard(opt, family, test, x0, workdir)
+    return curve, info, extra
+
+
+def report(name, n, curve, paper, lower):
+    """The summary line on stdout."""
+    print(f"[rastrigin] n={n} {name}: loss[0]={curve[0]:.3f} loss[10]="
+          f"{curve[min(10, len(curve) - 1)]:.3f} loss[{len(curve) - 1}]={curve[-1]:.4f}  "
+          f"paper={paper}  mean lower bound alpha(n-|c|_1)={lower:.3f}", flush=True)
+
+
+def main(argv):
+    del argv
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    name = FLAGS.optimizer
+    workdir = FLAGS.workdir
+    tb = olog.TensorBoard(os.path.join(workdir, "tb"))
+    count = FLAGS.test_instances or (16 if FLAGS.preset == "quick" else 128)
+    family, test, x0 = build_problem(FLAGS.n, count, FLAGS.starts, FLAGS.seed)
+    info, extra = {"train_seconds": 0.0, "train_steps": 0}, {}
     episodes = common.preset_value(FLAGS.preset, 10000, 60, FLAGS.meta_episodes)
     selection = common.preset_value(FLAGS.preset, "last_truncation", "horizon_mean",
                                     FLAGS.model_selection)
     unroll = FLAGS.unroll or UNROLL
     start = time.time()
-    if name in ("gd_ls", "nag_ls"):
-        fn = line_search.gd_line_search if name == "gd_ls" else line_search.nag_line_search
-        _, curve = fn(per_instance, x0, FLAGS.steps, initial_step=0.1)
-    elif name == "oracle":
-        _, _, curve = run_and_inspect(per_instance, x0, FLAGS.steps,
-                                                      method="gd", seed=FLAGS.seed)
-    elif name in ("adam", "rmsprop"):
-        lr = FLAGS.lr or (0.1 if name == "adam" else 0.3)
-        transform = first_order.adam(lr) if name == "adam" else first_order.rmsprop(lr)
-        _, curve = transforms.run_optimizer(transform, per_instance, x0, FLAGS.steps,
-                                            reduction="sum")
+    if name in CLASSIC:
+        curve = run_classic(name, family, test, x0, FLAGS.steps, FLAGS.lr, FLAGS.seed)
     elif name == "l2o_swarm":
-        from model_free import swarm as swarm_lib  # pylint: disable=import-outside-toplevel
-        if FLAGS.load:
-            opt = swarm_lib.load_swarm(FLAGS.load, dim=FLAGS.n)
-            print(f"[swarm] loaded {FLAGS.load}")
-        else:
-            opt = swarm_lib.L2OSwarm(dim=FLAGS.n, attraction=FLAGS.swarm_attraction)
-            trainer = swarm_lib.SwarmTrainer(opt, family, seed=FLAGS.seed, tb=tb,
-                                             ckpt_dir=os.path.join(workdir, "ckpt"),
-                                             lr=FLAGS.meta_lr or 1e-3,
-                                             start=FLAGS.swarm_start, unroll=unroll,
-                                             truncation=TRUNCATION)
-            trainer.train(episodes)
-            swarm_lib.save_swarm(opt, os.path.join(workdir, "l2o_swarm.npz"))
-            info = {"train_seconds": trainer.train_seconds,
-                    "train_steps": episodes * trainer.unroll}
-        curve = swarm_lib.swarm_minimize(opt, family, test, x0[0], FLAGS.steps,
-                                         seed=FLAGS.seed, start=FLAGS.swarm_start)
+        curve, info = run_swarm(family, test, x0, workdir, tb, episodes, unroll)
     else:
-        from model_free import meta_trainer, training  # pylint: disable=import-outside-toplevel
-        opt, info = training.meta_train_or_load(
-            name, family, synthetic=True, workdir=workdir, episodes=episodes,
-            unroll=unroll, truncation=TRUNCATION, load=FLAGS.load, tb=tb, seed=FLAGS.seed,
-            horizons=(100, 200, 500) if quick else None, random_scale=FLAGS.random_scale,
-            meta_lr=FLAGS.meta_lr, selection=selection, strategy=common.strategy())
-        curve = meta_trainer.evaluate(opt, family, FLAGS.steps, test, x0, seed=FLAGS.seed,
-                                      grad_scale=1.0 / 128)
-        if FLAGS.safeguard == "on":
-            extra["safeguard"] = common.rastrigin_safeguard(opt, family, test, x0, workdir)
+        curve, info, extra = run_learned(name, family, test, x0, workdir, tb, episodes,
+                                         unroll, selection)
     curve = np.asarray(curve).mean(axis=1)
     lower = float(tf.reduce_mean(family.lower_bound(test)))
     for k in range(0, len(curve), max(1, len(curve) // 50)):
@@ -165,9 +197,7 @@ def main(argv):
                               config=common.flag_values_dict(), lower_bound_mean=lower,
                               eval_seconds=time.time() - start, **extra)
     common.write_results(workdir, record)
-    print(f"[rastrigin] n={FLAGS.n} {name}: loss[0]={curve[0]:.3f} loss[10]="
-          f"{curve[min(10, len(curve) - 1)]:.3f} loss[{len(curve) - 1}]={curve[-1]:.4f}  "
-          f"paper={paper}  mean lower bound alpha(n-|c|_1)={lower:.3f}", flush=True)
+    report(name, FLAGS.n, curve, paper, lower)
 
 
 if __name__ == "__main__":

@@ -87,30 +87,91 @@ def validate():
     common.check_run_identity(workdir, extra={"model_class": registry.MODELS[FLAGS.model]})
 
 
-def main(argv):
-    del argv
-    from model_based.progressive import ProgressiveTrainer, evaluate  # pylint: disable=import-outside-toplevel
+def load_data(data_dir, workdir, preset, seed=0):
+    """``(train, val, test, data_dir)``: the splits of ``data_dir``; with ``data_dir=None``
+    and the quick preset, a 64x128 noiseless set generated (once) into ``workdir/data``."""
     from open_l2o_tf.data import sparse_recovery  # pylint: disable=import-outside-toplevel
-    from model_based.factory import build_model, load_unrolled  # pylint: disable=import-outside-toplevel
-    quick = FLAGS.preset == "quick"
-    workdir = FLAGS.workdir
-    data_dir = FLAGS.data_dir
     if data_dir is None:
-        if not quick:
+        if preset != "quick":
             raise UserError("--data_dir is required with --preset=paper; make one with "
                             "python -m run.make_data --setting=noiseless --out=DIR")
         data_dir = os.path.join(workdir, "data")
         if not os.path.exists(os.path.join(data_dir, "meta.json")):
-            sparse_recovery.generate("noiseless", data_dir, seed=FLAGS.seed, **QUICK)
-    train = sparse_recovery.load(data_dir, "train")
-    val = sparse_recovery.load(data_dir, "val")
-    test = sparse_recovery.load(data_dir, "test")
+            sparse_recovery.generate("noiseless", data_dir, seed=seed, **QUICK)
+    splits = [sparse_recovery.load(data_dir, split) for split in ("train", "val", "test")]
+    return (*splits, data_dir)
+
+
+def build(name, train_split, num_layers, **options):
+    """The unrolled model ``name`` for the data's ``A`` (and ``W``) with the command's
+    options (the model's constructor takes those it names)."""
+    from model_based.factory import build_model  # pylint: disable=import-outside-toplevel
+    return build_model(name, train_split.A, train_split.W, num_layers, **options)
+
+
+def load(path, name, test, data_dir):
+    """A trained model from ``--load``, checked against the data's size."""
+    from model_based.factory import load_unrolled  # pylint: disable=import-outside-toplevel
+    model = load_unrolled(path, expected=name, flag="--load")
+    if (model.m, model.n) != tuple(test.A.shape):
+        raise UserError(f"--load file {path} holds a {model.m}x{model.n} model, "
+                        f"the data in {data_dir} is {test.A.shape[0]}x{test.A.shape[1]}")
+    return model
+
+
+def train(model, train_split, val, test, workdir, tb, *, on_layer_end=None, **settings):
+    """Progressive training (resumable from ``workdir/ckpt``), then ``model.keras``; returns
+    ``(curve, seconds, steps, at_layer_end)``.  ``settings``: the trainer's arguments
+    (lr, patience, ..., strategy)."""
+    from model_based.progressive import ProgressiveTrainer, evaluate  # pylint: disable=import-outside-toplevel
+    trainer = ProgressiveTrainer(model, (train_split.y, train_split.x), (val.y, val.x),
+                                 (test.y, test.x), ckpt_dir=os.path.join(workdir, "ckpt"),
+                                 tb=tb, **settings)
+    trainer.train(model.num_layers, on_layer_end=on_layer_end)
+    curve = evaluate(model, test.y, test.x)
+    at_layer_end = list(trainer.state.get("test_metric", []))
+    model.save(os.path.join(workdir, "model.keras.tmp.keras"))
+    os.replace(os.path.join(workdir, "model.keras.tmp.keras"),
+               os.path.join(workdir, "model.keras"))
+    return curve, trainer.state.get("train_seconds", 0.0), trainer.train_steps, at_layer_end
+
+
+def trainer_settings():
+    """The progressive trainer's arguments from the flags and the preset."""
+    return dict(lr=FLAGS.lr, patience=FLAGS.patience, batch_size=FLAGS.batch_size,
+                steps_per_epoch=common.preset_value(FLAGS.preset, 400, 100,
+                                                    FLAGS.steps_per_epoch),
+                max_epochs=common.preset_value(FLAGS.preset, None, 20, FLAGS.max_epochs),
+                keep=FLAGS.keep, decay_mode=FLAGS.decay_mode, seed=FLAGS.seed,
+                jit_compile=use_jit(FLAGS.model, FLAGS.jit), engine=FLAGS.engine,
+                progress=olog_progress(), strategy=common.strategy())
+
+
+def report(name, setting, test, curve, paper, seconds, steps, workdir):
+    """The per-layer table on stdout (the paper's value beside the last layer at depth 16)."""
+    print(f"\n{name} on {setting} ({test.A.shape[0]}x{test.A.shape[1]}), "
+          f"test NMSE (dB, per-sample mean over {len(test.y)} samples):")
+    print(f"{'layer':>5} {'ours':>9} {'paper':>9}")
+    for i, value in enumerate(curve):
+        ref = f"{paper:9.1f}" if (paper is not None and i == len(curve) - 1
+                                  and len(curve) == PAPER_LAYERS) else \
+            f"{'':>9}"
+        print(f"{i + 1:>5} {value:9.2f} {ref}")
+    print(f"trained {seconds:.0f} s, {steps} steps; wrote {workdir}/results.json", flush=True)
+
+
+def main(argv):
+    del argv
+    from model_based.progressive import evaluate  # pylint: disable=import-outside-toplevel
+    quick = FLAGS.preset == "quick"
+    workdir = FLAGS.workdir
+    train_split, val, test, data_dir = load_data(FLAGS.data_dir, workdir, FLAGS.preset,
+                                                 FLAGS.seed)
     setting = test.meta.get("setting", "custom")
-    T = FLAGS.num_layers or (8 if quick else 16)
     glista_alti = common.preset_value(FLAGS.preset, 5.0, 0.0, FLAGS.glista_alti)
-    model = build_model(FLAGS.model, train.A, train.W, T, lam=FLAGS.model_lam,
-                        faithful_init=FLAGS.faithful_init, sigma2=FLAGS.tista_sigma2,
-                        alti=glista_alti, gain=FLAGS.glista_gain)
+    model = build(FLAGS.model, train_split, FLAGS.num_layers or (8 if quick else 16),
+                  lam=FLAGS.model_lam, faithful_init=FLAGS.faithful_init,
+                  sigma2=FLAGS.tista_sigma2, alti=glista_alti, gain=FLAGS.glista_gain)
     paper = reference.lookup("sparse_recovery", setting, FLAGS.model)
     tb = olog.TensorBoard(os.path.join(workdir, "tb"))
     config = common.flag_values_dict()
@@ -128,50 +189,26 @@ def main(argv):
                                 curve_at_layer_end=at_layer_end, complete=complete, **extra)
 
     if FLAGS.load:
-        model = load_unrolled(FLAGS.load, expected=FLAGS.model, flag="--load")
-        if (model.m, model.n) != tuple(test.A.shape):
-            raise UserError(f"--load file {FLAGS.load} holds a {model.m}x{model.n} model, "
-                            f"the data in {data_dir} is {test.A.shape[0]}x{test.A.shape[1]}")
-        T = model.num_layers
+        model = load(FLAGS.load, FLAGS.model, test, data_dir)
         curve, seconds, steps = evaluate(model, test.y, test.x), 0.0, 0
         at_layer_end = None
     else:
-        trainer = ProgressiveTrainer(
-            model, (train.y, train.x), (val.y, val.x), (test.y, test.x), lr=FLAGS.lr,
-            patience=FLAGS.patience, batch_size=FLAGS.batch_size,
-            steps_per_epoch=common.preset_value(FLAGS.preset, 400, 100, FLAGS.steps_per_epoch),
-            max_epochs=common.preset_value(FLAGS.preset, None, 20, FLAGS.max_epochs),
-            keep=FLAGS.keep, decay_mode=FLAGS.decay_mode, ckpt_dir=os.path.join(workdir, "ckpt"),
-            tb=tb, seed=FLAGS.seed, jit_compile=use_jit(FLAGS.model, FLAGS.jit),
-            engine=FLAGS.engine, progress=olog_progress(), strategy=common.strategy())
-
         def on_layer_end(depth, state):
+            del depth
             common.write_results(workdir, record(state["test_metric"],
                                                  state.get("train_seconds", 0.0),
                                                  state.get("global_step", 0),
                                                  state["test_metric"], False))
 
-        trainer.train(T, on_layer_end=on_layer_end)
-        curve = evaluate(model, test.y, test.x)
-        seconds, steps = trainer.state.get("train_seconds", 0.0), trainer.train_steps
-        at_layer_end = list(trainer.state.get("test_metric", []))
-        model.save(os.path.join(workdir, "model.keras.tmp.keras"))
-        os.replace(os.path.join(workdir, "model.keras.tmp.keras"),
-                   os.path.join(workdir, "model.keras"))
+        curve, seconds, steps, at_layer_end = train(
+            model, train_split, val, test, workdir, tb, on_layer_end=on_layer_end,
+            **trainer_settings())
     extra = {}
     if FLAGS.safeguard == "on":
         extra["safeguard"] = common.sparse_safeguard(model, test.y, test.x, workdir,
                                                      title=f"{FLAGS.model} on {setting}")
     common.write_results(workdir, record(curve, seconds, steps, at_layer_end, True, **extra))
-    print(f"\n{FLAGS.model} on {setting} ({test.A.shape[0]}x{test.A.shape[1]}), "
-          f"test NMSE (dB, per-sample mean over {len(test.y)} samples):")
-    print(f"{'layer':>5} {'ours':>9} {'paper':>9}")
-    for i, value in enumerate(curve):
-        ref = f"{paper:9.1f}" if (paper is not None and i == len(curve) - 1
-                                  and len(curve) == PAPER_LAYERS) else \
-            f"{'':>9}"
-        print(f"{i + 1:>5} {value:9.2f} {ref}")
-    print(f"trained {seconds:.0f} s, {steps} steps; wrote {workdir}/results.json", flush=True)
+    report(FLAGS.model, setting, test, curve, paper, seconds, steps, workdir)
 
 
 def use_jit(model, flag):

@@ -77,10 +77,31 @@ def run_and_inspect(loss_fn, params, num_iterations=1000, method="gd", initial_s
       ``(params, final_losses, curve)``: final list of tensors, final per-instance losses
       ``(B,)`` and the curve of the (best) loss at iterations ``0 .. K``, ``(K + 1, B)``.
     """
+    params = _as_param_list(params)
+    flatten, unflatten, dim = _flatteners(params)
+    num_directions, coordinate, radii = _check(num_iterations, num_directions, polish_steps,
+                                               max_run, method, radius, delta, coordinate,
+                                               dim)
+    search = (initial_step, shrink, c, max_backtracks)
+
+    def f_flat(x):
+        return loss_fn(unflatten(x))
+
+    inspect = _make_inspect(f_flat, dim, radii, num_directions, coordinate, polish_steps,
+                            seed, search)
+    run = _make_run(f_flat, inspect, num_iterations, method, grad_tol, max_run, nu, search,
+                    jit_compile)
+    x, f_final, curve = run(flatten(params))
+    return unflatten(x), f_final, curve
+
+
+def _check(num_iterations, num_directions, polish_steps, max_run, method, radius, delta,
+           coordinate, dim):
+    """Checks the arguments; returns ``(num_directions, coordinate, radii)`` with the
+    defaults filled in."""
     require_positive_int(num_iterations, "num_iterations")
     if num_directions is None:
-        num_directions = int(math.ceil(2 * math.pi * radius / delta)) if sum(
-            int(math.prod(p.shape[1:])) for p in _as_param_list(params)) <= 3 else 16
+        num_directions = int(math.ceil(2 * math.pi * radius / delta)) if dim <= 3 else 16
     require_positive_int(num_directions, "num_directions")
     require(isinstance(polish_steps, int) and polish_steps >= 0,
             f"polish_steps must be an integer >= 0, got {polish_steps!r}")
@@ -88,15 +109,18 @@ def run_and_inspect(loss_fn, params, num_iterations=1000, method="gd", initial_s
     require(method in ("gd", "nag"), f"method must be 'gd' or 'nag', got {method!r}")
     require(radius > 0 and delta > 0 and delta <= radius,
             f"need 0 < delta <= radius, got delta={delta!r}, radius={radius!r}")
-    params = _as_param_list(params)
-    flatten, unflatten, dim = _flatteners(params)
     if coordinate is None:
         coordinate = dim > 3
     num_radii = int(math.ceil(radius / delta - 1e-9))
-    radii = [min(delta * (j + 1), radius) for j in range(num_radii)]
+    return num_directions, coordinate, [min(delta * (j + 1), radius) for j in range(num_radii)]
 
-    def f_flat(x):
-        return loss_fn(unflatten(x))
+
+def _make_inspect(f_flat, dim, radii, num_directions, coordinate, polish_steps, seed,
+                  search):
+    """``inspect(k, x, fx) -> (y, f(y))``: the best (polished) sample on the spheres of
+    ``radii`` around ``x`` along random unit (and, with ``coordinate``, the +-e_i)
+    directions; ``search``: the Armijo search's ``(initial_step, shrink, c,
+    max_backtracks)``."""
 
     def directions(k, batch, dtype):
         key = tf.stack([tf.constant(seed, tf.int32), tf.cast(k, tf.int32)])
@@ -118,14 +142,22 @@ def run_and_inspect(loss_fn, params, num_iterations=1000, method="gd", initial_s
             y = x + offsets[i]
             for _ in range(polish_steps):
                 fy, gy = loss_and_grads(lambda ps: f_flat(ps[0]), [y])
-                y = armijo_step(lambda ps: f_flat(ps[0]), [y], fy, gy, initial_step, shrink,
-                                c, max_backtracks)[0][0]
+                y = armijo_step(lambda ps: f_flat(ps[0]), [y], fy, gy, *search)[0][0]
             fy = f_flat(y)
             better = tf.logical_and(tf.math.is_finite(fy), fy < best_f)
             return (i + 1, tf.where(better[:, None], y, best_y), tf.where(better, fy, best_f))
 
         _, y, fy = tf.while_loop(lambda i, *_: i < num, body, (tf.constant(0), x, fx))
         return y, fy
+
+    return inspect
+
+
+def _make_run(f_flat, inspect, num_iterations, method, grad_tol, max_run, nu, search,
+              jit_compile):
+    """The compiled loop ``run(x0) -> (x, f(x), curve)``: line-search steps (GD or
+    monotone NAG) per instance; an instance whose gradient is small, that stalled or ran
+    ``max_run`` steps is inspected, restarts from a sample better by ``nu`` or freezes."""
 
     @tf.function(jit_compile=jit_compile)
     def run(x0):
@@ -159,7 +191,7 @@ def run_and_inspect(loss_fn, params, num_iterations=1000, method="gd", initial_s
                                           lambda: (x, fx, frozen))
             # Run step for the active instances that were not inspected this iteration.
             x_s, f_s, _, accepted = armijo_step(lambda ps: f_flat(ps[0]), [z], fz, g,
-                                                initial_step, shrink, c, max_backtracks)
+                                                *search)
             x_s, f_s = x_s[0], f_s
             ok = tf.logical_and(accepted, f_s <= fx)
             active = tf.logical_and(tf.logical_not(need), tf.logical_not(frozen))
@@ -180,5 +212,4 @@ def run_and_inspect(loss_fn, params, num_iterations=1000, method="gd", initial_s
         out = tf.while_loop(lambda k, *_: k < num_iterations, body, loop_vars)
         return out[1], out[4], out[8].stack()
 
-    x, f_final, curve = run(flatten(params))
-    return unflatten(x), f_final, curve
+    return run
