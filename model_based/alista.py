@@ -21,6 +21,7 @@ class Alista(UnrolledModel):
     FIXED_W = True    # W~ is data, saved with the model (TiLISTA learns its W instead)
     needs_W = True
     support_selection = True
+    perf_training = True
 
     def __init__(self, A, W=None, num_layers=16, lam=0.4, ss_q_per_layer=1.2, ss_maxq=13.0,
                  **kwargs):

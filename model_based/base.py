@@ -40,6 +40,9 @@ class UnrolledModel(keras.Model):
     * ``lasso_only``: ``lam`` is the Lasso weight and the model is trained on the Lasso
       loss only (StepLISTA: ``run.lasso``, not ``run.sparse_recovery``);
     * :meth:`layer_flops`: the forward FLOPs of one layer (``run.perf``);
+    * ``perf_training``: ``run.perf --what=training`` times it when no ``--models`` are
+      given (one model per kind of training step: ALISTA, analytic W and support
+      selection; LISTA-CPSS, learned W and support selection; LISTA, plain layers);
     * every other constructor argument is an option :func:`model_based.factory.build_model`
       passes when the caller has it (``faithful_init``, ``sigma2``, ``alti``, ``gain``, ...).
     """
@@ -47,6 +50,7 @@ class UnrolledModel(keras.Model):
     needs_W = False
     support_selection = False
     lasso_only = False
+    perf_training = False
 
     @classmethod
     def layer_flops(cls, m, n, batch):

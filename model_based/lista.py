@@ -20,6 +20,8 @@ from model_based.shrinkage import soft_threshold
 @keras.saving.register_keras_serializable(package="open_l2o_tf")
 class Lista(UnrolledModel):
 
+    perf_training = True
+
     @classmethod
     def layer_flops(cls, m, n, batch):
         return 2 * batch * n * n      # the (n, n) W_t x_t (B y counted once, as before)

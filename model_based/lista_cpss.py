@@ -16,6 +16,7 @@ from model_based.shrinkage import shrink_ss, ss_keep_count, ss_percent
 class ListaCpss(ListaCp):
 
     support_selection = True
+    perf_training = True
 
     def __init__(self, A, num_layers=16, lam=0.4, faithful_init=True, ss_q_per_layer=1.2,
                  ss_maxq=13.0, **kwargs):

@@ -22,6 +22,12 @@ def default_models():
                  if not model_class(name).lasso_only)
 
 
+def training_models():
+    """The models ``run.perf --what=training`` times by default: those whose class says
+    ``perf_training``."""
+    return tuple(name for name in default_models() if model_class(name).perf_training)
+
+
 def _forward_flops(name, m, n, T, b):
     return T * model_class(name).layer_flops(m, n, b)
 
@@ -128,7 +134,7 @@ def _time_new_epoch(trainer, depth, stage, k):
     return (time.perf_counter() - start) / trainer.steps_per_epoch, cache_seconds
 
 
-def benchmark_training(models=("alista", "lista_cpss", "lista"), sizes=("quick", "paper"),
+def benchmark_training(models=None, sizes=("quick", "paper"),
                        batch=128, measure_steps=20, epochs_per_stage=11, old=True,
                        progress=print):
     """The real progressive-training step, old trainer vs compiled epochs + stage-1 cache.
@@ -140,8 +146,10 @@ def benchmark_training(models=("alista", "lista_cpss", "lista"), sizes=("quick",
     ``cell`` extrapolates a whole cell: ``epochs_per_stage`` epochs of the size's steps per
     epoch in every stage (11 is the average of the recorded paper ALISTA run: 210,400
     steps / 48 stages / 400), step time linear in depth between the measured depths.
+    ``models``: default :func:`training_models`.
     """
     from model_based.progressive import ProgressiveTrainer  # pylint: disable=import-outside-toplevel
+    models = training_models() if models is None else models
     peak = matmul_flops()
     report = {"matmul_gflops": peak / 1e9, "rows": []}
     for size in sizes:

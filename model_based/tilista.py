@@ -16,6 +16,7 @@ class Tilista(Alista):
 
     FIXED_W = False
     needs_W = False
+    perf_training = False
 
     def __init__(self, A, num_layers=16, lam=0.4, ss_q_per_layer=1.2, ss_maxq=13.0,
                  **kwargs):

@@ -6,7 +6,10 @@ Importing the package registers its learned optimizers (``open_l2o_tf.registry``
 ``update(grads, state)``, :class:`model_free.base.LearnedOptimizer`), ``"swarm"``
 (``initial_state(x)`` / ``step``, a population per instance) or ``"twin"`` (two players,
 ``half_step``); ``coordinatewise=True`` claims that a coordinate's step depends on that
-coordinate's gradients only.
+coordinate's gradients only.  A name that trains a shared class its own way names its
+meta-training recipe (``meta_training="module:function"``, else the class's
+``meta_training`` is used, :func:`model_free.training.meta_training_recipe`);
+``curriculum=True``: the recipe sets its own unroll horizons (``--unroll`` does not apply).
 """
 from open_l2o_tf import registry as _registry
 
@@ -15,7 +18,9 @@ for _name, _target, _info in (
         ("l2o_rnnprop", "model_free.rnnprop:L2ORNNprop",
          dict(interface="update", coordinatewise=True)),
         # L2O-enhanced = the L2O-DM network trained with curriculum + imitation.
-        ("l2o_enhanced", "model_free.dm:L2ODM", dict(interface="update", coordinatewise=True)),
+        ("l2o_enhanced", "model_free.dm:L2ODM", dict(
+            interface="update", coordinatewise=True, curriculum=True,
+            meta_training="model_free.dm:enhanced_meta_training")),
         # hierarchical: tensor- and problem-level GRUs read means over coordinates
         ("l2o_scale", "model_free.scale:L2OScale", dict(interface="update", coordinatewise=False)),
         ("l2o_swarm", "model_free.swarm:L2OSwarm", dict(interface="swarm")),

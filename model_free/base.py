@@ -64,9 +64,10 @@ class LearnedOptimizer(keras.Model):
     """Base class; subclasses implement ``initial_state`` and ``update``.
 
     What the command lines need to know about an optimizer is asked from its class:
-    :meth:`for_problem` builds it for a problem family, ``original_selection`` is the
-    ``(evaluation period in episodes, evaluation problems)`` of the original's model
-    selection (``--model_selection=last_truncation``).
+    :meth:`for_problem` builds it for a problem family, :meth:`meta_training` is its
+    meta-training recipe, ``original_selection`` is the ``(evaluation period in episodes,
+    evaluation problems)`` of the original's model selection
+    (``--model_selection=last_truncation``).
     """
 
     original_selection = (100, 20)
@@ -77,6 +78,17 @@ class LearnedOptimizer(keras.Model):
         Rastrigin; ``synthetic=True``) or a neural network (``False``).  Default: ``cls()``."""
         del synthetic
         return cls()
+
+    @classmethod
+    def meta_training(cls, opt, *, seed=0, horizons=None, meta_lr=None):
+        """The recipe: keyword arguments of :class:`model_free.meta_trainer.MetaTrainer`
+        for meta-training ``opt`` (built by :meth:`for_problem`), e.g. ``meta_objective``,
+        ``meta_optimizer``, ``clip_value``, ``carry_state``, ``curriculum``, ``imitation``.
+        ``seed``: the run's seed; ``horizons``: a curriculum's horizons (None: its
+        default); ``meta_lr``: the ``--meta_lr`` value (None: the recipe's rate).
+        Default: the trainer's defaults (Adam, the sum of losses) at rate ``meta_lr``."""
+        del opt, seed, horizons
+        return dict(lr=meta_lr) if meta_lr else {}
 
     def initial_state(self, params):
         raise NotImplementedError

@@ -14,7 +14,9 @@ import keras
 import tensorflow as tf
 
 from model_free.base import LearnedOptimizer, SonnetLSTM, num_coordinates
+from model_free.curriculum import Curriculum
 from model_free.features import log_and_sign
+from model_free.imitation import Imitation
 from open_l2o_tf.errors import UserError
 
 
@@ -59,3 +61,13 @@ class L2ODM(LearnedOptimizer):
     def get_config(self):
         return {**super().get_config(), "hidden": self.hidden, "preprocess": self.preprocess,
                 "k": self.k, "output_scale": self.output_scale}
+
+
+def enhanced_meta_training(opt, *, seed=0, horizons=None, meta_lr=None):
+    """L2O-enhanced's recipe (the ``l2o_enhanced`` registry entry: the L2O-DM network
+    trained differently): L2O-DM's (Adam at ``meta_lr``) plus the curriculum of unroll
+    horizons (``horizons``, default :class:`model_free.curriculum.Curriculum`'s) and the
+    imitation of Adam (:class:`model_free.imitation.Imitation`, seeded with ``seed``)."""
+    return dict(L2ODM.meta_training(opt, meta_lr=meta_lr),
+                curriculum=Curriculum(horizons) if horizons else Curriculum(),
+                imitation=Imitation("dm", seed=seed))

@@ -1,7 +1,9 @@
 """Speed of the learned optimizers (``run.perf --what=model_free``).
 
 On the MNIST sigmoid MLP (batch 128): the median time of one compiled step (minibatch,
-gradient, update) with L2O-DM, L2O-RNNprop and L2O-Scale over the time of the same step with Adam,
+gradient, update) with every registered learned optimizer of the ``update`` interface (one
+name per class, built by its class for a network: ``for_problem(False)``; the paper's
+L2O-DM, L2O-RNNprop, L2O-Scale) over the time of the same step with Adam,
 measured in the same run, and the time of one meta-training truncation (20 steps with
 BPTT and the meta-update).
 """
@@ -10,8 +12,8 @@ import tensorflow as tf
 
 from model_free.dm import L2ODM
 from model_free.meta_trainer import MetaTrainer
-from model_free.rnnprop import L2ORNNprop
-from model_free.scale import L2OScale
+from model_free.training import build_optimizer, optimizer_class
+from open_l2o_tf import registry
 from open_l2o_tf.classic.first_order import adam
 from open_l2o_tf.optimizees.networks import MnistMLP
 from open_l2o_tf.perf_utils import median_time
@@ -26,6 +28,17 @@ def _problem(data_dir):
         images = rng.random((10000, 28, 28, 1), np.float32)
         labels = rng.integers(0, 10, 10000).astype(np.int32)
     return MnistMLP(images, labels, "sigmoid", batch_size=128)
+
+
+def timed_optimizers():
+    """The registered ``update``-interface names, the first of each class
+    (``l2o_enhanced`` is the L2O-DM class)."""
+    names, classes = [], set()
+    for name in registry.names("learned", interface="update"):
+        if optimizer_class(name) not in classes:
+            classes.add(optimizer_class(name))
+            names.append(name)
+    return names
 
 
 def benchmark_model_free(data_dir=None, repeats=30, progress=print):
@@ -49,8 +62,8 @@ def benchmark_model_free(data_dir=None, repeats=30, progress=print):
     transform = adam(1e-3)
     t_adam = timed_step(transform.update, transform.init(params))
     results["adam_step_ms"] = 1e3 * t_adam
-    for name, opt in (("l2o_dm", L2ODM()), ("l2o_rnnprop", L2ORNNprop()),
-                      ("l2o_scale", L2OScale())):
+    for name in timed_optimizers():
+        opt = build_optimizer(name, synthetic=False)
         t = timed_step(opt.update, opt.initial_state(params))
         results[f"{name}_step_ms"] = 1e3 * t
         results[f"{name}_over_adam"] = t / t_adam
@@ -66,12 +79,11 @@ def benchmark_model_free(data_dir=None, repeats=30, progress=print):
     results["truncation_over_adam_step"] = results["truncation_20_steps_ms"] / results[
         "adam_step_ms"]
     if progress:
+        steps = "; ".join(f"{name} step {results[f'{name}_step_ms']:.2f} ms "
+                          f"({results[f'{name}_over_adam']:.2f}x Adam)"
+                          for name in timed_optimizers())
         progress(f"[perf] MNIST MLP batch 128: Adam step {results['adam_step_ms']:.2f} ms; "
-                 f"L2O-DM step {results['l2o_dm_step_ms']:.2f} ms "
-                 f"({results['l2o_dm_over_adam']:.2f}x Adam); L2O-RNNprop step "
-                 f"{results['l2o_rnnprop_step_ms']:.2f} ms ({results['l2o_rnnprop_over_adam']:.2f}x "
-                 f"Adam); L2O-Scale step {results['l2o_scale_step_ms']:.2f} ms "
-                 f"({results['l2o_scale_over_adam']:.2f}x Adam); one meta-training truncation (20 steps) "
+                 f"{steps}; one L2O-DM meta-training truncation (20 steps) "
                  f"{results['truncation_20_steps_ms']:.1f} ms "
                  f"({results['truncation_over_adam_step']:.0f}x an Adam step)")
     return results

@@ -113,6 +113,23 @@ class _Structure:
         return tf.math.unsorted_segment_mean(values, self.coord_instance, self.num_instances)
 
 
+META_LR = 1e-6      # metaopt.py's meta learning rate
+
+
+def tf1_rmsprop(lr, optimizer, rho=0.9, epsilon=1e-20):
+    """RMSProp as TF1's ``tf.train.RMSPropOptimizer`` that L2O-Scale's ``metaopt.py`` uses:
+    decay 0.9, epsilon 1e-20 (its flag) and the mean-square accumulator starting at ONE (TF1
+    initialises the slot with ones; Keras with zeros, which makes the first steps
+    ``lr * g / sqrt(0.1 g^2)`` ~ 3 lr instead of ~ lr g).  Built on ``optimizer``'s
+    trainable weights."""
+    meta = keras.optimizers.RMSprop(lr, rho=rho, epsilon=epsilon)
+    meta.build(optimizer.trainable_variables)
+    for v in meta.variables:
+        if "velocit" in v.path or "velocit" in v.name:
+            v.assign(tf.ones_like(v))
+    return meta
+
+
 @keras.saving.register_keras_serializable(package="open_l2o_tf")
 class L2OScale(LearnedOptimizer):
 
@@ -120,6 +137,23 @@ class L2OScale(LearnedOptimizer):
     def for_problem(cls, synthetic):
         """On synthetic problems a row of a batch-first tensor is one problem instance."""
         return cls(batched_instances=synthetic)
+
+    @classmethod
+    def meta_training(cls, opt, *, seed=0, horizons=None, meta_lr=None):
+        """The original's ``metaopt.py``: the log-ratio objective, RMSProp (decay 0.9,
+        epsilon 1e-20, accumulator starting at 1: :func:`tf1_rmsprop`), meta-gradients
+        clipped to +-1e4 (spec 5.3-5.4), meta learning rate 1e-6 (``META_LR``, the default;
+        ``meta_lr`` replaces it), the optimizer state carried from one episode to the next
+        (``MetaTrainer(carry_state=True)``).  At 1e-6 a short meta-training leaves the
+        network near its initialisation (a momentum/RMS-normalised update with
+        per-coordinate rates drawn in [1e-6, 1e-2]).  Measured on Rastrigin
+        (docs/reproduction.md, Figure 7, 100-200 episodes of 100 steps): rate 1e-6 leaves the
+        held-out score unchanged, 1e-3 brings the loss at step 1,000 close to the paper's
+        (n = 2: 6.40, paper 6.0; n = 10: 67.7, paper 55) without the divergence seen before
+        the original's recipe (state carry, TF1 RMSProp) was in place."""
+        del seed, horizons
+        return dict(meta_objective="log_ratio", clip_value=1e4, carry_state=True,
+                    meta_optimizer=tf1_rmsprop(meta_lr or META_LR, opt))
 
     def __init__(self, hidden0=10, hidden1=20, hidden2=20, batched_instances=False,
                  faithful_global=False, init_seed=0, fresh_offsets=True, **kwargs):

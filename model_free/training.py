@@ -1,17 +1,13 @@
 """Meta-train-or-load of a learned optimizer, shared by the command lines.
 
-``l2o_dm``: L2O-DM; ``l2o_rnnprop``: L2O-RNNprop; ``l2o_enhanced``: L2O-DM trained with the
-curriculum and imitation of Adam (L2O-enhanced); ``l2o_scale``: the hierarchical RNN of
-L2O-Scale, meta-trained as the original's ``metaopt.py``: the log-ratio objective, RMSProp
-(decay 0.9, epsilon 1e-20, accumulator starting at 1: :func:`tf1_rmsprop`), meta-gradients
-clipped to ±1e4 (spec §5.3-5.4), meta learning rate 1e-6, the optimizer state carried from
-one episode to the next (``MetaTrainer(carry_state=True)``).  The original's rate is the
-default.  At that rate a short meta-training leaves the network near its initialisation (a
-momentum/RMS-normalised update with per-coordinate rates drawn in [1e-6, 1e-2]); ``meta_lr``
-raises it.  Measured on Rastrigin (docs/reproduction.md, Figure 7, 100-200 episodes of 100
-steps): rate 1e-6 leaves the held-out score unchanged, 1e-3 brings the loss at step 1,000
-close to the paper's (n = 2: 6.40, paper 6.0; n = 10: 67.7, paper 55) without the divergence
-seen before the original's recipe (state carry, TF1 RMSProp) was in place.
+Nothing here names an optimizer: the registered name gives the class
+(:func:`optimizer_class`), the class builds it for the problem (``for_problem``) and says
+how it is meta-trained (``meta_training``, the recipe: :func:`meta_training_recipe`).
+``l2o_dm`` and ``l2o_rnnprop`` use the default recipe (Adam on the sum of losses);
+``l2o_scale``'s is the original's ``metaopt.py`` (:meth:`model_free.scale.L2OScale.meta_training`:
+log-ratio objective, TF1 RMSProp at 1e-6, clipping, state carried across episodes);
+``l2o_enhanced`` is the L2O-DM class trained with the curriculum and imitation of Adam, a
+recipe its registry entry names (:func:`model_free.dm.enhanced_meta_training`).
 
 Model selection (``selection``): ``"last_truncation"``, the original's (``train_dm.py``:
 every 100 episodes for DM and L2O-enhanced, ``train_rnnprop.py``: every 10 for RNNprop, on
@@ -19,35 +15,16 @@ every 100 episodes for DM and L2O-enhanced, ``train_rnnprop.py``: every 10 for R
 ``"horizon_mean"`` (every <= 10 episodes on 2 problems, the mean loss over the horizon; the
 quick preset).  RNNprop's output is scaled by 0.01 on every problem as the original.
 """
+import importlib
 import os
 import time
 
-import tensorflow as tf
-
 from model_free import pretrained
-from model_free.curriculum import Curriculum
-from model_free.imitation import Imitation
 from model_free.meta_trainer import MetaTrainer
 from open_l2o_tf import registry
 from open_l2o_tf.errors import UserError
 
-SCALE_META_LR = 1e-6
 SELECTIONS = ("last_truncation", "horizon_mean")
-
-
-def tf1_rmsprop(lr, optimizer, rho=0.9, epsilon=1e-20):
-    """RMSProp as TF1's ``tf.train.RMSPropOptimizer`` that L2O-Scale's ``metaopt.py`` uses:
-    decay 0.9, epsilon 1e-20 (its flag) and the mean-square accumulator starting at ONE (TF1
-    initialises the slot with ones; Keras with zeros, which makes the first steps
-    ``lr * g / sqrt(0.1 g^2)`` ~ 3 lr instead of ~ lr g).  Built on ``optimizer``'s
-    trainable weights."""
-    import keras  # pylint: disable=import-outside-toplevel
-    meta = keras.optimizers.RMSprop(lr, rho=rho, epsilon=epsilon)
-    meta.build(optimizer.trainable_variables)
-    for v in meta.variables:
-        if "velocit" in v.path or "velocit" in v.name:
-            v.assign(tf.ones_like(v))
-    return meta
 
 
 def selection_settings(name, selection, episodes):
@@ -79,6 +56,18 @@ def build_optimizer(name, synthetic):
     return build(synthetic) if build is not None else cls()
 
 
+def meta_training_recipe(name):
+    """The meta-training recipe of the registered optimizer ``name``: the ``meta_training``
+    of its registry entry (a callable or ``"module:function"``; a name that trains a shared
+    class its own way, as ``l2o_enhanced``) else its class's
+    (:meth:`model_free.base.LearnedOptimizer.meta_training`)."""
+    recipe = registry.info("learned", name).get("meta_training")
+    if isinstance(recipe, str):
+        module_name, attribute = recipe.split(":")
+        recipe = getattr(importlib.import_module(module_name), attribute)
+    return recipe if recipe is not None else optimizer_class(name).meta_training
+
+
 def meta_train_or_load(name, optimizee, *, synthetic, workdir, episodes, unroll=100,
                        truncation=20, load=None, tb=None, seed=0, progress=print,
                        horizons=None, random_scale=None, meta_lr=None,
@@ -92,19 +81,9 @@ def meta_train_or_load(name, optimizee, *, synthetic, workdir, episodes, unroll=
     if meta_lr is not None and not meta_lr > 0:
         raise UserError(f"--meta_lr must be a positive number, got {meta_lr}")
     opt = build_optimizer(name, synthetic)
-    curriculum = imitation = None
-    if name == "l2o_enhanced":
-        curriculum = Curriculum(horizons) if horizons else Curriculum()
-        imitation = Imitation("dm", seed=seed)
-    extra = {}
-    if name == "l2o_scale":
-        extra = dict(meta_objective="log_ratio", clip_value=1e4, carry_state=True,
-                     meta_optimizer=tf1_rmsprop(meta_lr or SCALE_META_LR, opt))
-    elif meta_lr:
-        extra = dict(lr=meta_lr)
+    extra = meta_training_recipe(name)(opt, seed=seed, horizons=horizons, meta_lr=meta_lr)
     extra.update(selection_settings(name, selection, episodes))
     trainer = MetaTrainer(opt, optimizee, unroll=unroll, truncation=truncation, **extra,
-                          curriculum=curriculum, imitation=imitation,
                           ckpt_dir=os.path.join(workdir, "ckpt"), tb=tb, progress=progress,
                           seed=seed, random_scale=random_scale, strategy=strategy)
     start = time.time()

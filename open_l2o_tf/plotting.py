@@ -6,8 +6,15 @@ axes for Lasso (Fig. 6), the mean loss against the iteration for Rastrigin (Fig.
 and the training loss for neural networks (Fig. 8, log-y).  The paper's value for each
 method is drawn as a hollow marker at the last x, in the method's colour, so every panel
 shows "ours vs paper" at a glance.
+
+Every method gets a style (:func:`style`): the paper's methods their look in the paper's
+legend (``STYLE``), a method registered with ``style=(label, colour, marker)`` in its
+registry info that style, and any other name (a model or learned optimizer of your own,
+``--import``) a colour and marker derived from its name, distinct from the paper's colours
+and the same in every figure and run.
 """
 import os
+import zlib
 
 import matplotlib
 
@@ -15,7 +22,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  pylint: disable=wrong-import-position
 import numpy as np  # noqa: E402  pylint: disable=wrong-import-position
 
-# label, colour, marker: the paper's legend where it has one.
+from open_l2o_tf import registry  # noqa: E402  pylint: disable=wrong-import-position
+
+# label, colour, marker of the paper's methods: the paper's legend where it has one.
 STYLE = {
     "lista": ("LISTA", "#9e9e9e", "+"),
     "lista_cp": ("LISTA-CP", "#1f5fd6", "x"),
@@ -64,8 +73,25 @@ PANEL_TITLES = {
 FIGURE_OF_TEST = {"sparse_recovery": 5, "lasso": 6, "rastrigin": 7, "nn_training": 8}
 
 
-def _style(method):
-    return STYLE.get(method, (method, None, None))
+# colours and markers for the other methods (none of them a colour of STYLE)
+OTHER_COLOURS = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#f032e6",
+                 "#9a6324", "#800000", "#808000", "#000075", "#469990", "#42d4f4")
+OTHER_MARKERS = ("o", "s", "^", "v", "D", "P", "X", "h", "p", "<", ">", "d")
+
+
+def style(method):
+    """``(label, colour, marker)`` of ``method``: the paper's (``STYLE``), the ``style``
+    its registry entry declares, else one derived from the name (a stable hash picks an
+    ``OTHER_COLOURS`` colour and an ``OTHER_MARKERS`` marker)."""
+    if method in STYLE:
+        return STYLE[method]
+    kind = registry.kind_of(method)
+    declared = registry.info(kind, method).get("style") if kind else None
+    if declared is not None:
+        return tuple(declared)
+    code = zlib.crc32(str(method).encode("utf-8"))
+    return (str(method), OTHER_COLOURS[code % len(OTHER_COLOURS)],
+            OTHER_MARKERS[(code // len(OTHER_COLOURS)) % len(OTHER_MARKERS)])
 
 
 def panel_key(record):
@@ -82,7 +108,7 @@ def plot_panel(ax, records, test, setting):
         curve = np.asarray([np.nan if v is None else v for v in record["curve"]], float)
         if curve.size == 0:
             continue
-        label, colour, marker = _style(record["method"])
+        label, colour, marker = style(record["method"])
         if test == "sparse_recovery":
             x = np.arange(0, curve.size + 1)
             y = np.concatenate([[0.0], curve])

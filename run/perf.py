@@ -61,7 +61,7 @@ def main(argv):
         print(f"[perf] machine float32 matmul: {report['model_based']['matmul_gflops']:.1f} "
               f"GFLOP/s")
     if FLAGS.what == "training":
-        from model_based.perf import TRAINING_SIZES, benchmark_training  # pylint: disable=import-outside-toplevel
+        from model_based.perf import TRAINING_SIZES, benchmark_training, training_models  # pylint: disable=import-outside-toplevel
         from open_l2o_tf import registry  # pylint: disable=import-outside-toplevel
         for size in FLAGS.sizes:
             if size not in TRAINING_SIZES:
@@ -69,7 +69,7 @@ def main(argv):
         if FLAGS.measure_steps <= 0:
             raise UserError(f"--measure_steps must be a positive integer, got "
                             f"{FLAGS.measure_steps}")
-        models = FLAGS.models.split(",") if FLAGS.models else ["alista", "lista_cpss", "lista"]
+        models = FLAGS.models.split(",") if FLAGS.models else list(training_models())
         for model in models:
             registry.get("model", model)
         report["training"] = benchmark_training(models, FLAGS.sizes, FLAGS.batch,

@@ -15,8 +15,9 @@ import time
 import numpy as np
 from absl import flags
 
+import model_free  # noqa: F401  registers the learned names (imports no TensorFlow)
 from open_l2o_tf import logging as olog
-from open_l2o_tf import reference
+from open_l2o_tf import reference, registry
 from open_l2o_tf.errors import UserError
 from run import common
 
@@ -65,7 +66,7 @@ def validate():
             raise UserError(f"--{flag} applies to the learned optimizers only, not "
                             f"--optimizer={name}")
     if FLAGS.unroll is not None:
-        if name not in LEARNED or name == "l2o_enhanced":
+        if name not in LEARNED or registry.info("learned", name).get("curriculum"):
             raise UserError("--unroll applies to l2o_dm, l2o_rnnprop, l2o_scale and l2o_swarm "
                             f"(l2o_enhanced's curriculum sets its horizons), not "
                             f"--optimizer={name}")

@@ -99,14 +99,13 @@ def run(strategy, workdir, jobs):
         meta("meta", L2ODM(preprocess="identity", output_scale=1.0),
              Quadratic(dim=4, batch_size=8), 4)
     if "scale" in jobs:
-        from model_free import training  # pylint: disable=import-outside-toplevel
-        from model_free.scale import L2OScale  # pylint: disable=import-outside-toplevel
+        from model_free.scale import L2OScale, tf1_rmsprop  # pylint: disable=import-outside-toplevel
         from open_l2o_tf.optimizees.rastrigin import Rastrigin  # pylint: disable=import-outside-toplevel
         keras.utils.set_random_seed(0)
         opt = L2OScale(batched_instances=True)
         meta("scale", opt, Rastrigin(n=2, batch_size=8), 3, meta_objective="log_ratio",
              clip_value=1e4, carry_state=True,
-             meta_optimizer=training.tf1_rmsprop(1e-3, opt))
+             meta_optimizer=tf1_rmsprop(1e-3, opt))
     return out
 
 

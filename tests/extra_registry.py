@@ -1,11 +1,15 @@
-"""A test-only registry entry: a copy of LISTA under another name.
+"""Test-only registry entries: a copy of LISTA under another name, and L2O-DM with a
+meta-training recipe of its own.
 
-It shows that a model registered in one line is covered by the contract suite
-(``tests/test_contracts.py``) without any new test code.
+They show that a model or learned optimizer registered in one line is covered by the
+contract suite (``tests/test_contracts.py``) without any new test code, and that the
+commands' shared pieces (meta-training, plotting) need no edit for it
+(``tests/test_extension.py``).
 """
 import keras
 
 from model_based.lista import Lista
+from model_free.dm import L2ODM
 from open_l2o_tf import registry
 
 
@@ -15,3 +19,23 @@ class ListaCopy(Lista):
 
 
 registry.register("model", "lista_copy", ListaCopy)
+
+
+@keras.saving.register_keras_serializable(package="open_l2o_tf_tests")
+class DmWithRecipe(L2ODM):
+    """L2O-DM with a meta-training recipe of its own (plain SGD on the sum of losses,
+    meta-gradients clipped to +-1): ``model_free.training.meta_train_or_load`` uses it
+    with no edit there.  ``calls`` records each use (tests/test_extension.py)."""
+
+    calls = []
+
+    @classmethod
+    def meta_training(cls, opt, *, seed=0, horizons=None, meta_lr=None):
+        meta_optimizer = keras.optimizers.SGD(meta_lr or 0.05)
+        cls.calls.append(dict(opt=opt, seed=seed, horizons=horizons,
+                              meta_optimizer=meta_optimizer))
+        return dict(meta_optimizer=meta_optimizer, clip_value=1.0)
+
+
+registry.register("learned", "dm_with_recipe", DmWithRecipe, interface="update",
+                  coordinatewise=True)

@@ -92,7 +92,7 @@ def test_scale_state_is_carried_across_episodes_and_rmsprop_as_tf1():
     (TF1) starts the accumulator at 1 with epsilon 1e-20."""
     from model_free.meta_trainer import MetaTrainer
     from model_free.scale import L2OScale
-    from model_free.training import tf1_rmsprop
+    from model_free.scale import tf1_rmsprop
     from open_l2o_tf.optimizees.quadratic import Quadratic
     opt = L2OScale(batched_instances=True)
     meta = tf1_rmsprop(1e-6, opt)
