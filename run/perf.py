@@ -21,7 +21,9 @@ flags.DEFINE_list("sizes", ["quick", "paper"], "training: sizes (quick 64x128 T=
                   "256x512 T=16).")
 flags.DEFINE_integer("measure_steps", 20, "training: steps timed per depth and stage.")
 flags.DEFINE_bool("old", True, "training: also time the previous trainer.")
-flags.DEFINE_string("models", None, "Comma-separated model names (model_based; default all).")
+flags.DEFINE_string("models", None, "Comma-separated model names (model_based: default "
+                    "all; training: default the classes that say perf_training, ALISTA, "
+                    "LISTA-CPSS, LISTA).")
 flags.DEFINE_integer("m", 256, "Rows of A.", lower_bound=1)
 flags.DEFINE_integer("n", 512, "Columns of A.", lower_bound=1)
 flags.DEFINE_integer("num_layers", 16, "Layers.", lower_bound=1)

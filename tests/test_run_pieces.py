@@ -1,0 +1,66 @@
+"""The commands' pieces are usable from Python (issue 12 item 7): each script runs in its
+own process (a command module defines its flags on import)."""
+import json
+import subprocess
+import sys
+import textwrap
+
+
+def _run(script, tmp_path):
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(script), str(tmp_path)],
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_rastrigin_pieces(tmp_path):
+    out = _run("""
+        import json
+        import numpy as np
+        from run import rastrigin
+        family, test, x0 = rastrigin.build_problem(2, count=4, starts=3, seed=1)
+        curve = np.asarray(rastrigin.run_classic("nag_ls", family, test, x0, 30))
+        print(json.dumps({"shape": list(curve.shape), "first": float(curve[0].mean()),
+                          "last": float(curve[-1].mean())}))
+        """, tmp_path)
+    assert out["shape"] == [31, 12] and out["last"] < out["first"]
+
+
+def test_sparse_recovery_pieces(tmp_path):
+    out = _run("""
+        import json, os, sys
+        from run import sparse_recovery as sr
+        workdir = sys.argv[1]
+        train, val, test, data_dir = sr.load_data(None, workdir, "quick", seed=0)
+        model = sr.build("lista_cpss", train, 2, lam=0.4, faithful_init=True)
+        from model_based.progressive import evaluate
+        untrained = [float(c) for c in evaluate(model, test.y, test.x)]
+        curve, seconds, steps, at_end = sr.train(
+            model, train, val, test, workdir, None, lr=5e-4, steps_per_epoch=5,
+            max_epochs=2, progress=None, jit_compile=False)
+        loaded = sr.load(os.path.join(workdir, "model.keras"), "lista_cpss", test, data_dir)
+        print(json.dumps({"curve": [float(c) for c in curve], "untrained": untrained,
+                          "steps": steps,
+                          "at_end": len(at_end), "layers": loaded.num_layers,
+                          "data": os.path.basename(data_dir)}))
+        """, tmp_path)
+    assert len(out["curve"]) == 2 and out["curve"][-1] < out["untrained"][-1] - 1.0
+    assert out["steps"] > 0 and out["at_end"] == 2 and out["layers"] == 2
+    assert out["data"] == "data"
+
+
+def test_minimax_pieces(tmp_path):
+    out = _run("""
+        import json
+        from absl import flags
+        from run import minimax
+        flags.FLAGS(["minimax", "--optimizer=gda", "--problem=saddle", "--half_steps=40",
+                     "--test_instances=3", "--restarts=1", "--lr=0.1"])
+        sizes = minimax.settings()
+        problem = minimax.build_problem(sizes["dim"])
+        curve = minimax.play_all(problem, None, sizes["count"], sizes["restarts"],
+                                 sizes["half_steps"])
+        print(json.dumps({"n": len(curve), "first": float(curve[0]),
+                          "last": float(curve[-1])}))
+        """, tmp_path)
+    assert out["n"] == 41 and out["last"] < out["first"]
