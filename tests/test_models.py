@@ -171,3 +171,33 @@ def test_kth_on_host_matches_top_k():
         out = host(z)
     np.testing.assert_array_equal(out.numpy(), plain(z).numpy())
     assert 0 < out.numpy().sum(axis=1).max() <= 17
+
+
+@pytest.mark.parametrize("theta", [0.5, -0.2, 0.0])
+def test_hand_written_shrink_gradients_equal_automatic_differentiation(theta):
+    """shrink_ss / soft_threshold's written-out gradient against autodiff of the formulas,
+    on values that include exact ties |z| = theta and zeros."""
+    from model_based import shrinkage
+    rng = np.random.default_rng(3)
+    z0 = rng.normal(size=(8, 40)).astype(np.float32)
+    z0[0, :4] = [theta, -theta, 0.0, 0.0]
+    g0 = tf.constant(rng.normal(size=z0.shape).astype(np.float32))
+
+    def reference(z, th, k):
+        if k is None:
+            return shrinkage._soft_threshold_autodiff(z, th)
+        mask = tf.stop_gradient(shrinkage.support_mask(z, th, k))
+        return mask * z + shrinkage._soft_threshold_autodiff((1.0 - mask) * z, th)
+
+    def grads(fn):
+        z, th = tf.Variable(z0), tf.Variable(theta)
+        with tf.GradientTape() as tape:
+            out = fn(z, th)
+            loss = tf.reduce_sum(out * g0)
+        return [out.numpy()] + [v.numpy() for v in tape.gradient(loss, [z, th])]
+
+    for k in (None, 0, 3):
+        ours = (lambda z, th: shrinkage.soft_threshold(z, th)) if k is None else (
+            lambda z, th: shrinkage.shrink_ss(z, th, k)[0])
+        for got, want in zip(grads(tf.function(ours)), grads(lambda z, th: reference(z, th, k))):
+            np.testing.assert_array_equal(got, want)
