@@ -16,7 +16,9 @@ import numpy as np
 import tensorflow as tf
 
 from model_free.base import flatten
+from open_l2o_tf import distribute
 from open_l2o_tf.classic import first_order
+from open_l2o_tf.errors import UserError
 
 DM_RATIOS = (0.0, 0.1, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3)
 RNNPROP_RATIOS = (0.3, 0.3, 0.3)
@@ -59,6 +61,7 @@ class Imitation:
     def __init__(self, kind="dm", probability=None, seed=0, lr=0.01):
         self.kind, self.probability, self.lr = kind, probability, lr
         self.rng = np.random.default_rng(seed)
+        self._steps = {}
 
     def use_imitation(self, episode, stage):
         del episode
@@ -67,21 +70,75 @@ class Imitation:
         return bool(self.rng.random() < p)
 
     def train_episode(self, opt, il_opt, optimizee, instance, params, horizon, truncation,
-                      seed):
+                      seed, strategy=None):
+        """One imitation episode; returns the sum of its truncations' losses.
+
+        Under a ``tf.distribute`` strategy every process computes the teacher's trajectory
+        (cheap, deterministic) and the learner's ``N`` coordinates are split over the
+        replicas in contiguous blocks of ``N / replicas`` (the learner is coordinate-wise,
+        so any split of the coordinates gives the same sum; the state must hold one row per
+        coordinate); each replica's loss is its block's part of ``L_IL`` (still divided
+        by the whole ``N``), the gradients are all-reduced
+        (:func:`open_l2o_tf.distribute.synchronous_step`) and ``il_opt`` steps once per
+        process."""
         grads, moves = adam_trajectory(optimizee, instance, params, horizon, seed, self.lr)
-        n = float(sum(int(tf.size(p)) for p in params))
+        n = sum(int(tf.size(p)) for p in params)
+        grads, moves = tf.concat(grads, axis=1), tf.concat(moves, axis=1)   # (N, horizon)
         state = opt.initial_state(params)
+        step = self._step(opt, il_opt, strategy)
+        if strategy is not None:
+            per = distribute.per_replica_size(n, strategy, "number of coordinates of an "
+                                              "imitation episode")
+            for leaf in tf.nest.flatten(state):
+                if leaf.shape.rank and int(leaf.shape[0]) != n:
+                    raise UserError(
+                        f"{type(opt).__name__}'s state tensor of shape {tuple(leaf.shape)} "
+                        f"has not one row per coordinate ({n}): its imitation episodes "
+                        "cannot be split over replicas")
+            key = ("split", id(strategy), per)
+            if key not in self._steps:
+                rows = lambda t: (distribute.replica_rows(t, per) if t.shape.rank  # noqa: E731
+                                  else tf.identity(t))
+                self._steps[key] = distribute.splitter(
+                    strategy, lambda *a: tf.nest.map_structure(rows, a))
+            grads, moves, state = self._steps[key](grads, moves, state)
         total = 0.0
         for start in range(0, horizon, truncation):
-            with tf.GradientTape() as tape:
-                loss = tf.constant(0.0)
-                for t in range(start, min(start + truncation, horizon)):
-                    step, state = opt.network(grads[t], state)
-                    loss += 0.5 * tf.reduce_sum(tf.square(moves[t] - step)) / n
-            variables = opt.trainable_variables
-            meta_grads = tape.gradient(loss, variables)
-            if np.isfinite(float(loss)):
-                il_opt.apply_gradients(zip(meta_grads, variables))
-            state = tf.nest.map_structure(tf.stop_gradient, state)
+            length = min(start + truncation, horizon) - start
+            state, loss, _ = step(grads, moves, state, tf.constant(start), length,
+                                  tf.constant(float(n)))
             total += float(loss)
         return total
+
+    def _step(self, opt, il_opt, strategy):
+        """The compiled truncation ``(grads, moves, state, start, length, n) -> (state,
+        loss, finite)`` (one per learner, Keras optimizer and strategy)."""
+        key = (id(opt), id(il_opt), id(strategy))
+        if key in self._steps:
+            return self._steps[key]
+        variables = opt.trainable_variables
+
+        def part(grads, moves, state, start, length, n):
+            with tf.GradientTape() as tape:
+                loss = tf.constant(0.0)
+                for t in range(length):
+                    g = tf.slice(grads, [0, start + t], [-1, 1])
+                    y = tf.slice(moves, [0, start + t], [-1, 1])
+                    step, state = opt.network(g, state)
+                    loss += 0.5 * tf.reduce_sum(tf.square(y - step)) / n
+            meta_grads = tape.gradient(loss, variables)
+            return (tf.nest.map_structure(tf.stop_gradient, state),
+                    distribute.replica_sum(loss), meta_grads)
+
+        def apply(loss, meta_grads):
+            finite = tf.math.is_finite(loss)
+            for g in meta_grads:
+                if g is not None:
+                    finite = tf.logical_and(finite, tf.reduce_all(tf.math.is_finite(g)))
+            if finite:
+                il_opt.apply_gradients([(g, v) for g, v in zip(meta_grads, variables)
+                                        if g is not None])
+            return finite
+
+        self._steps[key] = distribute.synchronous_step(strategy, part, apply, variables)
+        return self._steps[key]

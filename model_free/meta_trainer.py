@@ -89,6 +89,18 @@ class RandomlyScaled:
         scaled = [p * c for p, c in zip(params, instance["_scales"])]
         return self.base.instance_losses(scaled, base_instance, batch)
 
+    @property
+    def example_losses(self):
+        """The base's per-example losses at the scaled point (None when it has none)."""
+        if getattr(self.base, "example_losses", None) is None:
+            return None
+
+        def losses(params, instance, batch):
+            base_instance = {k: v for k, v in instance.items() if k != "_scales"}
+            scaled = [p * c for p, c in zip(params, instance["_scales"])]
+            return self.base.example_losses(scaled, base_instance, batch)
+        return losses
+
     def loss(self, params, instance, batch=None):
         return tf.reduce_mean(self.instance_losses(params, instance, batch))
 
@@ -179,10 +191,15 @@ class MetaTrainer:
         objective is a sum of means over instances, so the parts are ``1/B`` sums of the
         replica's instance losses; the log-ratio objective is not additive, so each replica
         weights its parts by ``d objective / d f_t`` at the all-reduced ``f_t`` (the chain
-        rule: the same meta-gradient).  Imitation episodes are not split (every process runs
-        the whole episode: the same update everywhere).  Model selection runs on the full
-        held-out instances and the chief's score decides; only the chief writes
-        checkpoints, and on resume it broadcasts them.
+        rule: the same meta-gradient).  One network (an optimizee with per-example losses,
+        ``example_losses``: the MNIST MLP of ``run.nn_training``) has no instances to split:
+        its parameters and the optimizer state are copied to every replica, each replica
+        takes ``b / replicas`` rows of every minibatch, the optimizee gradient is
+        all-reduced at every step (first order only) and the meta-objective's parts are
+        ``1/b`` sums of per-example losses.  Imitation episodes split the learned
+        optimizer's coordinates (:meth:`model_free.imitation.Imitation.train_episode`).
+        Model selection runs on the full held-out instances and the chief's score decides;
+        only the chief writes checkpoints, and on resume it broadcasts them.
     """
 
     def __init__(self, optimizer, optimizee, *, unroll=100, truncation=20, lr=1e-3,
@@ -217,19 +234,19 @@ class MetaTrainer:
         self.meta_opt.build(self.opt.trainable_variables)
         self.il_opt = keras.optimizers.Adam(lr)
         self.il_opt.build(self.opt.trainable_variables)
-        self._truncation_fn = (self._build_truncation() if strategy is None
-                               else self._build_distributed_truncation())
-        self._shard_fns = {}
+        self._shard_fns, self._distributed_fns = {}, {}
+        self._truncation_fn = self._build_truncation() if strategy is None else None
         self.history = {"episode_loss": [], "eval": [], "skipped": []}
         self.episode = 0
         self.best_score, self.best_weights = np.inf, None
         self.train_seconds, self.truncations = 0.0, 0
 
     # -- one truncation ----------------------------------------------------------------
-    def _unroll(self, params, state, instance, seed, step0, loss_fn):
+    def _unroll(self, params, state, instance, seed, step0, loss_fn, reduce_grads=None):
         """``T`` steps of the learned optimizer from ``params``; ``(losses, x, state)``
         with the ``T + 1`` values of ``loss_fn(x, instance, batch)`` at ``theta_0 ..
-        theta_T`` (each step's gradient is of that loss)."""
+        theta_T`` (each step's gradient is of that loss, passed through ``reduce_grads``
+        when given: the all-reduce of a minibatch split)."""
         optimizee, T = self.scaled or self.optimizee, self.truncation
         losses, x = [], params
         for t in range(T):
@@ -240,6 +257,8 @@ class MetaTrainer:
             grads = inner.gradient(loss, x)
             if not self.second_order:
                 grads = [tf.stop_gradient(g) for g in grads]
+            if reduce_grads is not None:
+                grads = reduce_grads(grads)
             losses.append(loss)
             steps, state = self.opt.update(grads, state, x, training=True)
             x = [p + d for p, d in zip(x, steps)]
@@ -277,92 +296,136 @@ class MetaTrainer:
         return [tf.stop_gradient(p) for p in x], tf.nest.map_structure(tf.stop_gradient, state)
 
     def _build_truncation(self):
+        """The one-device truncation ``(params, state, instance, seed, step0, f_init) ->
+        (x, state, total, finite)``: :func:`distribute.synchronous_step` without a
+        strategy (one compiled call, ``jit_compile``)."""
         optimizee = self.scaled or self.optimizee
         variables = self.opt.trainable_variables
 
-        def truncation(params, state, instance, seed, step0, f_init):
+        def part(params, state, instance, seed, step0, f_init):
             with tf.GradientTape() as tape:
                 losses, x, state = self._unroll(params, state, instance, seed, step0,
                                                 optimizee.loss)
                 total = self._objective(losses, f_init)
-            finite = self._apply_meta(total, tape.gradient(total, variables))
-            x, state = self._detached(x, state)
+            return self._detached(x, state), total, tape.gradient(total, variables)
+
+        step = distribute.synchronous_step(None, part, self._apply_meta, variables,
+                                           self.jit_compile)
+
+        def truncation(*args):
+            (x, state), total, finite = step(*args)
             return x, state, total, finite
+        return truncation
 
-        return tf.function(truncation, jit_compile=self.jit_compile, reduce_retracing=True)
-
-    def _build_distributed_truncation(self):
-        """:meth:`_build_truncation` under ``self.strategy``: ``params``, ``state`` and
-        ``instance`` are the replicas' shards (per-replica values), the returned
-        ``(x, state)`` too; ``total`` and ``finite`` are the whole batch's.  Each replica's
-        losses are ``1/B`` sums of its instances' losses (the parts of the whole batch's
-        means); the objective is taken of their all-reduced sums, and each replica's
-        part of the meta-gradient is that of ``sum_t (d objective / d f_t) part_t`` (the
-        chain rule: the parts' meta-gradients sum to the single-device one)."""
-        strategy = self.strategy
+    def _build_distributed_truncation(self, minibatch_rows):
+        """The truncation under ``self.strategy`` (:func:`distribute.synchronous_step`):
+        ``params``, ``state`` and ``instance`` are the replicas' shards (per-replica
+        values), the returned ``(x, state)`` too; ``total`` and ``finite`` are the whole
+        batch's.  Each replica's losses are ``1/B`` sums of its instances' losses (the parts
+        of the whole batch's means; with ``minibatch_rows``, one network: ``1/b`` sums of
+        the per-example losses of its ``minibatch_rows`` rows of every minibatch, and the
+        optimizee gradient is all-reduced at every step, so every replica takes the same
+        steps); the objective is taken of their all-reduced sums, and each replica's part
+        of the meta-gradient is that of ``sum_t (d objective / d f_t) part_t`` (the chain
+        rule: the parts' meta-gradients sum to the single-device one)."""
         optimizee = self.scaled or self.optimizee
         variables = self.opt.trainable_variables
+        reduce_grads = None
+        if minibatch_rows:
+            rows = lambda t: distribute.replica_rows(t, minibatch_rows)  # noqa: E731
 
-        def replica(params, state, instance, seed, step0, f_init, count):
-            ctx = tf.distribute.get_replica_context()
+            def loss_part(x, instance, batch):
+                batch = tf.nest.map_structure(rows, batch)
+                return tf.reduce_sum(optimizee.example_losses(x, instance, batch))
 
-            def part(x, instance, batch):
-                return tf.reduce_sum(optimizee.instance_losses(x, instance, batch)) / count
+            reduce_grads = distribute.replica_sum
+        else:
+            def loss_part(x, instance, batch):
+                return tf.reduce_sum(optimizee.instance_losses(x, instance, batch))
+
+        def part(params, state, instance, seed, step0, f_init, count):
+            def scaled_part(x, instance, batch):
+                return loss_part(x, instance, batch) / count
 
             with tf.GradientTape() as tape:
-                parts, x, state = self._unroll(params, state, instance, seed, step0, part)
+                parts, x, state = self._unroll(params, state, instance, seed, step0,
+                                               scaled_part, reduce_grads)
                 parts = tf.stack(parts)
-                full = ctx.all_reduce("sum", tf.stop_gradient(parts))   # the f_t of all B
+                full = distribute.replica_sum(tf.stop_gradient(parts))   # the whole f_t
                 with tf.GradientTape() as outer:
                     outer.watch(full)
                     total = self._objective(tf.unstack(full), f_init)
                 weights = tf.stop_gradient(outer.gradient(total, full))
                 surrogate = tf.reduce_sum(weights * parts)
-            meta_grads = tape.gradient(surrogate, variables)
-            meta_grads = ctx.all_reduce("sum", [tf.zeros_like(v) if g is None else g
-                                                for g, v in zip(meta_grads, variables)])
-            x, state = self._detached(x, state)
-            return x, state, total, meta_grads
+            return self._detached(x, state), total, tape.gradient(surrogate, variables)
 
-        def truncation(params, state, instance, seed, step0, f_init, count):
-            x, state, total, meta_grads = strategy.run(
-                replica, args=(params, state, instance, seed, step0, f_init, count))
-            total, meta_grads = distribute.first_local(strategy, (total, meta_grads))
-            return x, state, total, self._apply_meta(total, meta_grads)
+        return distribute.synchronous_step(self.strategy, part, self._apply_meta, variables)
 
-        return tf.function(truncation, reduce_retracing=True)
-
-    def _shard(self, params, instance):
-        """The replicas' shards of an episode's ``params`` and ``instance`` and the
-        optimizer's initial state on them; ``(params, state, instance, B)``."""
+    def _split_mode(self, params, instance):
+        """How an episode is split over the replicas: ``("minibatch", b)`` for one network
+        trained on minibatches of ``b`` examples (an optimizee with per-example losses,
+        ``example_losses``), ``("instances", B)`` when every parameter and instance tensor
+        is batch-first over the ``B`` instances; else a UserError."""
+        optimizee = self.scaled or self.optimizee
+        if getattr(optimizee, "example_losses", None) is not None:
+            if self.second_order:
+                raise UserError("meta-training one network with its minibatch split over "
+                                "replicas keeps first-order meta-gradients only; "
+                                "second_order=True needs one device")
+            batch = optimizee.sample_batch(_seed(self.seed, 0))
+            sizes = {int(t.shape[0]) for t in tf.nest.flatten(batch)}
+            if len(sizes) != 1:
+                raise UserError(f"{type(self.optimizee).__name__}'s minibatch tensors have "
+                                f"different leading sizes {sorted(sizes)}; cannot split it")
+            return "minibatch", sizes.pop()
         count = int(params[0].shape[0]) if params and params[0].shape.rank else 0
+        bad = None
         for name, value in [(f"parameter {i}", p) for i, p in enumerate(params)] + [
                 (f"instance[{k!r}]", v) for k, v in instance.items() for v in
                 tf.nest.flatten(v)]:
             if value.shape.rank == 0 or int(value.shape[0]) != count:
-                raise UserError(
-                    f"meta-training under a tf.distribute strategy splits an episode's "
-                    f"optimizee instances over the replicas; {type(self.optimizee).__name__}'s "
-                    f"{name} has shape {tuple(value.shape)}, not batch-first over its "
-                    f"{count} instances (one network per episode cannot be split)")
-        per = distribute.per_replica_size(count, self.strategy, "number of optimizee "
-                                          "instances of an episode")
-        # the initial state is built on all instances, as on one device (L2O-Scale draws
-        # random initial learning rates: the same draws), then split
+                bad = bad or (name, tuple(value.shape))
+        if bad is None:
+            return "instances", count
+        name, shape = bad
+        raise UserError(
+            f"meta-training under a tf.distribute strategy splits an episode's optimizee "
+            f"instances (or one network's minibatch) over the replicas; "
+            f"{type(self.optimizee).__name__}'s {name} has shape {shape}, not batch-first "
+            f"over its {count} instances, and it has no per-example losses "
+            f"(example_losses) to split a minibatch")
+
+    def _shard(self, params, instance):
+        """The replicas' shares of an episode: ``(params, state, instance, count, fn)``,
+        ``count`` the ``B`` instances (or ``b`` minibatch examples) the replicas' parts are
+        divided by and ``fn`` the truncation.  The initial state is built on all instances,
+        as on one device (L2O-Scale draws random initial learning rates: the same draws),
+        then split (:func:`distribute.shard_state`); one network's parameters and state are
+        copied to every replica (the minibatch is split)."""
+        mode, count = self._split_mode(params, instance)
+        what = ("number of optimizee instances of an episode" if mode == "instances"
+                else "minibatch size of the network's optimizee")
+        per = distribute.per_replica_size(count, self.strategy, what)
         state = self.opt.initial_state(params)
         shapes = tuple(tuple(int(d) for d in p.shape) for p in params)
-        if shapes not in self._shard_fns:
-            rows = lambda t: distribute.replica_rows(t, per)  # noqa: E731
+        key = (mode, shapes)
+        if key not in self._shard_fns:
+            if mode == "instances":
+                rows = lambda t: distribute.replica_rows(t, per)  # noqa: E731
 
-            def shard(params, state, instance):
-                return ([rows(p) for p in params],
-                        distribute.shard_state(state, shapes, per),
-                        tf.nest.map_structure(rows, instance))
-            self._shard_fns[shapes] = tf.function(
-                lambda p, s, i: self.strategy.run(shard, args=(p, s, i)))
-        params, state, instance = self._shard_fns[shapes](list(params), state,
-                                                          dict(instance))
-        return params, state, instance, count
+                def shard(params, state, instance):
+                    return ([rows(p) for p in params],
+                            distribute.shard_state(state, shapes, per),
+                            tf.nest.map_structure(rows, instance))
+            else:
+                def shard(params, state, instance):
+                    return (tf.nest.map_structure(tf.identity, (params, state, instance)))
+            self._shard_fns[key] = distribute.splitter(self.strategy, shard)
+        if mode not in self._distributed_fns:
+            self._distributed_fns[mode] = self._build_distributed_truncation(
+                per if mode == "minibatch" else None)
+        params, state, instance = self._shard_fns[key](list(params), state, dict(instance))
+        return params, state, instance, count, self._distributed_fns[mode]
 
     # -- episodes ----------------------------------------------------------------------
     @property
@@ -382,17 +445,21 @@ class MetaTrainer:
                 episode, self.curriculum.stage if self.curriculum else None):
             loss = self.imitation.train_episode(self.opt, self.il_opt, self.optimizee,
                                                 instance, params, self.horizon,
-                                                self.truncation, seed)
+                                                self.truncation, seed, self.strategy)
             return loss, True
         if self.scaled is not None:
             instance, params = self.scaled.scale(instance, params, seed + [0, 2])
         full_params, full_instance = params, instance
         if self.strategy is not None:
-            params, state, instance, count = self._shard(params, instance)
+            params, state, instance, count, truncation_fn = self._shard(params, instance)
             extra = (tf.constant(float(count)),)
+
+            def step(*args):
+                (x, state), total, finite = truncation_fn(*args)
+                return x, state, total, finite
         else:
             state = self.opt.initial_state(params)
-            extra = ()
+            extra, step = (), self._truncation_fn
         if self.carry_state and self._carried is not None and all(
                 a.shape == b.shape for a, b in zip(self._local_leaves(self._carried),
                                                    self._local_leaves(state))):
@@ -403,7 +470,7 @@ class MetaTrainer:
             f_init = optimizee.loss(full_params, full_instance, optimizee.sample_batch(seed))
         total = 0.0
         for k in range(max(1, self.horizon // self.truncation)):
-            params, state, loss, finite = self._truncation_fn(
+            params, state, loss, finite = step(
                 params, state, instance, seed, tf.constant(k * self.truncation, tf.int32),
                 f_init, *extra)
             self.truncations += 1
@@ -444,10 +511,7 @@ class MetaTrainer:
                 scores.append(float(np.mean(np.sum(tail, axis=0))))
             else:
                 scores.append(float(np.mean(curve)))
-        if distribute.multi_process(self.strategy):   # the chief's score decides
-            return float(distribute.broadcast_arrays(
-                self.strategy, [np.array(np.mean(scores), np.float64)])[0])
-        return float(np.mean(scores))
+        return distribute.chief_value(self.strategy, np.mean(scores))   # the chief's decides
 
     def weights(self):
         return [v.numpy() for v in self.opt.weights]
@@ -531,15 +595,11 @@ class MetaTrainer:
                                            self._progress)
         if info is None:
             return False
-        slots = list(self.meta_opt.variables) + list(self.il_opt.variables)
-        best = self.best_weights if self.best_weights is not None else self.weights()
-        values = distribute.broadcast_arrays(
-            self.strategy, self.weights() + list(best) + [v.numpy() for v in slots])
-        n = len(self.opt.weights)
-        self.set_weights(values[:n])
-        self.best_weights = values[n:2 * n] if info["has_best"] else None
-        for v, value in zip(slots, values[2 * n:]):
-            v.assign(value)
+        self.best_weights = distribute.broadcast_checkpoint(
+            self.strategy, list(self.opt.weights) + list(self.meta_opt.variables)
+            + list(self.il_opt.variables),
+            self.best_weights if self.best_weights is not None else self.weights(),
+            info["has_best"])
         self._load_progress(info)
         return True
 

@@ -165,14 +165,77 @@ def per_replica_size(total, strategy, what="batch size"):
     return total // count
 
 
-def replica_rows(tensor, per_replica):
-    """Inside ``strategy.run``: this replica's rows of a batch-first ``tensor``."""
+def replica_rows(tensor, per_replica, axis=0):
+    """Inside ``strategy.run``: this replica's rows ``r*per .. (r+1)*per - 1`` of
+    ``tensor`` along ``axis`` (0: batch-first)."""
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
     rid = tf.distribute.get_replica_context().replica_id_in_sync_group
     rid = tf.cast(rid, tf.int32)
-    begin = tf.concat([[rid * per_replica], tf.zeros([tensor.shape.rank - 1], tf.int32)], 0)
-    size = [per_replica] + [-1] * (tensor.shape.rank - 1)
+    rank = tensor.shape.rank
+    begin = tf.one_hot(axis, rank, dtype=tf.int32) * rid * per_replica
+    size = [per_replica if d == axis else -1 for d in range(rank)]
     return tf.slice(tensor, begin, size)
+
+
+def replica_sum(value):
+    """Inside a replica function: the nest ``value`` summed over all replicas of all
+    workers (the replica context's ``all_reduce``); ``value`` itself outside a strategy."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    if not tf.distribute.has_strategy():
+        return value
+    return tf.distribute.get_replica_context().all_reduce("sum", value)
+
+
+def replica_count():
+    """Inside a replica function: the number of replicas in sync (1 outside a strategy)."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    if not tf.distribute.has_strategy():
+        return 1
+    return int(tf.distribute.get_replica_context().num_replicas_in_sync)
+
+
+def splitter(strategy, fn):
+    """A compiled ``(*args) -> strategy.run(fn, args)``: per-replica values made inside the
+    replicas, ``fn`` taking each replica's share (:func:`replica_rows`, :func:`shard_state`)
+    of the whole values every process holds."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    return tf.function(lambda *args: strategy.run(fn, args=args))
+
+
+def synchronous_step(strategy, part, apply, variables, jit_compile=False):
+    """The one synchronous data-parallel update step of the meta-trainers (truncations of
+    :class:`model_free.meta_trainer.MetaTrainer`, its imitation episodes, L2O-Swarm's and
+    Twin-L2O's truncations; the progressive trainer's is ``_all_reduced``)::
+
+        carry, values, grads = part(*args)   # on every replica, on its shard (strategy.run)
+        grads = sum over replicas of grads   # the replica context's all_reduce
+        finite = apply(values, grads)        # once per process
+
+    ``grads`` is a nest of the structure of ``variables`` (a None entry is a zero under a
+    strategy); ``part`` makes its ``values`` the whole batch's itself (:func:`replica_sum`)
+    and ``apply`` gets the first local replica's.  ``carry`` (the replicas' shards of the
+    optimizee state) stays per replica.  Without a strategy ``part`` and ``apply`` run in
+    one ``tf.function`` (``jit_compile``); under one the step is not XLA-compiled.
+    Returns ``step(*args) -> (carry, values, finite)``."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    if strategy is None:
+        def step(*args):
+            carry, values, grads = part(*args)
+            return carry, values, apply(values, grads)
+        return tf.function(step, jit_compile=jit_compile, reduce_retracing=True)
+
+    def replica(*args):
+        carry, values, grads = part(*args)
+        grads = tf.nest.map_structure(lambda g, v: tf.zeros_like(v) if g is None else g,
+                                      grads, variables, check_types=False)
+        return carry, values, replica_sum(grads)
+
+    def step(*args):
+        carry, values, grads = strategy.run(replica, args=args)
+        values, grads = first_local(strategy, (values, grads))
+        return carry, values, apply(values, grads)
+
+    return tf.function(step, reduce_retracing=True)
 
 
 def shard_state(state, shapes, per_replica):
@@ -206,7 +269,9 @@ def shard_state(state, shapes, per_replica):
 
     def take(leaf):
         if leaf.shape.rank == 0:
-            return leaf
+            # a copy: returned as is, strategy.run would hand back a plain tensor, not a
+            # per-replica value as after a truncation (a second trace of the truncation)
+            return tf.identity(leaf)
         size = int(leaf.shape[0])
         if size == num_coords:
             return tf.gather(leaf, coordinates[rid])
@@ -243,17 +308,22 @@ def broadcast_arrays(strategy, arrays):
         return arrays
     chief = is_chief(strategy)
 
-    def replica(values):
+    def replica(groups):
         ctx = tf.distribute.get_replica_context()
         # replicas are numbered worker by worker, the chief first: its first replica is 0
         own = tf.logical_and(tf.constant(chief),
                              tf.equal(tf.cast(ctx.replica_id_in_sync_group, tf.int32), 0))
-        mine = [tf.where(own, v, tf.zeros_like(v)) for v in values]
-        return ctx.all_reduce("sum", mine)
+        # one all-reduce per dtype (the collective packs a list into one tensor)
+        return [ctx.all_reduce("sum", [tf.where(own, v, tf.zeros_like(v)) for v in group])
+                for group in groups]
 
     values = [tf.constant(np.asarray(a)) for a in arrays]
-    reduced = first_local(strategy, strategy.run(tf.function(replica), args=(values,)))
-    return [r.numpy().astype(np.asarray(a).dtype) for r, a in zip(reduced, arrays)]
+    dtypes = sorted({v.dtype.name for v in values})
+    groups = [[v for v in values if v.dtype.name == d] for d in dtypes]
+    reduced = first_local(strategy, strategy.run(tf.function(replica), args=(groups,)))
+    by_dtype = {d: iter(group) for d, group in zip(dtypes, reduced)}
+    return [next(by_dtype[v.dtype.name]).numpy().astype(np.asarray(a).dtype)
+            for v, a in zip(values, arrays)]
 
 
 def broadcast_json(strategy, obj):
@@ -268,6 +338,27 @@ def broadcast_json(strategy, obj):
     padded[:len(data)] = data[:len(padded)]
     (data,) = broadcast_arrays(strategy, [padded])
     return json.loads(bytes(data.astype(np.uint8).tolist()).decode("utf-8"))
+
+
+def chief_value(strategy, value):
+    """The chief's float ``value`` in every process (model selection: the chief's score
+    decides); ``value`` itself in one process."""
+    import numpy as np  # pylint: disable=import-outside-toplevel
+    if not multi_process(strategy):
+        return float(value)
+    return float(broadcast_arrays(strategy, [np.array(value, np.float64)])[0])
+
+
+def broadcast_checkpoint(strategy, variables, best, has_best):
+    """After :func:`restore_on_chief`: the chief's ``variables`` (weights and optimizer
+    slots), assigned in every process, and the chief's best weights: ``best`` is a list of
+    arrays of the weights' shapes in every process (any values where the process has none),
+    returned as the chief's when ``has_best`` (the chief's flag), else None."""
+    variables = list(variables)
+    values = broadcast_arrays(strategy, [v.numpy() for v in variables] + list(best))
+    for v, value in zip(variables, values):
+        v.assign(value)
+    return values[len(variables):] if has_best else None
 
 
 def restore_on_chief(strategy, read_file, payload):

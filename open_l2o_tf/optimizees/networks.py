@@ -10,7 +10,8 @@
   by default; False is the intended network).
 
 A network is one instance: ``instance_losses`` returns shape ``(1,)``; ``sample_batch``
-returns a minibatch ``{"images", "labels"}``.
+returns a minibatch ``{"images", "labels"}``; the MLPs' ``example_losses`` the per-example
+cross-entropies (the convnets' batch normalisation couples the examples: None).
 """
 import numpy as np
 import tensorflow as tf
@@ -50,10 +51,18 @@ class _Network(Optimizee):
     def logits(self, params, images):
         raise NotImplementedError
 
-    def instance_losses(self, params, instance, batch=None):
+    def _cross_entropy(self, params, batch):
         logits = self.logits(params, batch["images"])
-        ce = tf.nn.sparse_softmax_cross_entropy_with_logits(batch["labels"], logits)
-        return tf.reshape(tf.reduce_mean(ce), [1])
+        return tf.nn.sparse_softmax_cross_entropy_with_logits(batch["labels"], logits)
+
+    def example_losses(self, params, instance, batch):
+        """The cross-entropy of every example of ``batch`` (its mean is the loss), so a
+        minibatch can be split over replicas (``MetaTrainer`` under a strategy)."""
+        del instance
+        return self._cross_entropy(params, batch)
+
+    def instance_losses(self, params, instance, batch=None):
+        return tf.reshape(tf.reduce_mean(self._cross_entropy(params, batch)), [1])
 
 
 class MnistMLP(_Network):
@@ -78,6 +87,9 @@ class MnistMLP(_Network):
 
 class _ConvNet(_Network):
     stride = 1
+    # batch normalisation with batch statistics: a part of a minibatch has other statistics,
+    # so the loss is not a mean of per-example losses (no minibatch split over replicas)
+    example_losses = None
 
     def __init__(self, images=None, labels=None, batch_size=128, relu_logits=True):
         super().__init__(images, labels, batch_size)
