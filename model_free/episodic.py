@@ -5,12 +5,18 @@ L2O-Swarm): :class:`EpisodicTrainer` runs episodes, scores held-out problems eve
 A checkpoint is ``CKPT/<name>_state.npz`` (the network's weights, the slots of its Keras
 optimizers and the best weights so far; numpy arrays only, loaded without pickle) plus
 ``CKPT/<name>_state.json`` (counters and the network's config), both written atomically.
+
+Under a ``tf.distribute`` strategy (``strategy=``; the subclasses split an episode's
+instances over the replicas with :func:`open_l2o_tf.distribute.synchronous_step`) the
+chief's held-out score decides, only the chief writes the checkpoint, and on resume the
+chief reads it and broadcasts it (:func:`open_l2o_tf.distribute.restore_on_chief`).
 """
 import os
 import time
 
 import numpy as np
 
+from open_l2o_tf import distribute
 from open_l2o_tf import logging as olog
 from open_l2o_tf.errors import UserError
 
@@ -76,8 +82,10 @@ class EpisodicTrainer:
 
     tag = "trainer"
 
-    def __init__(self, model, optimizers, *, eval_every, progress, tb, ckpt_dir):
+    def __init__(self, model, optimizers, *, eval_every, progress, tb, ckpt_dir,
+                 strategy=None):
         self.model, self.optimizers = model, optimizers
+        self.strategy, self.chief = strategy, distribute.is_chief(strategy)
         self.eval_every = int(eval_every)
         self.say, self.tb, self.ckpt_dir = progress or (lambda *a: None), tb, ckpt_dir
         self.episode, self.best_score, self.best_weights = 0, np.inf, None
@@ -103,7 +111,7 @@ class EpisodicTrainer:
             self.history["loss"].append(total)
             self.episode = episode + 1
             if self.episode % self.eval_every == 0 or self.episode == episodes:
-                score = self.score()
+                score = distribute.chief_value(self.strategy, self.score())
                 self.history["eval"].append((self.episode, score))
                 if score < self.best_score:
                     self.best_score = score
@@ -124,19 +132,44 @@ class EpisodicTrainer:
         return self.history
 
     def save(self):
-        if self.ckpt_dir:
+        if self.ckpt_dir and self.chief:
             save_trainer(self.ckpt_dir, self.tag, self.model, self.optimizers,
-                         self.best_weights, {"episode": self.episode,
-                                             "train_seconds": self.train_seconds,
-                                             "best_score": finite_or_none(self.best_score)})
+                         self.best_weights, self._progress())
+
+    def _progress(self):
+        return {"episode": self.episode, "train_seconds": self.train_seconds,
+                "best_score": finite_or_none(self.best_score)}
 
     def restore(self):
+        """Loads the last checkpoint; returns True when there was one.  Under a
+        multi-worker strategy the chief reads it and broadcasts it (weights, optimizer
+        slots, best weights, counters)."""
+        if not distribute.multi_process(self.strategy):
+            return self._restore_file()
+        info = distribute.restore_on_chief(
+            self.strategy, self._restore_file,
+            lambda: dict(self._progress(), has_best=self.best_weights is not None))
+        if info is None:
+            return False
+        weights = [w.numpy() for w in self.model.weights]
+        self.best_weights = distribute.broadcast_checkpoint(
+            self.strategy, list(self.model.weights) + [
+                v for opt in self.optimizers.values() for v in opt.variables],
+            self.best_weights if self.best_weights is not None else weights,
+            info["has_best"])
+        self._load_progress(info)
+        return True
+
+    def _load_progress(self, meta):
+        self.episode, self.train_seconds = int(meta["episode"]), float(meta["train_seconds"])
+        self.best_score = best_score_of(meta)
+
+    def _restore_file(self):
         found = self.ckpt_dir and restore_trainer(self.ckpt_dir, self.tag, self.model,
                                                   self.optimizers)
         if not found:
             return False
         meta, self.best_weights = found
-        self.episode, self.train_seconds = int(meta["episode"]), float(meta["train_seconds"])
-        self.best_score = best_score_of(meta)
+        self._load_progress(meta)
         self.say(f"[{self.tag}] resumed at episode {self.episode}")
         return True

@@ -29,6 +29,7 @@ import tensorflow as tf
 
 from model_free import episodic, pretrained
 from model_free.base import SonnetLSTM
+from open_l2o_tf import distribute
 from open_l2o_tf.errors import UserError
 
 ATTRACTIONS = ("as_coded", "toward_better")
@@ -204,28 +205,44 @@ class SwarmTrainer(episodic.EpisodicTrainer):
     steps in truncations of ``truncation`` with BPTT, Adam(1e-3) on the meta-loss above;
     model selection every ``eval_every`` episodes on held-out instances (mean best-particle
     loss over the horizon); checkpoints after every evaluation (resume).  ``start``: where
-    the particles start, in training and held-out scoring (see :func:`start_particles`)."""
+    the particles start, in training and held-out scoring (see :func:`start_particles`).
+
+    ``strategy``: a ``tf.distribute`` strategy or None.  Under a strategy the ``B``
+    instances of an episode are split over the replicas, each with its whole population:
+    the particles of one instance interact (attention, attraction, the best position), so
+    a population is never split, but instances are independent, so the split is exact.
+    The particles are drawn for all ``B`` instances as on one device and each replica takes
+    its instances' (axis 1 of ``(k, B, n)``); its part of the meta-loss is ``1/B`` times the
+    sum over its instances (losses and posterior entropies) plus ``l2 / replicas`` times
+    the weights' squared norm, so the parts add up to the single-device meta-loss; the
+    meta-gradients are all-reduced and Adam steps once per process
+    (:func:`open_l2o_tf.distribute.synchronous_step`).  Held-out scoring runs on all
+    held-out instances; the chief's score decides, the chief alone checkpoints."""
 
     tag = "swarm"
 
     def __init__(self, swarm, family, *, unroll=100, truncation=20, lr=1e-3,
                  entropy_weight=1e-3, l2=1e-4, eval_every=10, eval_instances=16, seed=0,
-                 progress=print, tb=None, ckpt_dir=None, start="origin"):
+                 progress=print, tb=None, ckpt_dir=None, start="origin", strategy=None):
         if start not in STARTS:
             raise UserError(f"swarm start must be one of {STARTS}, got {start!r}")
         self.start = start
         self.opt = keras.optimizers.Adam(lr)
         self.opt.build(swarm.trainable_variables)
         super().__init__(swarm, {"adam": self.opt}, eval_every=eval_every, progress=progress,
-                         tb=tb, ckpt_dir=ckpt_dir)
+                         tb=tb, ckpt_dir=ckpt_dir, strategy=strategy)
         self.swarm, self.family = swarm, family
         self.unroll, self.truncation = int(unroll), int(truncation)
         self.entropy_weight, self.l2, self.seed = float(entropy_weight), float(l2), int(seed)
         held = family.sample_instance(10 ** 6 + self.seed, eval_instances)
         self.heldout = (held, family.init_params(10 ** 6 + self.seed + 1, held)[0])
-        self._truncation = tf.function(self._truncation_impl)
+        self._truncation = distribute.synchronous_step(
+            strategy, self._truncation_part, self._apply, swarm.trainable_variables)
+        self._splitters = {}
 
-    def _truncation_impl(self, x, state, instance, seed):
+    def _truncation_part(self, x, state, instance, seed, count):
+        """One truncation on this replica's instances: ``((x, state), (meta-loss, total),
+        meta-gradients)``, the losses summed over the replicas."""
         swarm, variables = self.swarm, self.swarm.trainable_variables
         with tf.GradientTape() as tape:
             points, values = [], []
@@ -236,33 +253,56 @@ class SwarmTrainer(episodic.EpisodicTrainer):
             f_last, _ = swarm.losses_and_grads(self.family, instance, x)
             points.append(x)
             values.append(f_last)
-            total = tf.reduce_mean(tf.reduce_sum(tf.stack(values), axis=[0, 1]))
+            total = tf.reduce_sum(tf.stack(values)) / count
             P = tf.concat(points, 0)               # ((T+1) k, B, n)
             V = tf.concat(values, 0)               # ((T+1) k, B)
             entropy = posterior_entropy(tf.transpose(P, [1, 0, 2]), tf.transpose(V),
                                         seed=seed)
-            loss = (total + self.entropy_weight * tf.reduce_mean(entropy)
-                    + self.l2 * tf.add_n([tf.reduce_sum(tf.square(v)) for v in variables]))
+            l2 = self.l2 / distribute.replica_count()
+            loss = (total + self.entropy_weight * tf.reduce_sum(entropy) / count
+                    + l2 * tf.add_n([tf.reduce_sum(tf.square(v)) for v in variables]))
         grads = tape.gradient(loss, variables)
-        finite = tf.math.is_finite(loss)
+        carry = (tf.stop_gradient(x), tf.nest.map_structure(tf.stop_gradient, state))
+        return carry, distribute.replica_sum((loss, total)), grads
+
+    def _apply(self, losses, grads):
+        variables = self.swarm.trainable_variables
+        finite = tf.math.is_finite(losses[0])
         for g in grads:
             if g is not None:
                 finite = tf.logical_and(finite, tf.reduce_all(tf.math.is_finite(g)))
         if finite:
             self.opt.apply_gradients([(g, v) for g, v in zip(grads, variables) if g is not None])
-        state = tf.nest.map_structure(tf.stop_gradient, state)
-        return tf.stop_gradient(x), state, total, finite
+        return finite
+
+    def _split(self, instance, x):
+        """The replicas' instances, particles and initial states (all particles drawn on
+        every process, as on one device)."""
+        count = int(x.shape[1])
+        if self.strategy is None:
+            return instance, x, self.swarm.initial_state(x)
+        per = distribute.per_replica_size(count, self.strategy, "number of optimizee "
+                                          "instances of an episode")
+        if per not in self._splitters:
+            def split(instance, x):
+                instance = tf.nest.map_structure(
+                    lambda t: distribute.replica_rows(t, per), instance)
+                x = distribute.replica_rows(x, per, axis=1)
+                return instance, x, self.swarm.initial_state(x)
+            self._splitters[per] = distribute.splitter(self.strategy, split)
+        return self._splitters[per](instance, x)
 
     def run_episode(self, episode):
         seed = tf.constant([self.seed, episode], tf.int32)
         instance = self.family.sample_instance(seed)
         x0 = self.family.init_params(seed + [0, 1], instance)[0]
         x = start_particles(x0, self.swarm.particles, seed + [0, 2], self.start)
-        state = self.swarm.initial_state(x)
+        count = tf.constant(float(x.shape[1]))
+        instance, x, state = self._split(instance, x)
         total = 0.0
         for k in range(max(1, self.unroll // self.truncation)):
-            x, state, loss, finite = self._truncation(x, state, instance,
-                                                      tf.constant(episode * 100 + k))
+            (x, state), (_, loss), finite = self._truncation(
+                x, state, instance, tf.constant(episode * 100 + k), count)
             if not bool(finite):
                 self.skipped(f"non-finite meta-loss/gradient at episode {episode + 1} "
                              f"truncation {k + 1}")

@@ -26,6 +26,7 @@ import tensorflow as tf
 
 from model_free import episodic, pretrained
 from model_free.base import SonnetLSTM
+from open_l2o_tf import distribute
 from open_l2o_tf.classic.gda import play_alternating
 from open_l2o_tf.errors import UserError
 
@@ -113,25 +114,38 @@ class TwinTrainer(episodic.EpisodicTrainer):
     """Meta-training of :class:`TwinL2O` (spec §7): per epoch (one episode) a batch of fresh
     instances and starts, ``iterations`` half-steps in truncations of ``truncation`` (10),
     model selection every ``eval_every`` epochs by the mean saddle distance over the second
-    half of ``eval_half_steps`` half-steps on fixed held-out instances; resumable."""
+    half of ``eval_half_steps`` half-steps on fixed held-out instances; resumable.
+
+    ``strategy``: a ``tf.distribute`` strategy or None.  Under a strategy the ``B`` games
+    of an epoch (independent instances) are split over the replicas: the starts and the
+    players' initial recurrent states are drawn for all ``B`` games as on one device and
+    each replica takes its games' rows (:func:`open_l2o_tf.distribute.shard_state`); its
+    parts of the two players' losses are ``1/B`` sums over its games, both players'
+    meta-gradients are all-reduced and each Adam steps once per process
+    (:func:`open_l2o_tf.distribute.synchronous_step`).  Held-out scoring plays all
+    held-out games; the chief's score decides, the chief alone checkpoints."""
 
     tag = "twin"
 
     def __init__(self, twin, problem, *, iterations=100, truncation=10, lr=1e-4,
                  eval_every=5, eval_instances=20, eval_half_steps=1000, joint_loss=False,
-                 seed=0, progress=print, tb=None, ckpt_dir=None):
+                 seed=0, progress=print, tb=None, ckpt_dir=None, strategy=None):
         if truncation % 2:
             raise ValueError("truncation must be even (it holds pairs of half-steps)")
         self.opt_min, self.opt_max = keras.optimizers.Adam(lr), keras.optimizers.Adam(lr)
         self.opt_min.build(twin.min_player.trainable_variables)
         self.opt_max.build(twin.max_player.trainable_variables)
         super().__init__(twin, {"min": self.opt_min, "max": self.opt_max},
-                         eval_every=eval_every, progress=progress, tb=tb, ckpt_dir=ckpt_dir)
+                         eval_every=eval_every, progress=progress, tb=tb, ckpt_dir=ckpt_dir,
+                         strategy=strategy)
         self.twin, self.problem = twin, problem
         self.iterations, self.truncation = int(iterations), int(truncation)
         self.eval_instances, self.eval_half_steps = int(eval_instances), int(eval_half_steps)
         self.joint_loss, self.seed = bool(joint_loss), int(seed)
-        self._truncation = tf.function(self._truncation_impl)
+        self._truncation = distribute.synchronous_step(
+            strategy, self._truncation_part, self._apply,
+            (twin.min_player.trainable_variables, twin.max_player.trainable_variables))
+        self._splitters = {}
         held = self.problem.sample_instance(10 ** 6 + self.seed, self.eval_instances)
         self.heldout = (held, self.problem.init_params(10 ** 6 + self.seed + 1, held))
 
@@ -139,7 +153,9 @@ class TwinTrainer(episodic.EpisodicTrainer):
     def epoch(self):
         return self.episode
 
-    def _truncation_impl(self, u, v, state, instance, index0):
+    def _truncation_part(self, u, v, state, instance, index0, count):
+        """One truncation on this replica's games: ``((u, v, state), (loss_min, loss_max),
+        (min player's, max player's meta-gradients))``, the losses summed over replicas."""
         twin = self.twin
         with tf.GradientTape(persistent=True) as tape:
             loss_min, loss_max = tf.constant(0.0), tf.constant(0.0)
@@ -149,7 +165,7 @@ class TwinTrainer(episodic.EpisodicTrainer):
                 u, v, state = twin.half_step(self.problem, instance, u, v, state, index0 + j,
                                              self.iterations, minimise)
                 f_new = self.problem.instance_losses([u, v], instance)
-                reward = tf.reduce_mean(f_new - f_prev)
+                reward = tf.reduce_sum(f_new - f_prev) / count
                 if minimise:
                     loss_min += reward
                 else:
@@ -157,27 +173,52 @@ class TwinTrainer(episodic.EpisodicTrainer):
                 f_prev = f_new
             if self.joint_loss:
                 loss_min = loss_max = loss_min + loss_max
-        v_min = twin.min_player.trainable_variables
-        v_max = twin.max_player.trainable_variables
-        g_min = tape.gradient(loss_min, v_min)
-        g_max = tape.gradient(loss_max, v_max)
-        finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in g_min + g_max
-                                if g is not None])
+        g_min = tape.gradient(loss_min, twin.min_player.trainable_variables)
+        g_max = tape.gradient(loss_max, twin.max_player.trainable_variables)
+        carry = (tf.stop_gradient(u), tf.stop_gradient(v),
+                 tf.nest.map_structure(tf.stop_gradient, state))
+        return carry, distribute.replica_sum((loss_min, loss_max)), (g_min, g_max)
+
+    def _apply(self, losses, grads):
+        del losses
+        g_min, g_max = grads
+        v_min = self.twin.min_player.trainable_variables
+        v_max = self.twin.max_player.trainable_variables
+        finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in
+                                list(g_min) + list(g_max) if g is not None])
         if finite:
             self.opt_min.apply_gradients([(g, w) for g, w in zip(g_min, v_min) if g is not None])
             self.opt_max.apply_gradients([(g, w) for g, w in zip(g_max, v_max) if g is not None])
-        state = tf.nest.map_structure(tf.stop_gradient, state)
-        return tf.stop_gradient(u), tf.stop_gradient(v), state, loss_min, loss_max, finite
+        return finite
+
+    def _split(self, instance, u, v, state):
+        """The replicas' games: rows of the instances and starts, the players' states'
+        rows of their coordinates."""
+        if self.strategy is None:
+            return instance, u, v, state
+        count = int(u.shape[0])
+        per = distribute.per_replica_size(count, self.strategy, "number of games (optimizee "
+                                          "instances) of an epoch")
+        shapes = (tuple(int(d) for d in u.shape),)
+        if shapes not in self._splitters:
+            def split(instance, u, v, state):
+                rows = lambda t: distribute.replica_rows(t, per)  # noqa: E731
+                return (tf.nest.map_structure(rows, instance), rows(u), rows(v),
+                        distribute.shard_state(state, shapes, per))
+            self._splitters[shapes] = distribute.splitter(self.strategy, split)
+        return self._splitters[shapes](instance, u, v, state)
 
     def run_episode(self, episode):
         seed = tf.constant([self.seed, episode], tf.int32)
         instance = self.problem.sample_instance(seed)
         u, v = self.problem.init_params(seed + [0, 1], instance)
         state = self.twin.initial_state([u, v], seed + [0, 2])
+        count = tf.constant(float(u.shape[0]))
+        instance, u, v, state = self._split(instance, u, v, state)
         total = 0.0
         for k in range(self.iterations // self.truncation):
-            u, v, state, l_min, l_max, finite = self._truncation(
-                u, v, state, instance, tf.constant(k * self.truncation))
+            (u, v, state), (l_min, l_max), finite = self._truncation(
+                u, v, state, instance, tf.constant(k * self.truncation), count)
             if not bool(finite):
                 self.skipped(f"non-finite meta-gradient at epoch {episode + 1} "
                              f"truncation {k + 1}")

@@ -105,7 +105,10 @@ def define_strategy_flags():
                       "tf.distribute strategy of training: default (one device), mirrored "
                       "(the visible GPUs, else --cpu_replicas logical CPU devices) or "
                       "multi_worker (one process per worker, the cluster in TF_CONFIG).  "
-                      "The global batch is kept and split over the replicas.")
+                      "The global batch is kept and split over the replicas: the training "
+                      "batch of the unrolled models, the optimizee instances (games) of a "
+                      "meta-training episode, or one network's minibatch (run.nn_training); "
+                      "the gradients are all-reduced.  See README, 'Scaling out'.")
     flags.DEFINE_integer("cpu_replicas", None, "With --strategy=mirrored and no GPU: split "
                          "the CPU into this many logical devices (replicas).", lower_bound=1)
 

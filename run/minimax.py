@@ -66,9 +66,9 @@ def validate():
         from model_free import pretrained  # pylint: disable=import-outside-toplevel
         pretrained.check_kind(FLAGS.load, "twin_l2o")
     settings()
-    common.check_strategy_flags(False, "Twin-L2O's trainer (model_free/twin.py on "
-                                "model_free/episodic.py) does not split its games over "
-                                "replicas yet")
+    common.check_strategy_flags(FLAGS.optimizer == "twin_l2o" and FLAGS.load is None,
+                                "--load trains nothing" if FLAGS.load else
+                                f"--optimizer={FLAGS.optimizer} trains nothing")
     common.prepare_workdir(FLAGS.workdir)
 
 
@@ -113,7 +113,7 @@ def train_or_load_twin(problem, workdir, tb, hidden, epochs):
     trainer = twin_lib.TwinTrainer(
         twin, problem, eval_half_steps=200 if FLAGS.preset == "quick" else 1000,
         joint_loss=FLAGS.joint_loss, seed=FLAGS.seed, tb=tb,
-        ckpt_dir=os.path.join(workdir, "ckpt"))
+        ckpt_dir=os.path.join(workdir, "ckpt"), strategy=common.strategy())
     trainer.train(epochs)
     twin_lib.save_twin(twin, os.path.join(workdir, "twin_l2o.npz"))
     return twin, {"train_seconds": trainer.train_seconds,

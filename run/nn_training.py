@@ -11,6 +11,8 @@ gives our checkpoint or an original Open-L2O file; they are then applied to ``--
 SGD/Adam/RMSProp use lr 1e-3.  As the original, the learned optimizers are tested on the
 MNIST *test* split (10k images) and the classic ones on the training split
 (``--mnist_split``; recorded as ``mnist_split`` in results.json).  ``--preset=quick``: 500 steps, 2 runs, 30 meta-episodes.
+Meta-training takes ``--strategy``: the network is copied to every replica and each
+minibatch of 128 split over them (README, 'Scaling out').
 Data: ``--mnist_dir`` (the four idx files), else ``$OPEN_L2O_DATA_DIR``, else
 tensorflow-datasets.
 """
@@ -39,6 +41,12 @@ flags.DEFINE_integer("steps", None, "Training steps per run (paper 10,000, quick
 flags.DEFINE_integer("runs", None, "Independent runs (paper 10, quick 2).", lower_bound=1)
 flags.DEFINE_float("lr", 1e-3, "Learning rate of sgd/adam/rmsprop.")
 common.define_meta_flags(quick_episodes=30)
+flags.DEFINE_integer("unroll", None, "Meta-training horizon in steps per episode, a "
+                     "multiple of --truncation: l2o_dm, l2o_rnnprop, l2o_scale (default 100 "
+                     "as the original; l2o_enhanced's curriculum sets its horizons).  "
+                     "Held-out model selection runs at the same horizon.", lower_bound=1)
+flags.DEFINE_integer("truncation", 20, "Learned optimizers: meta-training steps per "
+                     "truncation (one meta-update; the original's 20).", lower_bound=1)
 common.define_model_selection_flag()
 flags.DEFINE_enum("mnist_split", None, ["train", "test"],
                   "The split the optimizee is trained on (CIFAR-10 too).  Default as the "
@@ -56,6 +64,12 @@ def validate():
     workdir and the run identity."""
     name = FLAGS.optimizer
     common.check_load_flag(name, CLASSIC, LEARNED)
+    if FLAGS.unroll is not None and (name not in LEARNED or name == "l2o_enhanced"):
+        raise UserError("--unroll applies to l2o_dm, l2o_rnnprop and l2o_scale (l2o_enhanced's "
+                        f"curriculum sets its horizons), not --optimizer={name}")
+    if (FLAGS.unroll or 100) % FLAGS.truncation:
+        raise UserError(f"--unroll {FLAGS.unroll or 100} must be a multiple of --truncation "
+                        f"{FLAGS.truncation}")
     for flag in ("meta_episodes", "meta_lr"):
         if getattr(FLAGS, flag) is not None and name not in LEARNED:
             raise UserError(f"--{flag} applies to the learned optimizers only, not "
@@ -64,10 +78,9 @@ def validate():
         raise UserError(f"--mnist_dir {FLAGS.mnist_dir} "
                         f"{'is a file' if os.path.exists(FLAGS.mnist_dir) else 'does not exist'}"
                         "; expected a folder with the four MNIST idx files")
-    common.check_strategy_flags(
-        False, f"--optimizer={name} trains nothing" if name not in LEARNED or FLAGS.load
-        else "meta-training splits an episode's optimizee instances over the replicas, and "
-        "an episode here trains one network (not yet split by minibatch)")
+    common.check_strategy_flags(name in LEARNED and FLAGS.load is None,
+                                f"--optimizer={name} trains nothing" if name not in LEARNED
+                                else "--load trains nothing")
     common.prepare_workdir(FLAGS.workdir)
 
 
@@ -92,11 +105,12 @@ def main(argv):
         episodes = common.preset_value(FLAGS.preset, 10000, 30, FLAGS.meta_episodes)
         opt, info = training.meta_train_or_load(
             name, train_problem, synthetic=False, workdir=workdir, episodes=episodes,
-            load=FLAGS.load, tb=tb, seed=FLAGS.seed,
+            unroll=FLAGS.unroll or 100, truncation=FLAGS.truncation, load=FLAGS.load,
+            tb=tb, seed=FLAGS.seed,
             horizons=(100, 200) if FLAGS.preset == "quick" else None,
             random_scale=FLAGS.random_scale, meta_lr=FLAGS.meta_lr,
             selection=common.preset_value(FLAGS.preset, "last_truncation", "horizon_mean",
-                                          FLAGS.model_selection))
+                                          FLAGS.model_selection), strategy=common.strategy())
     curves = []
     start = time.time()
     progress = olog.Progress(f"nn_training {name} {FLAGS.problem}", runs)

@@ -79,11 +79,8 @@ def validate():
                             f"l2o_rnnprop, l2o_enhanced, l2o_scale), got --optimizer={name}")
         common.check_safeguard_flags(["gd", "adam", "rmsprop"], "adam")
     common.check_strategy_flags(
-        name in LEARNED and name != "l2o_swarm" and FLAGS.load is None,
-        "--load trains nothing" if FLAGS.load else
-        f"--optimizer={name} trains nothing" if name not in LEARNED else
-        "L2O-Swarm's trainer (model_free/swarm.py on model_free/episodic.py) does not "
-        "split its populations over replicas yet")
+        name in LEARNED and FLAGS.load is None,
+        "--load trains nothing" if FLAGS.load else f"--optimizer={name} trains nothing")
     common.prepare_workdir(FLAGS.workdir)
 
 
@@ -130,7 +127,8 @@ def run_swarm(family, test, x0, workdir, tb, episodes, unroll):
         trainer = swarm_lib.SwarmTrainer(opt, family, seed=FLAGS.seed, tb=tb,
                                          ckpt_dir=os.path.join(workdir, "ckpt"),
                                          lr=FLAGS.meta_lr or 1e-3, start=FLAGS.swarm_start,
-                                         unroll=unroll, truncation=TRUNCATION)
+                                         unroll=unroll, truncation=TRUNCATION,
+                                         strategy=common.strategy())
         trainer.train(episodes)
         swarm_lib.save_swarm(opt, os.path.join(workdir, "l2o_swarm.npz"))
         info = {"train_seconds": trainer.train_seconds,
