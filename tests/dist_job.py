@@ -1,31 +1,43 @@
-"""One tiny seeded training job under a tf.distribute strategy, for tests/test_distribute.py.
+"""Tiny seeded training jobs under a tf.distribute strategy, for tests/test_distribute.py.
 
     DIST_JOBS=progressive,meta python -m tests.dist_job STRATEGY CPU_REPLICAS WORKDIR
 
 With ``DIST_REFERENCE=1`` the same jobs also run on one device (no strategy) first, in
-the same process.  Runs in its own process (logical CPU devices and collectives are configured once per
-process, before TensorFlow initialises its devices) and prints one JSON line ``RESULT
-{...}``.  JOBS (comma-separated, default ``progressive,meta``):
+the same process.  Runs in its own process (logical CPU devices and collectives are
+configured once per process, before TensorFlow initialises its devices) and prints one JSON
+line ``RESULT {...}``.  JOBS (comma-separated, default all but ``resume`` and ``meta``):
 
 * ``progressive``: LISTA, 2 layers, on 16x32 sparse recovery (batch 32, 6 steps per epoch,
   2 epochs per stage); the per-layer test NMSE (dB) and the final weights' checksum;
 * ``resume``: the same run interrupted after layer 1 (checkpoint written by the chief),
-  continued by a new trainer (the chief reads the checkpoint and broadcasts it);
-* ``meta``: L2O-DM meta-trained 4 episodes on 8-instance quadratics (2 truncations of 5
-  steps), the held-out score of the final weights and their checksum (and the initial
-  weights' distance from the initial ones);
+  continued by a new trainer (the chief reads the checkpoint and broadcasts it); also
+  interrupts the meta-training jobs after episode 2 the same way;
+* ``meta``: L2O-DM meta-trained 4 episodes on 8-instance quadratics (2 truncations of 3
+  steps), the held-out score of the final weights, their checksum and the distance they
+  moved from the initial ones;
 * ``scale``: L2O-Scale as ``run.rastrigin`` meta-trains it (log-ratio objective, TF1
-  RMSProp, clipping, state carried across episodes; meta_lr 1e-3) 3 episodes on
-  8-instance Rastrigin n = 2, the same outputs.
+  RMSProp, clipping, state carried across episodes; meta_lr 1e-3) 3 episodes (2
+  truncations of 2 steps) on 8-instance Rastrigin n = 2, the same outputs;
+* ``enhanced``: L2O-DM with imitation episodes (probability 0.5) as ``meta``, and the
+  imitation episodes' losses;
+* ``nn``: L2O-DM meta-trained 2 episodes on one tiny MLP (6x6 images, 4 hidden units,
+  minibatch 16: the minibatch split over the replicas);
+* ``swarm``: L2O-Swarm (hidden 8) 3 episodes on 8-instance Rastrigin n = 2 (2 truncations
+  of 3 steps), scored on 4 held-out instances; ``twin``: Twin-L2O (hidden 8) 3 epochs on
+  8 saddle games (dim 2, 2 truncations of 4 half-steps), scored on 4 held-out games over
+  20 half-steps; the best (selected) held-out score and the distance moved.
 """
 import json
 import os
 import sys
+import time
 
 
 def main():
+    start = time.time()
     strategy_name, cpu_replicas, workdir = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-    jobs = os.environ.get("DIST_JOBS", "progressive,meta,scale").split(",")
+    jobs = os.environ.get("DIST_JOBS",
+                          "progressive,scale,enhanced,nn,swarm,twin").split(",")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from open_l2o_tf import distribute  # pylint: disable=import-outside-toplevel
     strategy = distribute.make_strategy(
@@ -34,6 +46,7 @@ def main():
     if os.environ.get("DIST_REFERENCE"):      # the single-device run, in the same process
         results["reference"] = run(None, os.path.join(workdir, "reference"), jobs)
     results["run"] = run(strategy, workdir, jobs)
+    results["seconds"] = time.time() - start
     print("RESULT " + json.dumps(results), flush=True)
 
 
@@ -80,12 +93,18 @@ def run(strategy, workdir, jobs):
             out["ckpt_files"] = sorted(os.listdir(ckpt)) if os.path.isdir(ckpt) else []
     from model_free.meta_trainer import MetaTrainer  # pylint: disable=import-outside-toplevel
 
-    def meta(name, opt, family, episodes, **kw):
-        trainer = MetaTrainer(opt, family, unroll=10, truncation=5, eval_every=2,
-                              eval_instances=1, selection="horizon_mean", progress=None,
-                              seed=0, strategy=strategy,
-                              ckpt_dir=os.path.join(workdir, name + "_ckpt"), **kw)
+    def meta(name, opt, family, episodes, truncation=3, **kw):
+        def make():
+            return MetaTrainer(opt, family, unroll=2 * truncation, truncation=truncation,
+                               eval_every=2,
+                               eval_instances=1, selection="horizon_mean", progress=None,
+                               seed=0, strategy=strategy,
+                               ckpt_dir=os.path.join(workdir, name + "_ckpt"), **kw)
+        trainer = make()
         initial = trainer.weights()
+        if "resume" in jobs:         # interrupted after episode 2, a new trainer resumes
+            trainer.train(2)
+            trainer = make()
         trainer.train(episodes)
         out[name + "_score"] = trainer.score()
         out[name + "_weights"] = float(sum(np.abs(w).sum() for w in trainer.weights()))
@@ -103,9 +122,64 @@ def run(strategy, workdir, jobs):
         from open_l2o_tf.optimizees.rastrigin import Rastrigin  # pylint: disable=import-outside-toplevel
         keras.utils.set_random_seed(0)
         opt = L2OScale(batched_instances=True)
-        meta("scale", opt, Rastrigin(n=2, batch_size=8), 3, meta_objective="log_ratio",
-             clip_value=1e4, carry_state=True,
+        meta("scale", opt, Rastrigin(n=2, batch_size=8), 3, truncation=2,
+             meta_objective="log_ratio", clip_value=1e4, carry_state=True,
              meta_optimizer=tf1_rmsprop(1e-3, opt))
+    if "enhanced" in jobs:     # L2O-DM with imitation episodes (split by coordinates)
+        from model_free.dm import L2ODM  # pylint: disable=import-outside-toplevel
+        from model_free.imitation import Imitation  # pylint: disable=import-outside-toplevel
+        from open_l2o_tf.optimizees.quadratic import Quadratic  # pylint: disable=import-outside-toplevel
+        keras.utils.set_random_seed(0)
+        imitation, seen = Imitation("dm", probability=0.5, seed=0), []
+        plain = imitation.train_episode
+        imitation.train_episode = lambda *a: seen.append(plain(*a)) or seen[-1]
+        meta("enhanced", L2ODM(preprocess="identity", output_scale=1.0),
+             Quadratic(dim=4, batch_size=8), 4, imitation=imitation)
+        out["enhanced_imitation_losses"] = seen
+    if "nn" in jobs:           # one network: the minibatch split over the replicas
+        from model_free.dm import L2ODM  # pylint: disable=import-outside-toplevel
+        from open_l2o_tf.optimizees.networks import MnistMLP  # pylint: disable=import-outside-toplevel
+        rng = np.random.default_rng(0)
+        keras.utils.set_random_seed(0)
+        meta("nn", L2ODM(), MnistMLP(rng.random((64, 6, 6, 1), np.float32),
+                                     rng.integers(0, 10, 64), hidden=4, batch_size=16), 2)
+    def episodic(name, make, episodes):
+        """A SwarmTrainer / TwinTrainer ``make(ckpt_dir)`` on a fresh seeded network; with
+        ``resume`` in the jobs interrupted after episode 2 (the chief's checkpoint) and
+        continued by a new trainer on a new network, as a restarted process would."""
+        ckpt = os.path.join(workdir, name + "_ckpt")
+        trainer = make(ckpt)
+        initial = [w.numpy() for w in trainer.model.weights]
+        if "resume" in jobs:
+            trainer.train(2)
+            trainer = make(ckpt)
+        trainer.train(episodes)
+        out[name + "_score"] = trainer.best_score    # the selected weights' held-out score
+        out[name + "_moved"] = float(np.sqrt(sum(
+            np.sum((w.numpy() - w0) ** 2) for w, w0 in zip(trainer.model.weights, initial))))
+
+    if "swarm" in jobs:
+        from model_free import swarm as swarm_lib  # pylint: disable=import-outside-toplevel
+        from open_l2o_tf.optimizees.rastrigin import Rastrigin  # pylint: disable=import-outside-toplevel
+
+        def make_swarm(ckpt):
+            keras.utils.set_random_seed(0)
+            return swarm_lib.SwarmTrainer(
+                swarm_lib.L2OSwarm(dim=2, hidden=8), Rastrigin(n=2, batch_size=8), unroll=6,
+                truncation=3, eval_every=2, eval_instances=4, progress=None, seed=0,
+                ckpt_dir=ckpt, strategy=strategy)
+        episodic("swarm", make_swarm, 3)
+    if "twin" in jobs:
+        from model_free import twin as twin_lib  # pylint: disable=import-outside-toplevel
+        from open_l2o_tf.optimizees.minimax import Saddle  # pylint: disable=import-outside-toplevel
+
+        def make_twin(ckpt):
+            keras.utils.set_random_seed(0)
+            return twin_lib.TwinTrainer(
+                twin_lib.TwinL2O(hidden=8), Saddle(dim=2, batch_size=8), iterations=8,
+                truncation=4, lr=1e-2, eval_every=2, eval_instances=4, eval_half_steps=20,
+                progress=None, seed=0, ckpt_dir=ckpt, strategy=strategy)
+        episodic("twin", make_twin, 3)
     return out
 
 

@@ -2,16 +2,21 @@
 127.0.0.1 under ``multi_worker`` give the single-device results (tests/dist_job.py).
 
 The jobs run in their own processes (logical devices and collectives are configured once
-per process, before TensorFlow initialises its devices), three at once (one with the single
-device reference and the 2-device mirrored run, two workers), bounded in time and killed
-at the end.  Compared, on the same seeds: progressive training of a 2-layer LISTA
-(per-layer test NMSE within 0.1 dB, final weights' checksum to 1e-4 relative) and
-meta-training of L2O-DM and (mirrored) of L2O-Scale (held-out score within 1 %, the
-distance the weights moved within 1 %).  The two workers run the progressive training
-interrupted after layer 1 and resumed from the chief's checkpoint (which the chief
-broadcasts to the other worker), which must end where the uninterrupted single-device run
-ends.
+per process, before TensorFlow initialises its devices), four at once, started once for
+the whole file (one with the single device reference and the 2-device mirrored run, two
+workers, and ``run.nn_training`` under mirrored), bounded in time and killed at the end.
+Compared, on the same seeds: progressive training of a 2-layer LISTA (per-layer test NMSE
+within 0.1 dB, final weights' checksum to 1e-4 relative) and meta-training (held-out score
+within 1 %, the distance the weights moved within 1 %) of L2O-enhanced (L2O-DM with
+meta-training and imitation episodes, the latter split by coordinates) and L2O-Swarm (the
+instances split), and under mirrored also of Twin-L2O (the games split), L2O-Scale and
+L2O-DM on one network (the minibatch split).  The two workers run the progressive
+training interrupted after layer 1, and the meta-training of L2O-enhanced and L2O-Swarm
+interrupted after episode 2, resumed from the chief's checkpoint (which the chief
+broadcasts to the other worker), which must end where the uninterrupted single-device runs
+end.
 """
+import gzip
 import json
 import os
 import socket
@@ -19,13 +24,14 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from open_l2o_tf import distribute
 from open_l2o_tf.errors import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TIMEOUT = 300
+TIMEOUT = 600
 
 
 def _free_ports(count):
@@ -63,6 +69,35 @@ def _result(proc, deadline):
     return json.loads(lines[-1][len("RESULT "):])
 
 
+def _write_idx(path, array):
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(
+        int(d).to_bytes(4, "big") for d in array.shape)
+    with gzip.open(path, "wb") as handle:
+        handle.write(header + array.astype(np.uint8).tobytes())
+
+
+def _start_nn_training(root):
+    """``run.nn_training`` meta-training L2O-DM under mirrored on 2 logical CPUs, on tiny
+    generated MNIST idx files (2 episodes of 2 truncations of 2 steps)."""
+    data = root / "mnist"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 64), ("t10k", 32)):
+        _write_idx(data / f"{split}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
+        _write_idx(data / f"{split}-labels-idx1-ubyte.gz", rng.integers(0, 10, n))
+    workdir = root / "nn_training"
+    log = open(root / "nn_training.log", "w")  # pylint: disable=consider-using-with
+    proc = subprocess.Popen(  # pylint: disable=consider-using-with
+        [sys.executable, "-m", "run.nn_training", "--optimizer=l2o_dm", "--preset=quick",
+         f"--mnist_dir={data}", f"--workdir={workdir}", "--meta_episodes=2", "--unroll=4",
+         "--truncation=2", "--steps=5", "--runs=1", "--strategy=mirrored",
+         "--cpu_replicas=2"], cwd=ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+        stdout=log, stderr=subprocess.STDOUT)
+    proc.log_path, proc.workdir = log.name, str(workdir)
+    log.close()
+    return proc
+
+
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
     root = tmp_path_factory.mktemp("dist")
@@ -73,14 +108,23 @@ def results(tmp_path_factory):
     for i in range(2):
         config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})
         procs[f"worker{i}"] = _start(["multi_worker", "0"], str(root / f"worker{i}"),
-                                     {"TF_CONFIG": config, "DIST_JOBS": "resume,meta"})
+                                     {"TF_CONFIG": config,
+                                      "DIST_JOBS": "resume,enhanced,swarm"})
+    nn_training = _start_nn_training(root)
     deadline = time.time() + TIMEOUT
     try:
         out = {name: _result(proc, deadline) for name, proc in procs.items()}
         out["default"] = out["mirrored"]["reference"]
         out = {name: value.get("run", value) for name, value in out.items()}
+        try:
+            nn_training.wait(timeout=max(1.0, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            pytest.fail("run.nn_training under mirrored timed out")
+        out["nn_training"] = {"status": nn_training.returncode,
+                              "log": open(nn_training.log_path).read(),
+                              "workdir": nn_training.workdir}
     finally:
-        for proc in procs.values():
+        for proc in list(procs.values()) + [nn_training]:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
@@ -95,7 +139,7 @@ def _same(reference, other, prefix=""):
     assert other[prefix + "weights"] == pytest.approx(reference["weights"], rel=1e-4)
 
 
-def _same_meta(reference, other, names=("meta", "scale")):
+def _same_meta(reference, other, names):
     for name in names:
         assert reference[name + "_moved"] > 0      # meta-training changed the weights
         assert other[name + "_score"] == pytest.approx(reference[name + "_score"], rel=0.01)
@@ -107,7 +151,18 @@ def test_mirrored_two_cpu_devices_match_one_device(results):
     assert ref["replicas"] == 1 and mirrored["replicas"] == 2
     assert ref["nmse"][1] < ref["nmse"][0] < 0      # it trained
     _same(ref, mirrored)
-    _same_meta(ref, mirrored)
+    _same_meta(ref, mirrored, ("scale", "enhanced", "nn"))
+
+
+def test_mirrored_imitation_episodes_split_by_coordinates(results):
+    ref, mirrored = results["default"], results["mirrored"]
+    assert ref["enhanced_imitation_losses"]        # some episodes imitated Adam
+    assert mirrored["enhanced_imitation_losses"] == pytest.approx(
+        ref["enhanced_imitation_losses"], rel=1e-4)
+
+
+def test_mirrored_swarm_and_twin_match_one_device(results):
+    _same_meta(results["default"], results["mirrored"], ("swarm", "twin"))
 
 
 def test_two_workers_match_one_device_and_resume(results):
@@ -117,12 +172,30 @@ def test_two_workers_match_one_device_and_resume(results):
     assert chief["chief"] and not other["chief"]
     for worker in (chief, other):
         _same(ref, worker, "resume_")          # interrupted after layer 1, resumed
-        _same_meta(ref, worker, ("meta",))
+        # L2O-enhanced (DM and imitation episodes) and L2O-Swarm interrupted after
+        # episode 2, resumed (Twin-L2O resumes through the same EpisodicTrainer code)
+        _same_meta(ref, worker, ("enhanced", "swarm"))
+        assert worker["enhanced_imitation_losses"] == pytest.approx(
+            ref["enhanced_imitation_losses"], rel=1e-4)
     # checkpoints: written by the chief only
     assert "progress.json" in chief["ckpt_files"] and other["ckpt_files"] == []
     root = results["root"]
-    assert os.listdir(os.path.join(root, "worker0", "meta_ckpt"))
-    assert not os.path.exists(os.path.join(root, "worker1", "meta_ckpt"))
+    for name in ("enhanced_ckpt", "swarm_ckpt"):
+        assert os.listdir(os.path.join(root, "worker0", name))
+        assert not os.path.exists(os.path.join(root, "worker1", name))
+
+
+def test_nn_training_meta_trains_under_mirrored(results):
+    run = results["nn_training"]
+    assert run["status"] == 0, run["log"][-3000:]
+    assert "MirroredStrategy: 2 replicas in sync" in run["log"]
+    with open(os.path.join(run["workdir"], "results.json")) as handle:
+        record = json.load(handle)
+    assert record["train_steps"] == 2 * 2 * 2          # episodes x truncations x steps
+    assert len(record["curve"]) == 6 and np.isfinite(record["final"])
+    assert record["config"]["strategy"] == "mirrored"
+    with open(os.path.join(run["workdir"], "ckpt", "meta_state.json")) as handle:
+        assert json.load(handle)["episode"] == 2
 
 
 def test_strategy_options_checked_without_tensorflow():
