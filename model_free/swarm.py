@@ -177,13 +177,12 @@ def start_particles(x0, particles, seed, start="origin"):
     return noise if start == "origin" else x0[None] + noise
 
 
-def swarm_minimize(swarm, family, instance, x0, num_steps, seed=0, start="origin"):
-    """Runs the swarm for ``num_steps`` steps, its particles started by
-    :func:`start_particles` (``x0`` (B, n): the test starts); returns the per-instance loss
-    of the best particle at ``x_0 .. x_T``, ``(num_steps + 1, B)``."""
+def swarm_runner(swarm, num_steps, family, seed=0, start="origin"):
+    """A compiled ``run(instance, x0) -> (num_steps + 1, B)`` of :func:`swarm_minimize`,
+    traced once for instances of the same shapes (held-out scoring reuses it)."""
 
     @tf.function
-    def run(x0):
+    def run(instance, x0):
         x = start_particles(x0, swarm.particles, tf.constant([seed, 31], tf.int32), start)
         state = swarm.initial_state(x)
         ta = tf.TensorArray(tf.float32, size=num_steps + 1)
@@ -197,7 +196,14 @@ def swarm_minimize(swarm, family, instance, x0, num_steps, seed=0, start="origin
         f, _ = swarm.losses_and_grads(family, instance, x)
         return ta.write(num_steps, tf.reduce_min(f, 0)).stack()
 
-    return run(x0).numpy()
+    return run
+
+
+def swarm_minimize(swarm, family, instance, x0, num_steps, seed=0, start="origin"):
+    """Runs the swarm for ``num_steps`` steps, its particles started by
+    :func:`start_particles` (``x0`` (B, n): the test starts); returns the per-instance loss
+    of the best particle at ``x_0 .. x_T``, ``(num_steps + 1, B)``."""
+    return swarm_runner(swarm, num_steps, family, seed, start)(instance, x0).numpy()
 
 
 class SwarmTrainer(episodic.EpisodicTrainer):
@@ -238,7 +244,7 @@ class SwarmTrainer(episodic.EpisodicTrainer):
         self.heldout = (held, family.init_params(10 ** 6 + self.seed + 1, held)[0])
         self._truncation = distribute.synchronous_step(
             strategy, self._truncation_part, self._apply, swarm.trainable_variables)
-        self._splitters = {}
+        self._splitters, self._score_run = {}, None
 
     def _truncation_part(self, x, state, instance, seed, count):
         """One truncation on this replica's instances: ``((x, state), (meta-loss, total),
@@ -312,9 +318,10 @@ class SwarmTrainer(episodic.EpisodicTrainer):
 
     def score(self):
         instance, x0 = self.heldout
-        curve = swarm_minimize(self.swarm, self.family, instance, x0, self.unroll,
-                               seed=10 ** 6, start=self.start)
-        return float(np.mean(curve))
+        if self._score_run is None:
+            self._score_run = swarm_runner(self.swarm, self.unroll, self.family,
+                                           seed=10 ** 6, start=self.start)
+        return float(np.mean(self._score_run(instance, x0).numpy()))
 
 
 def save_swarm(swarm, path):

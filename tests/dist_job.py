@@ -29,6 +29,7 @@ line ``RESULT {...}``.  JOBS (comma-separated, default all but ``resume`` and ``
 """
 import json
 import os
+import resource
 import sys
 import time
 
@@ -47,6 +48,8 @@ def main():
         results["reference"] = run(None, os.path.join(workdir, "reference"), jobs)
     results["run"] = run(strategy, workdir, jobs)
     results["seconds"] = time.time() - start
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    results["cpu_seconds"] = usage.ru_utime + usage.ru_stime
     print("RESULT " + json.dumps(results), flush=True)
 
 
