@@ -12,7 +12,7 @@ line ``RESULT {...}``.  JOBS (comma-separated, default all but ``resume`` and ``
 * ``resume``: the same run interrupted after layer 1 (checkpoint written by the chief),
   continued by a new trainer (the chief reads the checkpoint and broadcasts it); also
   interrupts the meta-training jobs after episode 2 the same way;
-* ``meta``: L2O-DM meta-trained 4 episodes on 8-instance quadratics (2 truncations of 3
+* ``meta``: L2O-DM meta-trained 4 episodes on 8-instance quadratics (2 truncations of 2
   steps), the held-out score of the final weights, their checksum and the distance they
   moved from the initial ones;
 * ``scale``: L2O-Scale as ``run.rastrigin`` meta-trains it (log-ratio objective, TF1
@@ -23,8 +23,8 @@ line ``RESULT {...}``.  JOBS (comma-separated, default all but ``resume`` and ``
 * ``nn``: L2O-DM meta-trained 2 episodes on one tiny MLP (6x6 images, 4 hidden units,
   minibatch 16: the minibatch split over the replicas);
 * ``swarm``: L2O-Swarm (hidden 8) 3 episodes on 8-instance Rastrigin n = 2 (2 truncations
-  of 3 steps), scored on 4 held-out instances; ``twin``: Twin-L2O (hidden 8) 3 epochs on
-  8 saddle games (dim 2, 2 truncations of 4 half-steps), scored on 4 held-out games over
+  of 2 steps), scored on 4 held-out instances; ``twin``: Twin-L2O (hidden 8) 3 epochs on
+  8 saddle games (dim 2, 2 truncations of 2 half-steps), scored on 4 held-out games over
   20 half-steps; the best (selected) held-out score and the distance moved.
 """
 import json
@@ -96,7 +96,7 @@ def run(strategy, workdir, jobs):
             out["ckpt_files"] = sorted(os.listdir(ckpt)) if os.path.isdir(ckpt) else []
     from model_free.meta_trainer import MetaTrainer  # pylint: disable=import-outside-toplevel
 
-    def meta(name, opt, family, episodes, truncation=3, **kw):
+    def meta(name, opt, family, episodes, truncation=2, **kw):
         def make():
             return MetaTrainer(opt, family, unroll=2 * truncation, truncation=truncation,
                                eval_every=2,
@@ -125,8 +125,7 @@ def run(strategy, workdir, jobs):
         from open_l2o_tf.optimizees.rastrigin import Rastrigin  # pylint: disable=import-outside-toplevel
         keras.utils.set_random_seed(0)
         opt = L2OScale(batched_instances=True)
-        meta("scale", opt, Rastrigin(n=2, batch_size=8), 3, truncation=2,
-             meta_objective="log_ratio", clip_value=1e4, carry_state=True,
+        meta("scale", opt, Rastrigin(n=2, batch_size=8), 3, meta_objective="log_ratio", clip_value=1e4, carry_state=True,
              meta_optimizer=tf1_rmsprop(1e-3, opt))
     if "enhanced" in jobs:     # L2O-DM with imitation episodes (split by coordinates)
         from model_free.dm import L2ODM  # pylint: disable=import-outside-toplevel
@@ -168,8 +167,8 @@ def run(strategy, workdir, jobs):
         def make_swarm(ckpt):
             keras.utils.set_random_seed(0)
             return swarm_lib.SwarmTrainer(
-                swarm_lib.L2OSwarm(dim=2, hidden=8), Rastrigin(n=2, batch_size=8), unroll=6,
-                truncation=3, eval_every=2, eval_instances=4, progress=None, seed=0,
+                swarm_lib.L2OSwarm(dim=2, hidden=8), Rastrigin(n=2, batch_size=8), unroll=4,
+                truncation=2, eval_every=2, eval_instances=4, progress=None, seed=0,
                 ckpt_dir=ckpt, strategy=strategy)
         episodic("swarm", make_swarm, 3)
     if "twin" in jobs:
@@ -179,8 +178,8 @@ def run(strategy, workdir, jobs):
         def make_twin(ckpt):
             keras.utils.set_random_seed(0)
             return twin_lib.TwinTrainer(
-                twin_lib.TwinL2O(hidden=8), Saddle(dim=2, batch_size=8), iterations=8,
-                truncation=4, lr=1e-2, eval_every=2, eval_instances=4, eval_half_steps=20,
+                twin_lib.TwinL2O(hidden=8), Saddle(dim=2, batch_size=8), iterations=4,
+                truncation=2, lr=1e-2, eval_every=3, eval_instances=4, eval_half_steps=20,
                 progress=None, seed=0, ckpt_dir=ckpt, strategy=strategy)
         episodic("twin", make_twin, 3)
     return out

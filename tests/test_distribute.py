@@ -2,9 +2,10 @@
 127.0.0.1 under ``multi_worker`` give the single-device results (tests/dist_job.py).
 
 The jobs run in their own processes (logical devices and collectives are configured once
-per process, before TensorFlow initialises its devices), four at once, started once for
-the whole file (one with the single device reference and the 2-device mirrored run, two
-workers, and ``run.nn_training`` under mirrored), bounded in time and killed at the end.
+per process, before TensorFlow initialises its devices), started once for the whole file,
+two at a time (the two workers; then one with the single device reference and the
+2-device mirrored run, and ``run.nn_training`` under mirrored), bounded in time and killed
+at the end.
 Compared, on the same seeds: progressive training of a 2-layer LISTA (per-layer test NMSE
 within 0.1 dB, final weights' checksum to 1e-4 relative) and meta-training (held-out score
 within 1 %, the distance the weights moved within 1 %) of L2O-enhanced (L2O-DM with
@@ -100,20 +101,24 @@ def _start_nn_training(root):
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
+    """Two processes at a time (each is multi-threaded; four at once on two cores spent
+    more CPU in all): the two workers, then the mirrored jobs and run.nn_training."""
     root = tmp_path_factory.mktemp("dist")
     ports = _free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
-    procs = {"mirrored": _start(["mirrored", "2"], str(root / "mirrored"),
-                                {"DIST_REFERENCE": "1"})}
-    for i in range(2):
-        config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})
-        procs[f"worker{i}"] = _start(["multi_worker", "0"], str(root / f"worker{i}"),
-                                     {"TF_CONFIG": config,
-                                      "DIST_JOBS": "resume,enhanced,swarm"})
-    nn_training = _start_nn_training(root)
+    procs, out = {}, {}
     deadline = time.time() + TIMEOUT
     try:
-        out = {name: _result(proc, deadline) for name, proc in procs.items()}
+        for i in range(2):
+            config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})
+            procs[f"worker{i}"] = _start(["multi_worker", "0"], str(root / f"worker{i}"),
+                                         {"TF_CONFIG": config,
+                                          "DIST_JOBS": "resume,enhanced,swarm"})
+        out.update({name: _result(proc, deadline) for name, proc in procs.items()})
+        procs["mirrored"] = _start(["mirrored", "2"], str(root / "mirrored"),
+                                   {"DIST_REFERENCE": "1"})
+        procs["nn_training"] = nn_training = _start_nn_training(root)
+        out["mirrored"] = _result(procs["mirrored"], deadline)
         out["default"] = out["mirrored"]["reference"]
         out = {name: value.get("run", value) for name, value in out.items()}
         try:
@@ -124,7 +129,7 @@ def results(tmp_path_factory):
                               "log": open(nn_training.log_path).read(),
                               "workdir": nn_training.workdir}
     finally:
-        for proc in list(procs.values()) + [nn_training]:
+        for proc in procs.values():
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
