@@ -158,8 +158,9 @@ def run_learned(name, family, test, x0, workdir, tb, episodes, unroll, selection
 
 def report(name, n, curve, paper, lower):
     """The summary line on stdout."""
-    print(f"[rastrigin] n={n} {name}: loss[0]={curve[0]:.3f} loss[10]="
-          f"{curve[min(10, len(curve) - 1)]:.3f} loss[{len(curve) - 1}]={curve[-1]:.4f}  "
+    early = min(10, len(curve) - 1)     # loss[10], or the last step when --steps < 10
+    print(f"[rastrigin] n={n} {name}: loss[0]={curve[0]:.3f} loss[{early}]="
+          f"{curve[early]:.3f} loss[{len(curve) - 1}]={curve[-1]:.4f}  "
           f"paper={paper}  mean lower bound alpha(n-|c|_1)={lower:.3f}", flush=True)
 
 

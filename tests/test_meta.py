@@ -248,3 +248,16 @@ def test_rnnprop_is_built_as_the_original():
             assert np.all(layer.bias.numpy() == 0.0)
         # Glorot-uniform (2, 20) has std 0.30; truncated N(0, 1/2) about 0.62
         assert opt.input_projection.kernel.numpy().std() > 0.45
+
+
+def test_rastrigin_summary_names_the_steps_it_prints():
+    """With fewer than 10 steps the summary's early loss is labelled with its real step."""
+    import subprocess
+    import sys
+    code = ("from run import rastrigin; "
+            "rastrigin.report('gd', 2, [3.0, 2.0, 1.5, 1.25], None, 0.5); "
+            "rastrigin.report('gd', 2, [float(v) for v in range(20, 0, -1)], None, 0.5)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120).stdout.splitlines()
+    assert "loss[3]=1.250 loss[3]=1.2500" in out[0] and "loss[10]" not in out[0]
+    assert "loss[10]=10.000 loss[19]=1.0000" in out[1]
