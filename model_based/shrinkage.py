@@ -57,18 +57,18 @@ def _soft_threshold_autodiff(z, theta):
     return tf.sign(z) * tf.maximum(tf.abs(z) - theta, 0.0)
 
 
-def _shrink(z, theta, keep=None):
+def _shrink(z, theta, keep=None, a=None):
     """``keep ? z : soft_threshold(z, theta)`` for a scalar ``theta``, with the gradient
     written out: d/dz = keep or (|z| >= theta and z != 0); d/dtheta = -sum over the shrunk
-    entries of g sign(z) (those with |z| >= theta, not kept)."""
+    entries of g sign(z) (those with |z| >= theta, not kept).  ``a``: ``|z|`` when the
+    caller has it."""
 
     @tf.custom_gradient
     def shrink(z, theta):
-        a = tf.abs(z)
         s = tf.sign(z)
-        live = a >= theta                       # tf.maximum's tie rule: |z| = theta passes
+        live = (tf.abs(z) if a is None else a) >= theta   # tf.maximum's tie rule: |z| = theta
         shrunk = live if keep is None else tf.logical_and(live, tf.logical_not(keep))
-        out = tf.where(a > theta, z - s * theta, 0.0)
+        out = tf.where(live, z - s * theta, 0.0)        # exactly 0 at |z| = theta
         if keep is not None:
             out = tf.where(keep, z, out)
 
@@ -105,9 +105,9 @@ def ss_keep_count(n, percent):
     return n - 1 - idx
 
 
-def _support(z, theta, k):
-    """The boolean support ``S``: ``|z| > theta`` and ``|z| >`` the (k+1)-th largest."""
-    a = tf.stop_gradient(tf.abs(z))
+def _support(a, theta, k):
+    """The boolean support ``S`` from ``a = |z|`` (no gradient): ``|z| > theta`` and
+    ``|z| >`` the (k+1)-th largest."""
     return tf.logical_and(a > theta, a > kth_largest(a, k))
 
 
@@ -115,7 +115,7 @@ def support_mask(z, theta, k):
     """``1_S`` (float, no gradient): ``|z| > theta`` and ``|z| >`` the (k+1)-th largest."""
     if k <= 0:
         return tf.zeros_like(z)
-    return tf.cast(_support(z, theta, k), z.dtype)
+    return tf.cast(_support(tf.stop_gradient(tf.abs(z)), theta, k), z.dtype)
 
 
 def shrink_ss(z, theta, k):
@@ -124,8 +124,9 @@ def shrink_ss(z, theta, k):
     theta = tf.convert_to_tensor(theta, z.dtype)
     if k <= 0:
         return soft_threshold(z, theta), tf.ones_like(z)
-    keep = _support(z, tf.stop_gradient(theta), k)
+    a = tf.stop_gradient(tf.abs(z))
+    keep = _support(a, tf.stop_gradient(theta), k)
     c = 1.0 - tf.cast(keep, z.dtype)
     if theta.shape.rank != 0:
         return (1.0 - c) * z + _soft_threshold_autodiff(c * z, theta), c
-    return _shrink(z, theta, keep), c
+    return _shrink(z, theta, keep, a), c
