@@ -144,21 +144,10 @@ class EpisodicTrainer:
         """Loads the last checkpoint; returns True when there was one.  Under a
         multi-worker strategy the chief reads it and broadcasts it (weights, optimizer
         slots, best weights, counters)."""
-        if not distribute.multi_process(self.strategy):
-            return self._restore_file()
-        info = distribute.restore_on_chief(
-            self.strategy, self._restore_file,
-            lambda: dict(self._progress(), has_best=self.best_weights is not None))
-        if info is None:
-            return False
-        weights = [w.numpy() for w in self.model.weights]
-        self.best_weights = distribute.broadcast_checkpoint(
-            self.strategy, list(self.model.weights) + [
+        return distribute.restore_trainer(
+            self.strategy, self, list(self.model.weights) + [
                 v for opt in self.optimizers.values() for v in opt.variables],
-            self.best_weights if self.best_weights is not None else weights,
-            info["has_best"])
-        self._load_progress(info)
-        return True
+            [w.numpy() for w in self.model.weights])
 
     def _load_progress(self, meta):
         self.episode, self.train_seconds = int(meta["episode"]), float(meta["train_seconds"])

@@ -578,38 +578,23 @@ class MetaTrainer:
         arrays.update({f"il{i}": v.numpy() for i, v in enumerate(self.il_opt.variables)})
         olog._atomic_write(os.path.join(self.ckpt_dir, "meta_optimizer.npz"),  # pylint: disable=protected-access
                            lambda h: np.savez(h, **arrays), "wb")
-        state = {"episode": self.episode, "best_score": self.best_score,
-                 "train_seconds": self.train_seconds, "truncations": self.truncations,
-                 "curriculum": self.curriculum.state() if self.curriculum else None,
-                 "imitation_rng": (self.imitation.rng.bit_generator.state
-                                   if self.imitation is not None else None)}
-        olog.atomic_write_json(os.path.join(self.ckpt_dir, "meta_state.json"), state)
+        olog.atomic_write_json(os.path.join(self.ckpt_dir, "meta_state.json"), self._progress())
 
     def restore(self):
         """Loads the last checkpoint; returns True when there was one.  Under a
         multi-worker strategy the chief reads it and broadcasts it (weights, best weights,
         both optimizers' slots, counters, curriculum, imitation RNG)."""
-        if not distribute.multi_process(self.strategy):
-            return self._restore_file()
-        info = distribute.restore_on_chief(self.strategy, self._restore_file,
-                                           self._progress)
-        if info is None:
-            return False
-        self.best_weights = distribute.broadcast_checkpoint(
-            self.strategy, list(self.opt.weights) + list(self.meta_opt.variables)
-            + list(self.il_opt.variables),
-            self.best_weights if self.best_weights is not None else self.weights(),
-            info["has_best"])
-        self._load_progress(info)
-        return True
+        return distribute.restore_trainer(
+            self.strategy, self,
+            list(self.opt.weights) + list(self.meta_opt.variables) + list(self.il_opt.variables),
+            self.weights())
 
     def _progress(self):
         return {"episode": self.episode, "best_score": self.best_score,
                 "train_seconds": self.train_seconds, "truncations": self.truncations,
                 "curriculum": self.curriculum.state() if self.curriculum else None,
                 "imitation_rng": (self.imitation.rng.bit_generator.state
-                                  if self.imitation is not None else None),
-                "has_best": self.best_weights is not None}
+                                  if self.imitation is not None else None)}
 
     def _load_progress(self, state):
         self.episode = state["episode"]

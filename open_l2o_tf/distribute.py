@@ -349,16 +349,29 @@ def chief_value(strategy, value):
     return float(broadcast_arrays(strategy, [np.array(value, np.float64)])[0])
 
 
-def broadcast_checkpoint(strategy, variables, best, has_best):
-    """After :func:`restore_on_chief`: the chief's ``variables`` (weights and optimizer
-    slots), assigned in every process, and the chief's best weights: ``best`` is a list of
-    arrays of the weights' shapes in every process (any values where the process has none),
-    returned as the chief's when ``has_best`` (the chief's flag), else None."""
+def restore_trainer(strategy, trainer, variables, weights):
+    """The meta-trainers' resume (:class:`model_free.meta_trainer.MetaTrainer`,
+    :class:`model_free.episodic.EpisodicTrainer`).  In one process ``trainer._restore_file()``.
+    Under a multi-process strategy the chief reads the file and broadcasts
+    ``trainer._progress()``, ``variables`` (weights and optimizer slots) and
+    ``trainer.best_weights`` (``weights``, arrays of the weights' shapes, stand in where a
+    process has none); every process assigns them and calls ``trainer._load_progress``.
+    Returns True when there was a checkpoint."""
+    if not multi_process(strategy):
+        return trainer._restore_file()  # pylint: disable=protected-access
+    info = restore_on_chief(strategy, trainer._restore_file,  # pylint: disable=protected-access
+                            lambda: dict(trainer._progress(),  # pylint: disable=protected-access
+                                         has_best=trainer.best_weights is not None))
+    if info is None:
+        return False
     variables = list(variables)
+    best = trainer.best_weights if trainer.best_weights is not None else weights
     values = broadcast_arrays(strategy, [v.numpy() for v in variables] + list(best))
     for v, value in zip(variables, values):
         v.assign(value)
-    return values[len(variables):] if has_best else None
+    trainer.best_weights = values[len(variables):] if info["has_best"] else None
+    trainer._load_progress(info)  # pylint: disable=protected-access
+    return True
 
 
 def restore_on_chief(strategy, read_file, payload):
