@@ -93,6 +93,13 @@ class LearnedOptimizer(keras.Model):
     def initial_state(self, params):
         raise NotImplementedError
 
+    def seeded_initial_state(self, params, seed):
+        """:meth:`initial_state` with any random draws taken from the stateless ``seed``
+        (int32 ``[2]``); the meta-trainer calls it so that a resumed run draws as an
+        uninterrupted one.  Default (deterministic states): ``initial_state(params)``."""
+        del seed
+        return self.initial_state(params)
+
     def update(self, grads, state, params=None, training=False):
         """Default for coordinate-wise optimizers: every coordinate of every tensor through
         :meth:`network` in one batched call, ``(N, 1)`` in and out."""

@@ -26,6 +26,7 @@ Imitation (L2O-enhanced, spec §4.2) episodes train on the teacher-forcing loss 
 episode horizon (:mod:`model_free.curriculum`).  The checkpoint holds the imitation RNG
 and the slots of both Keras optimizers, so an interrupted run resumes exactly.
 """
+import json
 import os
 import time
 
@@ -105,14 +106,26 @@ class RandomlyScaled:
         return tf.reduce_mean(self.instance_losses(params, instance, batch))
 
 
-def make_runner(optimizer, optimizee, num_steps, grad_scale, jit_compile=True):
+def initial_state(optimizer, params, seed):
+    """The optimizer's initial state, its random draws (L2O-Scale's initial learning rates)
+    from the stateless ``seed`` (``seeded_initial_state``) when it has that method."""
+    seeded = getattr(optimizer, "seeded_initial_state", None)
+    return seeded(params, seed) if seeded is not None else optimizer.initial_state(params)
+
+
+def make_runner(optimizer, optimizee, num_steps, grad_scale, jit_compile=True,
+                seeded_state=False):
     """A compiled ``run(params, instance, seed, seed0) -> (num_steps + 1, B)`` loss curve
-    (see :func:`evaluate`); built once and reused for any instance of the same shapes."""
+    (see :func:`evaluate`); built once and reused for any instance of the same shapes.
+    ``seeded_state``: the initial state's random draws from ``seed0``
+    (:func:`initial_state`; model selection: the same draws at every evaluation, whatever
+    the process ran before), else from TensorFlow's global RNG (:func:`evaluate`)."""
     grads_fn = make_grads_fn(optimizee, grad_scale)
 
     @tf.function(jit_compile=jit_compile, reduce_retracing=True)
     def run(params, instance, seed, seed0):
-        state = optimizer.initial_state(params)
+        state = (initial_state(optimizer, params, seed0 + [0, 3]) if seeded_state
+                 else optimizer.initial_state(params))
         first = optimizee.instance_losses(params, instance, optimizee.sample_batch(seed0))
         ta = tf.TensorArray(tf.float32, size=num_steps + 1).write(0, first)
 
@@ -227,6 +240,7 @@ class MetaTrainer:
             raise ValueError(f"selection must be one of {SELECTIONS}, got {selection!r}")
         self.selection = selection
         self.carry_state, self._carried = bool(carry_state), None
+        self._restored_carry = None     # arrays of the checkpoint, unpacked at the next episode
         self._runners = {}
         self.eval_jit = False   # XLA measured slower here (CPU, 25x50 Lasso: 50 s vs 15 s)
         self.clip_value = None if clip_value is None else float(clip_value)
@@ -395,7 +409,7 @@ class MetaTrainer:
             f"over its {count} instances, and it has no per-example losses "
             f"(example_losses) to split a minibatch")
 
-    def _shard(self, params, instance):
+    def _shard(self, params, instance, state_seed):
         """The replicas' shares of an episode: ``(params, state, instance, count, fn)``,
         ``count`` the ``B`` instances (or ``b`` minibatch examples) the replicas' parts are
         divided by and ``fn`` the truncation.  The initial state is built on all instances,
@@ -406,7 +420,7 @@ class MetaTrainer:
         what = ("number of optimizee instances of an episode" if mode == "instances"
                 else "minibatch size of the network's optimizee")
         per = distribute.per_replica_size(count, self.strategy, what)
-        state = self.opt.initial_state(params)
+        state = initial_state(self.opt, params, state_seed)
         shapes = tuple(tuple(int(d) for d in p.shape) for p in params)
         key = (mode, shapes)
         if key not in self._shard_fns:
@@ -451,15 +465,19 @@ class MetaTrainer:
             instance, params = self.scaled.scale(instance, params, seed + [0, 2])
         full_params, full_instance = params, instance
         if self.strategy is not None:
-            params, state, instance, count, truncation_fn = self._shard(params, instance)
+            params, state, instance, count, truncation_fn = self._shard(params, instance,
+                                                                        seed + [0, 3])
             extra = (tf.constant(float(count)),)
 
             def step(*args):
                 (x, state), total, finite = truncation_fn(*args)
                 return x, state, total, finite
         else:
-            state = self.opt.initial_state(params)
+            state = initial_state(self.opt, params, seed + [0, 3])
             extra, step = (), self._truncation_fn
+        if self.carry_state and self._restored_carry is not None:
+            self._carried = self._unpack_carried(self._restored_carry, state)
+            self._restored_carry = None
         if self.carry_state and self._carried is not None and all(
                 a.shape == b.shape for a, b in zip(self._local_leaves(self._carried),
                                                    self._local_leaves(state))):
@@ -490,6 +508,40 @@ class MetaTrainer:
             state = distribute.first_local(self.strategy, state)
         return tf.nest.flatten(state)
 
+    def _carried_arrays(self):
+        """The carried state for the checkpoint: one array per leaf, stacked over the
+        replicas (``[R, ...]``, ``R = 1`` on one device); None when there is none to save
+        (no carry yet, or a multi-process strategy: a process holds its own replicas'
+        shards only)."""
+        if not self.carry_state or self._carried is None or distribute.multi_process(
+                self.strategy):
+            return None
+        if self.strategy is None:
+            return [np.asarray(leaf)[None] for leaf in tf.nest.flatten(self._carried)]
+        return [np.stack([np.asarray(v) for v in
+                          self.strategy.experimental_local_results(leaf)])
+                for leaf in tf.nest.flatten(self._carried)]
+
+    def _unpack_carried(self, arrays, template):
+        """The checkpoint's carried state (:meth:`_carried_arrays`) in the structure of a
+        fresh ``template`` state (per-replica values under a strategy); None, with a note,
+        when it does not fit (another replica count or problem size: the state starts
+        afresh)."""
+        leaves = self._local_leaves(template)
+        replicas = distribute.num_replicas(self.strategy)
+        if len(arrays) != len(leaves) or any(
+                a.shape != (replicas,) + tuple(leaf.shape) for a, leaf in zip(arrays, leaves)):
+            self.say(f"[meta] the checkpoint's carried optimizer state does not fit "
+                     f"{replicas} replica(s) of this problem; it starts afresh")
+            return None
+        if self.strategy is None:
+            values = [tf.constant(a[0]) for a in arrays]
+        else:
+            values = [self.strategy.experimental_distribute_values_from_function(
+                lambda ctx, a=a: tf.constant(a[ctx.replica_id_in_sync_group]))
+                for a in arrays]
+        return tf.nest.pack_sequence_as(template, values)
+
     def score(self, horizon=None, instances=None):
         """The model-selection score on fixed held-out instances (lower is better), at
         ``horizon`` (default :attr:`eval_horizon`); see ``selection``."""
@@ -502,7 +554,8 @@ class MetaTrainer:
             if horizon not in self._runners:
                 scale = 1.0 / _batch_count(self.optimizee, params, instance, 10 ** 6 + i)
                 self._runners[horizon] = make_runner(self.opt, self.optimizee, horizon, scale,
-                                                     jit_compile=self.eval_jit)
+                                                     jit_compile=self.eval_jit,
+                                                     seeded_state=True)
             curve = self._runners[horizon](params, instance,
                                            tf.constant(10 ** 6 + i, tf.int32),
                                            _seed(10 ** 6 + i, 0)).numpy()
@@ -521,7 +574,10 @@ class MetaTrainer:
             v.assign(value)
 
     def train(self, num_episodes):
-        """Meta-trains up to ``num_episodes`` episodes in total (resuming); keeps the best."""
+        """Meta-trains up to ``num_episodes`` episodes in total (resuming from
+        ``ckpt_dir``); ends with the best weights.  The checkpoint (every ``eval_every``
+        episodes and at the end) holds the last weights, so a resumed run, or one continued
+        to more episodes, goes on from where it stopped."""
         self.restore()
         start = time.time()
         while self.episode < num_episodes:
@@ -557,14 +613,24 @@ class MetaTrainer:
                          f"held-out={score:.4g} best={self.best_score:.4g} "
                          f"({time.time() - t0:.1f} s/episode)")
         self.train_seconds += time.time() - start
+        self.save()         # the last weights: train(more episodes) continues from them
         if self.best_weights is not None:
             self.set_weights(self.best_weights)
-        self.save()
         self.tb.flush()
         return self.history
 
     # -- checkpoints -------------------------------------------------------------------
+    STATE_FILE = "trainer_state.npz"
+
     def save(self):
+        """Writes the checkpoint (the chief only).  ``trainer_state.npz``, one atomic file,
+        is what a resume reads: the current and best weights, both Keras optimizers' slots,
+        the carried optimizer state and the progress (:meth:`_progress`: counters, best
+        score, curriculum, imitation RNG, history), so a kill between two files of the
+        checkpoint never mixes two of its generations.  ``last.npz`` / ``best.npz``
+        (loadable with ``--load``) and ``meta_state.json`` (the progress, readable) are
+        written beside it."""
+        carried = self._carried_arrays()
         if not self.ckpt_dir or not self.chief:
             return
         os.makedirs(self.ckpt_dir, exist_ok=True)
@@ -574,16 +640,23 @@ class MetaTrainer:
             pretrained.save_optimizer(self.opt, os.path.join(self.ckpt_dir, "best.npz"))
         self.set_weights(current)
         pretrained.save_optimizer(self.opt, os.path.join(self.ckpt_dir, "last.npz"))
-        arrays = {f"v{i}": v.numpy() for i, v in enumerate(self.meta_opt.variables)}
+        progress = self._progress()
+        arrays = {f"w{i}": w for i, w in enumerate(current)}
+        arrays.update({f"best{i}": w for i, w in enumerate(self.best_weights or [])})
+        arrays.update({f"v{i}": v.numpy() for i, v in enumerate(self.meta_opt.variables)})
         arrays.update({f"il{i}": v.numpy() for i, v in enumerate(self.il_opt.variables)})
-        olog._atomic_write(os.path.join(self.ckpt_dir, "meta_optimizer.npz"),  # pylint: disable=protected-access
+        arrays.update({f"carried{i}": a for i, a in enumerate(carried or [])})
+        arrays["progress"] = np.array(json.dumps(progress, default=olog._json_default))  # pylint: disable=protected-access
+        olog._atomic_write(os.path.join(self.ckpt_dir, self.STATE_FILE),  # pylint: disable=protected-access
                            lambda h: np.savez(h, **arrays), "wb")
-        olog.atomic_write_json(os.path.join(self.ckpt_dir, "meta_state.json"), self._progress())
+        olog.atomic_write_json(os.path.join(self.ckpt_dir, "meta_state.json"), progress)
 
     def restore(self):
         """Loads the last checkpoint; returns True when there was one.  Under a
         multi-worker strategy the chief reads it and broadcasts it (weights, best weights,
-        both optimizers' slots, counters, curriculum, imitation RNG)."""
+        both optimizers' slots, counters, curriculum, imitation RNG, history); the carried
+        optimizer state is not broadcast (each process would need every replica's shard):
+        there a resumed run starts it afresh."""
         return distribute.restore_trainer(
             self.strategy, self,
             list(self.opt.weights) + list(self.meta_opt.variables) + list(self.il_opt.variables),
@@ -594,31 +667,83 @@ class MetaTrainer:
                 "train_seconds": self.train_seconds, "truncations": self.truncations,
                 "curriculum": self.curriculum.state() if self.curriculum else None,
                 "imitation_rng": (self.imitation.rng.bit_generator.state
-                                  if self.imitation is not None else None)}
+                                  if self.imitation is not None else None),
+                "history": self.history}
 
     def _load_progress(self, state):
         self.episode = state["episode"]
-        self.best_score = state["best_score"] if state["best_score"] is not None else np.inf
+        best = state["best_score"]
+        self.best_score = float(best) if best is not None else np.inf
         self.train_seconds = state.get("train_seconds", 0.0)
         self.truncations = state.get("truncations", 0)
         if self.curriculum is not None and state.get("curriculum"):
             self.curriculum.load_state(state["curriculum"])
         if self.imitation is not None and state.get("imitation_rng"):
             self.imitation.rng.bit_generator.state = state["imitation_rng"]
+        history = state.get("history")
+        if history:     # older checkpoints have none: the history restarts
+            self.history = {
+                "episode_loss": [float("nan") if v is None else float(v)
+                                 for v in history.get("episode_loss", [])],
+                "eval": [(int(e), float("nan") if v is None else float(v))
+                         for e, v in history.get("eval", [])],
+                "skipped": list(history.get("skipped", []))}
 
-    def _restore_file(self):
-        if not self.ckpt_dir:
-            return False
-        state = olog.read_json(os.path.join(self.ckpt_dir, "meta_state.json"),
-                               expect={"episode": int, "truncations": int})
-        if not state:
-            return False
+    def _check_kind(self):
+        """A UserError when ``last.npz`` holds another optimizer or configuration."""
         _, last = pretrained.load_optimizer(os.path.join(self.ckpt_dir, "last.npz"))
         ours = [tuple(v.shape) for v in self.opt.weights]
         if type(last) is not type(self.opt) or [tuple(v.shape) for v in last.weights] != ours:
             raise UserError(f"{self.ckpt_dir} holds the checkpoint of a different optimizer "
                             f"({type(last).__name__}, not {type(self.opt).__name__} with this "
                             f"configuration); use another --workdir or delete that folder")
+        return last
+
+    def _restore_file(self):
+        if not self.ckpt_dir:
+            return False
+        path = os.path.join(self.ckpt_dir, self.STATE_FILE)
+        if not os.path.exists(path):
+            return self._restore_legacy()
+        self._check_kind()
+        variables = {"v": self.meta_opt.variables, "il": self.il_opt.variables,
+                     "w": self.opt.weights}
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                progress = json.loads(str(data["progress"]))
+                values = {prefix: [data[f"{prefix}{i}"] for i in range(len(vs))]
+                          for prefix, vs in variables.items()}
+                best = [data[f"best{i}"] for i in range(len(self.opt.weights))
+                        if f"best{i}" in data.files]
+                carried = [data[f"carried{i}"] for i in range(len(data.files))
+                           if f"carried{i}" in data.files]
+            if not isinstance(progress, dict) or not isinstance(progress.get("episode"), int):
+                raise ValueError("no progress")
+        except Exception as err:  # pylint: disable=broad-except
+            raise UserError(f"checkpoint {path} cannot be read ({type(err).__name__}: expected "
+                            f"the .npz of {type(self.opt).__name__}'s weights, optimizer "
+                            f"slots and progress); delete {self.ckpt_dir} to start over") \
+                from None
+        for prefix, vs in variables.items():
+            for v, value in zip(vs, values[prefix]):
+                v.assign(value)
+        self.best_weights = best or None
+        self._restored_carry = None
+        if carried and self.carry_state and not distribute.multi_process(self.strategy):
+            self._restored_carry = carried
+        self._load_progress(progress)
+        self.say(f"[meta] resumed at episode {self.episode}")
+        return True
+
+    def _restore_legacy(self):
+        """A checkpoint written before ``trainer_state.npz``: ``meta_state.json``,
+        ``last.npz`` / ``best.npz`` and ``meta_optimizer.npz`` (no carried state, no
+        history)."""
+        state = olog.read_json(os.path.join(self.ckpt_dir, "meta_state.json"),
+                               expect={"episode": int, "truncations": int})
+        if not state:
+            return False
+        last = self._check_kind()
         self.set_weights([v.numpy() for v in last.weights])
         best_path = os.path.join(self.ckpt_dir, "best.npz")
         if os.path.exists(best_path):

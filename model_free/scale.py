@@ -208,10 +208,25 @@ class L2OScale(LearnedOptimizer):
                           self.batched_instances)
 
     def initial_state(self, params):
+        return self._initial_state(params, None)
+
+    def seeded_initial_state(self, params, seed):
+        """The initial state with the fresh draws (``fresh_offsets``) taken from the
+        stateless ``seed`` (int32 ``[2]``) instead of TensorFlow's global RNG, whose
+        position depends on everything the process drew before.  The meta-trainer passes a
+        seed of the episode (fresh rates every episode) and of the held-out instance (the
+        same rates at every evaluation), so an interrupted and resumed meta-training draws
+        what an uninterrupted one draws.  ``fresh_offsets=False``: ``init_seed``'s draw."""
+        return self._initial_state(params, seed if self.fresh_offsets else None)
+
+    def _initial_state(self, params, seed):
         st = self.structure(params)
         n = int(st.coord_group.shape[0])
         low, high = np.log(1e-6) / 2, np.log(1e-2) / 2
-        if self.fresh_offsets:
+        if seed is not None:
+            per_scalar = tf.random.stateless_uniform([n, 1], seed, low, high)
+            offsets = tf.random.stateless_uniform([st.num_groups], seed + [0, 1], low, high)
+        elif self.fresh_offsets:
             per_scalar = tf.random.uniform([n, 1], low, high)
             offsets = tf.random.uniform([st.num_groups], low, high)
         else:

@@ -113,6 +113,7 @@ def run(strategy, workdir, jobs):
         out[name + "_weights"] = float(sum(np.abs(w).sum() for w in trainer.weights()))
         out[name + "_moved"] = float(np.sqrt(sum(np.sum((w - w0) ** 2) for w, w0 in
                                                  zip(trainer.weights(), initial))))
+        return trainer
 
     if "meta" in jobs:
         from model_free.dm import L2ODM  # pylint: disable=import-outside-toplevel
@@ -125,8 +126,33 @@ def run(strategy, workdir, jobs):
         from open_l2o_tf.optimizees.rastrigin import Rastrigin  # pylint: disable=import-outside-toplevel
         keras.utils.set_random_seed(0)
         opt = L2OScale(batched_instances=True)
-        meta("scale", opt, Rastrigin(n=2, batch_size=8), 3, meta_objective="log_ratio", clip_value=1e4, carry_state=True,
-             meta_optimizer=tf1_rmsprop(1e-3, opt))
+        full = meta("scale", opt, Rastrigin(n=2, batch_size=8), 3,
+                    meta_objective="log_ratio", clip_value=1e4, carry_state=True,
+                    meta_optimizer=tf1_rmsprop(1e-3, opt))
+        if strategy is not None and not distribute.multi_process(strategy):
+            # the same 3 episodes: 2, the checkpoint, a new trainer for the third (the
+            # carried state is per replica and in the checkpoint: an exact resume)
+            for stop in (2, 3):
+                keras.utils.set_random_seed(1)
+                opt = L2OScale(batched_instances=True)
+                trainer = MetaTrainer(
+                    opt, Rastrigin(n=2, batch_size=8), unroll=4, truncation=2,
+                    eval_every=2, eval_instances=1, selection="horizon_mean",
+                    progress=None, seed=0, strategy=strategy, meta_objective="log_ratio",
+                    clip_value=1e4, carry_state=True, meta_optimizer=tf1_rmsprop(1e-3, opt),
+                    ckpt_dir=os.path.join(workdir, "scale_resume_ckpt"))
+                trainer.train(stop)
+            pairs = list(zip(full.weights() + [v.numpy() for v in full.meta_opt.variables],
+                             trainer.weights() + [v.numpy() for v in
+                                                  trainer.meta_opt.variables]))
+            for a, b in zip(tf.nest.flatten(full._carried), tf.nest.flatten(trainer._carried)):
+                pairs += list(zip(strategy.experimental_local_results(a),
+                                  strategy.experimental_local_results(b)))
+            out["scale_resume_max_diff"] = max(float(np.max(np.abs(np.asarray(a) -
+                                                                   np.asarray(b))))
+                                               for a, b in pairs)
+            out["scale_resume_carried_steps"] = [
+                float(t) for t in strategy.experimental_local_results(trainer._carried[-1])]
     if "enhanced" in jobs:     # L2O-DM with imitation episodes (split by coordinates)
         from model_free.dm import L2ODM  # pylint: disable=import-outside-toplevel
         from model_free.imitation import Imitation  # pylint: disable=import-outside-toplevel

@@ -11,7 +11,9 @@ within 0.1 dB, final weights' checksum to 1e-4 relative) and meta-training (held
 within 1 %, the distance the weights moved within 1 %) of L2O-enhanced (L2O-DM with
 meta-training and imitation episodes, the latter split by coordinates) and L2O-Swarm (the
 instances split), and under mirrored also of Twin-L2O (the games split), L2O-Scale and
-L2O-DM on one network (the minibatch split).  The two workers run the progressive
+L2O-DM on one network (the minibatch split); under mirrored L2O-Scale's meta-training is
+also resumed after episode 2 and must end exactly as uninterrupted (its carried state is per
+replica).  The two workers run the progressive
 training interrupted after layer 1, and the meta-training of L2O-enhanced and L2O-Swarm
 interrupted after episode 2, resumed from the chief's checkpoint (which the chief
 broadcasts to the other worker), which must end where the uninterrupted single-device runs
@@ -157,6 +159,11 @@ def test_mirrored_two_cpu_devices_match_one_device(results):
     assert ref["nmse"][1] < ref["nmse"][0] < 0      # it trained
     _same(ref, mirrored)
     _same_meta(ref, mirrored, ("scale", "enhanced", "nn"))
+    # L2O-Scale's state carried across episodes is per replica and in the checkpoint: 2
+    # episodes + a new trainer for the third end exactly where 3 in one go end
+    assert "scale_resume_max_diff" not in ref
+    assert mirrored["scale_resume_max_diff"] == 0.0
+    assert mirrored["scale_resume_carried_steps"] == [3 * 4, 3 * 4]
 
 
 def test_mirrored_imitation_episodes_split_by_coordinates(results):

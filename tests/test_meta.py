@@ -122,7 +122,9 @@ def test_evaluate_shape_and_resume(tmp_path):
     assert curve.shape == (8, 16)
     opt2, again = _trainer(ckpt_dir=str(tmp_path))
     again.train(20)
-    assert again.episode == 20 and len(again.history["episode_loss"]) == 10
+    # the history is in the checkpoint: the resumed trainer's holds all 20 episodes
+    assert again.episode == 20 and len(again.history["episode_loss"]) == 20
+    assert again.history["episode_loss"][:10] == trainer.history["episode_loss"]
     state = json.load(open(tmp_path / "meta_state.json"))
     assert state["episode"] == 20
 

@@ -1,10 +1,12 @@
 """Exact resume after an interruption in the middle of meta-training (issue 10 item 11):
 L2O-enhanced (curriculum + imitation: its RNG and the imitation optimizer's slots are in the
-checkpoint), L2O-Swarm and Twin-L2O.  An interrupted run resumed with the same command ends
-with the same weights, optimizer slots and best score as an uninterrupted one."""
+checkpoint), L2O-Swarm, Twin-L2O and L2O-Scale (its optimizer state carried across episodes
+is in the checkpoint).  An interrupted run resumed with the same command ends with the same
+weights, optimizer slots and best score as an uninterrupted one."""
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from model_free import swarm as swarm_lib
 from model_free import twin as twin_lib
@@ -83,3 +85,56 @@ def test_twin_resumes_exactly(tmp_path):
                                     eval_instances=2, progress=None, ckpt_dir=ckpt)
 
     _check_resume(tmp_path, make, 4, 3, lambda t: (t.twin, [t.opt_min, t.opt_max]))
+
+
+def _scale_trainer(ckpt):
+    from model_free.scale import L2OScale   # pylint: disable=import-outside-toplevel
+    opt = L2OScale(hidden0=4, hidden1=4, hidden2=4, batched_instances=True)
+    recipe = L2OScale.meta_training(opt, meta_lr=1e-2)     # carry_state=True, TF1 RMSProp
+    assert recipe["carry_state"]
+    return MetaTrainer(opt, Rastrigin(n=2, batch_size=4), unroll=4, truncation=2,
+                       eval_every=2, eval_instances=2, progress=None, ckpt_dir=ckpt,
+                       **recipe)
+
+
+def _check_same_scale(full, resumed):
+    a, b = _state(full, full.opt, [full.meta_opt]), _state(resumed, resumed.opt,
+                                                            [resumed.meta_opt])
+    for x, y in zip(a[0] + a[1], b[0] + b[1]):
+        np.testing.assert_array_equal(x, y)
+    assert a[2] == b[2]
+    carried_a, carried_b = tf.nest.flatten(full._carried), tf.nest.flatten(resumed._carried)
+    assert len(carried_a) == len(carried_b) == 9
+    for x, y in zip(carried_a, carried_b):
+        np.testing.assert_array_equal(x.numpy(), y.numpy())
+    assert float(carried_b[-1]) == 4 * 4        # the step counter: 4 episodes of 4 steps
+    assert full.history == resumed.history and len(full.history["episode_loss"]) == 4
+    assert full.truncations == resumed.truncations == 4 * 2
+
+
+def test_scale_carried_state_resumes_exactly(tmp_path):
+    """L2O-Scale meta-training carries the optimizer state across episodes.  4 episodes in
+    one go end as: 2 episodes, the checkpoint, and a NEW trainer (other initial weights,
+    other global-RNG history) restored from it that trains the other 2, whether the first
+    trainer was killed during episode 3 (its work after the checkpoint is lost and
+    redone) or finished its 2 episodes.  Exactly equal: weights, carried state, RMSProp
+    slots, best score, history (the same float operations in the same order; the only
+    random draws, L2O-Scale's initial learning rates, are seeded by episode and held-out
+    instance)."""
+    keras.utils.set_random_seed(0)
+    full = _scale_trainer(str(tmp_path / "full"))
+    full.train(4)
+    for stop in ("killed", "finished"):
+        keras.utils.set_random_seed(0)
+        part = _scale_trainer(str(tmp_path / stop))
+        if stop == "killed":
+            _interrupt_at(part, 3)              # the checkpoint of episode 2 is the last
+            with pytest.raises(_Interrupt):
+                part.train(4)
+        else:
+            part.train(2)
+        keras.utils.set_random_seed(1)
+        tf.random.uniform([7])                  # the global RNG elsewhere than in `full`
+        resumed = _scale_trainer(str(tmp_path / stop))
+        resumed.train(4)
+        _check_same_scale(full, resumed)
