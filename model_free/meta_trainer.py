@@ -23,8 +23,14 @@ stage's horizon (``Curriculum.eval_horizon``), as the original.
 
 Imitation (L2O-enhanced, spec §4.2) episodes train on the teacher-forcing loss of
 :mod:`model_free.imitation` with their own Adam; the curriculum (§4.1) changes the
-episode horizon (:mod:`model_free.curriculum`).  The checkpoint holds the imitation RNG
-and the slots of both Keras optimizers, so an interrupted run resumes exactly.
+episode horizon (:mod:`model_free.curriculum`).  The checkpoint (``trainer_state.npz``,
+one atomic file, :meth:`MetaTrainer.save`) holds the last and best weights, the slots of
+both Keras optimizers, the optimizer state carried across episodes (``carry_state``), the
+counters, the curriculum, the imitation RNG and the history; every other random draw is a
+function of the seed and the episode (instances, starts, minibatches, scalings, and the
+random initial states of L2O-Scale: ``seeded_initial_state``), so an interrupted run
+resumes exactly: it ends with the weights, state and history of an uninterrupted one
+(``tests/test_resume.py``).
 """
 import json
 import os
@@ -191,7 +197,10 @@ class MetaTrainer:
       carry_state: carry the optimizer's state (RNN states, learning rates, accumulators)
         from the end of one episode into the next, resetting it only at the first episode
         of the run (L2O-Scale's ``metaopt.py`` with ``reset_rnn_params``: ``reset_state =
-        first_unroll and k == 0``); a resumed run starts it afresh.
+        first_unroll and k == 0``).  The carried state is in the checkpoint and a resumed
+        run goes on with it (under ``mirrored`` each replica's shard; it starts afresh when
+        resumed on another number of replicas, and under a multi-process strategy, where
+        no process holds the other processes' shards).
       meta_optimizer: a Keras optimizer for the weights (default ``Adam(lr)``);
       clip_value: clip meta-gradients elementwise to ``±clip_value`` (None: no clipping).
       tb, progress, seed, jit_compile: as usual.
