@@ -26,6 +26,9 @@ U(log(1e-6)/2, log(1e-2)/2) per scalar plus an offset drawn from the same range 
 ``_initialize_state``: a seeded TF1 random op, new values on every run; the offset makes a
 tensor's mean rate differ from the others').  ``fresh_offsets=False`` draws them from the
 fixed stateless seed ``init_seed`` instead (one reproducible draw, our former default).
+Meta-training builds states with :meth:`L2OScale.seeded_initial_state`: still fresh draws
+at every episode, but from a seed of the episode (model selection: of the held-out problem),
+so that an interrupted and resumed run draws exactly what an uninterrupted one draws.
 The three bias projections (level 1 -> level 0, level 2 -> level 0, level 2 -> level 1) have
 bias vectors (zero at the start), as the original's ``utils.affine``.
 

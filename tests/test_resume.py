@@ -14,6 +14,7 @@ from model_free.curriculum import Curriculum
 from model_free.dm import L2ODM
 from model_free.imitation import Imitation
 from model_free.meta_trainer import MetaTrainer
+from open_l2o_tf.errors import UserError
 from open_l2o_tf.optimizees import minimax
 from open_l2o_tf.optimizees.quadratic import Quadratic
 from open_l2o_tf.optimizees.rastrigin import Rastrigin
@@ -138,3 +139,8 @@ def test_scale_carried_state_resumes_exactly(tmp_path):
         resumed = _scale_trainer(str(tmp_path / stop))
         resumed.train(4)
         _check_same_scale(full, resumed)
+    # a damaged checkpoint is one UserError naming it, not a traceback
+    with open(tmp_path / "killed" / "trainer_state.npz", "wb") as handle:
+        handle.write(b"PK\x03\x04 truncated zip")
+    with pytest.raises(UserError, match="trainer_state.npz cannot be read"):
+        _scale_trainer(str(tmp_path / "killed")).restore()
