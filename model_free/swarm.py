@@ -30,6 +30,7 @@ import tensorflow as tf
 from model_free import episodic, pretrained
 from model_free.base import SonnetLSTM
 from open_l2o_tf import distribute
+from open_l2o_tf.determinism import without_graph_rewrites
 from open_l2o_tf.errors import UserError
 
 ATTRACTIONS = ("as_coded", "toward_better")
@@ -179,7 +180,9 @@ def start_particles(x0, particles, seed, start="origin"):
 
 def swarm_runner(swarm, num_steps, family, seed=0, start="origin"):
     """A compiled ``run(instance, x0) -> (num_steps + 1, B)`` of :func:`swarm_minimize`,
-    traced once for instances of the same shapes (held-out scoring reuses it)."""
+    traced once for instances of the same shapes (held-out scoring reuses it), run with
+    Grappler off so that its results repeat bit for bit
+    (:func:`open_l2o_tf.determinism.no_graph_rewrites`)."""
 
     @tf.function
     def run(instance, x0):
@@ -196,7 +199,7 @@ def swarm_runner(swarm, num_steps, family, seed=0, start="origin"):
         f, _ = swarm.losses_and_grads(family, instance, x)
         return ta.write(num_steps, tf.reduce_min(f, 0)).stack()
 
-    return run
+    return without_graph_rewrites(run)
 
 
 def swarm_minimize(swarm, family, instance, x0, num_steps, seed=0, start="origin"):
@@ -212,6 +215,8 @@ class SwarmTrainer(episodic.EpisodicTrainer):
     model selection every ``eval_every`` episodes on held-out instances (mean best-particle
     loss over the horizon); checkpoints after every evaluation (resume).  ``start``: where
     the particles start, in training and held-out scoring (see :func:`start_particles`).
+    The compiled truncations run with Grappler off, so a run repeats bit for bit with the
+    same seed on one device (:mod:`open_l2o_tf.determinism`).
 
     ``strategy``: a ``tf.distribute`` strategy or None.  Under a strategy the ``B``
     instances of an episode are split over the replicas, each with its whole population:
@@ -242,8 +247,10 @@ class SwarmTrainer(episodic.EpisodicTrainer):
         self.entropy_weight, self.l2, self.seed = float(entropy_weight), float(l2), int(seed)
         held = family.sample_instance(10 ** 6 + self.seed, eval_instances)
         self.heldout = (held, family.init_params(10 ** 6 + self.seed + 1, held)[0])
-        self._truncation = distribute.synchronous_step(
-            strategy, self._truncation_part, self._apply, swarm.trainable_variables)
+        # Grappler off: with it the meta-gradients changed in the last bits from one trace
+        # (and call) to the next, so two runs with the same seed trained different swarms
+        self._truncation = without_graph_rewrites(distribute.synchronous_step(
+            strategy, self._truncation_part, self._apply, swarm.trainable_variables))
         self._splitters, self._score_run = {}, None
 
     def _truncation_part(self, x, state, instance, seed, count):

@@ -27,7 +27,8 @@ import tensorflow as tf
 from model_free import episodic, pretrained
 from model_free.base import SonnetLSTM
 from open_l2o_tf import distribute
-from open_l2o_tf.classic.gda import play_alternating
+from open_l2o_tf.classic.gda import alternating_runner
+from open_l2o_tf.determinism import without_graph_rewrites
 from open_l2o_tf.errors import UserError
 
 
@@ -99,22 +100,36 @@ class TwinL2O(keras.Model):
                 "warmup": self.warmup}
 
 
-def play(twin, problem, instance, params, num_half_steps, seed=0):
-    """Plays ``num_half_steps`` half-steps from ``params``; returns the per-instance saddle
-    distance after every half-step, ``(num_half_steps + 1, B)``."""
+def twin_runner(twin, problem, num_half_steps):
+    """A compiled ``run(instance, u, v, state) -> (num_half_steps + 1, B)`` of :func:`play`
+    (``state``: :meth:`TwinL2O.initial_state`), traced once for games of the same shapes
+    (held-out play during meta-training and the test restarts reuse it), run with Grappler
+    off so that its results repeat bit for bit
+    (:func:`open_l2o_tf.determinism.no_graph_rewrites`)."""
 
-    def half_step(i, u, v, state, minimise):
+    def half_step(instance, i, u, v, state, minimise):
         return twin.half_step(problem, instance, u, v, state, i, num_half_steps, minimise)
 
+    return without_graph_rewrites(alternating_runner(problem, num_half_steps, half_step))
+
+
+def play(twin, problem, instance, params, num_half_steps, seed=0, runner=None):
+    """Plays ``num_half_steps`` half-steps from ``params``; returns the per-instance saddle
+    distance after every half-step, ``(num_half_steps + 1, B)``.  ``runner``: a
+    :func:`twin_runner` of the same ``num_half_steps`` to reuse (None: a new one)."""
+    run = runner or twin_runner(twin, problem, num_half_steps)
     state = twin.initial_state(params, tf.constant([seed, 11], tf.int32))
-    return play_alternating(problem, instance, params, num_half_steps, half_step, state)
+    return run(instance, params[0], params[1], state).numpy()
 
 
 class TwinTrainer(episodic.EpisodicTrainer):
     """Meta-training of :class:`TwinL2O` (spec §7): per epoch (one episode) a batch of fresh
     instances and starts, ``iterations`` half-steps in truncations of ``truncation`` (10),
     model selection every ``eval_every`` epochs by the mean saddle distance over the second
-    half of ``eval_half_steps`` half-steps on fixed held-out instances; resumable.
+    half of ``eval_half_steps`` half-steps on fixed held-out instances (one compiled
+    :func:`twin_runner`, traced once); resumable.  The compiled truncations and plays run
+    with Grappler off, so a run repeats bit for bit with the same seed on one device
+    (:mod:`open_l2o_tf.determinism`).
 
     ``strategy``: a ``tf.distribute`` strategy or None.  Under a strategy the ``B`` games
     of an epoch (independent instances) are split over the replicas: the starts and the
@@ -142,10 +157,12 @@ class TwinTrainer(episodic.EpisodicTrainer):
         self.iterations, self.truncation = int(iterations), int(truncation)
         self.eval_instances, self.eval_half_steps = int(eval_instances), int(eval_half_steps)
         self.joint_loss, self.seed = bool(joint_loss), int(seed)
-        self._truncation = distribute.synchronous_step(
+        # Grappler off: with it the meta-gradients changed in the last bits from one trace
+        # to the next, so two runs with the same seed trained different players
+        self._truncation = without_graph_rewrites(distribute.synchronous_step(
             strategy, self._truncation_part, self._apply,
-            (twin.min_player.trainable_variables, twin.max_player.trainable_variables))
-        self._splitters = {}
+            (twin.min_player.trainable_variables, twin.max_player.trainable_variables)))
+        self._splitters, self._score_run = {}, None
         held = self.problem.sample_instance(10 ** 6 + self.seed, self.eval_instances)
         self.heldout = (held, self.problem.init_params(10 ** 6 + self.seed + 1, held))
 
@@ -228,8 +245,10 @@ class TwinTrainer(episodic.EpisodicTrainer):
 
     def score(self):
         instance, params = self.heldout
+        if self._score_run is None:     # traced once, reused at every evaluation
+            self._score_run = twin_runner(self.twin, self.problem, self.eval_half_steps)
         curve = play(self.twin, self.problem, instance, params, self.eval_half_steps,
-                     seed=10 ** 6)
+                     seed=10 ** 6, runner=self._score_run)
         return float(np.mean(curve[self.eval_half_steps // 2 + 1:]))
 
 

@@ -126,12 +126,15 @@ def play_all(problem, twin, count, restarts, half_steps):
     from model_free import twin as twin_lib  # pylint: disable=import-outside-toplevel
     from open_l2o_tf.classic.gda import alternating_gda  # pylint: disable=import-outside-toplevel
     test = problem.sample_instance(10 ** 7 + FLAGS.seed, count)
-    curves = []
+    curves, runner = [], None
+    if twin is not None:    # one compiled play for all restarts
+        runner = twin_lib.twin_runner(twin, problem, half_steps)
     progress = olog.Progress(f"minimax {FLAGS.optimizer} {FLAGS.problem}", restarts)
     for r in range(restarts):
         params = problem.init_params(10 ** 7 + 1000 * FLAGS.seed + r, test)
         if twin is not None:
-            curve = twin_lib.play(twin, problem, test, params, half_steps, seed=r)
+            curve = twin_lib.play(twin, problem, test, params, half_steps, seed=r,
+                                  runner=runner)
         else:
             curve = alternating_gda(problem, test, params, half_steps, lr=FLAGS.lr,
                                     method=FLAGS.optimizer)

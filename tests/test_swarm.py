@@ -1,6 +1,7 @@
 """L2O-Swarm: features by hand, instance independence, entropy, meta-training, CLI."""
 import math
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -74,6 +75,37 @@ def test_meta_training_improves_the_heldout_score_and_resumes(tmp_path):
         np.testing.assert_allclose(a.numpy(), b.numpy())
     with pytest.raises(UserError, match="n = 2, not n = 10"):
         swarm_lib.load_swarm(path, dim=10)
+
+
+def _trained_swarm(seed, eagerly=False):
+    """Weights and history of a tiny meta-training (one episode, one held-out score)."""
+    tf.config.run_functions_eagerly(eagerly)
+    try:
+        keras.utils.set_random_seed(seed)
+        sw = swarm_lib.L2OSwarm(dim=2)
+        trainer = swarm_lib.SwarmTrainer(sw, Rastrigin(n=2, batch_size=8), unroll=5,
+                                         truncation=5, eval_every=1, eval_instances=4,
+                                         seed=seed, progress=None)
+        history = trainer.train(1)
+        return [w.numpy() for w in sw.weights], history["loss"] + history["eval"]
+    finally:
+        tf.config.run_functions_eagerly(False)
+
+
+def test_meta_training_repeats_bit_for_bit_with_the_same_seed():
+    weights, history = _trained_swarm(3)
+    again, history_again = _trained_swarm(3)
+    assert history == history_again
+    for a, b in zip(weights, again):
+        np.testing.assert_array_equal(a, b)
+    # the compiled steps compute what eager execution computes, bit for bit (Grappler's
+    # rewrites, which made the meta-gradients vary from trace to trace, are off)
+    eager, history_eager = _trained_swarm(3, eagerly=True)
+    assert history == history_eager
+    for a, b in zip(weights, eager):
+        np.testing.assert_array_equal(a, b)
+    other, _ = _trained_swarm(4)
+    assert not np.array_equal(weights[0], other[0])
 
 
 def test_rastrigin_cli_with_l2o_swarm(tmp_path):

@@ -1,6 +1,7 @@
 """Twin-L2O and alternating GDA on the minimax problems; run.minimax."""
 import json
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -72,6 +73,42 @@ def test_twin_training_lowers_the_heldout_distance_and_resumes(tmp_path):
                                twin_lib.play(twin, p, inst, params, 20), rtol=1e-5)
     with pytest.raises(UserError, match="does not exist"):
         twin_lib.load_twin(str(tmp_path / "nope.npz"))
+
+
+def _trained_twin(seed, eagerly=False):
+    """Weights, history and the trainer of a tiny meta-training (2 epochs, two held-out
+    plays)."""
+    tf.config.run_functions_eagerly(eagerly)
+    try:
+        keras.utils.set_random_seed(seed)
+        twin = twin_lib.TwinL2O(hidden=8)
+        trainer = twin_lib.TwinTrainer(twin, minimax.Saddle(batch_size=8), iterations=10,
+                                       eval_half_steps=10, eval_every=1, eval_instances=4,
+                                       seed=seed, progress=None)
+        history = trainer.train(2)
+        return [w.numpy() for w in twin.weights], history["loss"] + history["eval"], trainer
+    finally:
+        tf.config.run_functions_eagerly(False)
+
+
+def test_meta_training_repeats_bit_for_bit_and_traces_the_heldout_play_once():
+    weights, history, trainer = _trained_twin(3)
+    again, history_again, _ = _trained_twin(3)
+    assert history == history_again and len(history) == 4
+    for a, b in zip(weights, again):
+        np.testing.assert_array_equal(a, b)
+    # the compiled steps compute what eager execution computes, bit for bit (Grappler's
+    # rewrites, which made the meta-gradients vary from trace to trace, are off)
+    eager, history_eager, _ = _trained_twin(3, eagerly=True)
+    assert history == history_eager
+    for a, b in zip(weights, eager):
+        np.testing.assert_array_equal(a, b)
+    other, _, _ = _trained_twin(4)
+    assert not np.array_equal(weights[0], other[0])
+    # two held-out plays (epochs 1 and 2), one trace
+    assert trainer._score_run.__wrapped__.experimental_get_tracing_count() == 1  # pylint: disable=protected-access
+    trainer.score()
+    assert trainer._score_run.__wrapped__.experimental_get_tracing_count() == 1  # pylint: disable=protected-access
 
 
 def test_minimax_cli(tmp_path):

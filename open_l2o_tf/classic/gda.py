@@ -14,21 +14,23 @@ from open_l2o_tf.errors import UserError, require_positive_int
 METHODS = ("gda", "adam_gda")
 
 
-def play_alternating(problem, instance, params, num_half_steps, half_step, state):
-    """The alternating loop shared by GDA and Twin-L2O, compiled: half-step ``i`` calls
-    ``half_step(i, u, v, state, minimise=(i even))`` -> ``(u, v, state)``.  Returns the
-    per-instance saddle distance after every half-step, ``(num_half_steps + 1, B)``."""
+def alternating_runner(problem, num_half_steps, half_step):
+    """The alternating loop shared by GDA and Twin-L2O, compiled: ``run(instance, u, v,
+    state)`` plays ``num_half_steps`` half-steps, half-step ``i`` calling ``half_step(
+    instance, i, u, v, state, minimise=(i even))`` -> ``(u, v, state)``, and returns the
+    per-instance saddle distance after every half-step, ``(num_half_steps + 1, B)``.
+    Traced once for arguments of the same shapes (Twin-L2O's held-out play reuses it)."""
     require_positive_int(num_half_steps, "num_half_steps")
 
     @tf.function
-    def run(u, v, state):
+    def run(instance, u, v, state):
         ta = tf.TensorArray(tf.float32, size=num_half_steps + 1)
         ta = ta.write(0, problem.saddle_distance([u, v], instance))
 
         def body(i, u, v, state, ta):
             u, v, state = tf.cond(tf.equal(i % 2, 0),
-                                  lambda: half_step(i, u, v, state, True),
-                                  lambda: half_step(i, u, v, state, False))
+                                  lambda: half_step(instance, i, u, v, state, True),
+                                  lambda: half_step(instance, i, u, v, state, False))
             return i + 1, u, v, state, ta.write(i + 1, problem.saddle_distance([u, v],
                                                                               instance))
 
@@ -36,7 +38,15 @@ def play_alternating(problem, instance, params, num_half_steps, half_step, state
                             (tf.constant(0), u, v, state, ta))
         return out[-1].stack()
 
-    return run(params[0], params[1], state).numpy()
+    return run
+
+
+def play_alternating(problem, instance, params, num_half_steps, half_step, state):
+    """:func:`alternating_runner` run once with ``half_step(i, u, v, state, minimise)``
+    (``instance`` fixed); a numpy array ``(num_half_steps + 1, B)``."""
+    run = alternating_runner(problem, num_half_steps,
+                             lambda _, *args: half_step(*args))
+    return run(instance, params[0], params[1], state).numpy()
 
 
 def alternating_gda(problem, instance, params, num_half_steps, lr=0.01, method="gda"):
