@@ -639,9 +639,9 @@ class MetaTrainer:
         checkpoint never mixes two of its generations.  ``last.npz`` / ``best.npz``
         (loadable with ``--load``) and ``meta_state.json`` (the progress, readable) are
         written beside it."""
-        carried = self._carried_arrays()
         if not self.ckpt_dir or not self.chief:
             return
+        carried = self._carried_arrays()
         os.makedirs(self.ckpt_dir, exist_ok=True)
         current = self.weights()
         if self.best_weights is not None:
