@@ -2,15 +2,21 @@
 L2O-Swarm): :class:`EpisodicTrainer` runs episodes, scores held-out problems every
 ``eval_every`` episodes, keeps the best weights, checkpoints and resumes.
 
-A checkpoint is ``CKPT/<name>_state.npz`` (the network's weights, the slots of its Keras
-optimizers and the best weights so far; numpy arrays only, loaded without pickle) plus
-``CKPT/<name>_state.json`` (counters and the network's config), both written atomically.
+A checkpoint is one atomic file, ``CKPT/<name>_state.npz`` (numpy arrays only, loaded
+without pickle): the network's weights, the slots of its Keras optimizers, the best weights
+so far and the progress (:meth:`EpisodicTrainer._progress`: episode, training time, best
+score, history, and the network's config) as a JSON string array, so a kill while a
+checkpoint is written never mixes two of its generations (new weights with old counters);
+a resumed run goes on with the counters and history of the weights it loads.
+``CKPT/<name>_state.json``, a readable copy of the progress, is written beside it and is
+not read on resume, except for a checkpoint written before the progress was in the npz.
 
 Under a ``tf.distribute`` strategy (``strategy=``; the subclasses split an episode's
 instances over the replicas with :func:`open_l2o_tf.distribute.synchronous_step`) the
 chief's held-out score decides, only the chief writes the checkpoint, and on resume the
 chief reads it and broadcasts it (:func:`open_l2o_tf.distribute.restore_on_chief`).
 """
+import json
 import os
 import time
 
@@ -21,48 +27,71 @@ from open_l2o_tf import logging as olog
 from open_l2o_tf.errors import UserError
 
 
+PROGRESS = "progress"     # the npz's entry holding the progress (JSON)
+
+
 def _config(model):
     return {k: v for k, v in model.get_config().items() if k not in ("name", "trainable",
                                                                       "dtype")}
 
 
 def save_trainer(ckpt_dir, name, model, optimizers, best_weights, meta):
-    """Writes the checkpoint; ``optimizers`` maps a short name to a built Keras optimizer."""
+    """Writes the checkpoint: ``<name>_state.npz``, one atomic file, with the weights, the
+    slots of ``optimizers`` (a short name -> a built Keras optimizer), the best weights and
+    the progress (``meta`` and the network's config, JSON in the string array
+    ``progress``); then ``<name>_state.json``, the same progress, readable."""
+    progress = {**meta, "config": _config(model)}
     arrays = {f"w{i}": w.numpy() for i, w in enumerate(model.weights)}
     for key, opt in optimizers.items():
         arrays.update({f"{key}{i}": v.numpy() for i, v in enumerate(opt.variables)})
     for i, value in enumerate(best_weights or []):
         arrays[f"best{i}"] = value
+    arrays[PROGRESS] = np.array(json.dumps(progress, default=olog._json_default))  # pylint: disable=protected-access
     olog._atomic_write(os.path.join(ckpt_dir, f"{name}_state.npz"),  # pylint: disable=protected-access
                        lambda h: np.savez(h, **arrays), "wb")
-    olog.atomic_write_json(os.path.join(ckpt_dir, f"{name}_state.json"),
-                           {**meta, "config": _config(model)})
+    olog.atomic_write_json(os.path.join(ckpt_dir, f"{name}_state.json"), progress)
 
 
 def restore_trainer(ckpt_dir, name, model, optimizers):
     """Loads a checkpoint into ``model`` and ``optimizers``; returns ``(meta, best_weights)``
-    or ``None`` when there is none.  A checkpoint of another configuration is a UserError."""
-    meta = olog.read_json(os.path.join(ckpt_dir, f"{name}_state.json"),
-                          expect={"config": dict, "episode": int})
-    if not meta:
-        return None
-    if meta.get("config") != _config(model):
-        raise UserError(f"{ckpt_dir} holds a {type(model).__name__} of another configuration "
-                        f"({meta.get('config')}); use another --workdir or delete that folder")
+    or ``None`` when there is none.  ``meta`` (counters, config, history) is read from the
+    npz; only a checkpoint written before it held them falls back to ``<name>_state.json``.
+    A checkpoint of another configuration, or one that cannot be read, is a UserError."""
     path = os.path.join(ckpt_dir, f"{name}_state.npz")
+    json_path = os.path.join(ckpt_dir, f"{name}_state.json")
+    if not os.path.exists(path) and not os.path.exists(json_path):
+        return None
+
+    def unreadable(why):
+        return UserError(f"checkpoint {path} cannot be read ({why}: expected the .npz of "
+                         f"{type(model).__name__}'s weights, optimizer slots and progress); "
+                         f"delete {ckpt_dir} to start over")
+
     try:
         with np.load(path, allow_pickle=False) as data:
-            for i, w in enumerate(model.weights):
-                w.assign(data[f"w{i}"])
-            for key, opt in optimizers.items():
-                for i, v in enumerate(opt.variables):
-                    v.assign(data[f"{key}{i}"])
-            best = [data[f"best{i}"] for i in range(len(model.weights))
-                    if f"best{i}" in data.files]
+            arrays = {key: data[key] for key in data.files}
+        meta = json.loads(str(arrays.pop(PROGRESS))) if PROGRESS in arrays else None
     except Exception as err:  # pylint: disable=broad-except
-        raise UserError(f"checkpoint {path} cannot be read ({type(err).__name__}: expected "
-                        f"the .npz of {type(model).__name__}'s weights and optimizer slots); "
-                        f"delete {ckpt_dir} to start over") from None
+        raise unreadable(type(err).__name__) from None
+    if meta is None:    # written before the progress was in the npz
+        meta = olog.read_json(json_path, expect={"config": dict, "episode": int})
+        if not meta:
+            raise unreadable(f"no progress in it and no {json_path}")
+    if not (isinstance(meta, dict) and type(meta.get("episode")) is int  # noqa: E721
+            and isinstance(meta.get("config"), dict)):
+        raise unreadable("no episode and config in its progress")
+    if meta["config"] != _config(model):
+        raise UserError(f"{ckpt_dir} holds a {type(model).__name__} of another configuration "
+                        f"({meta['config']}); use another --workdir or delete that folder")
+    try:
+        for i, w in enumerate(model.weights):
+            w.assign(arrays[f"w{i}"])
+        for key, opt in optimizers.items():
+            for i, v in enumerate(opt.variables):
+                v.assign(arrays[f"{key}{i}"])
+    except Exception as err:  # pylint: disable=broad-except
+        raise unreadable(type(err).__name__) from None
+    best = [arrays[f"best{i}"] for i in range(len(model.weights)) if f"best{i}" in arrays]
     return meta, (best or None)
 
 
@@ -137,21 +166,29 @@ class EpisodicTrainer:
                          self.best_weights, self._progress())
 
     def _progress(self):
+        """The checkpoint's progress (JSON): counters, best score and history."""
         return {"episode": self.episode, "train_seconds": self.train_seconds,
-                "best_score": finite_or_none(self.best_score)}
+                "best_score": finite_or_none(self.best_score), "history": self.history}
 
     def restore(self):
         """Loads the last checkpoint; returns True when there was one.  Under a
         multi-worker strategy the chief reads it and broadcasts it (weights, optimizer
-        slots, best weights, counters)."""
+        slots, best weights, counters, history)."""
         return distribute.restore_trainer(
             self.strategy, self, list(self.model.weights) + [
                 v for opt in self.optimizers.values() for v in opt.variables],
             [w.numpy() for w in self.model.weights])
 
     def _load_progress(self, meta):
-        self.episode, self.train_seconds = int(meta["episode"]), float(meta["train_seconds"])
+        self.episode = int(meta["episode"])
+        self.train_seconds = float(meta.get("train_seconds", 0.0))
         self.best_score = best_score_of(meta)
+        history = meta.get("history")
+        if history is not None:     # older checkpoints have none: the history restarts
+            nan_or = lambda v: float("nan") if v is None else float(v)  # noqa: E731
+            self.history = {"loss": [nan_or(v) for v in history.get("loss", [])],
+                            "eval": [(int(e), nan_or(v)) for e, v in history.get("eval", [])],
+                            "skipped": [str(m) for m in history.get("skipped", [])]}
 
     def _restore_file(self):
         found = self.ckpt_dir and restore_trainer(self.ckpt_dir, self.tag, self.model,

@@ -353,9 +353,10 @@ def restore_trainer(strategy, trainer, variables, weights):
     """The meta-trainers' resume (:class:`model_free.meta_trainer.MetaTrainer`,
     :class:`model_free.episodic.EpisodicTrainer`).  In one process ``trainer._restore_file()``.
     Under a multi-process strategy the chief reads the file and broadcasts
-    ``trainer._progress()``, ``variables`` (weights and optimizer slots) and
-    ``trainer.best_weights`` (``weights``, arrays of the weights' shapes, stand in where a
-    process has none); every process assigns them and calls ``trainer._load_progress``.
+    ``trainer._progress()`` (counters, best score, history, ...: JSON), ``variables``
+    (weights and optimizer slots) and ``trainer.best_weights`` (``weights``, arrays of the
+    weights' shapes, stand in where a process has none); every process assigns them and
+    calls ``trainer._load_progress``.
     Returns True when there was a checkpoint."""
     if not multi_process(strategy):
         return trainer._restore_file()  # pylint: disable=protected-access

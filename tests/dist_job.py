@@ -25,7 +25,8 @@ line ``RESULT {...}``.  JOBS (comma-separated, default all but ``resume`` and ``
 * ``swarm``: L2O-Swarm (hidden 8) 3 episodes on 8-instance Rastrigin n = 2 (2 truncations
   of 2 steps), scored on 4 held-out instances; ``twin``: Twin-L2O (hidden 8) 3 epochs on
   8 saddle games (dim 2, 2 truncations of 2 half-steps), scored on 4 held-out games over
-  20 half-steps; the best (selected) held-out score and the distance moved.
+  20 half-steps; the best (selected) held-out score, the distance moved and the history's
+  length (episode losses, evaluated episodes).
 """
 import json
 import os
@@ -183,6 +184,8 @@ def run(strategy, workdir, jobs):
             trainer = make(ckpt)
         trainer.train(episodes)
         out[name + "_score"] = trainer.best_score    # the selected weights' held-out score
+        out[name + "_history"] = [len(trainer.history["loss"]),
+                                  [e for e, _ in trainer.history["eval"]]]
         out[name + "_moved"] = float(np.sqrt(sum(
             np.sum((w.numpy() - w0) ** 2) for w, w0 in zip(trainer.model.weights, initial))))
 

@@ -187,6 +187,8 @@ def test_two_workers_match_one_device_and_resume(results):
         # L2O-enhanced (DM and imitation episodes) and L2O-Swarm interrupted after
         # episode 2, resumed (Twin-L2O resumes through the same EpisodicTrainer code)
         _same_meta(ref, worker, ("enhanced", "swarm"))
+        # the history is in the chief's checkpoint and broadcast with it
+        assert worker["swarm_history"] == ref["swarm_history"] == [3, [2, 3]]
         assert worker["enhanced_imitation_losses"] == pytest.approx(
             ref["enhanced_imitation_losses"], rel=1e-4)
     # checkpoints: written by the chief only

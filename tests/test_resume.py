@@ -2,7 +2,11 @@
 L2O-enhanced (curriculum + imitation: its RNG and the imitation optimizer's slots are in the
 checkpoint), L2O-Swarm, Twin-L2O and L2O-Scale (its optimizer state carried across episodes
 is in the checkpoint).  An interrupted run resumed with the same command ends with the same
-weights, optimizer slots and best score as an uninterrupted one."""
+weights, optimizer slots, best score and history as an uninterrupted one; a kill between
+the files of a checkpoint never resumes new weights with old counters."""
+import json
+import os
+
 import keras
 import numpy as np
 import pytest
@@ -14,6 +18,7 @@ from model_free.curriculum import Curriculum
 from model_free.dm import L2ODM
 from model_free.imitation import Imitation
 from model_free.meta_trainer import MetaTrainer
+from open_l2o_tf import logging as olog
 from open_l2o_tf.errors import UserError
 from open_l2o_tf.optimizees import minimax
 from open_l2o_tf.optimizees.quadratic import Quadratic
@@ -56,6 +61,7 @@ def _check_resume(tmp_path, make, episodes, interrupt, models):
     for x, y in zip(a[0] + a[1], b[0] + b[1]):
         np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)
     assert a[2] == pytest.approx(b[2], rel=1e-6)
+    assert resumed.history == full.history      # the history is in the checkpoint
 
 
 def test_enhanced_resumes_exactly(tmp_path):
@@ -79,13 +85,14 @@ def test_swarm_resumes_exactly(tmp_path):
     _check_resume(tmp_path, make, 4, 3, lambda t: (t.swarm, [t.opt]))
 
 
-def test_twin_resumes_exactly(tmp_path):
-    def make(ckpt):
-        return twin_lib.TwinTrainer(twin_lib.TwinL2O(hidden=8), minimax.Saddle(batch_size=8),
-                                    iterations=20, eval_half_steps=20, eval_every=2,
-                                    eval_instances=2, progress=None, ckpt_dir=ckpt)
+def _twin_trainer(ckpt, eval_every=2):
+    return twin_lib.TwinTrainer(twin_lib.TwinL2O(hidden=8), minimax.Saddle(batch_size=8),
+                                iterations=20, eval_half_steps=20, eval_every=eval_every,
+                                eval_instances=2, progress=None, ckpt_dir=ckpt)
 
-    _check_resume(tmp_path, make, 4, 3, lambda t: (t.twin, [t.opt_min, t.opt_max]))
+
+def test_twin_resumes_exactly(tmp_path):
+    _check_resume(tmp_path, _twin_trainer, 4, 3, lambda t: (t.twin, [t.opt_min, t.opt_max]))
 
 
 def _scale_trainer(ckpt):
@@ -144,3 +151,45 @@ def test_scale_carried_state_resumes_exactly(tmp_path):
         handle.write(b"PK\x03\x04 truncated zip")
     with pytest.raises(UserError, match="trainer_state.npz cannot be read"):
         _scale_trainer(str(tmp_path / "killed")).restore()
+
+
+def test_episodic_checkpoint_is_one_file_a_torn_write_keeps_counters_with_weights(
+        tmp_path, monkeypatch):
+    """Twin-L2O / L2O-Swarm (EpisodicTrainer): the checkpoint of episode 2 killed after its
+    npz was written and before its readable json: the resumed trainer's counters, best score
+    and history are those of the weights it loads (all read from the one npz), not the
+    json's of episode 1.  A checkpoint of the older format (progress in the json only)
+    still resumes."""
+    ckpt = str(tmp_path / "ckpt")
+    keras.utils.set_random_seed(0)
+    part = _twin_trainer(ckpt, eval_every=1)
+    write_json = olog.atomic_write_json
+
+    def killed_at_episode_2(path, obj):
+        if path.endswith("twin_state.json") and obj["episode"] == 2:
+            raise _Interrupt
+        write_json(path, obj)
+
+    monkeypatch.setattr(olog, "atomic_write_json", killed_at_episode_2)
+    with pytest.raises(_Interrupt):
+        part.train(3)
+    monkeypatch.undo()
+    with open(os.path.join(ckpt, "twin_state.json"), encoding="utf-8") as handle:
+        assert json.load(handle)["episode"] == 1       # the readable copy: episode 1's
+    weights = [w.numpy() for w in part.twin.weights]
+    keras.utils.set_random_seed(1)
+    resumed = _twin_trainer(ckpt, eval_every=1)
+    assert resumed.restore()
+    assert resumed.episode == 2 and resumed.best_score == part.best_score
+    assert resumed.history == part.history and len(resumed.history["loss"]) == 2
+    for x, y in zip(weights, resumed.twin.weights):
+        np.testing.assert_array_equal(x, y.numpy())
+    # the older format: no progress in the npz, counters in the json
+    resumed.save()
+    with np.load(os.path.join(ckpt, "twin_state.npz")) as data:
+        arrays = {k: data[k] for k in data.files if k != "progress"}
+    np.savez(os.path.join(ckpt, "twin_state.npz"), **arrays)
+    old = _twin_trainer(ckpt, eval_every=1)
+    assert old.restore() and old.episode == 2 and old.best_score == part.best_score
+    for x, y in zip(weights, old.twin.weights):
+        np.testing.assert_array_equal(x, y.numpy())
