@@ -9,7 +9,8 @@ for ``unroll`` steps, cut into truncations of ``truncation`` steps.  Within a tr
 and one Adam(1e-3) step on the optimizer's weights follows; ``x_T`` and the state are
 carried to the next truncation without gradient.  ``second_order=True`` keeps the
 gradient through ``g_t``.  Minibatch problems draw a fresh minibatch per step.  A whole
-truncation is one ``tf.function``.  A non-finite meta-loss or meta-gradient skips the update
+truncation is one ``tf.function``, called with Grappler off (:mod:`open_l2o_tf.determinism`:
+with it on, the meta-loss differed in the last bits from trace to trace at 1024 instances).  A non-finite meta-loss or meta-gradient skips the update
 (the weights never take non-finite values), is reported with its episode and truncation,
 and ends the episode.  Every ``eval_every`` episodes the optimizer is scored on
 ``eval_instances`` fixed held-out instances and the best weights are kept and saved.  The
@@ -43,6 +44,7 @@ import tensorflow as tf
 from model_free import pretrained
 from open_l2o_tf import distribute
 from open_l2o_tf import logging as olog
+from open_l2o_tf.determinism import without_graph_rewrites
 from open_l2o_tf.errors import UserError
 
 
@@ -332,8 +334,10 @@ class MetaTrainer:
                 total = self._objective(losses, f_init)
             return self._detached(x, state), total, tape.gradient(total, variables)
 
-        step = distribute.synchronous_step(None, part, self._apply_meta, variables,
-                                           self.jit_compile)
+        # Grappler off: with it the meta-loss changed in the last bits from one trace to
+        # the next (1024 instances), so two runs with the same seed recorded other losses
+        step = without_graph_rewrites(distribute.synchronous_step(
+            None, part, self._apply_meta, variables, self.jit_compile))
 
         def truncation(*args):
             (x, state), total, finite = step(*args)
@@ -382,7 +386,8 @@ class MetaTrainer:
                 surrogate = tf.reduce_sum(weights * parts)
             return self._detached(x, state), total, tape.gradient(surrogate, variables)
 
-        return distribute.synchronous_step(self.strategy, part, self._apply_meta, variables)
+        return without_graph_rewrites(distribute.synchronous_step(
+            self.strategy, part, self._apply_meta, variables))
 
     def _split_mode(self, params, instance):
         """How an episode is split over the replicas: ``("minibatch", b)`` for one network

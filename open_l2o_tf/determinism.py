@@ -11,6 +11,15 @@ traces, calls and processes, and the step is faster (Grappler's time on a graph 
 nodes is not paid back).  ``tf.config.experimental.enable_op_determinism()`` and
 ``TF_ENABLE_ONEDNN_OPTS=0`` do not remove it.
 
+The :class:`model_free.meta_trainer.MetaTrainer`'s truncation had it too, at 1024
+Rastrigin instances (n = 10, 20 steps), in the meta-loss: L2O-DM's first truncation gave
+3252.82568359375, 3252.8251953125 or 3252.824951171875 from one trace to the next, and
+L2O-DM's and L2O-RNNprop's episode losses differed between two processes (their weights
+after 10 episodes did not); with Grappler off every trace and process gave the same bits.
+At 128 instances (two processes: L2O-DM, L2O-RNNprop, L2O-Scale, 60-300 episodes), at 256
+and 512 (two traces) and for L2O-Scale at 1024 the bits were the same with it on.  The
+truncation runs with Grappler off too.
+
 :func:`no_graph_rewrites` turns Grappler off for the calls made inside it (the setting is
 read when a function is called; it is restored afterwards).
 """
