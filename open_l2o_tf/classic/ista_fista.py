@@ -158,9 +158,12 @@ def fista(A, y, lam, num_iterations, x0=None, step=None, dtype=tf.float32):
 def fista_from(A, y, lam, x0, num_iterations, step=None, dtype=tf.float32):
     """FISTA continued from a given point ``x0`` (e.g. the output of an unrolled LISTA).
 
-    Plain FISTA restarts its momentum at ``x0`` (``t = 1``, ``x_{-1} = x_0``).  This is how
-    the paper continues the LISTA/ALISTA curves of Fig. 6 after their 16 layers.  The
-    returned curve starts with ``f(x0)``.
+    Plain FISTA restarts its momentum at ``x0`` (``t = 1``, ``x_{-1} = x_0``).  ``run.lasso``
+    continues the LISTA/ALISTA curves of Fig. 6 after their 16 layers this way.  The
+    original releases no continuation code (its test mode only saves layer 16's output);
+    FISTA with the ``1/||A||_F^2`` step is inferred from the figure: of FISTA and ISTA with
+    the ``1/||A||_F^2`` and ``1/L`` steps, only it matches the dotted curves' level and
+    wiggles (docs/reproduction.md, Figure 6).  The returned curve starts with ``f(x0)``.
     """
     require(x0 is not None, "x0 must be given to fista_from")
     return _solve(A, y, lam, num_iterations, x0, step, True, dtype)
