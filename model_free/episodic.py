@@ -24,7 +24,7 @@ import numpy as np
 
 from open_l2o_tf import distribute
 from open_l2o_tf import logging as olog
-from open_l2o_tf.errors import UserError
+from open_l2o_tf.errors import UserError, unreadable_progress
 
 
 PROGRESS = "progress"     # the npz's entry holding the progress (JSON)
@@ -196,6 +196,8 @@ class EpisodicTrainer:
         if not found:
             return False
         meta, self.best_weights = found
-        self._load_progress(meta)
+        with unreadable_progress(os.path.join(self.ckpt_dir, f"{self.tag}_state.npz"),
+                                 self.ckpt_dir):
+            self._load_progress(meta)
         self.say(f"[{self.tag}] resumed at episode {self.episode}")
         return True

@@ -45,7 +45,7 @@ from model_free import pretrained
 from open_l2o_tf import distribute
 from open_l2o_tf import logging as olog
 from open_l2o_tf.determinism import without_graph_rewrites
-from open_l2o_tf.errors import UserError
+from open_l2o_tf.errors import UserError, unreadable_progress
 
 
 def _seed(*parts):
@@ -745,7 +745,8 @@ class MetaTrainer:
         self._restored_carry = None
         if carried and self.carry_state and not distribute.multi_process(self.strategy):
             self._restored_carry = carried
-        self._load_progress(progress)
+        with unreadable_progress(path, self.ckpt_dir):
+            self._load_progress(progress)
         self.say(f"[meta] resumed at episode {self.episode}")
         return True
 
@@ -771,6 +772,8 @@ class MetaTrainer:
                     if all(k in data.files for k in keys):
                         for k, v in zip(keys, opt.variables):
                             v.assign(data[k])
-        self._load_progress(state)
+        with unreadable_progress(os.path.join(self.ckpt_dir, "meta_state.json"),
+                                 self.ckpt_dir):
+            self._load_progress(state)
         self.say(f"[meta] resumed at episode {self.episode}")
         return True

@@ -23,3 +23,25 @@ def require_positive_int(value, name):
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise UserError(f"{name} must be a positive integer, got {value!r}")
     return value
+
+
+class unreadable_progress:  # pylint: disable=invalid-name
+    """``with unreadable_progress(path, ckpt_dir): trainer._load_progress(progress)``: a
+    checkpoint whose progress parses but holds a field of the wrong type or shape (edited
+    by hand, or from another program) becomes one :class:`UserError` naming the file,
+    not a traceback from deep in the trainer."""
+
+    def __init__(self, path, ckpt_dir):
+        self.path, self.ckpt_dir = path, ckpt_dir
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, err, _tb):
+        if kind is None or issubclass(kind, UserError):
+            return False
+        if issubclass(kind, (KeyError, TypeError, ValueError, AttributeError, IndexError)):
+            raise UserError(f"checkpoint {self.path} holds a progress record this version "
+                            f"cannot use ({kind.__name__}: {err}); delete {self.ckpt_dir} to "
+                            "start over") from None
+        return False

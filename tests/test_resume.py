@@ -193,3 +193,31 @@ def test_episodic_checkpoint_is_one_file_a_torn_write_keeps_counters_with_weight
     assert old.restore() and old.episode == 2 and old.best_score == part.best_score
     for x, y in zip(weights, old.twin.weights):
         np.testing.assert_array_equal(x, y.numpy())
+
+
+def _edit_progress(path, edit):
+    with np.load(path, allow_pickle=False) as data:
+        arrays = {k: data[k] for k in data.files}
+    progress = json.loads(str(arrays["progress"]))
+    edit(progress)
+    arrays["progress"] = np.array(json.dumps(progress))
+    np.savez(path, **arrays)
+
+
+def test_a_hand_edited_progress_is_one_user_error(tmp_path):
+    """A checkpoint whose progress parses but holds a field of the wrong type (the history's
+    losses as a string, an eval entry without its score) is one UserError naming the file,
+    for both meta-trainers (MetaTrainer, EpisodicTrainer), not a traceback."""
+    keras.utils.set_random_seed(0)
+    meta_dir = str(tmp_path / "meta")
+    _scale_trainer(meta_dir).train(2)
+    path = os.path.join(meta_dir, "trainer_state.npz")
+    _edit_progress(path, lambda p: p["history"].update(episode_loss="not a list"))
+    with pytest.raises(UserError, match="trainer_state.npz holds a progress record"):
+        _scale_trainer(meta_dir).restore()
+    twin_dir = str(tmp_path / "twin")
+    _twin_trainer(twin_dir, eval_every=1).train(1)
+    path = os.path.join(twin_dir, "twin_state.npz")
+    _edit_progress(path, lambda p: p["history"].update(eval=[[1]]))
+    with pytest.raises(UserError, match="twin_state.npz holds a progress record"):
+        _twin_trainer(twin_dir, eval_every=1).restore()
