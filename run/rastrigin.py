@@ -109,7 +109,8 @@ def run_classic(name, family, test, x0, steps, lr=None, seed=0):
         fn = line_search.gd_line_search if name == "gd_ls" else line_search.nag_line_search
         return fn(per_instance, x0, steps, initial_step=0.1)[1]
     if name == "oracle":
-        return run_and_inspect(per_instance, x0, steps, method="gd", seed=seed)[2]
+        return run_and_inspect(per_instance, x0, steps, method="gd", seed=seed,
+                               progress=print)[2]
     lr = lr or (0.1 if name == "adam" else 0.3)
     transform = first_order.adam(lr) if name == "adam" else first_order.rmsprop(lr)
     return transforms.run_optimizer(transform, per_instance, x0, steps, reduction="sum")[1]

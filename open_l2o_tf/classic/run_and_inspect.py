@@ -49,7 +49,7 @@ def _flatteners(params):
 def run_and_inspect(loss_fn, params, num_iterations=1000, method="gd", initial_step=0.1,
                     shrink=0.5, c=1e-4, max_backtracks=30, grad_tol=1e-3, max_run=200,
                     radius=2.0, delta=0.2, num_directions=None, coordinate=None, nu=1e-3,
-                    polish_steps=3, seed=0, jit_compile=True):
+                    polish_steps=3, seed=0, jit_compile=True, progress=None, chunk=100):
     """Runs the Run-and-Inspect oracle on a batch of instances.
 
     Args:
@@ -72,6 +72,11 @@ def run_and_inspect(loss_fn, params, num_iterations=1000, method="gd", initial_s
         cosine well, so polishing makes the inspection see deeper wells at little cost.
       seed: int seed of the stateless RNG of the inspection directions.
       jit_compile: XLA-compile the loop.
+      progress: ``progress(line)`` is called after every ``chunk`` iterations with the
+        iteration and the mean loss (None: silent).
+      chunk: iterations per compiled call (None: all in one); the values do not depend
+        on it (the same compiled iteration, the global iteration index seeds the
+        inspection directions).
 
     Returns:
       ``(params, final_losses, curve)``: final list of tensors, final per-instance losses
@@ -90,7 +95,7 @@ def run_and_inspect(loss_fn, params, num_iterations=1000, method="gd", initial_s
     inspect = _make_inspect(f_flat, dim, radii, num_directions, coordinate, polish_steps,
                             seed, search)
     run = _make_run(f_flat, inspect, num_iterations, method, grad_tol, max_run, nu, search,
-                    jit_compile)
+                    jit_compile, chunk, progress)
     x, f_final, curve = run(flatten(params))
     return unflatten(x), f_final, curve
 
@@ -154,19 +159,24 @@ def _make_inspect(f_flat, dim, radii, num_directions, coordinate, polish_steps, 
 
 
 def _make_run(f_flat, inspect, num_iterations, method, grad_tol, max_run, nu, search,
-              jit_compile):
-    """The compiled loop ``run(x0) -> (x, f(x), curve)``: line-search steps (GD or
-    monotone NAG) per instance; an instance whose gradient is small, that stalled or ran
-    ``max_run`` steps is inspected, restarts from a sample better by ``nu`` or freezes."""
+              jit_compile, chunk=None, progress=None):
+    """``run(x0) -> (x, f(x), curve)``: line-search steps (GD or monotone NAG) per
+    instance; an instance whose gradient is small, that stalled or ran ``max_run`` steps is
+    inspected, restarts from a sample better by ``nu`` or freezes.  The loop runs as
+    compiled calls of ``chunk`` iterations each (one per length), ``progress`` reporting
+    after each."""
+    chunk = num_iterations if not chunk else min(int(chunk), num_iterations)
+    compiled = {}
+    initial = tf.function(f_flat, jit_compile=jit_compile)
 
-    @tf.function(jit_compile=jit_compile)
-    def run(x0):
-        f0 = f_flat(x0)
-        batch = tf.shape(x0)[0]
-        ta = tf.TensorArray(f0.dtype, size=num_iterations + 1, element_shape=f0.shape)
-        ta = ta.write(0, f0)
-        false = tf.zeros([batch], tf.bool)
-        zero_i = tf.zeros([batch], tf.int32)
+    def chunk_fn(length):
+        if length not in compiled:
+            compiled[length] = tf.function(
+                lambda k0, state: _run_chunk(k0, state, length), jit_compile=jit_compile)
+        return compiled[length]
+
+    def _run_chunk(k0, state, length):
+        ta = tf.TensorArray(state[3].dtype, size=length, element_shape=state[3].shape)
 
         def body(k, x, x_prev, t, fx, stalled, frozen, run_count, ta):
             if method == "nag":
@@ -204,12 +214,28 @@ def _make_run(f_flat, inspect, num_iterations, method, grad_tol, max_run, nu, se
             restart = tf.logical_not(take)
             t_new = tf.where(restart, tf.ones_like(t_next), t_next)
             x_prev_new = tf.where(restart[:, None], x_new, x)
-            run_count = tf.where(need, zero_i, run_count + 1)
+            run_count = tf.where(need, tf.zeros_like(run_count), run_count + 1)
             return (k + 1, x_new, x_prev_new, t_new, f_new, stalled_new, frozen_i, run_count,
-                    ta.write(k + 1, f_new))
+                    ta.write(k - k0, f_new))
 
-        loop_vars = (tf.constant(0), x0, x0, tf.ones_like(f0), f0, false, false, zero_i, ta)
-        out = tf.while_loop(lambda k, *_: k < num_iterations, body, loop_vars)
-        return out[1], out[4], out[8].stack()
+        out = tf.while_loop(lambda k, *_: k < k0 + length, body, (k0,) + tuple(state) + (ta,))
+        return tuple(out[1:8]), out[8].stack()
+
+    def run(x0):
+        x0 = tf.convert_to_tensor(x0)
+        f0 = initial(x0)
+        batch = tf.shape(x0)[0]
+        false, zero_i = tf.zeros([batch], tf.bool), tf.zeros([batch], tf.int32)
+        state = (x0, x0, tf.ones_like(f0), f0, false, false, zero_i)
+        parts = [f0[None]]
+        for k0 in range(0, num_iterations, chunk):
+            length = min(chunk, num_iterations - k0)
+            state, values = chunk_fn(length)(tf.constant(k0), state)
+            parts.append(values)
+            if progress is not None:
+                progress(f"[oracle] iteration {k0 + length}/{num_iterations} "
+                         f"mean loss {float(tf.reduce_mean(state[3])):.4f} "
+                         f"frozen {int(tf.reduce_sum(tf.cast(state[5], tf.int32)))}")
+        return state[0], state[3], tf.concat(parts, axis=0)
 
     return run
