@@ -27,7 +27,7 @@ from open_l2o_tf import logging as olog
 from open_l2o_tf.errors import UserError, unreadable_progress
 
 
-PROGRESS = "progress"     # the npz's entry holding the progress (JSON)
+PROGRESS = "progress"     # the npz's entry holding the progress (olog.atomic_save_npz)
 
 
 def _config(model):
@@ -46,9 +46,7 @@ def save_trainer(ckpt_dir, name, model, optimizers, best_weights, meta):
         arrays.update({f"{key}{i}": v.numpy() for i, v in enumerate(opt.variables)})
     for i, value in enumerate(best_weights or []):
         arrays[f"best{i}"] = value
-    arrays[PROGRESS] = np.array(json.dumps(progress, default=olog._json_default))  # pylint: disable=protected-access
-    olog._atomic_write(os.path.join(ckpt_dir, f"{name}_state.npz"),  # pylint: disable=protected-access
-                       lambda h: np.savez(h, **arrays), "wb")
+    olog.atomic_save_npz(os.path.join(ckpt_dir, f"{name}_state.npz"), arrays, progress)
     olog.atomic_write_json(os.path.join(ckpt_dir, f"{name}_state.json"), progress)
 
 
@@ -183,12 +181,8 @@ class EpisodicTrainer:
         self.episode = int(meta["episode"])
         self.train_seconds = float(meta.get("train_seconds", 0.0))
         self.best_score = best_score_of(meta)
-        history = meta.get("history")
-        if history is not None:     # older checkpoints have none: the history restarts
-            nan_or = lambda v: float("nan") if v is None else float(v)  # noqa: E731
-            self.history = {"loss": [nan_or(v) for v in history.get("loss", [])],
-                            "eval": [(int(e), nan_or(v)) for e, v in history.get("eval", [])],
-                            "skipped": [str(m) for m in history.get("skipped", [])]}
+        if meta.get("history") is not None:   # older checkpoints have none: it restarts
+            self.history = olog.history_from_json(meta["history"], ("loss",))
 
     def _restore_file(self):
         found = self.ckpt_dir and restore_trainer(self.ckpt_dir, self.tag, self.model,

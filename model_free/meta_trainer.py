@@ -660,9 +660,7 @@ class MetaTrainer:
         arrays.update({f"v{i}": v.numpy() for i, v in enumerate(self.meta_opt.variables)})
         arrays.update({f"il{i}": v.numpy() for i, v in enumerate(self.il_opt.variables)})
         arrays.update({f"carried{i}": a for i, a in enumerate(carried or [])})
-        arrays["progress"] = np.array(json.dumps(progress, default=olog._json_default))  # pylint: disable=protected-access
-        olog._atomic_write(os.path.join(self.ckpt_dir, self.STATE_FILE),  # pylint: disable=protected-access
-                           lambda h: np.savez(h, **arrays), "wb")
+        olog.atomic_save_npz(os.path.join(self.ckpt_dir, self.STATE_FILE), arrays, progress)
         olog.atomic_write_json(os.path.join(self.ckpt_dir, "meta_state.json"), progress)
 
     def restore(self):
@@ -694,14 +692,8 @@ class MetaTrainer:
             self.curriculum.load_state(state["curriculum"])
         if self.imitation is not None and state.get("imitation_rng"):
             self.imitation.rng.bit_generator.state = state["imitation_rng"]
-        history = state.get("history")
-        if history:     # older checkpoints have none: the history restarts
-            self.history = {
-                "episode_loss": [float("nan") if v is None else float(v)
-                                 for v in history.get("episode_loss", [])],
-                "eval": [(int(e), float("nan") if v is None else float(v))
-                         for e, v in history.get("eval", [])],
-                "skipped": list(history.get("skipped", []))}
+        if state.get("history"):    # older checkpoints have none: the history restarts
+            self.history = olog.history_from_json(state["history"], ("episode_loss",))
 
     def _check_kind(self):
         """A UserError when ``last.npz`` holds another optimizer or configuration."""

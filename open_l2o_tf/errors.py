@@ -6,6 +6,7 @@ the flag, argument or file, what was expected and what was received.  The comman
 ``run/`` print it as ``error: <message>`` and exit with status 2 instead of showing a
 traceback.
 """
+import contextlib
 
 
 class UserError(ValueError):
@@ -25,23 +26,18 @@ def require_positive_int(value, name):
     return value
 
 
-class unreadable_progress:  # pylint: disable=invalid-name
+
+@contextlib.contextmanager
+def unreadable_progress(path, ckpt_dir):
     """``with unreadable_progress(path, ckpt_dir): trainer._load_progress(progress)``: a
     checkpoint whose progress parses but holds a field of the wrong type or shape (edited
     by hand, or from another program) becomes one :class:`UserError` naming the file,
     not a traceback from deep in the trainer."""
-
-    def __init__(self, path, ckpt_dir):
-        self.path, self.ckpt_dir = path, ckpt_dir
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, err, _tb):
-        if kind is None or issubclass(kind, UserError):
-            return False
-        if issubclass(kind, (KeyError, TypeError, ValueError, AttributeError, IndexError)):
-            raise UserError(f"checkpoint {self.path} holds a progress record this version "
-                            f"cannot use ({kind.__name__}: {err}); delete {self.ckpt_dir} to "
-                            "start over") from None
-        return False
+    try:
+        yield
+    except UserError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
+        raise UserError(f"checkpoint {path} holds a progress record this version cannot use "
+                        f"({type(err).__name__}: {err}); delete {ckpt_dir} to start over") \
+            from None

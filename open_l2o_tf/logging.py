@@ -73,6 +73,26 @@ def atomic_save_npy(path, array):
     _atomic_write(path, lambda h: np.save(h, array), "wb")
 
 
+def atomic_save_npz(path, arrays, progress=None):
+    """``np.savez`` of ``arrays`` to ``path`` atomically; ``progress`` (a JSON-able dict),
+    when given, goes in as the string array ``progress`` (the meta-trainers' checkpoints:
+    weights and counters in one file, so a kill never mixes two generations)."""
+    if progress is not None:
+        arrays = dict(arrays, progress=np.array(json.dumps(progress, default=_json_default)))
+    _atomic_write(path, lambda h: np.savez(h, **arrays), "wb")
+
+
+def history_from_json(history, series):
+    """A meta-trainer's history as written by :func:`atomic_save_npz`'s JSON: the lists
+    named in ``series`` as floats (None -> NaN), ``eval`` as ``(episode, score)`` tuples,
+    ``skipped`` as strings."""
+    nan_or = lambda v: float("nan") if v is None else float(v)  # noqa: E731
+    out = {name: [nan_or(v) for v in history.get(name, [])] for name in series}
+    out["eval"] = [(int(e), nan_or(v)) for e, v in history.get("eval", [])]
+    out["skipped"] = [str(m) for m in history.get("skipped", [])]
+    return out
+
+
 def read_json(path, default=None, expect=None):
     """Reads a JSON file, or returns ``default`` when it does not exist.
 
