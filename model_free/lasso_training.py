@@ -2,17 +2,20 @@
 
 The optimizer is meta-trained on Lasso instances built from the data set's training split
 (the same A and the same generator as the model-based runs; spec model_free §9.2), batch
-128, for 10,000 episodes with the paper preset (the original's ``num_epochs``; runs resume), and then run for ``iterations`` steps on the test problems with the gradient of the
-mean over 128 instances (the scale it was trained with).
+128, for the paper preset's budget (:mod:`open_l2o_tf.budgets`: 100 episodes of 1,000
+steps, the paper's "100 epochs and 1,000 iterations per epoch"; runs resume), and then run
+for ``iterations`` steps on the test problems with the gradient of the mean over 128
+instances (the scale it was trained with).
 """
 from model_free import meta_trainer, training
+from open_l2o_tf import budgets
 from open_l2o_tf.data import sparse_recovery
 from open_l2o_tf.optimizees.lasso import Lasso
 
 
 def train_and_run(name, data_dir, A, y, lam, iterations, *, workdir, preset, seed=0,
                   load=None, meta_episodes=None, tb=None, progress=print, selection=None,
-                  safeguard=None, strategy=None):
+                  safeguard=None, strategy=None, unroll=None, meta_lr=None):
     """Returns ``(curve (iterations + 1, B) of objective values, info)``.
 
     ``safeguard``: optional ``dict(rule=SafeguardRule, energy=..., fallback=ista|fista)``;
@@ -21,12 +24,15 @@ def train_and_run(name, data_dir, A, y, lam, iterations, *, workdir, preset, see
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
     train = sparse_recovery.load(data_dir, "train")
     family = Lasso.from_data(train.A, train.y, lam=lam, batch_size=128)
-    episodes = meta_episodes or (40 if preset == "quick" else 10000)
+    budget = None if preset == "quick" else budgets.paper_budget("lasso", name)
+    episodes = meta_episodes or (budget.episodes if budget else 40)
     selection = selection or ("horizon_mean" if preset == "quick" else "last_truncation")
     opt, info = training.meta_train_or_load(
-        name, family, synthetic=True, workdir=workdir, episodes=episodes, load=load, tb=tb,
+        name, family, synthetic=True, workdir=workdir, episodes=episodes,
+        unroll=unroll or (budget.unroll if budget else 100), load=load, tb=tb,
         seed=seed, progress=progress, horizons=(100, 200) if preset == "quick" else None,
-        selection=selection, strategy=strategy)
+        selection=selection, strategy=strategy, budget=budget,
+        meta_lr=meta_lr or (budget.meta_lr if budget else None))
     test = {"y": tf.constant(y)}
     x0 = [tf.zeros([y.shape[0], A.shape[1]])]
     curve = meta_trainer.evaluate(opt, family, iterations, test, x0, seed=seed,

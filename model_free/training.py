@@ -27,10 +27,13 @@ from open_l2o_tf.errors import UserError
 SELECTIONS = ("last_truncation", "horizon_mean")
 
 
-def selection_settings(name, selection, episodes):
-    """``MetaTrainer`` keyword arguments of a model-selection protocol."""
+def selection_settings(name, selection, episodes, budget=None):
+    """``MetaTrainer`` keyword arguments of a model-selection protocol; ``budget``
+    (:class:`open_l2o_tf.budgets.Budget`) sets the original protocol's period and count."""
     if selection == "last_truncation":
         every, count = optimizer_class(name).original_selection
+        if budget is not None:
+            every, count = budget.eval_every or every, budget.eval_instances
         return dict(selection=selection, eval_every=max(1, min(every, episodes)),
                     eval_instances=count)
     if selection == "horizon_mean":
@@ -71,9 +74,11 @@ def meta_training_recipe(name):
 def meta_train_or_load(name, optimizee, *, synthetic, workdir, episodes, unroll=100,
                        truncation=20, load=None, tb=None, seed=0, progress=print,
                        horizons=None, random_scale=None, meta_lr=None,
-                       selection="last_truncation", strategy=None):
+                       selection="last_truncation", strategy=None, budget=None):
     """Returns ``(optimizer, info)`` with ``train_seconds`` and ``train_steps``;
-    ``strategy``: a ``tf.distribute`` strategy or None (:class:`MetaTrainer`)."""
+    ``strategy``: a ``tf.distribute`` strategy or None (:class:`MetaTrainer`); ``budget``:
+    the paper preset's :class:`open_l2o_tf.budgets.Budget` (model-selection period and
+    count; ``episodes``, ``unroll`` and ``meta_lr`` are passed by the caller)."""
     if load:
         loaded_name, opt = pretrained.load_optimizer(load, expected=name)
         progress(f"[meta] loaded {loaded_name} from {load}")
@@ -82,7 +87,7 @@ def meta_train_or_load(name, optimizee, *, synthetic, workdir, episodes, unroll=
         raise UserError(f"--meta_lr must be a positive number, got {meta_lr}")
     opt = build_optimizer(name, synthetic)
     extra = meta_training_recipe(name)(opt, seed=seed, horizons=horizons, meta_lr=meta_lr)
-    extra.update(selection_settings(name, selection, episodes))
+    extra.update(selection_settings(name, selection, episodes, budget))
     trainer = MetaTrainer(opt, optimizee, unroll=unroll, truncation=truncation, **extra,
                           ckpt_dir=os.path.join(workdir, "ckpt"), tb=tb, progress=progress,
                           seed=seed, random_scale=random_scale, strategy=strategy)
@@ -92,4 +97,4 @@ def meta_train_or_load(name, optimizee, *, synthetic, workdir, episodes, unroll=
                  "train_steps": trainer.truncations * truncation,
                  "skipped_updates": len(trainer.history["skipped"]),
                  "best_heldout": trainer.best_score, "meta_episodes": trainer.episode,
-                 "model_selection": selection}
+                 "model_selection": selection, "meta_unroll": unroll}

@@ -203,10 +203,12 @@ def define_model_selection_flag():
 
 def define_meta_flags(quick_episodes, *, random_scale=True, meta_lr=True):
     """The meta-training flags of the commands that meta-train learned optimizers:
-    ``--meta_episodes`` (paper 10,000 as the original, quick ``quick_episodes``),
+    ``--meta_episodes`` (paper: the figure's budget, :mod:`open_l2o_tf.budgets`; quick
+    ``quick_episodes``),
     ``--random_scale`` and ``--meta_lr`` (:func:`define_meta_lr_flag`) where asked."""
     flags.DEFINE_integer("meta_episodes", None, "Learned optimizers: meta-training episodes "
-                         f"(paper 10,000 as the original, quick {quick_episodes}).",
+                         "(paper: the figure's budget, 100 of 1,000 steps for Figs. 6-7, "
+                         f"10,000 of 100 for Fig. 8; quick {quick_episodes}).",
                          lower_bound=1)
     if random_scale:
         flags.DEFINE_float("random_scale", None, "Meta-training with RNNprop's random "

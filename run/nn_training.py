@@ -23,7 +23,7 @@ import numpy as np
 from absl import flags
 
 from open_l2o_tf import logging as olog
-from open_l2o_tf import reference
+from open_l2o_tf import budgets, reference
 from open_l2o_tf.errors import UserError
 from run import common
 
@@ -102,13 +102,17 @@ def main(argv):
         train_problem = (problem if FLAGS.load or (FLAGS.problem == "mnist_mlp_sigmoid"
                                                    and split == "train")
                          else make_optimizee("mnist_mlp_sigmoid", data_dir=FLAGS.mnist_dir))
-        episodes = common.preset_value(FLAGS.preset, 10000, 30, FLAGS.meta_episodes)
+        budget = (budgets.paper_budget("nn_training", name) if FLAGS.preset == "paper"
+                  else None)
+        episodes = common.preset_value(FLAGS.preset, budget and budget.episodes, 30,
+                                       FLAGS.meta_episodes)
         opt, info = training.meta_train_or_load(
             name, train_problem, synthetic=False, workdir=workdir, episodes=episodes,
-            unroll=FLAGS.unroll or 100, truncation=FLAGS.truncation, load=FLAGS.load,
-            tb=tb, seed=FLAGS.seed,
-            horizons=(100, 200) if FLAGS.preset == "quick" else None,
-            random_scale=FLAGS.random_scale, meta_lr=FLAGS.meta_lr,
+            unroll=FLAGS.unroll or (budget.unroll if budget else 100),
+            truncation=FLAGS.truncation, load=FLAGS.load, tb=tb, seed=FLAGS.seed,
+            horizons=(100, 200) if FLAGS.preset == "quick" else None, budget=budget,
+            random_scale=FLAGS.random_scale,
+            meta_lr=FLAGS.meta_lr or (budget.meta_lr if budget else None),
             selection=common.preset_value(FLAGS.preset, "last_truncation", "horizon_mean",
                                           FLAGS.model_selection), strategy=common.strategy())
     curves = []

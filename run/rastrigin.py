@@ -17,14 +17,14 @@ from absl import flags
 
 import model_free  # noqa: F401  registers the learned names (imports no TensorFlow)
 from open_l2o_tf import logging as olog
-from open_l2o_tf import reference, registry
+from open_l2o_tf import budgets, reference, registry
 from open_l2o_tf.errors import UserError
 from run import common
 
 CLASSIC = ["gd_ls", "nag_ls", "adam", "rmsprop", "oracle"]
 LEARNED = ["l2o_dm", "l2o_rnnprop", "l2o_enhanced", "l2o_scale", "l2o_swarm"]
 TRUNCATION = 20      # steps per truncation of meta-training (the original's unroll length)
-UNROLL = 100         # default meta-training horizon (steps per episode)
+UNROLL = 100         # quick preset's meta-training horizon (paper: open_l2o_tf.budgets)
 flags.DEFINE_enum("optimizer", "nag_ls", CLASSIC + LEARNED, "The optimizer.")
 common.accept_registered("optimizer", "learned", LEARNED, interface="update")   # --import
 flags.DEFINE_enum("swarm_attraction", "as_coded", ["as_coded", "toward_better"],
@@ -43,8 +43,9 @@ flags.DEFINE_float("lr", None, "Learning rate of adam (0.1) / rmsprop (0.3).")
 common.define_meta_flags(quick_episodes=60)
 flags.DEFINE_integer("unroll", None, "Meta-training horizon in steps per episode, a multiple of "
                      f"the truncation ({TRUNCATION}): l2o_dm, l2o_rnnprop, l2o_scale, l2o_swarm "
-                     "(default 100, the Open-L2O fix_num_steps; the original L2O-Scale draws "
-                     "about 50 unrolls of 10 + Exp(20) steps per problem).  Held-out model "
+                     "(paper preset 1,000, the paper's '1,000 iterations per epoch'; quick 100; the "
+                     "original L2O-Scale draws about 50 unrolls of 10 + Exp(20) steps per "
+                     "problem).  Held-out model "
                      "selection runs at the same horizon.", lower_bound=1)
 common.define_model_selection_flag()
 common.define_common_flags("runs/rastrigin")
@@ -139,16 +140,19 @@ def run_swarm(family, test, x0, workdir, tb, episodes, unroll):
     return curve, info
 
 
-def run_learned(name, family, test, x0, workdir, tb, episodes, unroll, selection):
+def run_learned(name, family, test, x0, workdir, tb, episodes, unroll, selection,
+                budget=None):
     """A learned update rule: meta-trained (or ``--load``), then run (and safeguarded with
-    ``--safeguard=on``); ``(curve, info, extra)``."""
+    ``--safeguard=on``); ``(curve, info, extra)``; ``budget``: the paper preset's
+    (:mod:`open_l2o_tf.budgets`)."""
     from model_free import meta_trainer, training  # pylint: disable=import-outside-toplevel
     opt, info = training.meta_train_or_load(
         name, family, synthetic=True, workdir=workdir, episodes=episodes, unroll=unroll,
         truncation=TRUNCATION, load=FLAGS.load, tb=tb, seed=FLAGS.seed,
         horizons=(100, 200, 500) if FLAGS.preset == "quick" else None,
-        random_scale=FLAGS.random_scale, meta_lr=FLAGS.meta_lr, selection=selection,
-        strategy=common.strategy())
+        random_scale=FLAGS.random_scale,
+        meta_lr=FLAGS.meta_lr or (budget.meta_lr if budget else None), selection=selection,
+        strategy=common.strategy(), budget=budget)
     curve = meta_trainer.evaluate(opt, family, FLAGS.steps, test, x0, seed=FLAGS.seed,
                                   grad_scale=1.0 / 128)
     extra = {}
@@ -174,10 +178,12 @@ def main(argv):
     count = FLAGS.test_instances or (16 if FLAGS.preset == "quick" else 128)
     family, test, x0 = build_problem(FLAGS.n, count, FLAGS.starts, FLAGS.seed)
     info, extra = {"train_seconds": 0.0, "train_steps": 0}, {}
-    episodes = common.preset_value(FLAGS.preset, 10000, 60, FLAGS.meta_episodes)
+    budget = budgets.paper_budget("rastrigin", name) if FLAGS.preset == "paper" else None
+    episodes = common.preset_value(FLAGS.preset, budget and budget.episodes, 60,
+                                   FLAGS.meta_episodes)
     selection = common.preset_value(FLAGS.preset, "last_truncation", "horizon_mean",
                                     FLAGS.model_selection)
-    unroll = FLAGS.unroll or UNROLL
+    unroll = FLAGS.unroll or (budget.unroll if budget else UNROLL)
     start = time.time()
     if name in CLASSIC:
         curve = run_classic(name, family, test, x0, FLAGS.steps, FLAGS.lr, FLAGS.seed)
@@ -185,7 +191,7 @@ def main(argv):
         curve, info = run_swarm(family, test, x0, workdir, tb, episodes, unroll)
     else:
         curve, info, extra = run_learned(name, family, test, x0, workdir, tb, episodes,
-                                         unroll, selection)
+                                         unroll, selection, budget)
     curve = np.asarray(curve).mean(axis=1)
     lower = float(tf.reduce_mean(family.lower_bound(test)))
     for k in range(0, len(curve), max(1, len(curve) // 50)):
