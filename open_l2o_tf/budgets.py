@@ -87,3 +87,16 @@ def table_rows():
     """``(test, name, Budget)`` for the docs' budget table."""
     return [(test, name, budget) for test, table in PAPER.items()
             for name, budget in table.items()]
+
+
+def markdown_table():
+    """The budget table of ``docs/budgets.md`` (a test checks the page carries it)."""
+    lines = ["| figure | method | episodes | steps per episode | truncation | batch | "
+             "meta rate | selection every / problems | source | note |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    figure = {"lasso": "6 (Lasso)", "rastrigin": "7 (Rastrigin)", "nn_training": "8 (MNIST)"}
+    for test, name, b in table_rows():
+        lines.append(f"| {figure[test]} | {name} | {b.episodes:,} | {b.unroll:,} | "
+                     f"{b.truncation} | {b.batch} | {b.meta_lr:g} | "
+                     f"{b.eval_every} / {b.eval_instances} | {b.source} | {b.note} |")
+    return "\n".join(lines)
