@@ -98,3 +98,13 @@ def meta_train_or_load(name, optimizee, *, synthetic, workdir, episodes, unroll=
                  "skipped_updates": len(trainer.history["skipped"]),
                  "best_heldout": trainer.best_score, "meta_episodes": trainer.episode,
                  "model_selection": selection, "meta_unroll": unroll}
+
+
+SUMMARY_KEYS = ("meta_episodes", "meta_unroll", "model_selection", "best_heldout",
+                "skipped_updates", "loaded")
+
+
+def summary(info):
+    """The meta-training facts of :func:`meta_train_or_load`'s ``info`` that a
+    ``results.json`` records (``meta_training``: the budget actually run)."""
+    return {key: info[key] for key in SUMMARY_KEYS if key in info}

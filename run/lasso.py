@@ -214,6 +214,8 @@ def main(argv):
     else:
         curve_f, info = run_learned(name, data_dir, A, y, lam, FLAGS.iterations, workdir, tb)
         train_seconds, train_steps = info.get("train_seconds", 0.0), info.get("train_steps", 0)
+        from model_free import training  # pylint: disable=import-outside-toplevel
+        extra["meta_training"] = training.summary(info)
     curve = metrics.relative_loss(curve_f, f_star).numpy()
     if name not in CLASSIC and "safeguard" in info:
         extra["safeguard"] = common.lasso_safeguard_record(info["safeguard"], f_star, workdir,

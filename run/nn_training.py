@@ -151,8 +151,9 @@ def main(argv):
                               train_steps=info.get("train_steps", 0),
                               config=common.flag_values_dict(),
                               std_final=float(curves[:, -1].std()), mean_last100=tail,
-                              mnist_split=split,
-                              eval_seconds=time.time() - start)
+                              mnist_split=split, eval_seconds=time.time() - start,
+                              **({"meta_training": training.summary(info)}
+                                 if name in LEARNED else {}))
     common.write_results(workdir, record)
     print(f"[nn_training] {FLAGS.problem} {name}: loss[0]={mean[0]:.3f} "
           f"loss[{len(mean) - 1}]={mean[-1]:.4f} mean of last 100={tail:.4f} "

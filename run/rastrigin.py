@@ -155,7 +155,7 @@ def run_learned(name, family, test, x0, workdir, tb, episodes, unroll, selection
         strategy=common.strategy(), budget=budget)
     curve = meta_trainer.evaluate(opt, family, FLAGS.steps, test, x0, seed=FLAGS.seed,
                                   grad_scale=1.0 / 128)
-    extra = {}
+    extra = {"meta_training": training.summary(info)}
     if FLAGS.safeguard == "on":
         extra["safeguard"] = common.rastrigin_safeguard(opt, family, test, x0, workdir)
     return curve, info, extra
