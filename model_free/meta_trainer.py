@@ -587,10 +587,12 @@ class MetaTrainer:
         for v, value in zip(self.opt.weights, values):
             v.assign(value)
 
+    PROGRESS_EVERY = 10     # episodes between progress lines (and checkpoints) of train
+
     def train(self, num_episodes):
         """Meta-trains up to ``num_episodes`` episodes in total (resuming from
         ``ckpt_dir``); ends with the best weights.  The checkpoint (every ``eval_every``
-        episodes and at the end) holds the last weights, so a resumed run, or one continued
+        and every ``PROGRESS_EVERY`` episodes, with a progress line, and at the end) holds the last weights, so a resumed run, or one continued
         to more episodes, goes on from where it stopped."""
         self.restore()
         start = time.time()
@@ -625,6 +627,15 @@ class MetaTrainer:
                 self.say(f"[meta] episode {self.episode}/{num_episodes} "
                          f"{'IL' if imitation else 'meta'}-loss={loss:.4g} "
                          f"held-out={score:.4g} best={self.best_score:.4g} "
+                         f"({time.time() - t0:.1f} s/episode)")
+            elif self.episode % self.PROGRESS_EVERY == 0:
+                # between evaluations (every 100 episodes for DM): a progress line and a
+                # checkpoint, so a long run shows it is alive and an interrupt loses little
+                self.train_seconds += time.time() - start
+                start = time.time()
+                self.save()
+                self.say(f"[meta] episode {self.episode}/{num_episodes} "
+                         f"{'IL' if imitation else 'meta'}-loss={loss:.4g} "
                          f"({time.time() - t0:.1f} s/episode)")
         self.train_seconds += time.time() - start
         self.save()         # the last weights: train(more episodes) continues from them
