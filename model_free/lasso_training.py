@@ -12,7 +12,7 @@ from open_l2o_tf.optimizees.lasso import Lasso
 
 def train_and_run(name, data_dir, A, y, lam, iterations, *, workdir, preset, seed=0,
                   load=None, meta_episodes=None, tb=None, progress=print, selection=None,
-                  safeguard=None, strategy=None):
+                  safeguard=None, strategy=None, deterministic=None):
     """Returns ``(curve (iterations + 1, B) of objective values, info)``.
 
     ``safeguard``: optional ``dict(rule=SafeguardRule, energy=..., fallback=ista|fista)``;
@@ -26,7 +26,7 @@ def train_and_run(name, data_dir, A, y, lam, iterations, *, workdir, preset, see
     opt, info = training.meta_train_or_load(
         name, family, synthetic=True, workdir=workdir, episodes=episodes, load=load, tb=tb,
         seed=seed, progress=progress, horizons=(100, 200) if preset == "quick" else None,
-        selection=selection, strategy=strategy)
+        selection=selection, strategy=strategy, deterministic=deterministic)
     test = {"y": tf.constant(y)}
     x0 = [tf.zeros([y.shape[0], A.shape[1]])]
     curve = meta_trainer.evaluate(opt, family, iterations, test, x0, seed=seed,
