@@ -10,6 +10,7 @@ import os
 
 from model_based.factory import build_model, load_unrolled, model_class
 from model_based.progressive import ProgressiveTrainer
+from open_l2o_tf import device
 from open_l2o_tf.data import sparse_recovery
 from open_l2o_tf.errors import UserError
 
@@ -36,7 +37,8 @@ def train_or_load(name, data_dir, *, lam, num_layers, workdir, preset, seed=0, l
         steps_per_epoch=steps_per_epoch or 100,
         max_epochs=10 if quick else None, val_batch_size=1280,
         ckpt_dir=os.path.join(workdir, "ckpt"), tb=tb, seed=seed,
-        jit_compile=jit_compile and not cls.support_selection, progress=progress,
+        jit_compile=jit_compile and device.default_jit(cls.support_selection, strategy),
+        progress=progress,
         strategy=strategy)
     trainer.train(num_layers)
     path = os.path.join(workdir, "model.keras")

@@ -36,10 +36,12 @@ Speed (``engine="epoch"``, the default): a whole epoch is one compiled function 
 check stay on the device until the epoch ends), validation and test are compiled, and in
 stage 1 of layer ``t`` the fixed first ``t - 1`` layers are run once per stage on the
 training and validation sets (:meth:`UnrolledModel.run_layers` gives ``(x_t, state_t)``),
-so each step runs only layer ``t``.  Without XLA, support selection finds its k-th largest
-magnitude with NumPy's partition instead of ``top_k`` (:func:`shrinkage.kth_on_host`).  ``engine="step"`` is the previous trainer (one Python
-call per step, full forward pass every step), kept for comparison (``run.perf
---what=training``); both give the same numbers up to float rounding.
+so each step runs only layer ``t``.  Without XLA on a CPU, support selection finds its k-th
+largest magnitude with NumPy's partition instead of ``top_k`` (:func:`shrinkage.kth_on_host`;
+on a GPU ``top_k`` stays in the graph: :mod:`open_l2o_tf.device`).  ``engine="step"`` is
+the previous trainer (one Python call per step, full forward pass every step), kept for
+comparison (``run.perf --what=training``); both give the same numbers up to float
+rounding.
 """
 import math
 import os
@@ -50,7 +52,7 @@ import numpy as np
 import tensorflow as tf
 
 from model_based import shrinkage
-from open_l2o_tf import distribute
+from open_l2o_tf import device, distribute
 from open_l2o_tf import logging as olog
 from open_l2o_tf import metrics
 from open_l2o_tf.classic import first_order
@@ -159,6 +161,11 @@ class ProgressiveTrainer:
         several replicas in one process (mirrored) the steps run without XLA: the
         variables live on the first device and XLA cannot read a variable of another
         device (a line says so).
+
+    The support selection's k-th largest magnitude is found on the host (NumPy, a
+    ``tf.numpy_function``) when the step is not XLA-compiled and runs on a CPU, else by
+    ``tf.math.top_k`` in the graph (:func:`open_l2o_tf.device.policy`: on a GPU no host
+    round trip per layer per step).
     """
 
     def __init__(self, model, train, val, test=None, *, task="sc", lam=None, lr=5e-4,
@@ -205,6 +212,8 @@ class ProgressiveTrainer:
         self.say = progress or (lambda *a, **k: None)
         self.seed, self.jit_compile = int(seed), bool(jit_compile)
         self.engine, self.cache_stage1 = engine, bool(cache_stage1)
+        self.policy = device.policy(strategy)
+        self.kth_on_host = self.policy.kth_on_host(self.jit_compile)
         self._val_fns = {}
         self.variables = [v for t in range(model.num_layers) for v in model.layer_variables(t)]
         self.first_layer = {id(v): t for t in range(model.num_layers)
@@ -410,7 +419,7 @@ class ProgressiveTrainer:
         """Trains one stage; returns ``(validation history, seconds)``."""
         if self.engine == "step":
             return self._run_stage_steps(layer, stage)
-        with shrinkage.kth_on_host(not self.jit_compile):
+        with shrinkage.kth_on_host(self.kth_on_host):
             return self._run_stage_epochs(layer, stage)
 
     def _run_stage_epochs(self, layer, stage):

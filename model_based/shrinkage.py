@@ -31,7 +31,9 @@ def kth_on_host(enabled=True):
     magnitude with NumPy's ``partition`` (a ``tf.numpy_function``: O(n) per row) instead of
     ``tf.math.top_k`` (which sorts; about 2 ms for 128 x 512 on one core, the largest
     single cost of a support-selection step).  Same values; graph mode without XLA only
-    (the progressive trainer uses it when it does not XLA-compile)."""
+    (the progressive trainer uses it when it does not XLA-compile and runs on a CPU:
+    :meth:`open_l2o_tf.device.Policy.kth_on_host`; on a GPU it would copy the activations
+    to the host and back at every layer of every step)."""
     previous = getattr(_KTH, "host", False)
     _KTH.host = bool(enabled)
     try:

@@ -15,7 +15,8 @@ from open_l2o_tf.optimizees.lasso import Lasso
 
 def train_and_run(name, data_dir, A, y, lam, iterations, *, workdir, preset, seed=0,
                   load=None, meta_episodes=None, tb=None, progress=print, selection=None,
-                  safeguard=None, strategy=None, unroll=None, meta_lr=None):
+                  safeguard=None, strategy=None, unroll=None, meta_lr=None,
+                  deterministic=None):
     """Returns ``(curve (iterations + 1, B) of objective values, info)``.
 
     ``safeguard``: optional ``dict(rule=SafeguardRule, energy=..., fallback=ista|fista)``;
@@ -32,7 +33,8 @@ def train_and_run(name, data_dir, A, y, lam, iterations, *, workdir, preset, see
         unroll=unroll or (budget.unroll if budget else 100), load=load, tb=tb,
         seed=seed, progress=progress, horizons=(100, 200) if preset == "quick" else None,
         selection=selection, strategy=strategy, budget=budget,
-        meta_lr=meta_lr or (budget.meta_lr if budget else None))
+        meta_lr=meta_lr or (budget.meta_lr if budget else None),
+        deterministic=deterministic)
     test = {"y": tf.constant(y)}
     x0 = [tf.zeros([y.shape[0], A.shape[1]])]
     curve = meta_trainer.evaluate(opt, family, iterations, test, x0, seed=seed,

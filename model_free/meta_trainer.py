@@ -10,7 +10,8 @@ and one Adam(1e-3) step on the optimizer's weights follows; ``x_T`` and the stat
 carried to the next truncation without gradient.  ``second_order=True`` keeps the
 gradient through ``g_t``.  Minibatch problems draw a fresh minibatch per step.  A whole
 truncation is one ``tf.function``, called with Grappler off (:mod:`open_l2o_tf.determinism`:
-with it on, the meta-loss differed in the last bits from trace to trace at 1024 instances).  A non-finite meta-loss or meta-gradient skips the update
+with it on, the meta-loss differed in the last bits from trace to trace at 1024 instances)
+on a CPU or when ``deterministic=True`` (:mod:`open_l2o_tf.device`).  A non-finite meta-loss or meta-gradient skips the update
 (the weights never take non-finite values), is reported with its episode and truncation,
 and ends the episode.  Every ``eval_every`` episodes the optimizer is scored on
 ``eval_instances`` fixed held-out instances and the best weights are kept and saved.  The
@@ -42,7 +43,7 @@ import numpy as np
 import tensorflow as tf
 
 from model_free import pretrained
-from open_l2o_tf import distribute
+from open_l2o_tf import device, distribute
 from open_l2o_tf import logging as olog
 from open_l2o_tf.determinism import without_graph_rewrites
 from open_l2o_tf.errors import UserError, unreadable_progress
@@ -206,6 +207,9 @@ class MetaTrainer:
       meta_optimizer: a Keras optimizer for the weights (default ``Adam(lr)``);
       clip_value: clip meta-gradients elementwise to ``±clip_value`` (None: no clipping).
       tb, progress, seed, jit_compile: as usual.
+      deterministic: run the compiled truncations with Grappler off, so that a run repeats
+        bit for bit (:mod:`open_l2o_tf.determinism`); None: the device's default
+        (:func:`open_l2o_tf.device.policy`: yes on a CPU, no on a GPU).
       strategy: a ``tf.distribute`` strategy (:mod:`open_l2o_tf.distribute`) or None.  Under
         a strategy the ``B`` optimizee instances of an episode are split over the replicas
         (``B / replicas`` each; every instance tensor and parameter must be batch-first
@@ -231,8 +235,9 @@ class MetaTrainer:
                  eval_instances=2, ckpt_dir=None, tb=None, progress=print, seed=0,
                  jit_compile=False, random_scale=None, meta_objective="sum",
                  meta_optimizer=None, clip_value=None, selection="last_truncation",
-                 carry_state=False, strategy=None):
+                 carry_state=False, strategy=None, deterministic=None):
         self.strategy = strategy
+        self.policy = device.policy(strategy, deterministic)
         self.chief = distribute.is_chief(strategy)
         self.opt, self.optimizee = optimizer, optimizee
         self.scaled = RandomlyScaled(optimizee, random_scale) if random_scale else None
@@ -337,7 +342,8 @@ class MetaTrainer:
         # Grappler off: with it the meta-loss changed in the last bits from one trace to
         # the next (1024 instances), so two runs with the same seed recorded other losses
         step = without_graph_rewrites(distribute.synchronous_step(
-            None, part, self._apply_meta, variables, self.jit_compile))
+            None, part, self._apply_meta, variables, self.jit_compile),
+            not self.policy.graph_rewrites)
 
         def truncation(*args):
             (x, state), total, finite = step(*args)
@@ -387,7 +393,7 @@ class MetaTrainer:
             return self._detached(x, state), total, tape.gradient(surrogate, variables)
 
         return without_graph_rewrites(distribute.synchronous_step(
-            self.strategy, part, self._apply_meta, variables))
+            self.strategy, part, self._apply_meta, variables), not self.policy.graph_rewrites)
 
     def _split_mode(self, params, instance):
         """How an episode is split over the replicas: ``("minibatch", b)`` for one network

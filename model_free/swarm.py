@@ -29,7 +29,7 @@ import tensorflow as tf
 
 from model_free import episodic, pretrained
 from model_free.base import SonnetLSTM
-from open_l2o_tf import distribute
+from open_l2o_tf import device, distribute
 from open_l2o_tf.determinism import without_graph_rewrites
 from open_l2o_tf.errors import UserError
 
@@ -178,11 +178,12 @@ def start_particles(x0, particles, seed, start="origin"):
     return noise if start == "origin" else x0[None] + noise
 
 
-def swarm_runner(swarm, num_steps, family, seed=0, start="origin"):
+def swarm_runner(swarm, num_steps, family, seed=0, start="origin", deterministic=None):
     """A compiled ``run(instance, x0) -> (num_steps + 1, B)`` of :func:`swarm_minimize`,
     traced once for instances of the same shapes (held-out scoring reuses it), run with
     Grappler off so that its results repeat bit for bit
-    (:func:`open_l2o_tf.determinism.no_graph_rewrites`)."""
+    (:func:`open_l2o_tf.determinism.no_graph_rewrites`) when ``deterministic`` (None: the
+    device's default, :func:`open_l2o_tf.device.policy`: on a CPU yes, on a GPU no)."""
 
     @tf.function
     def run(instance, x0):
@@ -199,14 +200,16 @@ def swarm_runner(swarm, num_steps, family, seed=0, start="origin"):
         f, _ = swarm.losses_and_grads(family, instance, x)
         return ta.write(num_steps, tf.reduce_min(f, 0)).stack()
 
-    return without_graph_rewrites(run)
+    return without_graph_rewrites(run, not device.policy(None, deterministic).graph_rewrites)
 
 
-def swarm_minimize(swarm, family, instance, x0, num_steps, seed=0, start="origin"):
+def swarm_minimize(swarm, family, instance, x0, num_steps, seed=0, start="origin",
+                   deterministic=None):
     """Runs the swarm for ``num_steps`` steps, its particles started by
     :func:`start_particles` (``x0`` (B, n): the test starts); returns the per-instance loss
     of the best particle at ``x_0 .. x_T``, ``(num_steps + 1, B)``."""
-    return swarm_runner(swarm, num_steps, family, seed, start)(instance, x0).numpy()
+    return swarm_runner(swarm, num_steps, family, seed, start,
+                        deterministic)(instance, x0).numpy()
 
 
 class SwarmTrainer(episodic.EpisodicTrainer):
@@ -216,7 +219,9 @@ class SwarmTrainer(episodic.EpisodicTrainer):
     loss over the horizon); checkpoints after every evaluation (resume).  ``start``: where
     the particles start, in training and held-out scoring (see :func:`start_particles`).
     The compiled truncations run with Grappler off, so a run repeats bit for bit with the
-    same seed on one device (:mod:`open_l2o_tf.determinism`).
+    same seed on one device (:mod:`open_l2o_tf.determinism`), when ``deterministic``
+    (None: the device's default, :func:`open_l2o_tf.device.policy`: yes on a CPU, no on a
+    GPU).
 
     ``strategy``: a ``tf.distribute`` strategy or None.  Under a strategy the ``B``
     instances of an episode are split over the replicas, each with its whole population:
@@ -234,7 +239,8 @@ class SwarmTrainer(episodic.EpisodicTrainer):
 
     def __init__(self, swarm, family, *, unroll=100, truncation=20, lr=1e-3,
                  entropy_weight=1e-3, l2=1e-4, eval_every=10, eval_instances=16, seed=0,
-                 progress=print, tb=None, ckpt_dir=None, start="origin", strategy=None):
+                 progress=print, tb=None, ckpt_dir=None, start="origin", strategy=None,
+                 deterministic=None):
         if start not in STARTS:
             raise UserError(f"swarm start must be one of {STARTS}, got {start!r}")
         self.start = start
@@ -249,8 +255,10 @@ class SwarmTrainer(episodic.EpisodicTrainer):
         self.heldout = (held, family.init_params(10 ** 6 + self.seed + 1, held)[0])
         # Grappler off: with it the meta-gradients changed in the last bits from one trace
         # (and call) to the next, so two runs with the same seed trained different swarms
+        self.policy = device.policy(strategy, deterministic)
         self._truncation = without_graph_rewrites(distribute.synchronous_step(
-            strategy, self._truncation_part, self._apply, swarm.trainable_variables))
+            strategy, self._truncation_part, self._apply, swarm.trainable_variables),
+            not self.policy.graph_rewrites)
         self._splitters, self._score_run = {}, None
 
     def _truncation_part(self, x, state, instance, seed, count):
@@ -327,7 +335,8 @@ class SwarmTrainer(episodic.EpisodicTrainer):
         instance, x0 = self.heldout
         if self._score_run is None:
             self._score_run = swarm_runner(self.swarm, self.unroll, self.family,
-                                           seed=10 ** 6, start=self.start)
+                                           seed=10 ** 6, start=self.start,
+                                           deterministic=self.policy.deterministic)
         return float(np.mean(self._score_run(instance, x0).numpy()))
 
 

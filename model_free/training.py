@@ -74,11 +74,13 @@ def meta_training_recipe(name):
 def meta_train_or_load(name, optimizee, *, synthetic, workdir, episodes, unroll=100,
                        truncation=20, load=None, tb=None, seed=0, progress=print,
                        horizons=None, random_scale=None, meta_lr=None,
-                       selection="last_truncation", strategy=None, budget=None):
+                       selection="last_truncation", strategy=None, budget=None,
+                       deterministic=None):
     """Returns ``(optimizer, info)`` with ``train_seconds`` and ``train_steps``;
-    ``strategy``: a ``tf.distribute`` strategy or None (:class:`MetaTrainer`); ``budget``:
-    the paper preset's :class:`open_l2o_tf.budgets.Budget` (model-selection period and
-    count; ``episodes``, ``unroll`` and ``meta_lr`` are passed by the caller)."""
+    ``strategy``: a ``tf.distribute`` strategy or None, ``deterministic``: Grappler off
+    (None: the device's default) (:class:`MetaTrainer`); ``budget``: the paper preset's
+    :class:`open_l2o_tf.budgets.Budget` (model-selection period and count; ``episodes``,
+    ``unroll`` and ``meta_lr`` are passed by the caller)."""
     if load:
         loaded_name, opt = pretrained.load_optimizer(load, expected=name)
         progress(f"[meta] loaded {loaded_name} from {load}")
@@ -90,7 +92,8 @@ def meta_train_or_load(name, optimizee, *, synthetic, workdir, episodes, unroll=
     extra.update(selection_settings(name, selection, episodes, budget))
     trainer = MetaTrainer(opt, optimizee, unroll=unroll, truncation=truncation, **extra,
                           ckpt_dir=os.path.join(workdir, "ckpt"), tb=tb, progress=progress,
-                          seed=seed, random_scale=random_scale, strategy=strategy)
+                          seed=seed, random_scale=random_scale, strategy=strategy,
+                          deterministic=deterministic)
     start = time.time()
     trainer.train(episodes)
     return opt, {"train_seconds": trainer.train_seconds or time.time() - start,

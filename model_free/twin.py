@@ -26,7 +26,7 @@ import tensorflow as tf
 
 from model_free import episodic, pretrained
 from model_free.base import SonnetLSTM
-from open_l2o_tf import distribute
+from open_l2o_tf import device, distribute
 from open_l2o_tf.classic.gda import alternating_runner
 from open_l2o_tf.determinism import without_graph_rewrites
 from open_l2o_tf.errors import UserError
@@ -100,24 +100,27 @@ class TwinL2O(keras.Model):
                 "warmup": self.warmup}
 
 
-def twin_runner(twin, problem, num_half_steps):
+def twin_runner(twin, problem, num_half_steps, deterministic=None):
     """A compiled ``run(instance, u, v, state) -> (num_half_steps + 1, B)`` of :func:`play`
     (``state``: :meth:`TwinL2O.initial_state`), traced once for games of the same shapes
     (held-out play during meta-training and the test restarts reuse it), run with Grappler
     off so that its results repeat bit for bit
-    (:func:`open_l2o_tf.determinism.no_graph_rewrites`)."""
+    (:func:`open_l2o_tf.determinism.no_graph_rewrites`) when ``deterministic`` (None: the
+    device's default, :func:`open_l2o_tf.device.policy`: on a CPU yes, on a GPU no)."""
 
     def half_step(instance, i, u, v, state, minimise):
         return twin.half_step(problem, instance, u, v, state, i, num_half_steps, minimise)
 
-    return without_graph_rewrites(alternating_runner(problem, num_half_steps, half_step))
+    return without_graph_rewrites(alternating_runner(problem, num_half_steps, half_step),
+                                  not device.policy(None, deterministic).graph_rewrites)
 
 
-def play(twin, problem, instance, params, num_half_steps, seed=0, runner=None):
+def play(twin, problem, instance, params, num_half_steps, seed=0, runner=None,
+         deterministic=None):
     """Plays ``num_half_steps`` half-steps from ``params``; returns the per-instance saddle
     distance after every half-step, ``(num_half_steps + 1, B)``.  ``runner``: a
     :func:`twin_runner` of the same ``num_half_steps`` to reuse (None: a new one)."""
-    run = runner or twin_runner(twin, problem, num_half_steps)
+    run = runner or twin_runner(twin, problem, num_half_steps, deterministic)
     state = twin.initial_state(params, tf.constant([seed, 11], tf.int32))
     return run(instance, params[0], params[1], state).numpy()
 
@@ -129,7 +132,8 @@ class TwinTrainer(episodic.EpisodicTrainer):
     half of ``eval_half_steps`` half-steps on fixed held-out instances (one compiled
     :func:`twin_runner`, traced once); resumable.  The compiled truncations and plays run
     with Grappler off, so a run repeats bit for bit with the same seed on one device
-    (:mod:`open_l2o_tf.determinism`).
+    (:mod:`open_l2o_tf.determinism`), when ``deterministic`` (None: the device's default,
+    :func:`open_l2o_tf.device.policy`: yes on a CPU, no on a GPU).
 
     ``strategy``: a ``tf.distribute`` strategy or None.  Under a strategy the ``B`` games
     of an epoch (independent instances) are split over the replicas: the starts and the
@@ -144,7 +148,8 @@ class TwinTrainer(episodic.EpisodicTrainer):
 
     def __init__(self, twin, problem, *, iterations=100, truncation=10, lr=1e-4,
                  eval_every=5, eval_instances=20, eval_half_steps=1000, joint_loss=False,
-                 seed=0, progress=print, tb=None, ckpt_dir=None, strategy=None):
+                 seed=0, progress=print, tb=None, ckpt_dir=None, strategy=None,
+                 deterministic=None):
         if truncation % 2:
             raise ValueError("truncation must be even (it holds pairs of half-steps)")
         self.opt_min, self.opt_max = keras.optimizers.Adam(lr), keras.optimizers.Adam(lr)
@@ -159,9 +164,11 @@ class TwinTrainer(episodic.EpisodicTrainer):
         self.joint_loss, self.seed = bool(joint_loss), int(seed)
         # Grappler off: with it the meta-gradients changed in the last bits from one trace
         # to the next, so two runs with the same seed trained different players
+        self.policy = device.policy(strategy, deterministic)
         self._truncation = without_graph_rewrites(distribute.synchronous_step(
             strategy, self._truncation_part, self._apply,
-            (twin.min_player.trainable_variables, twin.max_player.trainable_variables)))
+            (twin.min_player.trainable_variables, twin.max_player.trainable_variables)),
+            not self.policy.graph_rewrites)
         self._splitters, self._score_run = {}, None
         held = self.problem.sample_instance(10 ** 6 + self.seed, self.eval_instances)
         self.heldout = (held, self.problem.init_params(10 ** 6 + self.seed + 1, held))
@@ -246,7 +253,8 @@ class TwinTrainer(episodic.EpisodicTrainer):
     def score(self):
         instance, params = self.heldout
         if self._score_run is None:     # traced once, reused at every evaluation
-            self._score_run = twin_runner(self.twin, self.problem, self.eval_half_steps)
+            self._score_run = twin_runner(self.twin, self.problem, self.eval_half_steps,
+                                          self.policy.deterministic)
         curve = play(self.twin, self.problem, instance, params, self.eval_half_steps,
                      seed=10 ** 6, runner=self._score_run)
         return float(np.mean(curve[self.eval_half_steps // 2 + 1:]))

@@ -21,7 +21,9 @@ and 512 (two traces) and for L2O-Scale at 1024 the bits were the same with it on
 truncation runs with Grappler off too.
 
 :func:`no_graph_rewrites` turns Grappler off for the calls made inside it (the setting is
-read when a function is called; it is restored afterwards).
+read when a function is called; it is restored afterwards).  The trainers do so when
+:func:`open_l2o_tf.device.policy` says (on a CPU by default; on a GPU only when
+bit-repeatability is asked for: ``deterministic=True``).
 """
 import contextlib
 
@@ -39,8 +41,13 @@ def no_graph_rewrites():
             {"disable_meta_optimizer": bool(before.get("disable_meta_optimizer", False))})
 
 
-def without_graph_rewrites(fn):
-    """``fn`` (a compiled function) called under :func:`no_graph_rewrites`."""
+def without_graph_rewrites(fn, enabled=True):
+    """``fn`` (a compiled function) called under :func:`no_graph_rewrites`; ``fn`` itself
+    when not ``enabled`` (:attr:`open_l2o_tf.device.Policy.graph_rewrites`: Grappler stays
+    on, as on a GPU unless bit-repeatability is asked for)."""
+    if not enabled:
+        return fn
+
     def call(*args, **kwargs):
         with no_graph_rewrites():
             return fn(*args, **kwargs)

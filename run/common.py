@@ -111,6 +111,10 @@ def define_strategy_flags():
                       "the gradients are all-reduced.  See README, 'Scaling out'.")
     flags.DEFINE_integer("cpu_replicas", None, "With --strategy=mirrored and no GPU: split "
                          "the CPU into this many logical devices (replicas).", lower_bound=1)
+    flags.DEFINE_bool("deterministic", None, "Bit-repeatable meta-training: the compiled "
+                      "steps run with TensorFlow's graph optimizer (Grappler) off, and on a "
+                      "GPU with TensorFlow's deterministic kernels.  Default: yes on a CPU, "
+                      "no on a GPU (docs/gpu.md).")
 
 
 _STRATEGY = {}
@@ -157,6 +161,22 @@ def strategy():
     """The ``--strategy`` object (None for default or without the flag)."""
     _setup_strategy()
     return _STRATEGY.get("strategy")
+
+
+def deterministic():
+    """``--deterministic`` (None: the device's default, :func:`open_l2o_tf.device.policy`);
+    when set on a GPU (or TPU) it also turns on TensorFlow's deterministic kernels.  Call
+    after :func:`strategy` (the device query initialises TensorFlow's devices)."""
+    FLAGS = flags.FLAGS  # pylint: disable=invalid-name
+    if "deterministic" not in FLAGS or not FLAGS.is_parsed() or FLAGS.deterministic is None:
+        return None
+    if FLAGS.deterministic and not _STRATEGY.get("op_determinism"):
+        from open_l2o_tf import device  # pylint: disable=import-outside-toplevel
+        if device.step_device(strategy()) != "CPU":
+            import tensorflow as tf  # pylint: disable=import-outside-toplevel
+            tf.config.experimental.enable_op_determinism()
+        _STRATEGY["op_determinism"] = True
+    return bool(FLAGS.deterministic)
 
 
 def _non_chief_workdir():

@@ -123,6 +123,8 @@ def run_model_based(name, data_dir, A, y, lam, iterations, workdir, tb):
     if iterations < num_layers:
         raise UserError(f"--iterations ({iterations}) must be at least --num_layers "
                         f"({num_layers})")
+    common.strategy()
+    common.deterministic()   # --deterministic on a GPU: deterministic kernels
     model, info = lasso_training.train_or_load(
         name, data_dir, lam=lam, num_layers=num_layers, workdir=workdir, preset=FLAGS.preset,
         seed=FLAGS.seed, load=FLAGS.load, steps_per_epoch=FLAGS.steps_per_epoch, tb=tb,
@@ -155,7 +157,8 @@ def run_learned(name, data_dir, A, y, lam, iterations, workdir, tb):
     return lasso_training.train_and_run(
         name, data_dir, A, y, lam, iterations, workdir=workdir, preset=FLAGS.preset,
         seed=FLAGS.seed, load=FLAGS.load, meta_episodes=FLAGS.meta_episodes, tb=tb,
-        selection=FLAGS.model_selection, safeguard=safeguard, strategy=common.strategy())
+        selection=FLAGS.model_selection, safeguard=safeguard, strategy=common.strategy(),
+        deterministic=common.deterministic())
 
 
 def validate():

@@ -113,7 +113,8 @@ def train_or_load_twin(problem, workdir, tb, hidden, epochs):
     trainer = twin_lib.TwinTrainer(
         twin, problem, eval_half_steps=200 if FLAGS.preset == "quick" else 1000,
         joint_loss=FLAGS.joint_loss, seed=FLAGS.seed, tb=tb,
-        ckpt_dir=os.path.join(workdir, "ckpt"), strategy=common.strategy())
+        ckpt_dir=os.path.join(workdir, "ckpt"), strategy=common.strategy(),
+        deterministic=common.deterministic())
     trainer.train(epochs)
     twin_lib.save_twin(twin, os.path.join(workdir, "twin_l2o.npz"))
     return twin, {"train_seconds": trainer.train_seconds,
@@ -128,7 +129,7 @@ def play_all(problem, twin, count, restarts, half_steps):
     test = problem.sample_instance(10 ** 7 + FLAGS.seed, count)
     curves, runner = [], None
     if twin is not None:    # one compiled play for all restarts
-        runner = twin_lib.twin_runner(twin, problem, half_steps)
+        runner = twin_lib.twin_runner(twin, problem, half_steps, common.deterministic())
     progress = olog.Progress(f"minimax {FLAGS.optimizer} {FLAGS.problem}", restarts)
     for r in range(restarts):
         params = problem.init_params(10 ** 7 + 1000 * FLAGS.seed + r, test)

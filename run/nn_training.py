@@ -114,7 +114,8 @@ def main(argv):
             random_scale=FLAGS.random_scale,
             meta_lr=FLAGS.meta_lr or (budget.meta_lr if budget else None),
             selection=common.preset_value(FLAGS.preset, "last_truncation", "horizon_mean",
-                                          FLAGS.model_selection), strategy=common.strategy())
+                                          FLAGS.model_selection), strategy=common.strategy(),
+            deterministic=common.deterministic())
     curves = []
     start = time.time()
     progress = olog.Progress(f"nn_training {name} {FLAGS.problem}", runs)

@@ -130,13 +130,15 @@ def run_swarm(family, test, x0, workdir, tb, episodes, unroll):
                                          ckpt_dir=os.path.join(workdir, "ckpt"),
                                          lr=FLAGS.meta_lr or 1e-3, start=FLAGS.swarm_start,
                                          unroll=unroll, truncation=TRUNCATION,
-                                         strategy=common.strategy())
+                                         strategy=common.strategy(),
+                                         deterministic=common.deterministic())
         trainer.train(episodes)
         swarm_lib.save_swarm(opt, os.path.join(workdir, "l2o_swarm.npz"))
         info = {"train_seconds": trainer.train_seconds,
                 "train_steps": episodes * trainer.unroll}
     curve = swarm_lib.swarm_minimize(opt, family, test, x0[0], FLAGS.steps, seed=FLAGS.seed,
-                                     start=FLAGS.swarm_start)
+                                     start=FLAGS.swarm_start,
+                                     deterministic=common.deterministic())
     return curve, info
 
 
@@ -152,7 +154,7 @@ def run_learned(name, family, test, x0, workdir, tb, episodes, unroll, selection
         horizons=(100, 200, 500) if FLAGS.preset == "quick" else None,
         random_scale=FLAGS.random_scale,
         meta_lr=FLAGS.meta_lr or (budget.meta_lr if budget else None), selection=selection,
-        strategy=common.strategy(), budget=budget)
+        strategy=common.strategy(), budget=budget, deterministic=common.deterministic())
     curve = meta_trainer.evaluate(opt, family, FLAGS.steps, test, x0, seed=FLAGS.seed,
                                   grad_scale=1.0 / 128)
     extra = {"meta_training": training.summary(info)}

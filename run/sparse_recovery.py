@@ -50,8 +50,9 @@ flags.DEFINE_enum("glista_gain", "relu", ["relu", "inv", "exp", "sigm", "none"],
                   "GLISTA gain-gate function.")
 flags.DEFINE_bool("faithful_init", True, "LISTA-CP/CPSS: W_t = A as the original "
                   "(False: A / L).")
-flags.DEFINE_bool("jit", None, "XLA-compile the training step (default: only for models "
-                  "without support selection; XLA's top-k on CPU is 4x slower than TF's).")
+flags.DEFINE_bool("jit", None, "XLA-compile the training step (default: on a GPU yes, on "
+                  "a CPU only for models without support selection; XLA's top-k on CPU is "
+                  "4x slower than TF's).")
 flags.DEFINE_enum("engine", "epoch", ["epoch", "step"], "Trainer: compiled epochs with the "
                   "stage-1 cache (epoch) or the previous one-call-per-step trainer (step).")
 common.define_common_flags("runs/sparse_recovery")
@@ -138,13 +139,15 @@ def train(model, train_split, val, test, workdir, tb, *, on_layer_end=None, **se
 
 def trainer_settings():
     """The progressive trainer's arguments from the flags and the preset."""
+    strategy = common.strategy()   # before the device query of use_jit
+    common.deterministic()         # --deterministic on a GPU: deterministic kernels
     return dict(lr=FLAGS.lr, patience=FLAGS.patience, batch_size=FLAGS.batch_size,
                 steps_per_epoch=common.preset_value(FLAGS.preset, 400, 100,
                                                     FLAGS.steps_per_epoch),
                 max_epochs=common.preset_value(FLAGS.preset, None, 20, FLAGS.max_epochs),
                 keep=FLAGS.keep, decay_mode=FLAGS.decay_mode, seed=FLAGS.seed,
-                jit_compile=use_jit(FLAGS.model, FLAGS.jit), engine=FLAGS.engine,
-                progress=olog_progress(), strategy=common.strategy())
+                jit_compile=use_jit(FLAGS.model, FLAGS.jit, strategy), engine=FLAGS.engine,
+                progress=olog_progress(), strategy=strategy)
 
 
 def report(name, setting, test, curve, paper, seconds, steps, workdir):
@@ -211,13 +214,15 @@ def main(argv):
     report(FLAGS.model, setting, test, curve, paper, seconds, steps, workdir)
 
 
-def use_jit(model, flag):
+def use_jit(model, flag, strategy=None):
     """XLA where it wins: measured on 2 CPU cores (run.perf), XLA's top-k makes the
-    support-selection models (the class's ``support_selection``) about 4x slower, so they
-    run without it by default."""
+    support-selection models (the class's ``support_selection``) about 4x slower, so on a
+    CPU they run without it by default; on a GPU every model is XLA-compiled by default
+    (:func:`open_l2o_tf.device.default_jit`)."""
     if flag is not None:
         return bool(flag)
-    return not registry.get("model", model).support_selection
+    from open_l2o_tf import device  # pylint: disable=import-outside-toplevel
+    return device.default_jit(registry.get("model", model).support_selection, strategy)
 
 
 def olog_progress():
