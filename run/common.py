@@ -232,7 +232,7 @@ def flag_values_dict():
     out = {}
     for module, module_flags in flags.FLAGS.flags_by_module_dict().items():
         module = str(module)
-        if not (module == "__main__" or module.startswith("run.")
+        if not (module == "__main__" or module.startswith(("run.", f"{__package__}."))
                 or os.path.basename(os.path.dirname(module)) == "run"):
             continue
         for flag in module_flags:

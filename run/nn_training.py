@@ -25,7 +25,7 @@ from absl import flags
 from open_l2o_tf import logging as olog
 from open_l2o_tf import budgets, reference
 from open_l2o_tf.errors import UserError
-from run import common
+from . import common
 
 CLASSIC = ["sgd", "adam", "rmsprop"]
 LEARNED = ["l2o_dm", "l2o_rnnprop", "l2o_enhanced", "l2o_scale"]
