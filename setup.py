@@ -9,10 +9,14 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
+    # the command lines live in the checkout's run/ folder (python -m run.lasso there) and
+    # install as open_l2o_tf.run, so no top-level package named "run" is installed
     packages=find_packages(include=["open_l2o_tf", "open_l2o_tf.*", "model_based",
-                                    "model_based.*", "model_free", "model_free.*",
-                                    "run", "run.*"]),
+                                    "model_based.*", "model_free", "model_free.*"])
+    + ["open_l2o_tf.run"],
+    package_dir={"open_l2o_tf.run": "run"},
     package_data={"open_l2o_tf": ["reference_numbers.json"]},
+    entry_points={"console_scripts": ["open-l2o = open_l2o_tf.run.cli:main"]},
     install_requires=[
         "tensorflow>=2.16",
         "tensorflow-datasets>=4.9",

@@ -89,7 +89,7 @@ def check_strategy_options(name, cpu_replicas=None, environ=None, flag="--strate
         raise UserError(f"--cpu_replicas applies to {flag}=mirrored only, not {name}")
     if name == "multi_worker" and read_tf_config(environ) is None:
         raise UserError(f"{flag}=multi_worker reads the cluster from TF_CONFIG, which is "
-                        "not set (see README, 'Scaling out')")
+                        "not set (see docs/scaling_out.md)")
 
 
 # -- devices and strategies ------------------------------------------------------------------

@@ -25,7 +25,7 @@ Each rule changes ``mu`` only on accepted steps (``track="accepted"``, the paper
 that is lower, see :meth:`SafeguardRule.follow`; the default, because out of distribution
 the paper's stale ``mu`` let poor learned steps undo the classic progress: 64x128
 LISTA-CPSS on another Gaussian A, NMSE after 200 iterations +12.7 dB with ``accepted``,
--35.7 dB with ``all``, FISTA -35.7 dB; see README), so every accepted step satisfies
+-35.7 dB with ``all``, FISTA -35.7 dB; see docs/safeguard.md), so every accepted step satisfies
 ``E(x^{k+1}) <= (1 - delta) mu_k`` and ``mu`` never grows above ``mu_1`` (GS, RT, RM and EMA
 are non-increasing along accepted steps; AA is a mean of values below ``mu_1``).  With an
 averaged operator (ISTA with step ``1/L``) and the residual energy, a rejected step does
@@ -329,7 +329,7 @@ class Safeguard:
     et al.'s safeguard (test against ``mu_k``, rejected step ``S(x^k)``): it bounds ``E`` by
     ``mu`` but a plausible learned step (one that passes the test yet leaves the run where
     the classic solver is slower) keeps the run behind the classic solver for good (64x128
-    LISTA-CPSS on a coherent dictionary: 0.13-0.6 dB behind FISTA in NMSE; see README).
+    LISTA-CPSS on a coherent dictionary: 0.13-0.6 dB behind FISTA in NMSE; see docs/safeguard.md).
     ``strict`` keeps the iterates themselves below the shadow but rejects learned steps
     that are momentarily above it and so loses the model's trajectory (same model, in
     distribution, objective energy: -30 dB after 16-17 iterations instead of 8).  Cost: one

@@ -25,7 +25,7 @@ from absl import flags
 from open_l2o_tf import logging as olog
 from open_l2o_tf import plotting, reference, registry
 from open_l2o_tf.errors import UserError
-from run import common
+from . import common
 
 flags.DEFINE_enum("suite", "quick", ["quick", "paper"], "Which suite to run.")
 flags.DEFINE_string("out", "benchmark_out", "Output directory.")
@@ -153,12 +153,17 @@ def suite_runs(suite, data_root):
     return with_user_methods(runs, common.USER_NAMES.get("model", []), learned)
 
 
+def _module(module):
+    """``run.X`` under this package's name (``open_l2o_tf.run.X`` when installed)."""
+    return (__package__ or "run") + module[len("run"):]
+
+
 def data_commands(data_root):
     """``run.make_data`` commands for the paper suite's data directories."""
     commands = []
     for setting in SPARSE_SETTINGS + LASSO_SETTINGS:
         out = os.path.join(data_root, setting)
-        commands.append((setting, out, [sys.executable, "-m", "run.make_data",
+        commands.append((setting, out, [sys.executable, "-m", _module("run.make_data"),
                                         f"--setting={setting}", f"--out={out}"]))
     return commands
 
@@ -302,7 +307,7 @@ def run_one(index, total, name, module, args, out_dir, extra, start, failures):
     if os.path.exists(os.path.join(run_dir, "DONE")):
         print(f"[benchmark] {index}/{total} {name}: done earlier", flush=True)
         return False
-    command = [sys.executable, "-m", module, f"--workdir={run_dir}"] + args + extra["imports"]
+    command = [sys.executable, "-m", _module(module), f"--workdir={run_dir}"] + args + extra["imports"]
     if module == "run.nn_training":
         command += extra["nn"]
     print(f"[benchmark] {index}/{total} {name}: {' '.join(command[1:])}", flush=True)

@@ -29,7 +29,7 @@ flags.DEFINE_multi_string(
     "import", [], "Import this Python module before anything else (repeatable).  A module "
     "of your own that registers an unrolled model or a learned optimizer with "
     "open_l2o_tf.registry makes its names valid values of --model / --optimizer (see "
-    "README, 'Bring your own').")
+    "docs/extending.md).")
 
 _ACCEPTING = []                   # (flag name, kind, list of the command, info filter)
 USER_NAMES = {}                   # kind -> names registered by the --import modules
@@ -99,8 +99,8 @@ def define_common_flags(default_workdir):
 
 
 def define_strategy_flags():
-    """``--strategy`` and ``--cpu_replicas`` for the commands that train (see README,
-    'Scaling out', and :mod:`open_l2o_tf.distribute`)."""
+    """``--strategy`` and ``--cpu_replicas`` for the commands that train (see docs/scaling_out.md
+    and :mod:`open_l2o_tf.distribute`)."""
     flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker"],
                       "tf.distribute strategy of training: default (one device), mirrored "
                       "(the visible GPUs, else --cpu_replicas logical CPU devices) or "
@@ -108,7 +108,7 @@ def define_strategy_flags():
                       "The global batch is kept and split over the replicas: the training "
                       "batch of the unrolled models, the optimizee instances (games) of a "
                       "meta-training episode, or one network's minibatch (run.nn_training); "
-                      "the gradients are all-reduced.  See README, 'Scaling out'.")
+                      "the gradients are all-reduced.  See docs/scaling_out.md.")
     flags.DEFINE_integer("cpu_replicas", None, "With --strategy=mirrored and no GPU: split "
                          "the CPU into this many logical devices (replicas).", lower_bound=1)
     flags.DEFINE_bool("deterministic", None, "Bit-repeatable meta-training: the compiled "
@@ -252,7 +252,7 @@ def flag_values_dict():
     out = {}
     for module, module_flags in flags.FLAGS.flags_by_module_dict().items():
         module = str(module)
-        if not (module == "__main__" or module.startswith("run.")
+        if not (module == "__main__" or module.startswith(("run.", f"{__package__}."))
                 or os.path.basename(os.path.dirname(module)) == "run"):
             continue
         for flag in module_flags:

@@ -13,7 +13,7 @@ import os
 from absl import flags
 
 from open_l2o_tf.errors import UserError
-from run import common
+from . import common
 
 FLAGS = flags.FLAGS
 

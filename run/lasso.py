@@ -30,7 +30,7 @@ from absl import flags
 from open_l2o_tf import logging as olog
 from open_l2o_tf import reference
 from open_l2o_tf.errors import UserError
-from run import common
+from . import common
 
 CLASSIC = ["ista", "fista", "gd", "adam", "rmsprop"]
 MODEL_BASED = ["lista", "step_lista", "alista"]

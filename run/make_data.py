@@ -14,7 +14,7 @@ import time
 
 from absl import flags
 
-from run import common
+from . import common
 
 # the names of open_l2o_tf.data.sparse_recovery.SETTINGS (tested equal; that module imports
 # TensorFlow, which the flag definitions should not wait for)

@@ -17,7 +17,7 @@ from absl import flags
 
 from open_l2o_tf import logging as olog
 from open_l2o_tf.errors import UserError
-from run import common
+from . import common
 
 OPTIMIZERS = ["twin_l2o", "gda", "adam_gda"]
 flags.DEFINE_enum("optimizer", "twin_l2o", OPTIMIZERS, "The optimizer.")

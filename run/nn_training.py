@@ -12,7 +12,7 @@ SGD/Adam/RMSProp use lr 1e-3.  As the original, the learned optimizers are teste
 MNIST *test* split (10k images) and the classic ones on the training split
 (``--mnist_split``; recorded as ``mnist_split`` in results.json).  ``--preset=quick``: 500 steps, 2 runs, 30 meta-episodes.
 Meta-training takes ``--strategy``: the network is copied to every replica and each
-minibatch of 128 split over them (README, 'Scaling out').
+minibatch of 128 split over them (docs/scaling_out.md).
 Data: ``--mnist_dir`` (the four idx files), else ``$OPEN_L2O_DATA_DIR``, else
 tensorflow-datasets.
 """
@@ -25,7 +25,7 @@ from absl import flags
 from open_l2o_tf import logging as olog
 from open_l2o_tf import budgets, reference
 from open_l2o_tf.errors import UserError
-from run import common
+from . import common
 
 CLASSIC = ["sgd", "adam", "rmsprop"]
 LEARNED = ["l2o_dm", "l2o_rnnprop", "l2o_enhanced", "l2o_scale"]

@@ -13,7 +13,7 @@ from absl import flags
 
 from open_l2o_tf import logging as olog
 from open_l2o_tf.errors import UserError
-from run import common
+from . import common
 
 flags.DEFINE_enum("what", "all", ["model_based", "model_free", "training", "all"],
                   "What to time (training: the progressive trainer, old vs new).")

@@ -19,7 +19,7 @@ import model_free  # noqa: F401  registers the learned names (imports no TensorF
 from open_l2o_tf import logging as olog
 from open_l2o_tf import budgets, reference, registry
 from open_l2o_tf.errors import UserError
-from run import common
+from . import common
 
 CLASSIC = ["gd_ls", "nag_ls", "adam", "rmsprop", "oracle"]
 LEARNED = ["l2o_dm", "l2o_rnnprop", "l2o_enhanced", "l2o_scale", "l2o_swarm"]

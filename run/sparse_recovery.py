@@ -16,7 +16,7 @@ from absl import flags
 from open_l2o_tf import logging as olog
 from open_l2o_tf import reference, registry
 from open_l2o_tf.errors import UserError
-from run import common
+from . import common
 
 common.quiet_tensorflow_import()   # model_based (imports TF) registers the --model names
 import model_based  # noqa: F401,E402  pylint: disable=wrong-import-position,unused-import
