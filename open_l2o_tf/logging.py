@@ -68,6 +68,11 @@ def atomic_write_json(path, obj):
     _atomic_write(path, lambda h: h.write(text + "\n"), "w")
 
 
+def atomic_write_text(path, text):
+    """Writes ``text`` to ``path`` atomically."""
+    _atomic_write(path, lambda h: h.write(text), "w")
+
+
 def atomic_save_npy(path, array):
     """``np.save`` to ``path`` atomically."""
     _atomic_write(path, lambda h: np.save(h, array), "wb")

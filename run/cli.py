@@ -22,6 +22,7 @@ COMMANDS = {
     "perf": "speed ratios measured in one run",
     "benchmark": "a whole suite (quick or paper) + plots + report",
     "convert_original": "an original Open-L2O weights file to our .npz",
+    "reproduction": "docs/reproduction.md from the record; --add records a finished run",
 }
 
 
