@@ -5,7 +5,9 @@ gradient, update) with every registered learned optimizer of the ``update`` inte
 name per class, built by its class for a network: ``for_problem(False)``; the paper's
 L2O-DM, L2O-RNNprop, L2O-Scale) over the time of the same step with Adam,
 measured in the same run, and the time of one meta-training truncation (20 steps with
-BPTT and the meta-update).
+BPTT and the meta-update).  :func:`benchmark_networks` (``--what=networks``): the step of
+``run.nn_training`` on the MLPs and the ConvNet against ``keras.Model.fit`` with the same
+optimizer on the same network.
 """
 import time
 
@@ -143,7 +145,7 @@ def _learned(name, original_dir):
 
 
 class _KerasTimer:
-    """``model.fit`` steps timed between consecutive ``on_train_batch_end`` calls."""
+    """``model.fit``'s mean step between the first and the last ``on_train_batch_end``."""
 
     def __init__(self, model, problem, steps):
         import keras  # pylint: disable=import-outside-toplevel
@@ -163,7 +165,8 @@ class _KerasTimer:
         self.times = []
         self.model.fit(self.x, self.y, batch_size=128, epochs=1, verbose=0, shuffle=False,
                        callbacks=[self.callback])
-        return float(np.median(np.diff(self.times)))
+        # the mean step from the first step's end to the last's (ours: the whole loop / steps)
+        return (self.times[-1] - self.times[0]) / (len(self.times) - 1)
 
 
 def benchmark_networks(data_dir=None, original_dir=None, problems=NETWORK_PROBLEMS,
