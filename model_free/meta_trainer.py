@@ -165,12 +165,24 @@ def evaluate(optimizer, optimizee, num_steps, instance, params, seed=0, grad_sca
     new iterate on a fresh minibatch, as the original's evaluation).
 
     ``grad_scale`` defaults to ``1 / B`` (the gradient of the mean over instances, the
-    convention the original optimizers were trained with)."""
+    convention the original optimizers were trained with).  The compiled runner is kept
+    for the next call with the same optimizer, optimizee, length, scale and ``jit_compile``
+    (runs that differ in ``seed`` and ``params`` are not traced again)."""
     params = list(params)
     scale = (1.0 / _batch_count(optimizee, params, instance, seed)) if grad_scale is None \
         else grad_scale
-    run = make_runner(optimizer, optimizee, num_steps, scale, jit_compile)
-    return run(params, instance, tf.constant(seed, tf.int32), _seed(seed, 0)).numpy()
+    key = (id(optimizer), id(optimizee), int(num_steps), float(scale), bool(jit_compile))
+    cached = _RUNNERS.get(key)
+    if cached is None or cached[0] is not optimizer or cached[1] is not optimizee:
+        if len(_RUNNERS) >= 8:
+            _RUNNERS.pop(next(iter(_RUNNERS)))
+        cached = (optimizer, optimizee, make_runner(optimizer, optimizee, num_steps, scale,
+                                                    jit_compile))
+        _RUNNERS[key] = cached
+    return cached[2](params, instance, tf.constant(seed, tf.int32), _seed(seed, 0)).numpy()
+
+
+_RUNNERS = {}   # evaluate's compiled runners: key -> (optimizer, optimizee, runner)
 
 
 SELECTIONS = ("last_truncation", "horizon_mean")

@@ -5,8 +5,12 @@ gradient, update) with every registered learned optimizer of the ``update`` inte
 name per class, built by its class for a network: ``for_problem(False)``; the paper's
 L2O-DM, L2O-RNNprop, L2O-Scale) over the time of the same step with Adam,
 measured in the same run, and the time of one meta-training truncation (20 steps with
-BPTT and the meta-update).
+BPTT and the meta-update).  :func:`benchmark_networks` (``--what=networks``): the step of
+``run.nn_training`` on the MLPs and the ConvNet against ``keras.Model.fit`` with the same
+optimizer on the same network.
 """
+import time
+
 import numpy as np
 import tensorflow as tf
 
@@ -87,3 +91,147 @@ def benchmark_model_free(data_dir=None, repeats=30, progress=print):
                  f"{results['truncation_20_steps_ms']:.1f} ms "
                  f"({results['truncation_over_adam_step']:.0f}x an Adam step)")
     return results
+
+
+NETWORK_PROBLEMS = ("mnist_mlp_sigmoid", "mnist_mlp_relu", "mnist_conv")
+NETWORK_OPTIMIZERS = ("sgd", "adam", "rmsprop", "l2o_dm", "l2o_rnnprop", "l2o_enhanced",
+                      "l2o_scale")
+
+
+def _keras_network(problem):
+    """The Keras model of ``problem`` (same layers, same loss)."""
+    import keras  # pylint: disable=import-outside-toplevel
+    layers = [keras.Input(tuple(problem.images.shape[1:]))]
+    if isinstance(problem, MnistMLP):
+        layers += [keras.layers.Flatten(), keras.layers.Dense(20, problem.activation),
+                   keras.layers.Dense(10)]
+    else:
+        for filters, kernel in ((16, 3), (32, 5)):
+            layers += [keras.layers.Conv2D(filters, kernel, problem.stride),
+                       keras.layers.BatchNormalization(epsilon=1e-3), keras.layers.ReLU(),
+                       keras.layers.MaxPool2D(2)]
+        layers += [keras.layers.Flatten(), keras.layers.Dense(10)]
+        if problem.relu_logits:
+            layers.append(keras.layers.ReLU())
+    return keras.Sequential(layers)
+
+
+def _keras_optimizer(name, learned):
+    """``model.fit``'s optimizer for ``name``: the Keras classic one at lr 1e-3, or the
+    learned optimizer as a :class:`model_free.keras_optimizer.LearnedKerasOptimizer`;
+    None when it is not per-variable (L2O-Scale couples the tensors)."""
+    import keras  # pylint: disable=import-outside-toplevel
+    from model_free.keras_optimizer import LearnedKerasOptimizer  # pylint: disable=import-outside-toplevel
+    classic = {"sgd": keras.optimizers.SGD, "adam": keras.optimizers.Adam,
+               "rmsprop": keras.optimizers.RMSprop}
+    if name in classic:
+        return classic[name](1e-3)
+    try:
+        return LearnedKerasOptimizer(learned)
+    except Exception:  # pylint: disable=broad-except
+        return None
+
+
+def _learned(name, original_dir):
+    """A learned optimizer: the original's weights where a file exists, else fresh."""
+    import os  # pylint: disable=import-outside-toplevel
+    from model_free import pretrained  # pylint: disable=import-outside-toplevel
+    files = {"l2o_dm": "dm.cw.l2l-0", "l2o_rnnprop": "rnnprop.rp.l2l-0",
+             "l2o_enhanced": "dm_cl_il.cw.l2l-0"}
+    path = os.path.join(original_dir or "", files.get(name, ""))
+    if original_dir and name in files and os.path.isfile(path):
+        return pretrained.load_optimizer(path)[1], "original"
+    return build_optimizer(name, synthetic=False), "fresh"
+
+
+class _KerasTimer:
+    """``model.fit``'s mean step between the first and the last ``on_train_batch_end``."""
+
+    def __init__(self, model, problem, steps):
+        import keras  # pylint: disable=import-outside-toplevel
+        self.model, self.steps = model, steps
+        idx = np.random.default_rng(0).integers(0, problem.images.shape[0], 128 * steps)
+        self.x = tf.gather(problem.images, idx).numpy()
+        self.y = tf.gather(problem.labels, idx).numpy()
+        self.times = []
+        timer = self
+
+        class Callback(keras.callbacks.Callback):
+            def on_train_batch_end(self, batch, logs=None):
+                timer.times.append(time.perf_counter())
+        self.callback = Callback()
+
+    def __call__(self):
+        self.times = []
+        self.model.fit(self.x, self.y, batch_size=128, epochs=1, verbose=0, shuffle=False,
+                       callbacks=[self.callback])
+        # the mean step from the first step's end to the last's (ours: the whole loop / steps)
+        return (self.times[-1] - self.times[0]) / (len(self.times) - 1)
+
+
+def benchmark_networks(data_dir=None, original_dir=None, problems=NETWORK_PROBLEMS,
+                       optimizers=NETWORK_OPTIMIZERS, steps=20, rounds=3, progress=print):
+    """Per network and optimizer: the ms per step of ``run.nn_training``'s own loop (the
+    compiled ``run_optimizer`` of the classic optimizers, ``meta_trainer.evaluate``'s runner
+    of the learned ones, each with its XLA choice ``use_xla``) and of ``keras.Model.fit`` on
+    the same network with the same optimizer (batch 128), the two measured in turn
+    ``rounds`` times (medians), and their ratio."""
+    import keras  # pylint: disable=import-outside-toplevel
+    from model_free import meta_trainer  # pylint: disable=import-outside-toplevel
+    from open_l2o_tf.classic import first_order, transforms  # pylint: disable=import-outside-toplevel
+    from open_l2o_tf.optimizees import make_optimizee, use_xla  # pylint: disable=import-outside-toplevel
+    rows = []
+    for pname in problems:
+        try:
+            problem = make_optimizee(pname, data_dir=data_dir)
+        except Exception:  # pylint: disable=broad-except
+            rng = np.random.default_rng(0)  # timing does not depend on the pixel values
+            shape = (10000, 32, 32, 3) if pname.startswith("cifar") else (10000, 28, 28, 1)
+            problem = make_optimizee(pname, images=rng.random(shape, np.float32),
+                                     labels=rng.integers(0, 10, 10000).astype(np.int32))
+        jit = use_xla(problem)
+        params = problem.init_params([0, 17])
+        for name in optimizers:
+            if name in ("sgd", "adam", "rmsprop"):
+                transform = getattr(first_order, name)(1e-3)
+                weights = "-"
+
+                def ours(transform=transform):
+                    _, curve = transforms.run_optimizer(
+                        transform, problem.batch_losses, params, steps,
+                        batch_fn=problem.seeded_batch, record="post", jit_compile=jit, seed=1)
+                    return curve.numpy()
+                learned = None
+            else:
+                learned, weights = _learned(name, original_dir)
+
+                def ours(learned=learned):
+                    return meta_trainer.evaluate(learned, problem, steps, {}, params, seed=1,
+                                                 grad_scale=1.0, jit_compile=jit)
+            optimizer = _keras_optimizer(name, learned)
+            reference = name if optimizer is not None else "adam"
+            if optimizer is None:
+                optimizer = keras.optimizers.Adam(1e-3)
+            model = _keras_network(problem)
+            model.compile(optimizer, keras.losses.SparseCategoricalCrossentropy(
+                from_logits=True))
+            fit = _KerasTimer(model, problem, steps)
+            ours()
+            fit()
+            t_ours, t_fit = [], []
+            for _ in range(rounds):
+                start = time.perf_counter()
+                ours()
+                t_ours.append((time.perf_counter() - start) / steps)
+                t_fit.append(fit())
+            row = dict(problem=pname, optimizer=name, weights=weights, xla=jit,
+                       keras_optimizer=reference, keras_jit=bool(model.jit_compile),
+                       ours_ms=1e3 * float(np.median(t_ours)),
+                       fit_ms=1e3 * float(np.median(t_fit)))
+            row["ratio"] = row["ours_ms"] / row["fit_ms"]
+            rows.append(row)
+            if progress:
+                progress(f"[perf] {pname:18s} {name:13s} ours {row['ours_ms']:8.2f} ms/step "
+                         f"(xla {'on' if jit else 'off'})  model.fit({reference}) "
+                         f"{row['fit_ms']:8.2f} ms/step  ratio {row['ratio']:.2f}")
+    return rows

@@ -87,7 +87,7 @@ def validate():
 def main(argv):
     del argv
     from open_l2o_tf.classic import first_order, transforms  # pylint: disable=import-outside-toplevel
-    from open_l2o_tf.optimizees import make_optimizee  # pylint: disable=import-outside-toplevel
+    from open_l2o_tf.optimizees import make_optimizee, use_xla  # pylint: disable=import-outside-toplevel
     name = FLAGS.optimizer
     steps = common.preset_value(FLAGS.preset, 10000, 500, FLAGS.steps)
     runs = common.preset_value(FLAGS.preset, 10, 2, FLAGS.runs)
@@ -119,25 +119,20 @@ def main(argv):
     curves = []
     start = time.time()
     progress = olog.Progress(f"nn_training {name} {FLAGS.problem}", runs)
+    jit = use_xla(problem)      # not for the convnets on a CPU (XLA's convolutions)
+    if name not in LEARNED:
+        transform = {"sgd": first_order.sgd, "adam": first_order.adam,
+                     "rmsprop": first_order.rmsprop}[name](FLAGS.lr)
     for run in range(runs):
         seed = FLAGS.seed * 1000 + run
         params = problem.init_params([seed, 17])
         if name in LEARNED:
             curve = meta_trainer.evaluate(opt, problem, steps, {}, params, seed=seed,
-                                          grad_scale=1.0, jit_compile=True)
+                                          grad_scale=1.0, jit_compile=jit)
         else:
-            transform = {"sgd": first_order.sgd, "adam": first_order.adam,
-                         "rmsprop": first_order.rmsprop}[name](FLAGS.lr)
-
-            def batch_fn(step, seed=seed):
-                import tensorflow as tf  # pylint: disable=import-outside-toplevel
-                return problem.sample_batch(tf.stack([tf.constant(seed, tf.int32), step]))
-
-            def loss_fn(p, batch):
-                return problem.instance_losses(p, {}, batch)
-
-            _, curve = transforms.run_optimizer(transform, loss_fn, params, steps,
-                                                batch_fn=batch_fn, record="post")
+            _, curve = transforms.run_optimizer(
+                transform, problem.batch_losses, params, steps, batch_fn=problem.seeded_batch,
+                record="post", jit_compile=jit, seed=seed)
         curves.append(np.asarray(curve).reshape(-1))
         progress.update(run + 1, force=True, final_loss=f"{curves[-1][-1]:.4f}")
     curves = np.stack(curves)

@@ -1,4 +1,10 @@
-"""Speed report: ``python -m run.perf --what=model_based|model_free|training|all [--out=F]``.
+"""Speed report: ``python -m run.perf --what=model_based|model_free|training|networks|all
+[--out=F]``.
+
+``--what=networks`` times ``run.nn_training``'s step on the MNIST MLPs and ConvNet
+(``--networks``) with every classic and learned optimizer against ``keras.Model.fit`` with
+the same optimizer on the same network, measured in turn in one process (the learned ones
+with the original's weights from ``--original_dir`` where a file exists).
 
 ``--what=training`` times the progressive trainer's real training step (the previous
 one-call-per-step trainer and the compiled-epoch trainer with the stage-1 cache, in the
@@ -15,7 +21,7 @@ from open_l2o_tf import logging as olog
 from open_l2o_tf.errors import UserError
 from . import common
 
-flags.DEFINE_enum("what", "all", ["model_based", "model_free", "training", "all"],
+flags.DEFINE_enum("what", "all", ["model_based", "model_free", "training", "networks", "all"],
                   "What to time (training: the progressive trainer, old vs new).")
 flags.DEFINE_list("sizes", ["quick", "paper"], "training: sizes (quick 64x128 T=8, paper "
                   "256x512 T=16).")
@@ -29,6 +35,13 @@ flags.DEFINE_integer("n", 512, "Columns of A.", lower_bound=1)
 flags.DEFINE_integer("num_layers", 16, "Layers.", lower_bound=1)
 flags.DEFINE_integer("batch", 128, "Batch size.", lower_bound=1)
 flags.DEFINE_string("mnist_dir", None, "MNIST idx folder (model_free; random data if absent).")
+flags.DEFINE_list("networks", ["mnist_mlp_sigmoid", "mnist_mlp_relu", "mnist_conv"],
+                  "networks: the problems timed.")
+flags.DEFINE_list("optimizers", ["sgd", "adam", "rmsprop", "l2o_dm", "l2o_rnnprop",
+                                 "l2o_enhanced", "l2o_scale"], "networks: the optimizers.")
+flags.DEFINE_string("original_dir", None, "networks: folder with the original Open-L2O "
+                    "files (dm.cw.l2l-0, rnnprop.rp.l2l-0, dm_cl_il.cw.l2l-0); else the "
+                    "learned optimizers are freshly initialised (same cost).")
 flags.DEFINE_string("out", None, "Also write the figures to this JSON file.")
 FLAGS = flags.FLAGS
 
@@ -78,6 +91,17 @@ def main(argv):
                                                 FLAGS.measure_steps, old=FLAGS.old)
         print(f"[perf] machine float32 matmul: {report['training']['matmul_gflops']:.1f} "
               f"GFLOP/s")
+    if FLAGS.what == "networks":
+        from model_free.perf import NETWORK_OPTIMIZERS, NETWORK_PROBLEMS, benchmark_networks  # pylint: disable=import-outside-toplevel
+        for value, allowed, flag in ((FLAGS.networks, NETWORK_PROBLEMS + ("cifar_conv",),
+                                      "networks"),
+                                     (FLAGS.optimizers, NETWORK_OPTIMIZERS, "optimizers")):
+            for item in value:
+                if item not in allowed:
+                    raise UserError(f"--{flag} must name {', '.join(allowed)}, got {item!r}")
+        report["networks"] = benchmark_networks(FLAGS.mnist_dir, FLAGS.original_dir,
+                                                FLAGS.networks, FLAGS.optimizers,
+                                                FLAGS.measure_steps)
     if FLAGS.what in ("model_free", "all"):
         from model_free.perf import benchmark_model_free  # pylint: disable=import-outside-toplevel
         report["model_free"] = benchmark_model_free(FLAGS.mnist_dir)

@@ -118,3 +118,20 @@ def test_minimax_and_factory_errors():
         make_optimizee("nope")
     with pytest.raises(UserError, match="activation"):
         MnistMLP(*_toy_images(8), activation="tanh")
+
+
+def test_use_xla_leaves_xla_off_for_convnets_on_cpu():
+    """XLA's CPU convolutions are 20-50x slower than TensorFlow's kernels on the ConvNet:
+    on a CPU-only machine the convnets run without XLA, the MLPs (and everything else)
+    with it, and ``jit_compile=False`` always wins."""
+    import tensorflow as tf
+    from open_l2o_tf.optimizees import use_xla
+    from open_l2o_tf.optimizees.networks import MnistConv, MnistMLP
+    rng = np.random.default_rng(0)
+    images = rng.random((4, 28, 28, 1), np.float32)
+    labels = np.arange(4, dtype=np.int32)
+    conv, mlp = MnistConv(images, labels), MnistMLP(images, labels)
+    accelerator = any(d.device_type != "CPU" for d in tf.config.list_physical_devices())
+    assert use_xla(conv) is accelerator
+    assert use_xla(mlp) is True
+    assert use_xla(conv, False) is False and use_xla(mlp, False) is False

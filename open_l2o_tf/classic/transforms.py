@@ -103,7 +103,7 @@ def step_seed(step, base_seed=0):
 
 
 def run_optimizer(transform, loss_fn, params, num_steps, batch_fn=None, record="pre",
-                  reduction="sum", jit_compile=True):
+                  reduction="sum", jit_compile=True, seed=None):
     """Runs ``num_steps`` updates of ``transform`` on a batch of instances, compiled once.
 
     The update is ``g_t = grad f(x_t; batch_t)``, ``(u_t, s_{t+1}) = update(g_t, s_t, x_t)``,
@@ -128,6 +128,8 @@ def run_optimizer(transform, loss_fn, params, num_steps, batch_fn=None, record="
       reduction: ``"sum"`` (each instance gets its own gradient) or ``"mean"`` (gradient of
         the batch mean, the originals' 1/B convention).
       jit_compile: compile the loop with XLA.
+      seed: optional int32 scalar passed on as ``batch_fn(step, seed)`` (a loop argument,
+        so runs that differ only in their seed share one traced loop).
 
     Returns:
       ``(final_params, curve)``: the list of final parameter tensors and the loss curve of
@@ -141,14 +143,15 @@ def run_optimizer(transform, loss_fn, params, num_steps, batch_fn=None, record="
             f"reduction must be 'sum' or 'mean', got {reduction!r}")
     params = _as_param_list(params)
 
-    key = (transform, loss_fn, batch_fn, num_steps, record, reduction, bool(jit_compile))
+    key = (transform, loss_fn, batch_fn, num_steps, record, reduction, bool(jit_compile),
+           seed is not None)
     loop = _LOOP_CACHE.get(key)
     if loop is None:
         loop = _make_loop(*key)
         if len(_LOOP_CACHE) >= _LOOP_CACHE_SIZE:
             _LOOP_CACHE.pop(next(iter(_LOOP_CACHE)))
         _LOOP_CACHE[key] = loop
-    final, curve = loop(params)
+    final, curve = loop(params, tf.constant(0 if seed is None else seed, tf.int32))
     return list(final), curve
 
 
@@ -158,14 +161,17 @@ _LOOP_CACHE = {}
 _LOOP_CACHE_SIZE = 32
 
 
-def _make_loop(transform, loss_fn, batch_fn, num_steps, record, reduction, jit_compile):
+def _make_loop(transform, loss_fn, batch_fn, num_steps, record, reduction, jit_compile,
+               seeded):
     """The compiled ``tf.while_loop`` of :func:`run_optimizer`."""
 
-    def get_batch(step):
-        return None if batch_fn is None else batch_fn(step)
-
     @tf.function(jit_compile=jit_compile)
-    def loop(params0):
+    def loop(params0, seed):
+        def get_batch(step):
+            if batch_fn is None:
+                return None
+            return batch_fn(step, seed) if seeded else batch_fn(step)
+
         state0 = transform.init(params0)
         losses0 = loss_fn(params0, get_batch(tf.constant(0, tf.int32)))
         ta = tf.TensorArray(losses0.dtype, size=num_steps + 1, element_shape=losses0.shape)

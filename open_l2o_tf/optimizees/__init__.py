@@ -3,9 +3,9 @@
 Importing the package registers them (``open_l2o_tf.registry``, kind ``"optimizee"``).
 """
 from open_l2o_tf import registry as _registry
-from open_l2o_tf.optimizees.base import Optimizee, as_seed, split_seed
+from open_l2o_tf.optimizees.base import Optimizee, as_seed, split_seed, use_xla
 
-__all__ = ["Optimizee", "as_seed", "split_seed", "make_optimizee"]
+__all__ = ["Optimizee", "as_seed", "split_seed", "make_optimizee", "use_xla"]
 
 for _name, _target in (
         ("quadratic", "open_l2o_tf.optimizees.quadratic:Quadratic"),

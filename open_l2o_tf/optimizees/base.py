@@ -27,6 +27,16 @@ def split_seed(seed, num=2):
     return tf.unstack(tf.random.experimental.stateless_split(as_seed(seed), num=num))
 
 
+def use_xla(optimizee, jit_compile=True):
+    """Whether to XLA-compile a loop over ``optimizee``: ``jit_compile``, except on a
+    machine without an accelerator for an optimizee that says ``xla_on_cpu = False`` (as
+    ``keras.Model.fit``'s ``jit_compile="auto"``, which leaves XLA off on CPU-only machines;
+    on a GPU XLA's convolutions are fine).  Call it before placing ops on devices."""
+    if not jit_compile or getattr(optimizee, "xla_on_cpu", True):
+        return bool(jit_compile)
+    return any(d.device_type != "CPU" for d in tf.config.list_physical_devices())
+
+
 class Optimizee:
     """Base class of an optimizee family.
 
@@ -36,10 +46,14 @@ class Optimizee:
     Attributes:
       name: the registry name.
       batch_size: number of instances optimised together (synthetic families).
+      xla_on_cpu: whether XLA compiles the loss and its gradient well on a CPU
+        (:func:`use_xla`; False for the convnets, whose XLA CPU convolutions are an order
+        of magnitude slower than TensorFlow's own kernels).
     """
 
     name = "optimizee"
     stochastic = False
+    xla_on_cpu = True
 
     def sample_instance(self, seed, batch_size=None):
         """Constants of ``batch_size`` instances as a dict of tensors ({} when none)."""

@@ -48,6 +48,15 @@ class _Network(Optimizee):
                                           tf.shape(self.images)[0], tf.int32)
         return {"images": tf.gather(self.images, idx), "labels": tf.gather(self.labels, idx)}
 
+    def seeded_batch(self, step, seed):
+        """The minibatch of step ``step`` of the run ``seed``: ``sample_batch([seed, step])``
+        (``run_optimizer``'s ``batch_fn`` with its ``seed``)."""
+        return self.sample_batch(tf.stack([tf.cast(seed, tf.int32), tf.cast(step, tf.int32)]))
+
+    def batch_losses(self, params, batch):
+        """``instance_losses(params, {}, batch)`` (``run_optimizer``'s ``loss_fn``)."""
+        return self.instance_losses(params, {}, batch)
+
     def logits(self, params, images):
         raise NotImplementedError
 
@@ -90,6 +99,9 @@ class _ConvNet(_Network):
     # batch normalisation with batch statistics: a part of a minibatch has other statistics,
     # so the loss is not a mean of per-example losses (no minibatch split over replicas)
     example_losses = None
+    # XLA's CPU convolutions (and their gradients) measured 20-50x slower than TensorFlow's
+    # kernels on this network (run.perf --what=networks); compiled with XLA on GPUs only
+    xla_on_cpu = False
 
     def __init__(self, images=None, labels=None, batch_size=128, relu_logits=True):
         super().__init__(images, labels, batch_size)
