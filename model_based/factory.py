@@ -48,3 +48,14 @@ def load_unrolled(path, expected=None, flag="--load"):
     except Exception as err:  # pylint: disable=broad-except
         raise UserError(f"{flag} file {path} holds a {saved} that cannot be loaded "
                         f"({type(err).__name__}: {str(err).splitlines()[0][:80]})") from None
+
+
+def use_jit(model, flag, strategy=None):
+    """XLA where it wins: measured on 2 CPU cores (run.perf), XLA's top-k makes the
+    support-selection models (the class's ``support_selection``) about 4x slower, so on a
+    CPU they run without it by default; on a GPU every model is XLA-compiled by default
+    (:func:`open_l2o_tf.device.default_jit`)."""
+    if flag is not None:
+        return bool(flag)
+    from open_l2o_tf import device  # pylint: disable=import-outside-toplevel
+    return device.default_jit(registry.get("model", model).support_selection, strategy)

@@ -139,6 +139,7 @@ def train(model, train_split, val, test, workdir, tb, *, on_layer_end=None, **se
 
 def trainer_settings():
     """The progressive trainer's arguments from the flags and the preset."""
+    from model_based import factory  # pylint: disable=import-outside-toplevel
     strategy = common.strategy()   # before the device query of use_jit
     common.deterministic()         # --deterministic on a GPU: deterministic kernels
     return dict(lr=FLAGS.lr, patience=FLAGS.patience, batch_size=FLAGS.batch_size,
@@ -146,7 +147,8 @@ def trainer_settings():
                                                     FLAGS.steps_per_epoch),
                 max_epochs=common.preset_value(FLAGS.preset, None, 20, FLAGS.max_epochs),
                 keep=FLAGS.keep, decay_mode=FLAGS.decay_mode, seed=FLAGS.seed,
-                jit_compile=use_jit(FLAGS.model, FLAGS.jit, strategy), engine=FLAGS.engine,
+                jit_compile=factory.use_jit(FLAGS.model, FLAGS.jit, strategy),
+                engine=FLAGS.engine,
                 progress=olog_progress(), strategy=strategy)
 
 
@@ -212,17 +214,6 @@ def main(argv):
                                                      title=f"{FLAGS.model} on {setting}")
     common.write_results(workdir, record(curve, seconds, steps, at_layer_end, True, **extra))
     report(FLAGS.model, setting, test, curve, paper, seconds, steps, workdir)
-
-
-def use_jit(model, flag, strategy=None):
-    """XLA where it wins: measured on 2 CPU cores (run.perf), XLA's top-k makes the
-    support-selection models (the class's ``support_selection``) about 4x slower, so on a
-    CPU they run without it by default; on a GPU every model is XLA-compiled by default
-    (:func:`open_l2o_tf.device.default_jit`)."""
-    if flag is not None:
-        return bool(flag)
-    from open_l2o_tf import device  # pylint: disable=import-outside-toplevel
-    return device.default_jit(registry.get("model", model).support_selection, strategy)
 
 
 def olog_progress():

@@ -64,7 +64,7 @@ def test_gpu_trainer_keeps_top_k_in_the_graph_cpu_keeps_numpy(monkeypatch):
 
 
 def test_policy_by_device(monkeypatch):
-    from run.sparse_recovery import use_jit
+    from model_based.factory import use_jit
     cpu = device.policy()
     assert cpu.device == "CPU" and cpu.deterministic and not cpu.graph_rewrites
     assert cpu.kth_on_host(False) and not cpu.kth_on_host(True)
