@@ -44,20 +44,49 @@ def _umask():
     return mask
 
 
+class WriteError(OSError):
+    """An ``OSError`` while writing ``filename`` (full disk, no permission, read-only file
+    system, a vanished directory): the command lines print it as one ``error:`` line."""
+
+
+GUARDED_DIRS = set()     # absolute workdirs of the running command: never recreated
+
+
+def guard_directory(path):
+    """Marks ``path`` (a running command's workdir) as one the writes here never recreate:
+    once it is deleted, every write under it is an error."""
+    GUARDED_DIRS.add(os.path.abspath(path))
+
+
+def ensure_dir(directory):
+    """Creates ``directory``; one under a guarded workdir deleted while the command runs
+    is an error (``FileNotFoundError``): it is never silently recreated."""
+    if os.path.isdir(directory):
+        return
+    for guarded in GUARDED_DIRS:
+        if (directory == guarded or directory.startswith(guarded + os.sep)) \
+                and not os.path.isdir(guarded):
+            raise FileNotFoundError(2, "the workdir was deleted during the run", directory)
+    os.makedirs(directory, exist_ok=True)
+
+
 def _atomic_write(path, write_fn, mode):
     directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+    tmp = None
     try:
+        ensure_dir(directory)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
         os.chmod(tmp, 0o666 & ~_umask())     # mkstemp makes 0600; respect the umask
         with os.fdopen(fd, mode) as handle:
             write_fn(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except BaseException as err:
+        if tmp is not None and os.path.exists(tmp):
             os.remove(tmp)
+        if isinstance(err, OSError) and not isinstance(err, WriteError):
+            raise WriteError(err.errno, err.strerror or str(err), path) from None
         raise
 
 

@@ -294,10 +294,63 @@ def _check_writable_dir(path, flag):
         raise UserError(f"{flag} {path} is not writable ({err.strerror})") from None
 
 
+LOCK_FILE = ".lock"
+_LOCKS = {}                       # real path of a locked workdir -> the open lock file
+
+
+def lock_workdir(workdir, flag="--workdir"):
+    """One writer per workdir: takes an exclusive ``fcntl.flock`` on ``WORKDIR/.lock``
+    (held until the process exits, however it exits) and records this PID in it.  A
+    workdir locked by another process is one :class:`UserError` naming that PID; nothing
+    in it is touched.  Under ``--strategy=multi_worker`` a non-chief writes into a private
+    directory, so only the chief locks ``--workdir``."""
+    import fcntl  # pylint: disable=import-outside-toplevel
+    real = os.path.realpath(workdir)
+    path = os.path.join(real, LOCK_FILE)
+    held = _LOCKS.get(real)
+    if held is not None:
+        try:
+            if os.fstat(held).st_ino == os.stat(path).st_ino:
+                return
+        except OSError:
+            pass
+        os.close(_LOCKS.pop(real))
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as err:
+        raise UserError(f"{flag} {workdir}: cannot create its lock file {path} "
+                        f"({err.strerror})") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        pid = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
+        os.close(fd)
+        raise UserError(f"{flag} {workdir} is in use by PID {pid} (another command is "
+                        f"writing there); wait for it to finish, or use another {flag}") \
+            from None
+    mine = f"{os.getpid()}\n".encode()
+    if os.pread(fd, 32, 0) != mine:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, mine, 0)
+    _LOCKS[real] = fd
+    olog.guard_directory(real)
+    if os.path.abspath(workdir) != real:
+        olog.guard_directory(workdir)
+
+
+def release_workdir_locks():
+    """Releases the locks of :func:`lock_workdir` (the process's exit does it too)."""
+    while _LOCKS:
+        os.close(_LOCKS.popitem()[1])
+    olog.GUARDED_DIRS.clear()
+
+
 def check_workdir(workdir, flag="--workdir"):
     """``workdir`` (and its ``tb/`` and ``ckpt/`` when present) is a writable directory;
-    creates it.  Called before any work, so a bad workdir costs nothing."""
+    creates it and locks it (:func:`lock_workdir`).  Called before any work, so a bad or
+    busy workdir costs nothing."""
     _check_writable_dir(workdir, flag)
+    lock_workdir(workdir, flag)
     for sub in ("tb", "ckpt"):
         path = os.path.join(workdir, sub)
         if os.path.exists(path):
@@ -378,6 +431,16 @@ def _has_state(workdir):
             or (os.path.isdir(ckpt) and bool(os.listdir(ckpt))))
 
 
+def _state_files(workdir):
+    found = ["results.json"] if os.path.exists(os.path.join(workdir, "results.json")) else []
+    ckpt = os.path.join(workdir, "ckpt")
+    if os.path.isdir(ckpt):
+        names = sorted(os.listdir(ckpt))
+        found.append("a checkpoint ckpt/" + (", ".join(names[:4])
+                                            + (", ..." if len(names) > 4 else "")))
+    return found
+
+
 def _differences(old, new):
     out = []
     if old.get("command") != new["command"]:
@@ -393,8 +456,14 @@ def _differences(old, new):
 def check_run_identity(workdir, extra=None):
     """Refuses to reuse ``workdir`` when it holds a checkpoint or results of a run with
     another identity (:func:`run_identity`); otherwise records this run's identity."""
+    lock_workdir(workdir)
     path = os.path.join(workdir, RUN_FILE)
     identity = run_identity(extra)
+    if not os.path.exists(path) and _has_state(workdir):
+        raise UserError(f"--workdir {workdir} holds {', '.join(_state_files(workdir))} but "
+                        f"no {RUN_FILE} (the settings of the run that wrote them); refusing "
+                        f"to resume a run of unknown settings: use another --workdir or "
+                        f"delete {workdir}")
     if os.path.exists(path) and _has_state(workdir):
         try:
             old = olog.read_json(path)
@@ -491,6 +560,7 @@ def _parse(argv):
 
 def _wrap(main, validate=None, needs_tf=True):
     def wrapped(argv):
+        _install_sigterm()
         try:
             check_strategy_flags()
             _non_chief_workdir()
@@ -505,6 +575,17 @@ def _wrap(main, validate=None, needs_tf=True):
         except UserError as err:
             print(f"error: {err}", file=sys.stderr)
             sys.exit(2)
+        except KeyboardInterrupt as err:
+            # checkpoints and results are written atomically: the last finished one is
+            # intact, so stopping here is the safe point
+            sys.stdout.flush()
+            terminated = isinstance(err, Terminated)
+            print(f"interrupted ({'SIGTERM' if terminated else 'SIGINT'}); "
+                  "re-run the same command to resume", file=sys.stderr, flush=True)
+            sys.exit(143 if terminated else 130)
+        except OSError as err:
+            print(f"error: {_describe_os_error(err)}", file=sys.stderr)
+            sys.exit(2)
         except Exception as err:  # pylint: disable=broad-except
             if not _lost_peer(err):
                 raise
@@ -514,6 +595,36 @@ def _wrap(main, validate=None, needs_tf=True):
                   file=sys.stderr)
             sys.exit(3)
     return wrapped
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread like Ctrl-C's KeyboardInterrupt."""
+
+
+def _raise_terminated(signum, frame):
+    del signum, frame
+    raise Terminated()
+
+
+def _install_sigterm():
+    import signal  # pylint: disable=import-outside-toplevel
+    import threading  # pylint: disable=import-outside-toplevel
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_terminated)
+
+
+def _describe_os_error(err):
+    """One line for an OSError: the file, the errno's name and its text."""
+    import errno as errno_names  # pylint: disable=import-outside-toplevel
+    name = errno_names.errorcode.get(err.errno, "") if err.errno else ""
+    code = f"[Errno {err.errno} {name}] " if err.errno else ""
+    reason = err.strerror or str(err)
+    if not err.errno and isinstance(err, olog.WriteError):
+        reason += " (a short write: the disk is full or a file size limit was reached)"
+    if err.filename:
+        verb = "cannot write" if isinstance(err, olog.WriteError) else "cannot use"
+        return f"{verb} {err.filename}: {code}{reason}"
+    return f"{code}{reason} ({type(err).__name__})"
 
 
 def _lost_peer(err):
@@ -550,6 +661,8 @@ def run_in_process(main, argv, validate=None, needs_tf=True):
         return result if isinstance(result, int) else 0
     except SystemExit as exit_:
         return exit_.code if isinstance(exit_.code, int) else 1
+    finally:
+        release_workdir_locks()
 
 
 SAFEGUARD_FALLBACKS = ["ista", "fista", "gd", "adam", "rmsprop"]

@@ -43,6 +43,11 @@ def read_idx(path):
         if zero != 0 or dtype_code != 0x08:
             raise ValueError("bad magic number")
         shape = tuple(int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
+        expected, found = int(np.prod(shape)), len(data) - 4 - 4 * ndim
+        if found != expected:
+            raise ValueError(f"{'truncated' if found < expected else 'trailing bytes'}: "
+                             f"the header announces shape {shape} = {expected} bytes, the "
+                             f"file holds {found}")
         array = np.frombuffer(data, np.uint8, offset=4 + 4 * ndim)
         return array.reshape(shape)
     except Exception as err:  # pylint: disable=broad-except
@@ -62,8 +67,14 @@ def _local_mnist(folder, split):
         image_path = _find(candidate, MNIST_FILES[split][0])
         label_path = _find(candidate, MNIST_FILES[split][1])
         if image_path and label_path:
-            images = read_idx(image_path).astype(np.float32)[..., None] / 255.0
-            labels = read_idx(label_path).astype(np.int32)
+            images, labels = read_idx(image_path), read_idx(label_path)
+            for path, array, ndim, what in ((image_path, images, 3, "images (N, 28, 28)"),
+                                            (label_path, labels, 1, "labels (N,)")):
+                if array.ndim != ndim:
+                    raise UserError(f"{path} holds an array of shape {array.shape}, expected "
+                                    f"{what}; are the image and label files swapped?")
+            images = images.astype(np.float32)[..., None] / 255.0
+            labels = labels.astype(np.int32)
             if len(images) != len(labels):
                 raise UserError(f"{image_path} has {len(images)} images but {label_path} "
                                 f"has {len(labels)} labels")

@@ -14,6 +14,8 @@ setting and a seed give the same files on every machine.
 """
 import collections
 import os
+import shutil
+import tempfile
 import time
 
 import numpy as np
@@ -166,7 +168,27 @@ def generate(setting, out_dir, *, m=None, n=None, num_train=None, num_val=None,
                       f"{info['iterations']} block proximal gradient iterations)")
     else:
         A = gaussian_matrix(sizes["m"], sizes["n"], [seed & 0x7FFFFFFF, 0])
-    os.makedirs(out_dir, exist_ok=True)
+    olog.ensure_dir(os.path.abspath(out_dir))
+    # everything goes into a hidden temporary folder inside out_dir, moved into place at
+    # the end (meta.json last): a failed or interrupted run leaves nothing that looks like
+    # data
+    staging = tempfile.mkdtemp(prefix=".tmp-make_data-", dir=out_dir)
+    try:
+        meta = _generate_into(staging, A, setting, config, sizes, seed, source, timings,
+                              compute_W, say, start)
+        names = sorted(os.listdir(staging))
+        for name in sorted(names, key=lambda n: n == "meta.json"):
+            os.replace(os.path.join(staging, name), os.path.join(out_dir, name))
+    except olog.WriteError as err:      # name the file as the user knows it
+        raise olog.WriteError(err.errno, err.strerror, os.path.join(
+            out_dir, os.path.basename(err.filename or ""))) from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return meta
+
+
+def _generate_into(out_dir, A, setting, config, sizes, seed, source, timings, compute_W,
+                   say, start):
     olog.atomic_save_npy(os.path.join(out_dir, "A.npy"), A)
     W_info = None
     if compute_W:
@@ -212,7 +234,26 @@ def _load_npy(path, what):
     if not isinstance(array, np.ndarray) or array.ndim != 2:
         raise UserError(f"{what} {path} must hold a 2-D array, got shape "
                         f"{getattr(array, 'shape', None)}")
+    check_float_array(array, f"{what} {path}")
     return array
+
+
+def check_float_array(array, what):
+    """``array`` is a non-empty array of finite real floats, else one :class:`UserError`
+    naming ``what`` and what was found (dtype, emptiness, the first NaN/Inf)."""
+    if array.dtype.kind != "f":
+        raise UserError(f"{what} holds {array.dtype} values, expected floating-point "
+                        "numbers (float32/float64) as written by python -m run.make_data")
+    if array.size == 0:
+        raise UserError(f"{what} is empty (shape {array.shape}); expected at least one row "
+                        "and column")
+    finite = np.isfinite(array)
+    if not finite.all():
+        bad = np.argwhere(~finite)
+        where = tuple(int(i) for i in bad[0])
+        kind = "NaN" if np.isnan(array[where]) else "Inf"
+        raise UserError(f"{what} holds {len(bad)} non-finite value(s) (first: {kind} at "
+                        f"index {where}); expected finite numbers")
 
 
 def load(data_dir, split="test"):
@@ -246,4 +287,9 @@ def load(data_dir, split="test"):
     meta = olog.read_json(os.path.join(data_dir, "meta.json"), default={},
                           expect={"setting": str, "m": int, "n": int,
                                   "lam": (int, float, type(None))}) or {}
+    for key, size in (("m", m), ("n", n)):
+        if key in meta and meta[key] != size:
+            raise UserError(f"{os.path.join(data_dir, 'meta.json')} says {key}={meta[key]}, "
+                            f"but {a_path} has shape {A.shape}; the directory mixes two data "
+                            f"sets: {hint}")
     return SparseData(rows[:, :m], rows[:, m:], A, W, meta)
