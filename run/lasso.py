@@ -9,9 +9,13 @@ Problem: ``f(x) = 1/2 ||A x - y||^2 + lam ||x||_1`` with the data set's shared `
 ``k = 0 .. --iterations``.
 
 * Classic (``ista``, ``fista``, ``gd``, ``adam``, ``rmsprop``): run directly.  GD/Adam/RMSProp
-  use lr 1e-3 (the paper's) and, by default, the gradient of the *mean* objective over the
-  test set, the original code's convention (``--grad_reduction=sum`` gives every instance its
-  own gradient, which makes GD converge much faster than the paper's GD curve).
+  use lr 1e-3 (the paper's) and, by default, the original code's gradient: its ``problems.lasso``
+  takes ``reduce_mean`` over a batch of 128 problems, so every instance's gradient carries a
+  1/128 factor (``--grad_reduction=batch``, ``--grad_batch=128``); ``mean`` divides by the
+  whole test set's size instead, ``sum`` gives every instance its own gradient.  RMSProp is
+  TF1's ``tf.train.RMSPropOptimizer``: accumulator initialised to 1.0
+  (``--rmsprop_accumulator``; Keras 3 starts it at 0), which with the small 1/128 gradients
+  makes the figure's flat start and late drop.
 * Model-based (``lista``, ``step_lista``, ``alista``): trained progressively on the data
   set's training split with the Lasso loss, then ``--num_layers`` layers followed by FISTA
   iterations up to ``--iterations`` (the dotted continuation of Fig. 6).
@@ -46,9 +50,14 @@ flags.DEFINE_integer("iterations", 1000, "Iterations of the optimizer (Fig. 6: 1
                      lower_bound=1)
 flags.DEFINE_float("lam", None, "Lasso lambda (default: the data set's, 0.005).")
 flags.DEFINE_float("lr", None, "Learning rate of gd/adam/rmsprop (default 1e-3).")
-flags.DEFINE_enum("grad_reduction", "mean", ["mean", "sum"],
-                  "gd/adam/rmsprop: gradient of the mean objective over the test set "
-                  "(original) or per instance.")
+flags.DEFINE_enum("grad_reduction", "batch", ["batch", "mean", "sum"],
+                  "gd/adam/rmsprop: per-instance gradient / --grad_batch (the original's "
+                  "reduce_mean over a batch of 128), gradient of the mean over the whole "
+                  "test set, or per-instance gradient.")
+flags.DEFINE_integer("grad_batch", 128, "Batch of the original's reduce_mean "
+                     "(--grad_reduction=batch).", lower_bound=1)
+flags.DEFINE_float("rmsprop_accumulator", 1.0, "Initial RMSProp accumulator (1.0: TF1's "
+                   "tf.train.RMSPropOptimizer, the original's; 0: Keras 3).", lower_bound=0.0)
 flags.DEFINE_integer("test_size", None, "Use only the first N test samples (default all).",
                      lower_bound=1)
 flags.DEFINE_integer("num_layers", 16, "Layers of the model-based optimizers.", lower_bound=1)
@@ -98,8 +107,14 @@ def run_classic(name, A, y, lam, iterations):
         _, curve = solver(A, y, lam, iterations, step=step)
         return curve.numpy()
     lr = FLAGS.lr if FLAGS.lr is not None else 1e-3
-    transform = {"gd": first_order.gd, "adam": first_order.adam,
-                 "rmsprop": first_order.rmsprop}[name](lr)
+    if name == "rmsprop":
+        transform = first_order.rmsprop(lr, initial_accumulator=FLAGS.rmsprop_accumulator)
+    else:
+        transform = {"gd": first_order.gd, "adam": first_order.adam}[name](lr)
+    reduction = FLAGS.grad_reduction
+    if reduction == "batch":   # the original: reduce_mean over a batch of --grad_batch
+        transform = transforms.chain(transforms.scale(1.0 / FLAGS.grad_batch), transform)
+        reduction = "sum"
     A_t = tf.constant(A, tf.float32)
     y_t = tf.constant(y, tf.float32)
 
@@ -109,7 +124,7 @@ def run_classic(name, A, y, lam, iterations):
 
     x0 = tf.zeros([y.shape[0], A.shape[1]], tf.float32)
     _, curve = transforms.run_optimizer(transform, loss_fn, [x0], iterations,
-                                        reduction=FLAGS.grad_reduction,
+                                        reduction=reduction,
                                         jit_compile=FLAGS.jit)
     return curve.numpy()
 

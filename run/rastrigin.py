@@ -40,6 +40,11 @@ flags.DEFINE_integer("test_instances", None, "Test instances (paper 128, quick 1
                      lower_bound=1)
 flags.DEFINE_integer("starts", 10, "Random starts per test instance.", lower_bound=1)
 flags.DEFINE_float("lr", None, "Learning rate of adam (0.1) / rmsprop (0.3).")
+flags.DEFINE_integer("grad_batch", 128, "adam/rmsprop: each instance's gradient / N (the "
+                     "original's reduce_mean over a batch of 128; 1: its own gradient).",
+                     lower_bound=1)
+flags.DEFINE_float("rmsprop_accumulator", 1.0, "Initial RMSProp accumulator (1.0: TF1's, the "
+                   "original's; 0: Keras 3).", lower_bound=0.0)
 common.define_meta_flags(quick_episodes=60)
 flags.DEFINE_integer("unroll", None, "Meta-training horizon in steps per episode, a multiple of "
                      f"the truncation ({TRUNCATION}): l2o_dm, l2o_rnnprop, l2o_scale, l2o_swarm "
@@ -96,9 +101,15 @@ def build_problem(n, count, starts, seed=0):
     return family, test, x0
 
 
-def run_classic(name, family, test, x0, steps, lr=None, seed=0):
+def run_classic(name, family, test, x0, steps, lr=None, seed=0, grad_batch=128,
+                rmsprop_accumulator=1.0):
     """The per-instance loss curve ``(steps + 1, B)`` of a classic method (gd_ls, nag_ls,
-    oracle, adam, rmsprop)."""
+    oracle, adam, rmsprop).
+
+    Adam/RMSProp follow the original's evaluation: its ``problems.rastrigin`` takes
+    ``reduce_mean`` over a batch of 128 instances, so each instance's gradient is divided by
+    ``grad_batch`` (1: the instance's own gradient), and RMSProp is TF1's, accumulator
+    initialised to ``rmsprop_accumulator`` (1.0; Keras 3: 0)."""
     from open_l2o_tf.classic import first_order, line_search, transforms  # pylint: disable=import-outside-toplevel
     from open_l2o_tf.classic.run_and_inspect import run_and_inspect  # pylint: disable=import-outside-toplevel
 
@@ -113,7 +124,9 @@ def run_classic(name, family, test, x0, steps, lr=None, seed=0):
         return run_and_inspect(per_instance, x0, steps, method="gd", seed=seed,
                                progress=print)[2]
     lr = lr or (0.1 if name == "adam" else 0.3)
-    transform = first_order.adam(lr) if name == "adam" else first_order.rmsprop(lr)
+    transform = (first_order.adam(lr) if name == "adam"
+                 else first_order.rmsprop(lr, initial_accumulator=rmsprop_accumulator))
+    transform = transforms.chain(transforms.scale(1.0 / grad_batch), transform)
     return transforms.run_optimizer(transform, per_instance, x0, steps, reduction="sum")[1]
 
 
@@ -188,7 +201,8 @@ def main(argv):
     unroll = FLAGS.unroll or (budget.unroll if budget else UNROLL)
     start = time.time()
     if name in CLASSIC:
-        curve = run_classic(name, family, test, x0, FLAGS.steps, FLAGS.lr, FLAGS.seed)
+        curve = run_classic(name, family, test, x0, FLAGS.steps, FLAGS.lr, FLAGS.seed,
+                            FLAGS.grad_batch, FLAGS.rmsprop_accumulator)
     elif name == "l2o_swarm":
         curve, info = run_swarm(family, test, x0, workdir, tb, episodes, unroll)
     else:

@@ -64,3 +64,35 @@ def test_minimax_pieces(tmp_path):
                           "last": float(curve[-1])}))
         """, tmp_path)
     assert out["n"] == 41 and out["last"] < out["first"]
+
+
+def test_lasso_classic_original_gradient_and_rmsprop(tmp_path):
+    """--grad_reduction=batch divides each instance's gradient by --grad_batch (the
+    original's reduce_mean over 128); RMSProp's accumulator starts at 1.0 (TF1)."""
+    out = _run("""
+        import json
+        import numpy as np
+        from absl import flags
+        from run import lasso
+        rng = np.random.default_rng(0)
+        A = rng.normal(size=(3, 5)).astype(np.float32)
+        y = rng.normal(size=(4, 3)).astype(np.float32)
+        def curve(name, *args):
+            flags.FLAGS.unparse_flags()
+            flags.FLAGS(["lasso", "--nojit"] + list(args))
+            return np.asarray(lasso.run_classic(name, A, y, 0.005, 20))
+        res = {
+            "batch4": curve("gd", "--lr=0.1", "--grad_batch=4").tolist(),
+            "sum_lr": curve("gd", "--lr=0.025", "--grad_reduction=sum").tolist(),
+            "sum": curve("gd", "--lr=0.1", "--grad_reduction=sum").tolist(),
+            "rms1": curve("rmsprop", "--lr=0.01", "--grad_reduction=sum").tolist(),
+            "rms0": curve("rmsprop", "--lr=0.01", "--grad_reduction=sum",
+                          "--rmsprop_accumulator=0").tolist()}
+        print(json.dumps(res))
+        """, tmp_path)
+    import numpy as np
+    np.testing.assert_allclose(out["batch4"], out["sum_lr"], rtol=1e-5)
+    assert not np.allclose(out["batch4"], out["sum"])
+    drop1 = np.mean(out["rms1"][0]) - np.mean(out["rms1"][1])
+    drop0 = np.mean(out["rms0"][0]) - np.mean(out["rms0"][1])
+    assert 0 < drop1 < 0.5 * drop0
