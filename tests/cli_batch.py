@@ -23,6 +23,8 @@ def _snapshot(paths):
             continue
         for folder, _, files in os.walk(root):
             for name in files:
+                if name == ".lock":     # the workdir lock's own file (docs/reliability.md)
+                    continue
                 path = os.path.join(folder, name)
                 with open(path, "rb") as handle:
                     out[path] = hashlib.sha256(handle.read()).hexdigest()
