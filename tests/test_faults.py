@@ -169,8 +169,8 @@ def test_sigint_of_a_run(tmp_path):
     _make_data(os.path.join(base, "data"), num_train=256)
     work = os.path.join(base, "w")
     args = [sys.executable, "-m", "run.sparse_recovery", "--model=lista", f"--workdir={work}",
-            f"--data_dir={base}/data", "--num_layers=2", "--steps_per_epoch=2",
-            "--max_epochs=400", "--patience=400", "--batch_size=16", "--nojit"]
+            f"--data_dir={base}/data", "--num_layers=6", "--steps_per_epoch=2",
+            "--max_epochs=200", "--patience=200", "--batch_size=16", "--nojit"]
     proc = subprocess.Popen(args, cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 240
