@@ -171,8 +171,11 @@ def test_sigint_of_a_run(tmp_path):
     args = [sys.executable, "-m", "run.sparse_recovery", "--model=lista", f"--workdir={work}",
             f"--data_dir={base}/data", "--num_layers=6", "--steps_per_epoch=2",
             "--max_epochs=200", "--patience=200", "--batch_size=16", "--nojit"]
+    # a shell's background job (as CI may run us) inherits SIGINT ignored; a user's
+    # terminal delivers it: restore the default before exec so Python installs its handler
     proc = subprocess.Popen(args, cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 240
     ckpt = os.path.join(work, "ckpt")
     while time.time() < deadline and proc.poll() is None:
