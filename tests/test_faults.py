@@ -192,3 +192,114 @@ def test_sigint_of_a_run(tmp_path):
     before = _snapshot_workdir(work)
     assert any(k.startswith("ckpt/") for k in before), before
     assert not [k for k in before if os.path.basename(k).startswith(".tmp-")]
+
+
+TRAIN = ["--model=lista", "--num_layers=2", "--steps_per_epoch=2", "--max_epochs=2",
+         "--patience=2", "--batch_size=16", "--nojit"]
+
+
+def _run_faults(module, cases, base):
+    """Runs ``cases`` (dicts: args, and optionally fault + workdir, see
+    tests/faults_inject.py) of ``module`` in one process (tests/cli_batch.py)."""
+    cases_path = os.path.join(base, "faults.cases.json")
+    results_path = os.path.join(base, "faults.results.json")
+    with open(cases_path, "w", encoding="utf-8") as handle:
+        json.dump([dict(case, watch=[]) for case in cases], handle)
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "cli_batch.py"), module,
+                           cases_path, results_path], cwd=ROOT, env=ENV, capture_output=True,
+                          text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(results_path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def _temporaries(work):
+    return [os.path.join(folder, name) for folder, dirs, files in os.walk(work)
+            for name in dirs + files if name.startswith(".tmp")]
+
+
+def _results(work):
+    with open(os.path.join(work, "results.json"), encoding="utf-8") as handle:
+        record = json.load(handle)
+    return {key: record[key] for key in ("curve", "curve_at_layer_end", "train_steps",
+                                         "complete")}
+
+
+def test_sigint_then_resume_gives_the_uninterrupted_results(tmp_path):
+    """Ctrl-C (a real SIGINT) in the middle of a stage: one 'interrupted' line, exit 130,
+    no traceback; the same command then resumes and its results.json numbers equal those
+    of an uninterrupted run."""
+    base = str(tmp_path)
+    _make_data(os.path.join(base, "data"))
+    args = TRAIN + [f"--data_dir={base}/data"]
+    ref, cut = os.path.join(base, "w_ref"), os.path.join(base, "w_cut")
+    results = _run_faults("run.sparse_recovery", [
+        {"args": args + [f"--workdir={ref}"]},
+        {"args": args + [f"--workdir={cut}"], "workdir": cut,
+         "fault": {"kind": "sigint", "at": "scalar", "nth": 22}},
+        {"args": args + [f"--workdir={cut}"]},
+    ], base)
+    assert results[0]["code"] == 0, results[0]["stderr"][-2000:]
+    interrupted = results[1]
+    lines = [line for line in interrupted["stderr"].splitlines()
+             if line.startswith(("interrupted", "error:"))]
+    assert interrupted["code"] == 130, interrupted["stderr"][-2000:]
+    assert len(lines) == 1 and lines[0].endswith("re-run the same command to resume"), lines
+    assert "Traceback" not in interrupted["stderr"]
+    assert "resuming after layer" in results[2]["stdout"], results[2]["stdout"][-2000:]
+    assert results[2]["code"] == 0, results[2]["stderr"][-2000:]
+    assert _results(cut) == _results(ref)
+    assert not _temporaries(cut)
+
+
+def test_write_faults_during_a_training_run(tmp_path):
+    """During run.sparse_recovery: the kernel's file-size limit hitting the TensorBoard event
+    file (EFBIG), a full disk at a checkpoint's weights (ENOSPC), the workdir deleted after
+    a checkpoint.  Each: exit 2, exactly one error line naming the file and the errno, no
+    traceback, no temporary file; the checkpoint and results as they were before the failed
+    write (byte-identical); a deleted workdir is not recreated."""
+    base = str(tmp_path)
+    _make_data(os.path.join(base, "data"))
+    args = TRAIN + [f"--data_dir={base}/data"]
+    work = {name: os.path.join(base, "w_" + name) for name in ("tb", "ckpt", "gone")}
+    longer = [a for a in args if not a.startswith(("--num_layers", "--max_epochs"))] + \
+        ["--num_layers=3", "--max_epochs=3"]
+    cases = [
+        {"args": longer + [f"--workdir={work['tb']}"], "workdir": work["tb"],
+         "fault": {"kind": "fsize", "limit": 6000}},
+        {"args": args + [f"--workdir={work['ckpt']}"], "workdir": work["ckpt"],
+         "fault": {"kind": "enospc", "at": "savez", "nth": 3}},
+        {"args": args + [f"--workdir={work['gone']}"], "workdir": work["gone"],
+         "fault": {"kind": "delete_workdir", "at": "progress", "nth": 2}},
+    ]
+    expected = {
+        "tb": f"cannot write {work['tb']}/tb/events.out.tfevents.",
+        "ckpt": f"cannot write {work['ckpt']}/ckpt/layer00_stage2/weights.npz: "
+                "[Errno 28 ENOSPC] No space left on device",
+        "gone": f"cannot write {work['gone']}/",
+    }
+    results = _run_faults("run.sparse_recovery", cases, base)
+    failures = []
+    for name, result in zip(work, results):
+        errors = _errors(result["stderr"])
+        problems = []
+        if result["code"] != 2:
+            problems.append(f"exit {result['code']}")
+        if len(errors) != 1 or expected[name] not in errors[0]:
+            problems.append(f"error lines {errors}")
+        if "Traceback" in result["stderr"]:
+            problems.append("traceback")
+        if _temporaries(work[name]):
+            problems.append(f"temporary files {_temporaries(work[name])}")
+        if name == "gone":
+            if result["after"] is not None:
+                problems.append(f"the deleted workdir was recreated: {result['after']}")
+            elif errors and "the workdir was deleted during the run" not in errors[0]:
+                problems.append("the line does not say the workdir was deleted")
+        elif result["after"] != result["snapshot"] or not any(
+                k.startswith("ckpt/") for k in result["after"] or {}):
+            problems.append(f"changed: before {result['snapshot']} after {result['after']}")
+        if problems:
+            failures.append(f"{name}: {'; '.join(problems)}\n{result['stderr'][-1500:]}")
+    assert not failures, "\n".join(failures)
+    assert "[Errno 27 EFBIG] File too large" in _errors(results[0]["stderr"])[0]
