@@ -122,8 +122,9 @@ def _set(index, value):
 
 
 def test_bad_data_and_identity_in_one_process(tmp_path):
-    """Broken data (NaN, Inf, integers, empty, meta.json contradicting A.npy) and a workdir
-    with results but no run.json: one error line each, exit 2, nothing changed."""
+    """Broken data (NaN, Inf, integers, empty, meta.json contradicting A.npy, a value beyond
+    float32) and a workdir with results but no run.json: one error line each, exit 2,
+    nothing changed."""
     base = str(tmp_path)
     _make_data(os.path.join(base, "data"))
     cases = {
@@ -134,6 +135,10 @@ def test_bad_data_and_identity_in_one_process(tmp_path):
         "int_A": (_edit_npy("A.npy", lambda a: np.ones(a.shape, np.int64)), "int64"),
         "empty_train": (_edit_npy("train_data.npy", lambda a: a[:0]), "is empty"),
         "meta": (_edit_meta, "meta.json says m=32"),
+        # finite as float64, Inf once used as float32
+        "big_A": (_edit_npy("A.npy", lambda a: _set((2, 3), 1e39)(a.astype(np.float64))),
+                  "A.npy holds 1 value(s) beyond float32's range (first: 1e+39 at index "
+                  "(2, 3))"),
     }
     spec = []
     for name, (change, expect) in cases.items():
@@ -303,3 +308,44 @@ def test_write_faults_during_a_training_run(tmp_path):
             failures.append(f"{name}: {'; '.join(problems)}\n{result['stderr'][-1500:]}")
     assert not failures, "\n".join(failures)
     assert "[Errno 27 EFBIG] File too large" in _errors(results[0]["stderr"])[0]
+
+
+def test_nan_dictionary_is_refused_before_its_norms(tmp_path):
+    """run.ood --dictionary=D.npy with a NaN went through the column normalisation unseen
+    and stopped in the model's SVD (``LinAlgError: SVD did not converge``): the
+    normalisation (also run.make_data's) checks the array first and names the flag and
+    file."""
+    import pytest  # pylint: disable=import-outside-toplevel
+    from open_l2o_tf.data import sparse_recovery  # pylint: disable=import-outside-toplevel
+    from open_l2o_tf.errors import UserError  # pylint: disable=import-outside-toplevel
+    D = np.ones((4, 6))
+    D[1, 2] = np.nan
+    with pytest.raises(UserError, match=r"--dictionary D.npy holds 1 non-finite value\(s\) "
+                       r"\(first: NaN at index \(1, 2\)\)"):
+        sparse_recovery.normalise_columns(D, "--dictionary D.npy")
+    with pytest.raises(UserError, match=r"all-zero column \(column 4\)"):
+        sparse_recovery.normalise_columns(np.eye(4, 6), "--dictionary D.npy")
+
+
+def _idx(path, array):
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(
+        int(d).to_bytes(4, "big") for d in array.shape)
+    with open(path, "wb") as handle:
+        handle.write(header + array.astype(np.uint8).tobytes())
+
+
+def test_mnist_of_other_sizes_or_labels_is_refused(tmp_path):
+    """MNIST idx files of 27x27 images, or labels beyond 9: one error naming the file."""
+    import pytest  # pylint: disable=import-outside-toplevel
+    from open_l2o_tf.data import datasets  # pylint: disable=import-outside-toplevel
+    from open_l2o_tf.errors import UserError  # pylint: disable=import-outside-toplevel
+    images, labels = str(tmp_path / "train-images-idx3-ubyte"), \
+        str(tmp_path / "train-labels-idx1-ubyte")
+    _idx(images, np.zeros((3, 27, 27)))
+    _idx(labels, np.array([1, 2, 3]))
+    with pytest.raises(UserError, match="27x27 pixels, expected MNIST's 28x28"):
+        datasets.load_mnist(str(tmp_path), "train")
+    _idx(images, np.zeros((3, 28, 28)))
+    _idx(labels, np.array([1, 12, 3]))
+    with pytest.raises(UserError, match=r"train-labels-idx1-ubyte holds label 12 at index 1"):
+        datasets.load_mnist(str(tmp_path), "train")
