@@ -112,10 +112,10 @@ def main():
         result = {"args": case["args"], "code": code, "stdout": out, "stderr": err,
                   "changed": changed}
         if injector is not None:
-            from tests import faults_inject  # pylint: disable=import-outside-toplevel
+            from tests.faults_inject import hash_tree  # pylint: disable=import-outside-toplevel
             result["snapshot"] = injector.snapshot
-            result["after"] = (faults_inject._hash_tree(case["workdir"])  # pylint: disable=protected-access
-                               if os.path.isdir(case["workdir"]) else None)
+            result["after"] = (hash_tree(case["workdir"]) if os.path.isdir(case["workdir"])
+                               else None)
         results.append(result)
     with open(results_path, "w", encoding="utf-8") as handle:
         json.dump(results, handle, indent=1)

