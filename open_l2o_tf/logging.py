@@ -293,12 +293,15 @@ class TensorBoard:
     def __init__(self, logdir):
         self.logdir = logdir
         self._writer = None
+        self._events = None      # the event file's path, once it exists
 
     def _event_file(self):
         import glob  # pylint: disable=import-outside-toplevel
-        mine = sorted(glob.glob(os.path.join(glob.escape(self.logdir),
-                                             f"events.out.tfevents.*.{os.getpid()}.*")))
-        return mine[-1] if mine else self.logdir
+        if self._events is None:
+            mine = sorted(glob.glob(os.path.join(glob.escape(self.logdir),
+                                                 f"events.out.tfevents.*.{os.getpid()}.*")))
+            self._events = mine[-1] if mine else None
+        return self._events or self.logdir
 
     def _checked(self, fn):
         import tensorflow as tf  # pylint: disable=import-outside-toplevel
@@ -329,6 +332,8 @@ class TensorBoard:
             except OSError as err:
                 raise write_error(err, self.logdir) from None
             self._writer = self._checked(lambda: tf.summary.create_file_writer(self.logdir))
+            self._events = None
+            self._event_file()
 
         def write():
             with self._writer.as_default():
@@ -348,6 +353,7 @@ class TensorBoard:
         if self._writer is not None:
             writer, self._writer = self._writer, None
             self._checked(writer.close)
+            self._events = None
 
 
 class Progress:
