@@ -13,6 +13,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 
 from tests.test_bad_inputs import TINY_SR, _run_module
 
@@ -230,46 +231,26 @@ def _results(work):
                                          "complete")}
 
 
-def test_sigint_then_resume_gives_the_uninterrupted_results(tmp_path):
-    """Ctrl-C (a real SIGINT) in the middle of a stage: one 'interrupted' line, exit 130,
-    no traceback; the same command then resumes and its results.json numbers equal those
-    of an uninterrupted run."""
-    base = str(tmp_path)
-    _make_data(os.path.join(base, "data"))
+@pytest.fixture(scope="module")
+def training_faults(tmp_path_factory):
+    """The faults during run.sparse_recovery, all in one process (tests/cli_batch.py): an
+    uninterrupted reference run; SIGINT mid-stage, then the same command again; the
+    kernel's file-size limit (EFBIG) hitting the TensorBoard event file; a full disk
+    (ENOSPC) at a checkpoint's weights; the workdir deleted after a checkpoint."""
+    from open_l2o_tf.data import sparse_recovery  # pylint: disable=import-outside-toplevel
+    base = str(tmp_path_factory.mktemp("training_faults"))
+    sparse_recovery.generate("noiseless", os.path.join(base, "data"), m=8, n=16,
+                             num_train=64, num_val=16, num_test=16, seed=0, progress=None)
     args = TRAIN + [f"--data_dir={base}/data"]
-    ref, cut = os.path.join(base, "w_ref"), os.path.join(base, "w_cut")
-    results = _run_faults("run.sparse_recovery", [
-        {"args": args + [f"--workdir={ref}"]},
-        {"args": args + [f"--workdir={cut}"], "workdir": cut,
-         "fault": {"kind": "sigint", "at": "scalar", "nth": 22}},
-        {"args": args + [f"--workdir={cut}"]},
-    ], base)
-    assert results[0]["code"] == 0, results[0]["stderr"][-2000:]
-    interrupted = results[1]
-    lines = [line for line in interrupted["stderr"].splitlines()
-             if line.startswith(("interrupted", "error:"))]
-    assert interrupted["code"] == 130, interrupted["stderr"][-2000:]
-    assert len(lines) == 1 and lines[0].endswith("re-run the same command to resume"), lines
-    assert "Traceback" not in interrupted["stderr"]
-    assert "resuming after layer" in results[2]["stdout"], results[2]["stdout"][-2000:]
-    assert results[2]["code"] == 0, results[2]["stderr"][-2000:]
-    assert _results(cut) == _results(ref)
-    assert not _temporaries(cut)
-
-
-def test_write_faults_during_a_training_run(tmp_path):
-    """During run.sparse_recovery: the kernel's file-size limit hitting the TensorBoard event
-    file (EFBIG), a full disk at a checkpoint's weights (ENOSPC), the workdir deleted after
-    a checkpoint.  Each: exit 2, exactly one error line naming the file and the errno, no
-    traceback, no temporary file; the checkpoint and results as they were before the failed
-    write (byte-identical); a deleted workdir is not recreated."""
-    base = str(tmp_path)
-    _make_data(os.path.join(base, "data"))
-    args = TRAIN + [f"--data_dir={base}/data"]
-    work = {name: os.path.join(base, "w_" + name) for name in ("tb", "ckpt", "gone")}
+    work = {name: os.path.join(base, "w_" + name)
+            for name in ("ref", "cut", "tb", "ckpt", "gone")}
     longer = [a for a in args if not a.startswith(("--num_layers", "--max_epochs"))] + \
         ["--num_layers=3", "--max_epochs=3"]
     cases = [
+        {"args": args + [f"--workdir={work['ref']}"]},
+        {"args": args + [f"--workdir={work['cut']}"], "workdir": work["cut"],
+         "fault": {"kind": "sigint", "at": "scalar", "nth": 22}},
+        {"args": args + [f"--workdir={work['cut']}"]},
         {"args": longer + [f"--workdir={work['tb']}"], "workdir": work["tb"],
          "fault": {"kind": "fsize", "limit": 6000}},
         {"args": args + [f"--workdir={work['ckpt']}"], "workdir": work["ckpt"],
@@ -277,15 +258,44 @@ def test_write_faults_during_a_training_run(tmp_path):
         {"args": args + [f"--workdir={work['gone']}"], "workdir": work["gone"],
          "fault": {"kind": "delete_workdir", "at": "progress", "nth": 2}},
     ]
+    results = _run_faults("run.sparse_recovery", cases, base)
+    return work, dict(zip(["ref", "cut", "resume", "tb", "ckpt", "gone"], results))
+
+
+def test_sigint_then_resume_gives_the_uninterrupted_results(training_faults):
+    """Ctrl-C (a real SIGINT) in the middle of a stage: one 'interrupted' line, exit 130,
+    no traceback; the same command then resumes and its results.json numbers equal those
+    of an uninterrupted run."""
+    work, results = training_faults
+    assert results["ref"]["code"] == 0, results["ref"]["stderr"][-2000:]
+    interrupted = results["cut"]
+    lines = [line for line in interrupted["stderr"].splitlines()
+             if line.startswith(("interrupted", "error:"))]
+    assert interrupted["code"] == 130, interrupted["stderr"][-2000:]
+    assert len(lines) == 1 and lines[0].endswith("re-run the same command to resume"), lines
+    assert "Traceback" not in interrupted["stderr"]
+    resumed = results["resume"]
+    assert resumed["code"] == 0, resumed["stderr"][-2000:]
+    assert "resuming after layer" in resumed["stdout"], resumed["stdout"][-2000:]
+    assert _results(work["cut"]) == _results(work["ref"])
+    assert not _temporaries(work["cut"])
+
+
+def test_write_faults_during_a_training_run(training_faults):
+    """The EFBIG, ENOSPC and deleted-workdir faults: each exit 2, exactly one error line
+    naming the file and the errno, no traceback, no temporary file; the checkpoint and
+    results as they were before the failed write (byte-identical); a deleted workdir is not
+    recreated."""
+    work, results = training_faults
     expected = {
         "tb": f"cannot write {work['tb']}/tb/events.out.tfevents.",
         "ckpt": f"cannot write {work['ckpt']}/ckpt/layer00_stage2/weights.npz: "
                 "[Errno 28 ENOSPC] No space left on device",
         "gone": f"cannot write {work['gone']}/",
     }
-    results = _run_faults("run.sparse_recovery", cases, base)
     failures = []
-    for name, result in zip(work, results):
+    for name in ("tb", "ckpt", "gone"):
+        result = results[name]
         errors = _errors(result["stderr"])
         problems = []
         if result["code"] != 2:
@@ -308,7 +318,7 @@ def test_write_faults_during_a_training_run(tmp_path):
             failures.append(f"{name}: {'; '.join(problems)}\n{result['stderr'][-1500:]}")
         print(f"{name}: exit {result['code']}: {errors[0] if errors else None}")
     assert not failures, "\n".join(failures)
-    assert "[Errno 27 EFBIG] File too large" in _errors(results[0]["stderr"])[0]
+    assert "[Errno 27 EFBIG] File too large" in _errors(results["tb"]["stderr"])[0]
 
 
 def test_nan_dictionary_is_refused_before_its_norms(tmp_path):
@@ -316,7 +326,6 @@ def test_nan_dictionary_is_refused_before_its_norms(tmp_path):
     and stopped in the model's SVD (``LinAlgError: SVD did not converge``): the
     normalisation (also run.make_data's) checks the array first and names the flag and
     file."""
-    import pytest  # pylint: disable=import-outside-toplevel
     from open_l2o_tf.data import sparse_recovery  # pylint: disable=import-outside-toplevel
     from open_l2o_tf.errors import UserError  # pylint: disable=import-outside-toplevel
     D = np.ones((4, 6))
@@ -337,7 +346,6 @@ def _idx(path, array):
 
 def test_mnist_of_other_sizes_or_labels_is_refused(tmp_path):
     """MNIST idx files of 27x27 images, or labels beyond 9: one error naming the file."""
-    import pytest  # pylint: disable=import-outside-toplevel
     from open_l2o_tf.data import datasets  # pylint: disable=import-outside-toplevel
     from open_l2o_tf.errors import UserError  # pylint: disable=import-outside-toplevel
     images, labels = str(tmp_path / "train-images-idx3-ubyte"), \
