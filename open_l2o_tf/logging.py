@@ -278,6 +278,13 @@ def _errno_of(text):
     return code
 
 
+def _io_errors(tf):
+    """TensorFlow's error classes of a failed file operation."""
+    e = tf.errors
+    return (e.ResourceExhaustedError, e.OutOfRangeError, e.PermissionDeniedError,
+            e.NotFoundError, e.FailedPreconditionError, e.DataLossError, e.UnknownError)
+
+
 _EVENT_FILE = re.compile(r"(\S*events\.out\.tfevents\.[^\s;]+)")
 
 
@@ -314,12 +321,14 @@ class TensorBoard:
         try:
             return fn()
         except tf.errors.OpError as err:
-            text = str(err.message if hasattr(err, "message") else err)
+            text = str(getattr(err, "message", err))
+            code = _errno_of(text)
+            if not code and not isinstance(err, _io_errors(tf)):
+                raise       # not a failed write (a bug): keep TensorFlow's own error
             found = _EVENT_FILE.search(text)
             path = found.group(1) if found else self._event_file()
-            code = _errno_of(text)
-            reason = os.strerror(code) if code else text.splitlines()[0][-120:]
-            raise WriteError(code, reason, path) from None
+            reason = os.strerror(code) if code else text.strip().splitlines()[0][-120:]
+            raise WriteError(code or errno_codes.EIO, reason, path) from None
 
     def scalar(self, name, value, step):
         if self.logdir is None:
