@@ -10,7 +10,7 @@ import os
 
 from model_based.factory import build_model, load_unrolled, model_class
 from model_based.progressive import ProgressiveTrainer
-from open_l2o_tf import device
+from open_l2o_tf import device, keras_files
 from open_l2o_tf.data import sparse_recovery
 from open_l2o_tf.errors import UserError
 
@@ -42,7 +42,6 @@ def train_or_load(name, data_dir, *, lam, num_layers, workdir, preset, seed=0, l
         strategy=strategy)
     trainer.train(num_layers)
     path = os.path.join(workdir, "model.keras")
-    model.save(path + ".tmp.keras")
-    os.replace(path + ".tmp.keras", path)
+    keras_files.save_model(model, path)
     return model, {"train_seconds": trainer.state.get("train_seconds", 0.0),
                    "train_steps": trainer.train_steps}

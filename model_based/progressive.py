@@ -517,14 +517,9 @@ class ProgressiveTrainer:
         if not self.ckpt_dir or not self.chief:
             return
         name = f"layer{self.state['layer']:02d}_stage{self.state['stage']}"
-        tmp = os.path.join(self.ckpt_dir, name + ".tmp")
-        final = os.path.join(self.ckpt_dir, name)
-        shutil.rmtree(tmp, ignore_errors=True)
-        os.makedirs(tmp)
-        np.savez(os.path.join(tmp, "weights.npz"),
-                 **{f"v{i}": v.numpy() for i, v in enumerate(self.variables)})
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
+        arrays = {f"v{i}": v.numpy() for i, v in enumerate(self.variables)}
+        olog.atomic_save_files(os.path.join(self.ckpt_dir, name),
+                               {"weights.npz": lambda h: np.savez(h, **arrays)})
         previous = self.state.get("checkpoint")
         self.state["checkpoint"] = name
         olog.atomic_write_json(self._progress_path(), self.state)

@@ -1,6 +1,7 @@
 """Which of our unrolled models a ``.keras`` file holds, read from the archive's
 ``config.json`` without TensorFlow (the command lines check ``--load`` before any work;
-:func:`model_based.factory.load_unrolled` then loads it)."""
+:func:`model_based.factory.load_unrolled` then loads it), and :func:`save_model`, the
+atomic ``.keras`` save."""
 from open_l2o_tf import registry
 from open_l2o_tf.errors import UserError
 
@@ -38,3 +39,13 @@ def check_unrolled_file(path, expected=None, flag="--load"):
         raise UserError(f"{flag} file {path} holds a {by_class[saved]} model ({saved}), not "
                         f"--model={expected}; pass --model={by_class[saved]}")
     return saved
+
+
+def save_model(model, path):
+    """``model.save(path)`` atomically: Keras writes a temporary ``.keras`` file beside
+    ``path``, which is synced and renamed over it.  A failed write (full disk, no
+    permission, ...) removes the temporary file and is one
+    :class:`~open_l2o_tf.logging.WriteError` naming ``path``; the previous file stays."""
+    from open_l2o_tf import logging as olog  # pylint: disable=import-outside-toplevel
+    olog.atomic_write_file(path, model.save)
+    return path

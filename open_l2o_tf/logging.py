@@ -1,12 +1,20 @@
 """Atomic result files, TensorBoard scalars and compact progress lines.
 
 Everything a long run writes goes through here so that an interrupted run never leaves a
-half-written file behind: :func:`atomic_write_json` and :func:`atomic_save_npy` write to a
-temporary file in the same directory and ``os.replace`` it over the target.
+half-written file behind: :func:`atomic_write_json`, :func:`atomic_save_npy`,
+:func:`atomic_write_with` (any writer of a file object) and :func:`atomic_save_files` (a
+checkpoint folder) write to a temporary file (folder) in the same directory and
+``os.replace`` it over the target.  A write that fails (full disk, file-size limit, no
+permission, read-only file system, a vanished directory) removes its temporary file and
+raises :class:`WriteError` naming the target; :class:`TensorBoard` turns TensorFlow's
+event-writer errors into the same :class:`WriteError`.
 """
+import errno as errno_codes
 import json
 import math
 import os
+import re
+import shutil
 import sys
 import tempfile
 import time
@@ -70,12 +78,19 @@ def ensure_dir(directory):
     os.makedirs(directory, exist_ok=True)
 
 
-def _atomic_write(path, write_fn, mode):
+def write_error(err, path):
+    """``err`` (an ``OSError``) as a :class:`WriteError` naming ``path``."""
+    if isinstance(err, WriteError):
+        return err
+    return WriteError(err.errno, err.strerror or str(err), path)
+
+
+def _atomic_write(path, write_fn, mode, suffix=""):
     directory = os.path.dirname(os.path.abspath(path))
     tmp = None
     try:
         ensure_dir(directory)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=directory)
         os.chmod(tmp, 0o666 & ~_umask())     # mkstemp makes 0600; respect the umask
         with os.fdopen(fd, mode) as handle:
             write_fn(handle)
@@ -85,8 +100,76 @@ def _atomic_write(path, write_fn, mode):
     except BaseException as err:
         if tmp is not None and os.path.exists(tmp):
             os.remove(tmp)
-        if isinstance(err, OSError) and not isinstance(err, WriteError):
-            raise WriteError(err.errno, err.strerror or str(err), path) from None
+        if isinstance(err, OSError):
+            raise write_error(err, path) from None
+        raise
+
+
+def atomic_write_with(path, write_fn, binary=True):
+    """Writes ``path`` atomically with ``write_fn(handle)`` (an open file of the temporary
+    file; e.g. ``lambda h: fig.savefig(h, format="png")``)."""
+    _atomic_write(path, write_fn, "wb" if binary else "w")
+
+
+def atomic_write_file(path, save_fn):
+    """Writes ``path`` atomically with ``save_fn(tmp_path)``, for writers that take a file
+    name (e.g. ``keras.Model.save``, which wants a ``.keras`` name): the temporary name
+    ends like ``path``."""
+    suffix = os.path.splitext(path)[1]
+    directory = os.path.dirname(os.path.abspath(path))
+    tmp = None
+    try:
+        ensure_dir(directory)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=directory)
+        os.close(fd)
+        os.chmod(tmp, 0o666 & ~_umask())
+        save_fn(tmp)
+        _fsync_file(tmp)
+        os.replace(tmp, path)
+    except BaseException as err:
+        if tmp is not None and os.path.exists(tmp):
+            os.remove(tmp)
+        if isinstance(err, OSError):
+            raise write_error(err, path) from None
+        raise
+
+
+def _fsync_file(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_save_files(folder, writers):
+    """Writes the folder ``folder`` atomically: ``writers`` maps each file name to a
+    ``write_fn(handle)`` (binary); they are written into ``.tmp-NAME`` beside it, synced,
+    and the folder is renamed into place (an older ``folder`` is replaced).  On failure the
+    temporary folder is removed and a :class:`WriteError` names the file being written;
+    the parent is never created under a guarded workdir that was deleted."""
+    folder = os.path.abspath(folder)
+    parent = os.path.dirname(folder)
+    tmp = os.path.join(parent, ".tmp-" + os.path.basename(folder))
+    target = folder
+    try:
+        ensure_dir(parent)
+        shutil.rmtree(tmp, ignore_errors=True)     # left by a killed run
+        os.mkdir(tmp, 0o777)
+        for name, write_fn in writers.items():
+            target = os.path.join(folder, name)
+            with open(os.path.join(tmp, name), "wb") as handle:
+                write_fn(handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+        target = folder
+        if os.path.isdir(folder):
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    except BaseException as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(err, OSError):
+            raise write_error(err, target) from None
         raise
 
 
@@ -184,21 +267,87 @@ def make_result(test, method, setting, preset, metric, curve, paper=None,
     return record
 
 
+def _errno_of(text):
+    """The errno whose ``strerror`` text ends a TensorFlow file error's message (e.g.
+    ``...; No space left on device``), or 0."""
+    best, code = "", 0
+    for number in errno_codes.errorcode:
+        message = os.strerror(number)
+        if message in text and len(message) > len(best):
+            best, code = message, number
+    return code
+
+
+def _io_errors(tf):
+    """TensorFlow's error classes of a failed file operation."""
+    e = tf.errors
+    return (e.ResourceExhaustedError, e.OutOfRangeError, e.PermissionDeniedError,
+            e.NotFoundError, e.FailedPreconditionError, e.DataLossError, e.UnknownError)
+
+
+_EVENT_FILE = re.compile(r"(\S*events\.out\.tfevents\.[^\s;]+)")
+
+
 class TensorBoard:
-    """A thin scalar writer over ``tf.summary``; a no-op when ``logdir`` is None."""
+    """A thin scalar writer over ``tf.summary``; a no-op when ``logdir`` is None.
+
+    Every ``scalar`` is flushed to the event file (``tf.summary``'s ``as_default`` does it
+    on exit), so nothing is left for the writer's silent flush at exit; a failed write
+    (TensorFlow's ``ResourceExhaustedError``, ``OutOfRangeError``, ...) or an event folder
+    deleted during the run is a :class:`WriteError` naming the event file; the folder is
+    never recreated under a guarded workdir (:func:`guard_directory`)."""
 
     def __init__(self, logdir):
         self.logdir = logdir
         self._writer = None
+        self._events = None      # the event file's path, once it exists
+
+    def _event_file(self):
+        import glob  # pylint: disable=import-outside-toplevel
+        if self._events is None:
+            mine = sorted(glob.glob(os.path.join(glob.escape(self.logdir),
+                                                 f"events.out.tfevents.*.{os.getpid()}.*")))
+            self._events = mine[-1] if mine else None
+        return self._events or self.logdir
+
+    def _checked(self, fn):
+        import tensorflow as tf  # pylint: disable=import-outside-toplevel
+        if self._writer is not None and not os.path.isdir(self.logdir):
+            guarded = any(self.logdir.startswith(g + os.sep) and not os.path.isdir(g)
+                          for g in GUARDED_DIRS)
+            raise WriteError(errno_codes.ENOENT, "the workdir was deleted during the run"
+                             if guarded else "its folder was deleted during the run",
+                             self._event_file())
+        try:
+            return fn()
+        except tf.errors.OpError as err:
+            text = str(getattr(err, "message", err))
+            code = _errno_of(text)
+            if not code and not isinstance(err, _io_errors(tf)):
+                raise       # not a failed write (a bug): keep TensorFlow's own error
+            found = _EVENT_FILE.search(text)
+            path = found.group(1) if found else self._event_file()
+            reason = os.strerror(code) if code else text.strip().splitlines()[0][-120:]
+            raise WriteError(code or errno_codes.EIO, reason, path) from None
 
     def scalar(self, name, value, step):
         if self.logdir is None:
             return
         import tensorflow as tf  # pylint: disable=import-outside-toplevel
         if self._writer is None:
-            self._writer = tf.summary.create_file_writer(self.logdir)
-        with self._writer.as_default():
-            tf.summary.scalar(name, float(value), step=int(step))
+            self.logdir = os.path.abspath(self.logdir)
+            try:
+                ensure_dir(self.logdir)
+            except OSError as err:
+                raise write_error(err, self.logdir) from None
+            self._writer = self._checked(lambda: tf.summary.create_file_writer(self.logdir))
+            self._events = None
+            self._event_file()
+
+        def write():
+            with self._writer.as_default():
+                tf.summary.scalar(name, float(value), step=int(step))
+        self._checked(write)
 
     def scalars(self, values, step, prefix=""):
         for name, value in values.items():
@@ -206,7 +355,14 @@ class TensorBoard:
 
     def flush(self):
         if self._writer is not None:
-            self._writer.flush()
+            self._checked(self._writer.flush)
+
+    def close(self):
+        """Flushes and closes the event file (a later ``scalar`` opens a new one)."""
+        if self._writer is not None:
+            writer, self._writer = self._writer, None
+            self._checked(writer.close)
+            self._events = None
 
 
 class Progress:

@@ -22,6 +22,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  pylint: disable=wrong-import-position
 import numpy as np  # noqa: E402  pylint: disable=wrong-import-position
 
+from open_l2o_tf import logging as olog  # noqa: E402  pylint: disable=wrong-import-position
 from open_l2o_tf import registry  # noqa: E402  pylint: disable=wrong-import-position
 
 # label, colour, marker of the paper's methods: the paper's legend where it has one.
@@ -161,7 +162,7 @@ def plot_results(records, out_dir):
 
     File names are ``fig<N>_<test>_<setting>.png`` (N = the paper's figure number).
     """
-    os.makedirs(out_dir, exist_ok=True)
+    olog.ensure_dir(os.path.abspath(out_dir))
     paths = []
     for (test, setting), panel_records in sorted(group_by_panel(records).items()):
         fig, ax = plt.subplots(figsize=(6.4, 4.4))
@@ -172,8 +173,10 @@ def plot_results(records, out_dir):
         fig.tight_layout()
         number = FIGURE_OF_TEST.get(test, 0)
         path = os.path.join(out_dir, f"fig{number}_{test}_{setting}.png")
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
+        try:
+            olog.atomic_write_with(path, lambda h, f=fig: f.savefig(h, format="png", dpi=110))
+        finally:
+            plt.close(fig)
         paths.append(path)
     return paths
 
@@ -226,9 +229,8 @@ def plot_safeguard(curves, path, *, metric="nmse_db", rejected=None, title=None,
         axes[1][0].set_ylim(-0.05, 1.05)
     axes[-1][0].set_xlabel("iteration")
     fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        olog.atomic_write_with(path, lambda h: fig.savefig(h, format="png", dpi=110))
+    finally:
+        plt.close(fig)
     return path

@@ -85,7 +85,7 @@ def coherent_dictionary(m, n, workdir):
         if D.shape != (m, n):
             raise UserError(f"--dictionary {FLAGS.dictionary} has shape {D.shape}, the model "
                             f"needs ({m}, {n})")
-        return sparse_recovery.normalise_columns(D)
+        return sparse_recovery.normalise_columns(D, f"--dictionary {FLAGS.dictionary}")
     cache = os.path.join(workdir, "coherent_A.npy")
     if os.path.exists(cache):
         return np.load(cache)

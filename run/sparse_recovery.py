@@ -14,7 +14,7 @@ import time
 from absl import flags
 
 from open_l2o_tf import logging as olog
-from open_l2o_tf import reference, registry
+from open_l2o_tf import keras_files, reference, registry
 from open_l2o_tf.errors import UserError
 from . import common
 
@@ -131,9 +131,7 @@ def train(model, train_split, val, test, workdir, tb, *, on_layer_end=None, **se
     trainer.train(model.num_layers, on_layer_end=on_layer_end)
     curve = evaluate(model, test.y, test.x)
     at_layer_end = list(trainer.state.get("test_metric", []))
-    model.save(os.path.join(workdir, "model.keras.tmp.keras"))
-    os.replace(os.path.join(workdir, "model.keras.tmp.keras"),
-               os.path.join(workdir, "model.keras"))
+    keras_files.save_model(model, os.path.join(workdir, "model.keras"))
     return curve, trainer.state.get("train_seconds", 0.0), trainer.train_steps, at_layer_end
 
 

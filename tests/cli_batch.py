@@ -6,6 +6,13 @@ import), as ``python -m run.X ARGS`` would, and writes a JSON list of results.
 ``CASES.json``: a list of ``{"args": [...], "watch": [paths]}``; each result holds the exit
 status, the captured stderr and stdout, and the paths under ``watch`` whose bytes changed
 during the case.  Used by ``tests/test_bad_inputs.py``.
+
+A case may also hold ``"prepare": {"files": {PATH: TEXT}}``: the case's ``validate`` (the
+checks before any work, which record the run's identity ``run.json`` in a fresh workdir)
+runs first, then the files are written, so a broken checkpoint is tested behind a valid
+``run.json``; and ``"fault"`` with ``"workdir"``: a fault injected during the case
+(``tests/faults_inject.py``), the result then holds ``snapshot`` (the workdir's hashes just
+before the last write) and ``after`` (its hashes afterwards, None when it is gone).
 """
 import hashlib
 import importlib
@@ -54,6 +61,20 @@ def _capture(fn):
                                                                              "replace")
 
 
+def _prepare(common, module, case):
+    """Runs the case's ``validate`` alone (a fresh workdir gets its ``run.json``), then
+    writes ``case["prepare"]["files"]``."""
+    code, _, err = _capture(lambda: common.run_in_process(
+        lambda argv: 0, [module.__file__] + case["args"], getattr(module, "validate", None),
+        needs_tf=False))
+    if code != 0:
+        raise RuntimeError(f"prepare {case['args']}: exit {code}: {err[-800:]}")
+    for path, text in case["prepare"].get("files", {}).items():
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(text)
+
+
 def main():
     module_name, cases_path, results_path = sys.argv[1:4]
     from run import common  # pylint: disable=import-outside-toplevel
@@ -61,8 +82,17 @@ def main():
     cases = json.load(open(cases_path, encoding="utf-8"))
     results = []
     for case in cases:
+        if case.get("prepare"):
+            _prepare(common, module, case)
         before = _snapshot(case.get("watch", []))
         sys.argv = [module.__file__] + case["args"]
+        injector = None
+        if case.get("fault"):
+            import signal  # pylint: disable=import-outside-toplevel
+            from tests import faults_inject  # pylint: disable=import-outside-toplevel
+            # a background job inherits SIGINT ignored; a terminal delivers Ctrl-C
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            injector = faults_inject.Injector(case["fault"], case["workdir"])
 
         def one():
             import traceback  # pylint: disable=import-outside-toplevel
@@ -72,11 +102,21 @@ def main():
             except BaseException:  # pylint: disable=broad-except
                 traceback.print_exc()
                 return 1
-        code, out, err = _capture(one)
+        try:
+            code, out, err = _capture(one)
+        finally:
+            if injector is not None:
+                injector.remove()
         after = _snapshot(case.get("watch", []))
         changed = sorted(p for p in set(before) | set(after) if before.get(p) != after.get(p))
-        results.append({"args": case["args"], "code": code, "stdout": out, "stderr": err,
-                        "changed": changed})
+        result = {"args": case["args"], "code": code, "stdout": out, "stderr": err,
+                  "changed": changed}
+        if injector is not None:
+            from tests.faults_inject import hash_tree  # pylint: disable=import-outside-toplevel
+            result["snapshot"] = injector.snapshot
+            result["after"] = (hash_tree(case["workdir"]) if os.path.isdir(case["workdir"])
+                               else None)
+        results.append(result)
     with open(results_path, "w", encoding="utf-8") as handle:
         json.dump(results, handle, indent=1)
 

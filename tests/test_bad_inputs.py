@@ -57,9 +57,11 @@ CASES = {
          "{garbage}", []),
         (["--model=alista", "--workdir={w_new}", "--data_dir={data}",
           "--load={w1}/model.keras"], "holds a lista model", ["{w1}"]),
-        (["--model=lista", "--workdir={w_corrupt_progress}"] + TINY_SR, "progress.json",
+        (["--model=lista", "--workdir={w_corrupt_progress}"] + TINY_SR,
+         "ckpt/progress.json is corrupt: not JSON",
          ["{w_corrupt_progress}/ckpt"]),
-        (["--model=lista", "--workdir={w_typed_progress}"] + TINY_SR, "progress.json",
+        (["--model=lista", "--workdir={w_typed_progress}"] + TINY_SR,
+         "progress.json: 'layer' is str",
          ["{w_typed_progress}/ckpt"]),
         (["--model=lista", "--workdir={w_corrupt_runjson}"] + TINY_SR, "run.json",
          ["{w_corrupt_runjson}"]),
@@ -109,7 +111,7 @@ CASES = {
         (["--optimizer=nag_ls", "--workdir={w_new}", "--load={missing}"], "--load", []),
         (["--optimizer=l2o_dm", "--workdir={w_new}", "--meta_lr=-1"], "--meta_lr", []),
         (["--optimizer=l2o_dm", "--workdir={w_corrupt_meta_state}", "--preset=quick",
-          "--meta_episodes=1", "--steps=5"], "meta_state.json",
+          "--meta_episodes=1", "--steps=5"], "meta_state.json is corrupt: not JSON",
          ["{w_corrupt_meta_state}/ckpt"]),
         (["--optimizer=nag_ls", "--workdir={w_new}", "--n=0"], "--n", []),
         (["--optimizer=nag_ls", "--workdir={w_new}", "--strategy=mirrored"],
@@ -138,7 +140,7 @@ CASES = {
     "run.minimax": [
         (["--optimizer=gda", "--workdir={w_new}", "--load={missing}"], "--load", []),
         (["--optimizer=twin_l2o", "--workdir={w_corrupt_twin}", "--preset=quick",
-          "--epochs=1", "--hidden=4"], "twin_state.npz", ["{w_corrupt_twin}/ckpt"]),
+          "--epochs=1", "--hidden=4"], "twin_state.npz cannot be read", ["{w_corrupt_twin}/ckpt"]),
         (["--optimizer=gda", "--workdir={w_new}", "--keep_probability=2"],
          "--keep_probability", []),
         (["--optimizer=gda", "--workdir={w_new}", "--half_steps=3"], "--half_steps", []),
@@ -167,11 +169,29 @@ CASES = {
 }
 
 
+def _prepared():
+    """Workdirs holding a broken checkpoint file behind a valid ``run.json``: the case's
+    own checks write the ``run.json`` of its flags into the empty workdir first
+    (``tests/cli_batch.py``'s ``prepare``), then the file is written, so the case tests the
+    checkpoint's check, not the refusal of a workdir without ``run.json``."""
+    from model_free.episodic import _config  # pylint: disable=import-outside-toplevel
+    from model_free.twin import TwinL2O  # pylint: disable=import-outside-toplevel
+    return {
+        "w_corrupt_progress": {"ckpt/progress.json": "{\"layer\": 0, \"sta"},
+        "w_typed_progress": {"ckpt/progress.json": json.dumps(
+            {"layer": "one", "stage": 0, "checkpoint": "layer00_stage0"})},
+        "w_corrupt_meta_state": {"ckpt/meta_state.json": "{\"episode\": 3,"},
+        "w_corrupt_twin": {
+            "ckpt/twin_state.json": json.dumps({"episode": 1, "best_score": None,
+                                                "config": _config(TwinL2O(hidden=4))}),
+            "ckpt/twin_state.npz": "PK\x03\x04 truncated zip"},
+    }
+
+
 def _write_fixtures(base):
     """Every file and workdir the cases refer to, under ``base``."""
     from model_free import pretrained  # pylint: disable=import-outside-toplevel
     from model_free.dm import L2ODM  # pylint: disable=import-outside-toplevel
-    from model_free.episodic import _config  # pylint: disable=import-outside-toplevel
     from model_free.rnnprop import L2ORNNprop  # pylint: disable=import-outside-toplevel
     from model_free.swarm import L2OSwarm  # pylint: disable=import-outside-toplevel
     from model_free.twin import TwinL2O  # pylint: disable=import-outside-toplevel
@@ -206,22 +226,13 @@ def _write_fixtures(base):
         p[key] = os.path.join(base, key + ".cw.l2l-0")
         with open(p[key], "wb") as handle:
             handle.write(HOSTILE[case])
-    # workdirs with a broken checkpoint file (and a run.json that matches the case's flags
-    # is not needed: without one the run is accepted and fails on the checkpoint)
-    for name, files in (
-            ("w_corrupt_progress", {"ckpt/progress.json": "{\"layer\": 0, \"sta"}),
-            ("w_typed_progress", {"ckpt/progress.json": json.dumps(
-                {"layer": "one", "stage": 0, "checkpoint": "layer00_stage0"})}),
-            ("w_corrupt_runjson", {"run.json": "[1, 2", "results.json": "{}"}),
-            ("w_corrupt_meta_state", {"ckpt/meta_state.json": "{\"episode\": 3,"}),
-            ("w_corrupt_twin", {"ckpt/twin_state.json": json.dumps(
-                {"episode": 1, "best_score": None, "config": _config(TwinL2O(hidden=4))}),
-                                "ckpt/twin_state.npz": "PK\x03\x04 truncated zip"})):
-        for rel, text in files.items():
-            path = os.path.join(p[name], rel)
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            with open(path, "w", encoding="utf-8") as handle:
-                handle.write(text)
+    # a workdir with a corrupt run.json (the checkpoint files of the PREPARED workdirs are
+    # written by tests/cli_batch.py behind the run.json of the case's own flags)
+    for rel, text in (("run.json", "[1, 2"), ("results.json", "{}")):
+        path = os.path.join(p["w_corrupt_runjson"], rel)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(text)
     p["readonly"] = _readonly_dir(base)
     return p
 
@@ -244,6 +255,12 @@ def _fmt(value, paths):
 def _run_module(module, cases, paths, base):
     spec = [{"args": [_fmt(a, paths) for a in args],
              "watch": [_fmt(w, paths) for w in watch]} for args, _, watch in cases]
+    prepared = _prepared() if paths else {}
+    for case, (args, _, _) in zip(spec, cases):
+        for name, files in prepared.items():
+            if f"--workdir={{{name}}}" in args:
+                case["prepare"] = {"files": {os.path.join(paths[name], rel): text
+                                             for rel, text in files.items()}}
     cases_path = os.path.join(base, f"{module}.cases.json")
     results_path = os.path.join(base, f"{module}.results.json")
     with open(cases_path, "w", encoding="utf-8") as handle:

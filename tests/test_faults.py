@@ -13,6 +13,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 
 from tests.test_bad_inputs import TINY_SR, _run_module
 
@@ -122,8 +123,9 @@ def _set(index, value):
 
 
 def test_bad_data_and_identity_in_one_process(tmp_path):
-    """Broken data (NaN, Inf, integers, empty, meta.json contradicting A.npy) and a workdir
-    with results but no run.json: one error line each, exit 2, nothing changed."""
+    """Broken data (NaN, Inf, integers, empty, meta.json contradicting A.npy, a value beyond
+    float32) and a workdir with results but no run.json: one error line each, exit 2,
+    nothing changed."""
     base = str(tmp_path)
     _make_data(os.path.join(base, "data"))
     cases = {
@@ -134,6 +136,10 @@ def test_bad_data_and_identity_in_one_process(tmp_path):
         "int_A": (_edit_npy("A.npy", lambda a: np.ones(a.shape, np.int64)), "int64"),
         "empty_train": (_edit_npy("train_data.npy", lambda a: a[:0]), "is empty"),
         "meta": (_edit_meta, "meta.json says m=32"),
+        # finite as float64, Inf once used as float32
+        "big_A": (_edit_npy("A.npy", lambda a: _set((2, 3), 1e39)(a.astype(np.float64))),
+                  "A.npy holds 1 value(s) beyond float32's range (first: 1e+39 at index "
+                  "(2, 3))"),
     }
     spec = []
     for name, (change, expect) in cases.items():
@@ -192,3 +198,163 @@ def test_sigint_of_a_run(tmp_path):
     before = _snapshot_workdir(work)
     assert any(k.startswith("ckpt/") for k in before), before
     assert not [k for k in before if os.path.basename(k).startswith(".tmp-")]
+
+
+TRAIN = ["--model=lista", "--num_layers=2", "--steps_per_epoch=2", "--max_epochs=2",
+         "--patience=2", "--batch_size=16", "--nojit"]
+
+
+def _run_faults(module, cases, base):
+    """Runs ``cases`` (dicts: args, and optionally fault + workdir, see
+    tests/faults_inject.py) of ``module`` in one process (tests/cli_batch.py)."""
+    cases_path = os.path.join(base, "faults.cases.json")
+    results_path = os.path.join(base, "faults.results.json")
+    with open(cases_path, "w", encoding="utf-8") as handle:
+        json.dump([dict(case, watch=[]) for case in cases], handle)
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "cli_batch.py"), module,
+                           cases_path, results_path], cwd=ROOT, env=ENV, capture_output=True,
+                          text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(results_path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def _temporaries(work):
+    return [os.path.join(folder, name) for folder, dirs, files in os.walk(work)
+            for name in dirs + files if name.startswith(".tmp")]
+
+
+def _results(work):
+    with open(os.path.join(work, "results.json"), encoding="utf-8") as handle:
+        record = json.load(handle)
+    return {key: record[key] for key in ("curve", "curve_at_layer_end", "train_steps",
+                                         "complete")}
+
+
+@pytest.fixture(scope="module")
+def training_faults(tmp_path_factory):
+    """The faults during run.sparse_recovery, all in one process (tests/cli_batch.py): an
+    uninterrupted reference run; SIGINT mid-stage, then the same command again; the
+    kernel's file-size limit (EFBIG) hitting the TensorBoard event file; a full disk
+    (ENOSPC) at a checkpoint's weights; the workdir deleted after a checkpoint."""
+    from open_l2o_tf.data import sparse_recovery  # pylint: disable=import-outside-toplevel
+    base = str(tmp_path_factory.mktemp("training_faults"))
+    sparse_recovery.generate("noiseless", os.path.join(base, "data"), m=8, n=16,
+                             num_train=64, num_val=16, num_test=16, seed=0, progress=None)
+    args = TRAIN + [f"--data_dir={base}/data"]
+    work = {name: os.path.join(base, "w_" + name)
+            for name in ("ref", "cut", "tb", "ckpt", "gone")}
+    longer = [a for a in args if not a.startswith(("--num_layers", "--max_epochs"))] + \
+        ["--num_layers=3", "--max_epochs=3"]
+    cases = [
+        {"args": args + [f"--workdir={work['ref']}"]},
+        {"args": args + [f"--workdir={work['cut']}"], "workdir": work["cut"],
+         "fault": {"kind": "sigint", "at": "scalar", "nth": 22}},
+        {"args": args + [f"--workdir={work['cut']}"]},
+        {"args": longer + [f"--workdir={work['tb']}"], "workdir": work["tb"],
+         "fault": {"kind": "fsize", "limit": 6000}},
+        {"args": args + [f"--workdir={work['ckpt']}"], "workdir": work["ckpt"],
+         "fault": {"kind": "enospc", "at": "savez", "nth": 3}},
+        {"args": args + [f"--workdir={work['gone']}"], "workdir": work["gone"],
+         "fault": {"kind": "delete_workdir", "at": "progress", "nth": 2}},
+    ]
+    results = _run_faults("run.sparse_recovery", cases, base)
+    return work, dict(zip(["ref", "cut", "resume", "tb", "ckpt", "gone"], results))
+
+
+def test_sigint_then_resume_gives_the_uninterrupted_results(training_faults):
+    """Ctrl-C (a real SIGINT) in the middle of a stage: one 'interrupted' line, exit 130,
+    no traceback; the same command then resumes and its results.json numbers equal those
+    of an uninterrupted run."""
+    work, results = training_faults
+    assert results["ref"]["code"] == 0, results["ref"]["stderr"][-2000:]
+    interrupted = results["cut"]
+    lines = [line for line in interrupted["stderr"].splitlines()
+             if line.startswith(("interrupted", "error:"))]
+    assert interrupted["code"] == 130, interrupted["stderr"][-2000:]
+    assert len(lines) == 1 and lines[0].endswith("re-run the same command to resume"), lines
+    assert "Traceback" not in interrupted["stderr"]
+    resumed = results["resume"]
+    assert resumed["code"] == 0, resumed["stderr"][-2000:]
+    assert "resuming after layer" in resumed["stdout"], resumed["stdout"][-2000:]
+    assert _results(work["cut"]) == _results(work["ref"])
+    assert not _temporaries(work["cut"])
+
+
+def test_write_faults_during_a_training_run(training_faults):
+    """The EFBIG, ENOSPC and deleted-workdir faults: each exit 2, exactly one error line
+    naming the file and the errno, no traceback, no temporary file; the checkpoint and
+    results as they were before the failed write (byte-identical); a deleted workdir is not
+    recreated."""
+    work, results = training_faults
+    expected = {
+        "tb": f"cannot write {work['tb']}/tb/events.out.tfevents.",
+        "ckpt": f"cannot write {work['ckpt']}/ckpt/layer00_stage2/weights.npz: "
+                "[Errno 28 ENOSPC] No space left on device",
+        "gone": f"cannot write {work['gone']}/",
+    }
+    failures = []
+    for name in ("tb", "ckpt", "gone"):
+        result = results[name]
+        errors = _errors(result["stderr"])
+        problems = []
+        if result["code"] != 2:
+            problems.append(f"exit {result['code']}")
+        if len(errors) != 1 or expected[name] not in errors[0]:
+            problems.append(f"error lines {errors}")
+        if "Traceback" in result["stderr"]:
+            problems.append("traceback")
+        if _temporaries(work[name]):
+            problems.append(f"temporary files {_temporaries(work[name])}")
+        if name == "gone":
+            if result["after"] is not None:
+                problems.append(f"the deleted workdir was recreated: {result['after']}")
+            elif errors and "the workdir was deleted during the run" not in errors[0]:
+                problems.append("the line does not say the workdir was deleted")
+        elif result["after"] != result["snapshot"] or not any(
+                k.startswith("ckpt/") for k in result["after"] or {}):
+            problems.append(f"changed: before {result['snapshot']} after {result['after']}")
+        if problems:
+            failures.append(f"{name}: {'; '.join(problems)}\n{result['stderr'][-1500:]}")
+        print(f"{name}: exit {result['code']}: {errors[0] if errors else None}")
+    assert not failures, "\n".join(failures)
+    assert "[Errno 27 EFBIG] File too large" in _errors(results["tb"]["stderr"])[0]
+
+
+def test_nan_dictionary_is_refused_before_its_norms(tmp_path):
+    """run.ood --dictionary=D.npy with a NaN went through the column normalisation unseen
+    and stopped in the model's SVD (``LinAlgError: SVD did not converge``): the
+    normalisation (also run.make_data's) checks the array first and names the flag and
+    file."""
+    from open_l2o_tf.data import sparse_recovery  # pylint: disable=import-outside-toplevel
+    from open_l2o_tf.errors import UserError  # pylint: disable=import-outside-toplevel
+    D = np.ones((4, 6))
+    D[1, 2] = np.nan
+    with pytest.raises(UserError, match=r"--dictionary D.npy holds 1 non-finite value\(s\) "
+                       r"\(first: NaN at index \(1, 2\)\)"):
+        sparse_recovery.normalise_columns(D, "--dictionary D.npy")
+    with pytest.raises(UserError, match=r"all-zero column \(column 4\)"):
+        sparse_recovery.normalise_columns(np.eye(4, 6), "--dictionary D.npy")
+
+
+def _idx(path, array):
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(
+        int(d).to_bytes(4, "big") for d in array.shape)
+    with open(path, "wb") as handle:
+        handle.write(header + array.astype(np.uint8).tobytes())
+
+
+def test_mnist_of_other_sizes_or_labels_is_refused(tmp_path):
+    """MNIST idx files of 27x27 images, or labels beyond 9: one error naming the file."""
+    from open_l2o_tf.data import datasets  # pylint: disable=import-outside-toplevel
+    from open_l2o_tf.errors import UserError  # pylint: disable=import-outside-toplevel
+    images, labels = str(tmp_path / "train-images-idx3-ubyte"), \
+        str(tmp_path / "train-labels-idx1-ubyte")
+    _idx(images, np.zeros((3, 27, 27)))
+    _idx(labels, np.array([1, 2, 3]))
+    with pytest.raises(UserError, match="27x27 pixels, expected MNIST's 28x28"):
+        datasets.load_mnist(str(tmp_path), "train")
+    _idx(images, np.zeros((3, 28, 28)))
+    _idx(labels, np.array([1, 12, 3]))
+    with pytest.raises(UserError, match=r"train-labels-idx1-ubyte holds label 12 at index 1"):
+        datasets.load_mnist(str(tmp_path), "train")

@@ -73,11 +73,19 @@ def _local_mnist(folder, split):
                 if array.ndim != ndim:
                     raise UserError(f"{path} holds an array of shape {array.shape}, expected "
                                     f"{what}; are the image and label files swapped?")
-            images = images.astype(np.float32)[..., None] / 255.0
-            labels = labels.astype(np.int32)
+            if images.shape[1:] != (28, 28):
+                raise UserError(f"{image_path} holds images of {images.shape[1]}x"
+                                f"{images.shape[2]} pixels, expected MNIST's 28x28")
+            if len(images) == 0:
+                raise UserError(f"{image_path} holds no images (shape {images.shape})")
             if len(images) != len(labels):
                 raise UserError(f"{image_path} has {len(images)} images but {label_path} "
                                 f"has {len(labels)} labels")
+            if labels.max() > 9:
+                raise UserError(f"{label_path} holds label {int(labels.max())} at index "
+                                f"{int(np.argmax(labels))}, expected digits 0..9")
+            images = images.astype(np.float32)[..., None] / 255.0
+            labels = labels.astype(np.int32)
             return images, labels
     return None
 

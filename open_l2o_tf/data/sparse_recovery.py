@@ -60,11 +60,16 @@ def gaussian_matrix(m, n, seed):
     return (A / tf.norm(A, axis=0, keepdims=True)).numpy().astype(np.float32)
 
 
-def normalise_columns(D):
-    D = np.asarray(D, np.float64)
+def normalise_columns(D, what="the dictionary"):
+    """``D`` with unit-norm columns (float32); ``D`` is checked first
+    (:func:`check_float_array`: a NaN would reach the norms unseen)."""
+    D = np.asarray(D)
+    check_float_array(D, what)
+    D = D.astype(np.float64)
     norms = np.linalg.norm(D, axis=0, keepdims=True)
     if np.any(norms == 0):
-        raise UserError("the dictionary has an all-zero column; cannot normalise it")
+        raise UserError(f"{what} has an all-zero column (column "
+                        f"{int(np.argmax(norms[0] == 0))}); cannot normalise it")
     return (D / norms).astype(np.float32)
 
 
@@ -143,7 +148,8 @@ def generate(setting, out_dir, *, m=None, n=None, num_train=None, num_val=None,
         if dictionary is not None:
             if not os.path.exists(dictionary):
                 raise UserError(f"--dictionary file {dictionary} does not exist")
-            A = normalise_columns(_load_npy(dictionary, "--dictionary"))
+            A = normalise_columns(_load_npy(dictionary, "--dictionary"),
+                                  f"--dictionary {dictionary}")
             if A.shape != (sizes["m"], sizes["n"]):
                 if m is None and n is None:
                     sizes["m"], sizes["n"] = A.shape
@@ -254,6 +260,14 @@ def check_float_array(array, what):
         kind = "NaN" if np.isnan(array[where]) else "Inf"
         raise UserError(f"{what} holds {len(bad)} non-finite value(s) (first: {kind} at "
                         f"index {where}); expected finite numbers")
+    if array.dtype.itemsize > 4:     # the data is used as float32: no value may overflow it
+        big = np.abs(array) > np.finfo(np.float32).max
+        if big.any():
+            bad = np.argwhere(big)
+            where = tuple(int(i) for i in bad[0])
+            raise UserError(f"{what} holds {len(bad)} value(s) beyond float32's range (first: "
+                            f"{float(array[where]):.3g} at index {where}); the data is used as "
+                            "float32")
 
 
 def load(data_dir, split="test"):
