@@ -314,6 +314,7 @@ class ProgressiveTrainer:
                     on_layer_end(layer + 1, self.state)
                 stage += 1
             layer, stage = layer + 1, 0
+        position.clear()
         return list(self.state["test_metric"])
 
     @property

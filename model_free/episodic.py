@@ -135,6 +135,7 @@ class EpisodicTrainer(checkpoint.Resumable):
         if self.best_weights is not None:
             self.set_weights(self.best_weights)
         self.tb.flush()
+        position.clear()
         return self.history
 
     # -- weights and checkpoints -----------------------------------------------------------
