@@ -161,7 +161,7 @@ def run(strategy, workdir, jobs):
         keras.utils.set_random_seed(0)
         imitation, seen = Imitation("dm", probability=0.5, seed=0), []
         plain = imitation.train_episode
-        imitation.train_episode = lambda *a: seen.append(plain(*a)) or seen[-1]
+        imitation.train_episode = lambda *a, **k: seen.append(plain(*a, **k)) or seen[-1]
         meta("enhanced", L2ODM(preprocess="identity", output_scale=1.0),
              Quadratic(dim=4, batch_size=8), 4, imitation=imitation)
         out["enhanced_imitation_losses"] = seen
