@@ -96,15 +96,18 @@ TRAINING_SIZES = {"quick": dict(m=64, n=128, num_layers=8, num_train=8192, steps
 
 
 def _time_old_steps(trainer, depth, stage, k):
-    """The previous trainer's inner loop (gather, one compiled call, host sync per step)."""
-    step = trainer._make_step(depth, stage)  # pylint: disable=protected-access
-    order = trainer._batches(depth - 1, stage, 0)  # pylint: disable=protected-access
+    """The baseline: the loop of a trainer that makes one call per step (gather, one
+    compiled step with the full forward pass, host sync per step)."""
+    epochs = trainer.epochs
+    step = epochs.single_step(depth, stage)
+    order = epochs.batches(depth - 1, stage, 0)
+    bs = trainer.settings.batch_size
 
     def run(count):
         for i in range(count):
-            lo = (i * trainer.batch_size) % (trainer.num_train - trainer.batch_size + 1)
-            idx = order[lo:lo + trainer.batch_size]
-            loss, finite = step(tf.gather(trainer.train_y, idx), tf.gather(trainer.train_x, idx))
+            lo = (i * bs) % (epochs.num_train - bs + 1)
+            idx = order[lo:lo + bs]
+            loss, finite = step(tf.gather(epochs.train_y, idx), tf.gather(epochs.train_x, idx))
             bool(finite)
             float(loss)
     run(2)
@@ -117,21 +120,22 @@ def _time_new_epoch(trainer, depth, stage, k):
     """The compiled epoch of ``k`` steps (stage 1 from the cache); returns (per-step seconds,
     seconds to build the stage's cache on the whole training + validation split)."""
     cached = stage == 0 and depth > 1
-    epoch = trainer._make_epoch(depth, stage, cached)  # pylint: disable=protected-access
+    epochs = trainer.epochs
+    epoch = epochs.make_epoch(depth, stage, cached)
     cache_seconds = 0.0
     cache = ()
     if cached:
-        trainer._cache(depth, trainer.train_y[:256])  # pylint: disable=protected-access
+        epochs.cache(depth, epochs.train_y[:256])
         start = time.perf_counter()
-        cache = trainer._cache(depth, trainer.train_y)  # pylint: disable=protected-access
-        trainer._cache(depth, trainer.val_y)  # pylint: disable=protected-access
+        cache = epochs.cache(depth, epochs.train_y)
+        epochs.cache(depth, epochs.val_y)
         cache_seconds = time.perf_counter() - start
-    order = trainer._batches(depth - 1, stage, 0)  # pylint: disable=protected-access
-    args = (order, trainer.train_y, trainer.train_x, cache)
+    order = epochs.batches(depth - 1, stage, 0)
+    args = (order, epochs.train_y, epochs.train_x, cache)
     float(epoch(*args)[0])
     start = time.perf_counter()
     float(epoch(*args)[0])
-    return (time.perf_counter() - start) / trainer.steps_per_epoch, cache_seconds
+    return (time.perf_counter() - start) / trainer.settings.steps_per_epoch, cache_seconds
 
 
 def benchmark_training(models=None, sizes=("quick", "paper"),

@@ -14,6 +14,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from model_free.recipe import MetaRecipe
+
 
 def flatten(tensors):
     """Concatenates a list of tensors into one ``(N, 1)`` column."""
@@ -81,14 +83,14 @@ class LearnedOptimizer(keras.Model):
 
     @classmethod
     def meta_training(cls, opt, *, seed=0, horizons=None, meta_lr=None):
-        """The recipe: keyword arguments of :class:`model_free.meta_trainer.MetaTrainer`
+        """The recipe: a :class:`model_free.recipe.MetaRecipe` (or a dict of its fields)
         for meta-training ``opt`` (built by :meth:`for_problem`), e.g. ``meta_objective``,
         ``meta_optimizer``, ``clip_value``, ``carry_state``, ``curriculum``, ``imitation``.
         ``seed``: the run's seed; ``horizons``: a curriculum's horizons (None: its
         default); ``meta_lr``: the ``--meta_lr`` value (None: the recipe's rate).
-        Default: the trainer's defaults (Adam, the sum of losses) at rate ``meta_lr``."""
+        Default: the recipe's defaults (Adam, the sum of losses) at rate ``meta_lr``."""
         del opt, seed, horizons
-        return dict(lr=meta_lr) if meta_lr else {}
+        return MetaRecipe().replace(meta_lr=meta_lr)
 
     def initial_state(self, params):
         raise NotImplementedError

@@ -68,6 +68,6 @@ def enhanced_meta_training(opt, *, seed=0, horizons=None, meta_lr=None):
     trained differently): L2O-DM's (Adam at ``meta_lr``) plus the curriculum of unroll
     horizons (``horizons``, default :class:`model_free.curriculum.Curriculum`'s) and the
     imitation of Adam (:class:`model_free.imitation.Imitation`, seeded with ``seed``)."""
-    return dict(L2ODM.meta_training(opt, meta_lr=meta_lr),
-                curriculum=Curriculum(horizons) if horizons else Curriculum(),
-                imitation=Imitation("dm", seed=seed))
+    return L2ODM.meta_training(opt, meta_lr=meta_lr).replace(
+        curriculum=Curriculum(horizons) if horizons else Curriculum(),
+        imitation=Imitation("dm", seed=seed))

@@ -19,6 +19,7 @@ from model_free.base import flatten
 from open_l2o_tf import distribute
 from open_l2o_tf.classic import first_order
 from open_l2o_tf.errors import UserError
+from open_l2o_tf.trainer_support import apply_if_finite, pairs
 
 DM_RATIOS = (0.0, 0.1, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3)
 RNNPROP_RATIOS = (0.3, 0.3, 0.3)
@@ -70,8 +71,10 @@ class Imitation:
         return bool(self.rng.random() < p)
 
     def train_episode(self, opt, il_opt, optimizee, instance, params, horizon, truncation,
-                      seed, strategy=None):
-        """One imitation episode; returns the sum of its truncations' losses.
+                      seed, strategy=None, on_skip=None):
+        """One imitation episode; returns the sum of its truncations' losses.  A truncation
+        whose loss or gradient is not finite makes no update and is reported to
+        ``on_skip(truncation)`` (1-based; the episode goes on).
 
         Under a ``tf.distribute`` strategy every process computes the teacher's trajectory
         (cheap, deterministic) and the learner's ``N`` coordinates are split over the
@@ -103,10 +106,12 @@ class Imitation:
                     strategy, lambda *a: tf.nest.map_structure(rows, a))
             grads, moves, state = self._steps[key](grads, moves, state)
         total = 0.0
-        for start in range(0, horizon, truncation):
+        for k, start in enumerate(range(0, horizon, truncation)):
             length = min(start + truncation, horizon) - start
-            state, loss, _ = step(grads, moves, state, tf.constant(start), length,
-                                  tf.constant(float(n)))
+            state, loss, finite = step(grads, moves, state, tf.constant(start), length,
+                                       tf.constant(float(n)))
+            if on_skip is not None and not bool(finite):
+                on_skip(k + 1)
             total += float(loss)
         return total
 
@@ -131,14 +136,8 @@ class Imitation:
                     distribute.replica_sum(loss), meta_grads)
 
         def apply(loss, meta_grads):
-            finite = tf.math.is_finite(loss)
-            for g in meta_grads:
-                if g is not None:
-                    finite = tf.logical_and(finite, tf.reduce_all(tf.math.is_finite(g)))
-            if finite:
-                il_opt.apply_gradients([(g, v) for g, v in zip(meta_grads, variables)
-                                        if g is not None])
-            return finite
+            return apply_if_finite(
+                lambda grads: il_opt.apply_gradients(pairs(grads, variables)), meta_grads, loss)
 
         self._steps[key] = distribute.synchronous_step(strategy, part, apply, variables)
         return self._steps[key]

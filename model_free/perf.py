@@ -75,8 +75,8 @@ def benchmark_model_free(data_dir=None, repeats=30, progress=print):
     state = trainer.opt.initial_state(params)
 
     def truncation():
-        out = trainer._truncation_fn(params, state, {}, tf.constant([3, 4]),  # pylint: disable=protected-access
-                                     tf.constant(0), tf.constant(1.0))
+        out = trainer.unroller.single(params, state, {}, tf.constant([3, 4]),
+                                      tf.constant(0), tf.constant(1.0))
         return float(out[2])
 
     results["truncation_20_steps_ms"] = 1e3 * median_time(truncation, max(3, repeats // 5), 1)

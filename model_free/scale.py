@@ -45,6 +45,7 @@ import numpy as np
 import tensorflow as tf
 
 from model_free.base import LearnedOptimizer, flatten, unflatten
+from model_free.recipe import MetaRecipe
 
 NUM_SCALES = 4
 NUM_FEATURES = 3 * NUM_SCALES  # 4 scaled momenta, 3 products, 4 log-ms, 1 relative lr
@@ -153,10 +154,11 @@ class L2OScale(LearnedOptimizer):
         (docs/reproduction.md, Figure 7, 100-200 episodes of 100 steps): rate 1e-6 leaves the
         held-out score unchanged, 1e-3 brings the loss at step 1,000 close to the paper's
         (n = 2: 6.40, paper 6.0; n = 10: 67.7, paper 55) without the divergence seen before
-        the original's recipe (state carry, TF1 RMSProp) was in place."""
+        the original's recipe (state carry, TF1 RMSProp) was in place.  (The recipe's own
+        ``meta_lr``, the rate of the unused imitation Adam, keeps its default.)"""
         del seed, horizons
-        return dict(meta_objective="log_ratio", clip_value=1e4, carry_state=True,
-                    meta_optimizer=tf1_rmsprop(meta_lr or META_LR, opt))
+        return MetaRecipe(meta_objective="log_ratio", clip_value=1e4, carry_state=True,
+                          meta_optimizer=tf1_rmsprop(meta_lr or META_LR, opt))
 
     def __init__(self, hidden0=10, hidden1=20, hidden2=20, batched_instances=False,
                  faithful_global=False, init_seed=0, fresh_offsets=True, **kwargs):

@@ -29,9 +29,11 @@ import tensorflow as tf
 
 from model_free import episodic, pretrained
 from model_free.base import SonnetLSTM
+from model_free.recipe import DEFAULT_META_LR
 from open_l2o_tf import device, distribute
 from open_l2o_tf.determinism import without_graph_rewrites
 from open_l2o_tf.errors import UserError
+from open_l2o_tf.trainer_support import apply_if_finite, pairs
 
 ATTRACTIONS = ("as_coded", "toward_better")
 
@@ -214,7 +216,7 @@ def swarm_minimize(swarm, family, instance, x0, num_steps, seed=0, start="origin
 
 class SwarmTrainer(episodic.EpisodicTrainer):
     """Meta-training of :class:`L2OSwarm`: per episode fresh instances and starts, ``unroll``
-    steps in truncations of ``truncation`` with BPTT, Adam(1e-3) on the meta-loss above;
+    steps in truncations of ``truncation`` with BPTT, Adam(``meta_lr``) on the meta-loss above;
     model selection every ``eval_every`` episodes on held-out instances (mean best-particle
     loss over the horizon); checkpoints after every evaluation (resume).  ``start``: where
     the particles start, in training and held-out scoring (see :func:`start_particles`).
@@ -237,14 +239,15 @@ class SwarmTrainer(episodic.EpisodicTrainer):
 
     tag = "swarm"
 
-    def __init__(self, swarm, family, *, unroll=100, truncation=20, lr=1e-3,
+    def __init__(self, swarm, family, *, unroll=100, truncation=20, meta_lr=DEFAULT_META_LR,
                  entropy_weight=1e-3, l2=1e-4, eval_every=10, eval_instances=16, seed=0,
                  progress=print, tb=None, ckpt_dir=None, start="origin", strategy=None,
-                 deterministic=None):
+                 deterministic=None, lr=None):
+        # ``lr``: the former name of ``meta_lr`` (run.rastrigin still passes it)
         if start not in STARTS:
             raise UserError(f"swarm start must be one of {STARTS}, got {start!r}")
         self.start = start
-        self.opt = keras.optimizers.Adam(lr)
+        self.opt = keras.optimizers.Adam(lr if lr is not None else meta_lr)
         self.opt.build(swarm.trainable_variables)
         super().__init__(swarm, {"adam": self.opt}, eval_every=eval_every, progress=progress,
                          tb=tb, ckpt_dir=ckpt_dir, strategy=strategy)
@@ -288,13 +291,8 @@ class SwarmTrainer(episodic.EpisodicTrainer):
 
     def _apply(self, losses, grads):
         variables = self.swarm.trainable_variables
-        finite = tf.math.is_finite(losses[0])
-        for g in grads:
-            if g is not None:
-                finite = tf.logical_and(finite, tf.reduce_all(tf.math.is_finite(g)))
-        if finite:
-            self.opt.apply_gradients([(g, v) for g, v in zip(grads, variables) if g is not None])
-        return finite
+        return apply_if_finite(lambda grads: self.opt.apply_gradients(pairs(grads, variables)),
+                               grads, losses[0])
 
     def _split(self, instance, x):
         """The replicas' instances, particles and initial states (all particles drawn on
@@ -325,8 +323,7 @@ class SwarmTrainer(episodic.EpisodicTrainer):
             (x, state), (_, loss), finite = self._truncation(
                 x, state, instance, tf.constant(episode * 100 + k), count)
             if not bool(finite):
-                self.skipped(f"non-finite meta-loss/gradient at episode {episode + 1} "
-                             f"truncation {k + 1}")
+                self.skipped(f"episode {episode + 1} truncation {k + 1}")
                 break
             total += float(loss)
         return total

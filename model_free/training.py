@@ -21,14 +21,13 @@ import time
 
 from model_free import pretrained
 from model_free.meta_trainer import MetaTrainer
+from model_free.recipe import SELECTIONS, MetaRecipe
 from open_l2o_tf import registry
 from open_l2o_tf.errors import UserError
 
-SELECTIONS = ("last_truncation", "horizon_mean")
-
 
 def selection_settings(name, selection, episodes, budget=None):
-    """``MetaTrainer`` keyword arguments of a model-selection protocol; ``budget``
+    """The :class:`model_free.recipe.MetaRecipe` fields of a model-selection protocol; ``budget``
     (:class:`open_l2o_tf.budgets.Budget`) sets the original protocol's period and count."""
     if selection == "last_truncation":
         every, count = optimizer_class(name).original_selection
@@ -76,24 +75,24 @@ def meta_train_or_load(name, optimizee, *, synthetic, workdir, episodes, unroll=
                        horizons=None, random_scale=None, meta_lr=None,
                        selection="last_truncation", strategy=None, budget=None,
                        deterministic=None):
-    """Returns ``(optimizer, info)`` with ``train_seconds`` and ``train_steps``;
-    ``strategy``: a ``tf.distribute`` strategy or None, ``deterministic``: Grappler off
-    (None: the device's default) (:class:`MetaTrainer`); ``budget``: the paper preset's
+    """Returns ``(optimizer, info)`` with ``train_seconds`` and ``train_steps``; the
+    optimizer's recipe (its class's ``meta_training``, with ``meta_lr``) plus this run's
+    settings (:class:`model_free.recipe.MetaRecipe`); ``strategy``: a ``tf.distribute``
+    strategy or None, ``deterministic``: Grappler off (None: the device's default); ``budget``: the paper preset's
     :class:`open_l2o_tf.budgets.Budget` (model-selection period and count; ``episodes``,
     ``unroll`` and ``meta_lr`` are passed by the caller)."""
     if load:
         loaded_name, opt = pretrained.load_optimizer(load, expected=name)
         progress(f"[meta] loaded {loaded_name} from {load}")
         return opt, {"train_seconds": 0.0, "train_steps": 0, "loaded": load}
-    if meta_lr is not None and not meta_lr > 0:
-        raise UserError(f"--meta_lr must be a positive number, got {meta_lr}")
     opt = build_optimizer(name, synthetic)
-    extra = meta_training_recipe(name)(opt, seed=seed, horizons=horizons, meta_lr=meta_lr)
-    extra.update(selection_settings(name, selection, episodes, budget))
-    trainer = MetaTrainer(opt, optimizee, unroll=unroll, truncation=truncation, **extra,
-                          ckpt_dir=os.path.join(workdir, "ckpt"), tb=tb, progress=progress,
-                          seed=seed, random_scale=random_scale, strategy=strategy,
-                          deterministic=deterministic)
+    recipe = MetaRecipe.of(meta_training_recipe(name)(opt, seed=seed, horizons=horizons,
+                                                      meta_lr=meta_lr))
+    recipe = recipe.replace(unroll=unroll, truncation=truncation, seed=seed,
+                            random_scale=random_scale, deterministic=deterministic,
+                            **selection_settings(name, selection, episodes, budget))
+    trainer = MetaTrainer(opt, optimizee, recipe, ckpt_dir=os.path.join(workdir, "ckpt"),
+                          tb=tb, progress=progress, strategy=strategy)
     start = time.time()
     trainer.train(episodes)
     return opt, {"train_seconds": trainer.train_seconds or time.time() - start,

@@ -30,6 +30,7 @@ from open_l2o_tf import device, distribute
 from open_l2o_tf.classic.gda import alternating_runner
 from open_l2o_tf.determinism import without_graph_rewrites
 from open_l2o_tf.errors import UserError
+from open_l2o_tf.trainer_support import apply_if_finite, pairs
 
 
 class TwinPlayer(keras.layers.Layer):
@@ -146,13 +147,14 @@ class TwinTrainer(episodic.EpisodicTrainer):
 
     tag = "twin"
 
-    def __init__(self, twin, problem, *, iterations=100, truncation=10, lr=1e-4,
+    def __init__(self, twin, problem, *, iterations=100, truncation=10, meta_lr=1e-4,
                  eval_every=5, eval_instances=20, eval_half_steps=1000, joint_loss=False,
                  seed=0, progress=print, tb=None, ckpt_dir=None, strategy=None,
                  deterministic=None):
         if truncation % 2:
             raise ValueError("truncation must be even (it holds pairs of half-steps)")
-        self.opt_min, self.opt_max = keras.optimizers.Adam(lr), keras.optimizers.Adam(lr)
+        self.opt_min = keras.optimizers.Adam(meta_lr)
+        self.opt_max = keras.optimizers.Adam(meta_lr)
         self.opt_min.build(twin.min_player.trainable_variables)
         self.opt_max.build(twin.max_player.trainable_variables)
         super().__init__(twin, {"min": self.opt_min, "max": self.opt_max},
@@ -208,12 +210,11 @@ class TwinTrainer(episodic.EpisodicTrainer):
         g_min, g_max = grads
         v_min = self.twin.min_player.trainable_variables
         v_max = self.twin.max_player.trainable_variables
-        finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in
-                                list(g_min) + list(g_max) if g is not None])
-        if finite:
-            self.opt_min.apply_gradients([(g, w) for g, w in zip(g_min, v_min) if g is not None])
-            self.opt_max.apply_gradients([(g, w) for g, w in zip(g_max, v_max) if g is not None])
-        return finite
+
+        def apply(grads):
+            self.opt_min.apply_gradients(pairs(grads[0], v_min))
+            self.opt_max.apply_gradients(pairs(grads[1], v_max))
+        return apply_if_finite(apply, (list(g_min), list(g_max)))
 
     def _split(self, instance, u, v, state):
         """The replicas' games: rows of the instances and starts, the players' states'
@@ -244,8 +245,7 @@ class TwinTrainer(episodic.EpisodicTrainer):
             (u, v, state), (l_min, l_max), finite = self._truncation(
                 u, v, state, instance, tf.constant(k * self.truncation), count)
             if not bool(finite):
-                self.skipped(f"non-finite meta-gradient at epoch {episode + 1} "
-                             f"truncation {k + 1}")
+                self.skipped(f"epoch {episode + 1} truncation {k + 1}")
                 break
             total += float(l_min) - float(l_max)
         return total

@@ -349,29 +349,30 @@ def chief_value(strategy, value):
     return float(broadcast_arrays(strategy, [np.array(value, np.float64)])[0])
 
 
-def restore_trainer(strategy, trainer, variables, weights):
-    """The meta-trainers' resume (:class:`model_free.meta_trainer.MetaTrainer`,
-    :class:`model_free.episodic.EpisodicTrainer`).  In one process ``trainer._restore_file()``.
+def restore_trainer(strategy, trainer):
+    """The meta-trainers' resume, through their public checkpoint interface
+    (:class:`model_free.checkpoint.Resumable`).  In one process ``trainer.read_checkpoint()``.
     Under a multi-process strategy the chief reads the file and broadcasts
-    ``trainer._progress()`` (counters, best score, history, ...: JSON), ``variables``
-    (weights and optimizer slots) and ``trainer.best_weights`` (``weights``, arrays of the
-    weights' shapes, stand in where a process has none); every process assigns them and
-    calls ``trainer._load_progress``.
+    ``trainer.progress_state()`` (counters, best score, history, ...: JSON),
+    ``trainer.checkpoint_variables()`` (weights and optimizer slots) and
+    ``trainer.best_weights`` (``trainer.current_weights()`` stand in where a process has
+    none); every process assigns them and calls ``trainer.load_progress_state``.
     Returns True when there was a checkpoint."""
     if not multi_process(strategy):
-        return trainer._restore_file()  # pylint: disable=protected-access
-    info = restore_on_chief(strategy, trainer._restore_file,  # pylint: disable=protected-access
-                            lambda: dict(trainer._progress(),  # pylint: disable=protected-access
+        return trainer.read_checkpoint()
+    info = restore_on_chief(strategy, trainer.read_checkpoint,
+                            lambda: dict(trainer.progress_state(),
                                          has_best=trainer.best_weights is not None))
     if info is None:
         return False
-    variables = list(variables)
-    best = trainer.best_weights if trainer.best_weights is not None else weights
+    variables = list(trainer.checkpoint_variables())
+    best = trainer.best_weights if trainer.best_weights is not None \
+        else trainer.current_weights()
     values = broadcast_arrays(strategy, [v.numpy() for v in variables] + list(best))
     for v, value in zip(variables, values):
         v.assign(value)
     trainer.best_weights = values[len(variables):] if info["has_best"] else None
-    trainer._load_progress(info)  # pylint: disable=protected-access
+    trainer.load_progress_state(info)
     return True
 
 

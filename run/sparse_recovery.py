@@ -53,8 +53,6 @@ flags.DEFINE_bool("faithful_init", True, "LISTA-CP/CPSS: W_t = A as the original
 flags.DEFINE_bool("jit", None, "XLA-compile the training step (default: on a GPU yes, on "
                   "a CPU only for models without support selection; XLA's top-k on CPU is "
                   "4x slower than TF's).")
-flags.DEFINE_enum("engine", "epoch", ["epoch", "step"], "Trainer: compiled epochs with the "
-                  "stage-1 cache (epoch) or the previous one-call-per-step trainer (step).")
 common.define_common_flags("runs/sparse_recovery")
 common.define_strategy_flags()
 common.bound_flags(positive=["lr", "model_lam"], nonnegative=["tista_sigma2", "glista_alti"])
@@ -70,10 +68,6 @@ def validate():
     """Checks before any work: the workdir, --load, --data_dir, the run identity."""
     workdir = FLAGS.workdir
     common.check_strategy_flags(FLAGS.load is None, "--load trains nothing")
-    if FLAGS.strategy != "default" and FLAGS.engine != "epoch":
-        raise UserError(f"--engine={FLAGS.engine} does not run under --strategy="
-                        f"{FLAGS.strategy} (one compiled call per step from Python, no "
-                        "replica split); use --engine=epoch")
     common.check_workdir(workdir)
     if FLAGS.load is not None:
         from open_l2o_tf.keras_files import check_unrolled_file  # pylint: disable=import-outside-toplevel
@@ -146,7 +140,6 @@ def trainer_settings():
                 max_epochs=common.preset_value(FLAGS.preset, None, 20, FLAGS.max_epochs),
                 keep=FLAGS.keep, decay_mode=FLAGS.decay_mode, seed=FLAGS.seed,
                 jit_compile=factory.use_jit(FLAGS.model, FLAGS.jit, strategy),
-                engine=FLAGS.engine,
                 progress=olog_progress(), strategy=strategy)
 
 

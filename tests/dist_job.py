@@ -146,14 +146,14 @@ def run(strategy, workdir, jobs):
             pairs = list(zip(full.weights() + [v.numpy() for v in full.meta_opt.variables],
                              trainer.weights() + [v.numpy() for v in
                                                   trainer.meta_opt.variables]))
-            for a, b in zip(tf.nest.flatten(full._carried), tf.nest.flatten(trainer._carried)):
+            for a, b in zip(tf.nest.flatten(full.carried.state), tf.nest.flatten(trainer.carried.state)):
                 pairs += list(zip(strategy.experimental_local_results(a),
                                   strategy.experimental_local_results(b)))
             out["scale_resume_max_diff"] = max(float(np.max(np.abs(np.asarray(a) -
                                                                    np.asarray(b))))
                                                for a, b in pairs)
             out["scale_resume_carried_steps"] = [
-                float(t) for t in strategy.experimental_local_results(trainer._carried[-1])]
+                float(t) for t in strategy.experimental_local_results(trainer.carried.state[-1])]
     if "enhanced" in jobs:     # L2O-DM with imitation episodes (split by coordinates)
         from model_free.dm import L2ODM  # pylint: disable=import-outside-toplevel
         from model_free.imitation import Imitation  # pylint: disable=import-outside-toplevel
@@ -161,7 +161,7 @@ def run(strategy, workdir, jobs):
         keras.utils.set_random_seed(0)
         imitation, seen = Imitation("dm", probability=0.5, seed=0), []
         plain = imitation.train_episode
-        imitation.train_episode = lambda *a: seen.append(plain(*a)) or seen[-1]
+        imitation.train_episode = lambda *a, **k: seen.append(plain(*a, **k)) or seen[-1]
         meta("enhanced", L2ODM(preprocess="identity", output_scale=1.0),
              Quadratic(dim=4, batch_size=8), 4, imitation=imitation)
         out["enhanced_imitation_losses"] = seen
@@ -208,7 +208,7 @@ def run(strategy, workdir, jobs):
             keras.utils.set_random_seed(0)
             return twin_lib.TwinTrainer(
                 twin_lib.TwinL2O(hidden=8), Saddle(dim=2, batch_size=8), iterations=4,
-                truncation=2, lr=1e-2, eval_every=3, eval_instances=4, eval_half_steps=20,
+                truncation=2, meta_lr=1e-2, eval_every=3, eval_instances=4, eval_half_steps=20,
                 progress=None, seed=0, ckpt_dir=ckpt, strategy=strategy)
         episodic("twin", make_twin, 3)
     return out

@@ -70,8 +70,6 @@ CASES = {
         (["--model=lista", "--workdir={w_new}", "--preset=paper"], "--data_dir", []),
         (["--model=lista", "--workdir={w_new}", "--keep=sometimes"], "--keep", []),
         (["--model=lista", "--workdir={w_new}", "--bogus_flag=1"], "bogus_flag", []),
-        (["--model=lista", "--workdir={w_new}", "--strategy=mirrored", "--engine=step"],
-         "--engine=step", []),
         (["--model=lista", "--workdir={w_new}", "--cpu_replicas=2"], "--cpu_replicas", []),
         (["--model=lista", "--workdir={w_new}", "--strategy=multi_worker"], "TF_CONFIG", []),
         (["--model=lista", "--workdir={w_new}", "--strategy=gpu"], "--strategy", []),

@@ -40,16 +40,16 @@ def _epoch_graph_ops(jit_compile):
         model, split(1, 64), split(2, 32), None, batch_size=16, val_batch_size=32,
         steps_per_epoch=2, max_epochs=1, patience=1, progress=None, jit_compile=jit_compile)
     made = []
-    make_epoch = trainer._make_epoch
+    make_epoch = trainer.epochs.make_epoch
 
     def spy(*args):
         made.append(make_epoch(*args))
         return made[-1]
-    trainer._make_epoch = spy
+    trainer.epochs.make_epoch = spy
     trainer.run_stage(0, 0)
-    order = tf.zeros([trainer.num_train], tf.int32)
+    order = tf.zeros([trainer.epochs.num_train], tf.int32)
     # the trace the stage ran (same signature: no retrace)
-    return _op_types(made[0].get_concrete_function(order, trainer.train_y, trainer.train_x,
+    return _op_types(made[0].get_concrete_function(order, trainer.epochs.train_y, trainer.epochs.train_x,
                                                    ()))
 
 

@@ -43,7 +43,7 @@ def test_meta_training_uses_the_entry_recipe(tmp_path):
 
     def recipe(opt, *, seed=0, horizons=None, meta_lr=None):
         seen.append((opt, seed, horizons, meta_lr))
-        return dict(lr=0.123)
+        return dict(meta_lr=0.123)
 
     registry.register("learned", "dm_entry_recipe", tests.extra_registry.DmWithRecipe,
                       interface="update", meta_training=recipe)
@@ -58,7 +58,9 @@ def test_meta_training_uses_the_entry_recipe(tmp_path):
     from model_free.scale import L2OScale
     assert training.meta_training_recipe("l2o_scale") == L2OScale.meta_training
     recipe_dm = training.meta_training_recipe("l2o_dm")
-    assert recipe_dm(None, meta_lr=None) == {} and recipe_dm(None, meta_lr=0.5) == {"lr": 0.5}
+    from model_free.recipe import DEFAULT_META_LR
+    assert recipe_dm(None, meta_lr=None).meta_lr == DEFAULT_META_LR
+    assert recipe_dm(None, meta_lr=0.5).meta_lr == 0.5
 
 
 def test_a_registered_name_gets_its_own_style():

@@ -101,15 +101,15 @@ def test_scale_state_is_carried_across_episodes_and_rmsprop_as_tf1():
     trainer = MetaTrainer(opt, Quadratic(dim=3, batch_size=4), unroll=10, truncation=5,
                           progress=None, meta_objective="log_ratio", carry_state=True,
                           meta_optimizer=meta)
-    seen, run = [], trainer._truncation_fn
+    seen, run = [], trainer.unroller.single
 
     def spy(params, state, *rest):
         seen.append(state)
         return run(params, state, *rest)
 
-    trainer._truncation_fn = spy
+    trainer.unroller.single = spy
     trainer.run_episode(0)
-    end = trainer._carried
+    end = trainer.carried.state
     trainer.run_episode(1)
     for a, b in zip(tf.nest.flatten(seen[2]), tf.nest.flatten(end)):
         np.testing.assert_array_equal(a, b)

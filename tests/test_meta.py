@@ -56,7 +56,7 @@ def test_first_order_stops_the_gradient():
         x = q.init_params(1, inst)
         state = opt.initial_state(x)
         before = [v.numpy().copy() for v in opt.trainable_variables]
-        trainer._truncation_fn(x, state, inst, tf.constant([1, 2]), tf.constant(0),
+        trainer.unroller.single(x, state, inst, tf.constant([1, 2]), tf.constant(0),
                                tf.constant(1.0))
         results[second] = [v.numpy() - b for v, b in zip(opt.trainable_variables, before)]
     assert any(not np.allclose(a, b) for a, b in zip(results[False], results[True]))
@@ -220,7 +220,7 @@ def test_curriculum_scores_candidates_at_the_next_stage_horizon():
 
 
 def test_model_selection_scores_the_last_truncation():
-    from model_free.meta_trainer import _seed
+    from model_free.meta_trainer import stateless_seed as _seed
     from model_free.training import selection_settings
     opt, trainer = _trainer(selection="last_truncation")
     q = trainer.optimizee
@@ -229,7 +229,7 @@ def test_model_selection_scores_the_last_truncation():
     curve = evaluate(opt, q, 20, inst, q.init_params(seed + [0, 1], inst), seed=10 ** 6,
                      jit_compile=False)
     assert trainer.score() == pytest.approx(curve[-6:].sum(axis=0).mean(), rel=1e-5)
-    trainer.selection = "horizon_mean"
+    trainer.model_selection.selection = "horizon_mean"
     assert trainer.score() == pytest.approx(curve.mean(), rel=1e-5)
     assert selection_settings("l2o_dm", "last_truncation", 10000) == dict(
         selection="last_truncation", eval_every=100, eval_instances=20)

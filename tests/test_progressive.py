@@ -46,7 +46,7 @@ def test_stage_schedule_and_multipliers(data, monkeypatch):
 
     monkeypatch.setattr(progressive.first_order, "Adam", Spy)
     for stage in range(3):
-        trainer._make_step(2, stage)(*[tf.constant(a[:32]) for a in data[2]])
+        trainer.epochs.single_step(2, stage)(*[tf.constant(a[:32]) for a in data[2]])
     # ALISTA: 2 variables per layer; stage 1 only layer 2's, stages 2-3 all 4.
     assert seen[0] == (2, 5e-4, (1.0, 1.0))
     assert seen[1][0] == 4 and seen[1][1] == pytest.approx(1e-4)
@@ -57,7 +57,7 @@ def test_stage_schedule_and_multipliers(data, monkeypatch):
 def test_only_new_layer_changes_in_stage_one(data):
     model, trainer = _trainer(data)
     before = [v.numpy().copy() for v in model.layer_variables(0)]
-    step = trainer._make_step(2, 0)
+    step = trainer.epochs.single_step(2, 0)
     step(*[tf.constant(a[:32]) for a in data[2]])
     after = [v.numpy() for v in model.layer_variables(0)]
     assert all(np.array_equal(a, b) for a, b in zip(before, after))
@@ -110,7 +110,7 @@ def test_resume_matches_uninterrupted(data, tmp_path):
 def test_nonfinite_loss_restores_weights(data):
     model, trainer = _trainer(data)
     A, W, train, val, test = data
-    trainer.train_y = tf.constant(np.full_like(train[0], np.nan))
+    trainer.epochs.train_y = tf.constant(np.full_like(train[0], np.nan))
     start = [v.numpy().copy() for v in trainer.variables]
     trainer.run_stage(0, 0)
     assert trainer.state["events"] and "non-finite" in trainer.state["events"][0]
@@ -156,23 +156,6 @@ def test_stage_one_cache_gives_the_same_gradients(data, name):
     for a, b in zip(g_cached, g_full):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)
     assert any(np.abs(g.numpy()).max() > 0 for g in g_full)
-
-
-@pytest.mark.parametrize("name,jit", [("alista", False), ("lfista", True)])
-def test_epoch_engine_matches_step_engine(data, name, jit):
-    """Compiled epochs + stage-1 cache give the per-layer metrics of the one-call-per-step
-    trainer (same seed, same batches)."""
-    results = []
-    for engine in ("step", "epoch"):
-        model, trainer = _trainer(data, name=name, engine=engine, max_epochs=2)
-        trainer.jit_compile = jit
-        if jit:   # XLA compiles are slow: one stage
-            results.append((trainer.run_stage(0, 0)[0], trainer.train_steps))
-        else:
-            results.append((trainer.train(2), trainer.train_steps))
-    (step_metrics, step_steps), (epoch_metrics, epoch_steps) = results
-    assert epoch_steps == step_steps
-    np.testing.assert_allclose(epoch_metrics, step_metrics, atol=0.02)
 
 
 def test_tensorboard_one_chart_per_metric(data, tmp_path):

@@ -99,10 +99,10 @@ def _scale_trainer(ckpt):
     from model_free.scale import L2OScale   # pylint: disable=import-outside-toplevel
     opt = L2OScale(hidden0=4, hidden1=4, hidden2=4, batched_instances=True)
     recipe = L2OScale.meta_training(opt, meta_lr=1e-2)     # carry_state=True, TF1 RMSProp
-    assert recipe["carry_state"]
+    assert recipe.carry_state
     return MetaTrainer(opt, Rastrigin(n=2, batch_size=4), unroll=4, truncation=2,
                        eval_every=2, eval_instances=2, progress=None, ckpt_dir=ckpt,
-                       **recipe)
+                       recipe=recipe)
 
 
 def _check_same_scale(full, resumed):
@@ -111,7 +111,7 @@ def _check_same_scale(full, resumed):
     for x, y in zip(a[0] + a[1], b[0] + b[1]):
         np.testing.assert_array_equal(x, y)
     assert a[2] == b[2]
-    carried_a, carried_b = tf.nest.flatten(full._carried), tf.nest.flatten(resumed._carried)
+    carried_a, carried_b = tf.nest.flatten(full.carried.state), tf.nest.flatten(resumed.carried.state)
     assert len(carried_a) == len(carried_b) == 9
     for x, y in zip(carried_a, carried_b):
         np.testing.assert_array_equal(x.numpy(), y.numpy())
