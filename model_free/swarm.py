@@ -237,14 +237,14 @@ class SwarmTrainer(episodic.EpisodicTrainer):
 
     tag = "swarm"
 
-    def __init__(self, swarm, family, *, unroll=100, truncation=20, lr=1e-3,
+    def __init__(self, swarm, family, *, unroll=100, truncation=20, meta_lr=1e-3,
                  entropy_weight=1e-3, l2=1e-4, eval_every=10, eval_instances=16, seed=0,
                  progress=print, tb=None, ckpt_dir=None, start="origin", strategy=None,
                  deterministic=None):
         if start not in STARTS:
             raise UserError(f"swarm start must be one of {STARTS}, got {start!r}")
         self.start = start
-        self.opt = keras.optimizers.Adam(lr)
+        self.opt = keras.optimizers.Adam(meta_lr)
         self.opt.build(swarm.trainable_variables)
         super().__init__(swarm, {"adam": self.opt}, eval_every=eval_every, progress=progress,
                          tb=tb, ckpt_dir=ckpt_dir, strategy=strategy)

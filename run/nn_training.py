@@ -122,7 +122,7 @@ def main(argv):
             truncation=FLAGS.truncation, load=FLAGS.load, tb=tb, seed=FLAGS.seed,
             horizons=(100, 200) if FLAGS.preset == "quick" else None, budget=budget,
             random_scale=FLAGS.random_scale,
-            meta_lr=FLAGS.meta_lr or (budget.meta_lr if budget else None),
+            meta_lr=common.meta_lr(budget),
             selection=common.preset_value(FLAGS.preset, "last_truncation", "horizon_mean",
                                           FLAGS.model_selection), strategy=common.strategy(),
             deterministic=common.deterministic())

@@ -138,7 +138,12 @@ def run_classic(name, family, test, x0, steps, lr=None, seed=0, grad_batch=128,
     return transforms.run_optimizer(transform, per_instance, x0, steps, reduction="sum")[1]
 
 
-def run_swarm(name, family, test, x0, workdir, tb, episodes, unroll):
+def _given(**kwargs):
+    """The keyword arguments that are not None (the callee's defaults for the others)."""
+    return {key: value for key, value in kwargs.items() if value is not None}
+
+
+def run_swarm(name, family, test, x0, workdir, tb, episodes, unroll, budget=None):
     """A learned optimizer of the ``swarm`` interface (L2O-Swarm): loaded (``--load``) or
     meta-trained, then run; ``(curve, info)``."""
     from model_free import swarm as swarm_lib  # pylint: disable=import-outside-toplevel
@@ -150,10 +155,10 @@ def run_swarm(name, family, test, x0, workdir, tb, episodes, unroll):
         opt = registry.get("learned", name)(dim=FLAGS.n, attraction=FLAGS.swarm_attraction)
         trainer = swarm_lib.SwarmTrainer(opt, family, seed=FLAGS.seed, tb=tb,
                                          ckpt_dir=os.path.join(workdir, "ckpt"),
-                                         lr=FLAGS.meta_lr or 1e-3, start=FLAGS.swarm_start,
-                                         unroll=unroll, truncation=TRUNCATION,
+                                         start=FLAGS.swarm_start, unroll=unroll, truncation=TRUNCATION,
                                          strategy=common.strategy(),
-                                         deterministic=common.deterministic())
+                                         deterministic=common.deterministic(),
+                                         **_given(meta_lr=common.meta_lr(budget)))
         trainer.train(episodes)
         swarm_lib.save_swarm(opt, os.path.join(workdir, f"{name}.npz"))
         info = {"train_seconds": trainer.train_seconds,
@@ -175,7 +180,7 @@ def run_learned(name, family, test, x0, workdir, tb, episodes, unroll, selection
         truncation=TRUNCATION, load=FLAGS.load, tb=tb, seed=FLAGS.seed,
         horizons=(100, 200, 500) if FLAGS.preset == "quick" else None,
         random_scale=FLAGS.random_scale,
-        meta_lr=FLAGS.meta_lr or (budget.meta_lr if budget else None), selection=selection,
+        meta_lr=common.meta_lr(budget), selection=selection,
         strategy=common.strategy(), budget=budget, deterministic=common.deterministic())
     curve = meta_trainer.evaluate(opt, family, FLAGS.steps, test, x0, seed=FLAGS.seed,
                                   grad_scale=1.0 / 128)
@@ -215,7 +220,7 @@ def main(argv):
         curve = run_classic(name, family, test, x0, FLAGS.steps, FLAGS.lr, FLAGS.seed,
                             FLAGS.grad_batch, FLAGS.rmsprop_accumulator)
     elif registry.interface("learned", name) == "swarm":
-        curve, info = run_swarm(name, family, test, x0, workdir, tb, episodes, unroll)
+        curve, info = run_swarm(name, family, test, x0, workdir, tb, episodes, unroll, budget)
     else:
         curve, info, extra = run_learned(name, family, test, x0, workdir, tb, episodes,
                                          unroll, selection, budget)

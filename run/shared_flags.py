@@ -117,6 +117,16 @@ def define_meta_lr_flag():
                              message="--meta_lr must be a positive number")
 
 
+def meta_lr(budget=None):
+    """The meta learning rate: ``--meta_lr`` when given, else the paper budget's (``budget``,
+    :mod:`open_l2o_tf.budgets`), else None: the trainer's or recipe's own default (the one
+    place it lives).  Checked once, by the flag's validator."""
+    value = flags.FLAGS.meta_lr
+    if value is None and budget is not None:
+        value = budget.meta_lr
+    return value
+
+
 def flag_values_dict():
     """Values of the flags defined by this program's own modules (``run/``), for the
     ``config`` of ``results.json``; absl's and TensorFlow's internal flags are left out."""
