@@ -100,24 +100,26 @@ def load_data(workdir):
     return data_dir, test
 
 
-def run_classic(name, A, y, lam, iterations):
-    """Loss curve ``(iterations + 1, B)`` of a classic optimizer from ``x_0 = 0``."""
+def run_classic(name, A, y, lam, iterations, *, ista_step="frobenius", lr=None,
+                grad_reduction="batch", grad_batch=128, rmsprop_accumulator=1.0, jit=True):
+    """Loss curve ``(iterations + 1, B)`` of a classic optimizer from ``x_0 = 0``; the
+    keyword arguments are the flags of the same names (``--jit``: ``jit``)."""
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
     from open_l2o_tf import metrics  # pylint: disable=import-outside-toplevel
     from open_l2o_tf.classic import first_order, ista_fista, transforms  # pylint: disable=import-outside-toplevel
     if name in ("ista", "fista"):
         solver = ista_fista.ista if name == "ista" else ista_fista.fista
-        step = ista_fista.step_size(A.astype(np.float32), FLAGS.ista_step)
+        step = ista_fista.step_size(A.astype(np.float32), ista_step)
         _, curve = solver(A, y, lam, iterations, step=step)
         return curve.numpy()
-    lr = FLAGS.lr if FLAGS.lr is not None else 1e-3
+    lr = lr if lr is not None else 1e-3
     if name == "rmsprop":
-        transform = first_order.rmsprop(lr, initial_accumulator=FLAGS.rmsprop_accumulator)
+        transform = first_order.rmsprop(lr, initial_accumulator=rmsprop_accumulator)
     else:
         transform = {"gd": first_order.gd, "adam": first_order.adam}[name](lr)
-    reduction = FLAGS.grad_reduction
+    reduction = grad_reduction
     if reduction == "batch":   # the original: reduce_mean over a batch of --grad_batch
-        transform = transforms.chain(transforms.scale(1.0 / FLAGS.grad_batch), transform)
+        transform = transforms.chain(transforms.scale(1.0 / grad_batch), transform)
         reduction = "sum"
     A_t = tf.constant(A, tf.float32)
     y_t = tf.constant(y, tf.float32)
@@ -129,7 +131,7 @@ def run_classic(name, A, y, lam, iterations):
     x0 = tf.zeros([y.shape[0], A.shape[1]], tf.float32)
     _, curve = transforms.run_optimizer(transform, loss_fn, [x0], iterations,
                                         reduction=reduction,
-                                        jit_compile=FLAGS.jit)
+                                        jit_compile=jit)
     return curve.numpy()
 
 
@@ -235,7 +237,10 @@ def main(argv):
     train_seconds, train_steps, extra = 0.0, 0, {}
     kind = kind_of(name)
     if kind == "classic":
-        curve_f = run_classic(name, A, y, lam, FLAGS.iterations)
+        curve_f = run_classic(name, A, y, lam, FLAGS.iterations, ista_step=FLAGS.ista_step,
+                              lr=FLAGS.lr, grad_reduction=FLAGS.grad_reduction,
+                              grad_batch=FLAGS.grad_batch,
+                              rmsprop_accumulator=FLAGS.rmsprop_accumulator, jit=FLAGS.jit)
     elif kind == "model":
         curve_f, info = run_model_based(name, data_dir, A, y, lam, FLAGS.iterations,
                                         workdir, tb)
