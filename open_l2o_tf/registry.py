@@ -67,8 +67,9 @@ def _check_kind(kind):
 def register(kind, name, target, **info):
     """Registers ``target`` (``"module:attribute"`` or the object) as ``name`` in ``kind``.
 
-    Re-registering a name with the same target is a no-op (modules may be imported twice
-    under pytest); another target for a taken name raises ``ValueError``.  Returns
+    Re-registering a name with the same target is a no-op when no info is given (modules
+    may be imported twice under pytest), else it replaces the info; another target for a
+    taken name raises ``ValueError``.  Returns
     ``target`` so it can be used as a class decorator's last step.
     """
     _check_kind(kind)
@@ -84,6 +85,8 @@ def register(kind, name, target, **info):
     old = TABLES[kind].get(name)
     if old is not None and old != spec:
         raise ValueError(f"{kind} {name!r} is already registered as {old}, not {spec}")
+    if old is not None and not info:
+        return target            # the same target again, no info: a no-op (keeps the info)
     TABLES[kind][name] = spec
     _INFO[kind][name] = dict(info)
     if obj is not None:

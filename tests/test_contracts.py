@@ -47,6 +47,7 @@ def test_registry_mechanism():
     with pytest.raises(ValueError, match="already registered"):
         registry.register("model", "lista", "somewhere:Else")
     registry.register("model", "lista", registry.TABLES["model"]["lista"])   # same: no-op
+    assert registry.commands("model", "lista") == ("sparse_recovery", "lasso")  # info kept
     with pytest.raises(ValueError, match="identifiers"):
         registry.register("model", "bad name", "a:b")
     assert registry.kind_of("adam") == "classic" and registry.kind_of("nope") is None
