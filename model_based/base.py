@@ -38,7 +38,8 @@ class UnrolledModel(keras.Model):
     * ``support_selection``: the layers use support selection (top-k), so the trainer runs
       without XLA by default (XLA's top-k on CPU is about 4x slower than TF's);
     * ``lasso_only``: ``lam`` is the Lasso weight and the model is trained on the Lasso
-      loss only (StepLISTA: ``run.lasso``, not ``run.sparse_recovery``);
+      loss only (StepLISTA; which commands take a model is its registry entry's
+      ``commands``, ``model_based/__init__.py``);
     * :meth:`layer_flops`: the forward FLOPs of one layer (``run.perf``);
     * ``perf_training``: ``run.perf --what=training`` times it when no ``--models`` are
       given (one model per kind of training step: ALISTA, analytic W and support

@@ -17,9 +17,8 @@ from open_l2o_tf.data.sparse_recovery import gaussian_matrix, sample_measurement
 from open_l2o_tf.perf_utils import matmul_flops, median_time
 
 def default_models():
-    """Every registered model of sparse recovery (not the ``lasso_only`` ones)."""
-    return tuple(name for name in registry.names("model")
-                 if not model_class(name).lasso_only)
+    """Every registered model that ``run.sparse_recovery`` serves (registry ``commands``)."""
+    return tuple(sorted(registry.serving("sparse_recovery", ("model",))))
 
 
 def training_models():

@@ -10,19 +10,26 @@ coordinate's gradients only.  A name that trains a shared class its own way name
 meta-training recipe (``meta_training="module:function"``, else the class's
 ``meta_training`` is used, :func:`model_free.training.meta_training_recipe`);
 ``curriculum=True``: the recipe sets its own unroll horizons (``--unroll`` does not apply).
+``commands`` (default by interface: ``update`` serves ``run.lasso``, ``run.rastrigin`` and
+``run.nn_training``, ``swarm`` ``run.rastrigin``, ``twin`` ``run.minimax``) and
+``paper`` / ``quick`` (the benchmark suites that run it) are read by the commands
+(:mod:`open_l2o_tf.registry`).  A new learned optimizer is one module plus one line here.
 """
 from open_l2o_tf import registry as _registry
 
 for _name, _target, _info in (
-        ("l2o_dm", "model_free.dm:L2ODM", dict(interface="update", coordinatewise=True)),
+        ("l2o_dm", "model_free.dm:L2ODM",
+         dict(interface="update", coordinatewise=True, quick=("rastrigin", "nn_training"))),
         ("l2o_rnnprop", "model_free.rnnprop:L2ORNNprop",
-         dict(interface="update", coordinatewise=True)),
+         dict(interface="update", coordinatewise=True, quick=("lasso",))),
         # L2O-enhanced = the L2O-DM network trained with curriculum + imitation.
         ("l2o_enhanced", "model_free.dm:L2ODM", dict(
-            interface="update", coordinatewise=True, curriculum=True,
+            interface="update", coordinatewise=True, curriculum=True, quick=(),
             meta_training="model_free.dm:enhanced_meta_training")),
         # hierarchical: tensor- and problem-level GRUs read means over coordinates
-        ("l2o_scale", "model_free.scale:L2OScale", dict(interface="update", coordinatewise=False)),
+        ("l2o_scale", "model_free.scale:L2OScale", dict(
+            interface="update", coordinatewise=False, commands=("rastrigin", "nn_training"),
+            quick=("rastrigin",))),
         ("l2o_swarm", "model_free.swarm:L2OSwarm", dict(interface="swarm")),
         # Twin-L2O: a pair of learned optimizers for minimax problems (run.minimax).
         ("twin_l2o", "model_free.twin:TwinL2O", dict(interface="twin")),

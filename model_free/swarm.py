@@ -242,12 +242,11 @@ class SwarmTrainer(episodic.EpisodicTrainer):
     def __init__(self, swarm, family, *, unroll=100, truncation=20, meta_lr=DEFAULT_META_LR,
                  entropy_weight=1e-3, l2=1e-4, eval_every=10, eval_instances=16, seed=0,
                  progress=print, tb=None, ckpt_dir=None, start="origin", strategy=None,
-                 deterministic=None, lr=None):
-        # ``lr``: the former name of ``meta_lr`` (run.rastrigin still passes it)
+                 deterministic=None):
         if start not in STARTS:
             raise UserError(f"swarm start must be one of {STARTS}, got {start!r}")
         self.start = start
-        self.opt = keras.optimizers.Adam(lr if lr is not None else meta_lr)
+        self.opt = keras.optimizers.Adam(meta_lr)
         self.opt.build(swarm.trainable_variables)
         super().__init__(swarm, {"adam": self.opt}, eval_every=eval_every, progress=progress,
                          tb=tb, ckpt_dir=ckpt_dir, strategy=strategy)

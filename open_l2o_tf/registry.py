@@ -17,9 +17,21 @@ loaded on the command lines with ``--import=my_pkg.my_module``::
 
 A target is ``"module:attribute"`` (imported lazily on first :func:`get`, so registering
 is free of import cost and of import cycles) or the object itself.  Keyword arguments of
-:func:`register` are the entry's ``info`` (e.g. ``interface="update"`` and
-``coordinatewise=True`` for a learned optimizer); the contract tests
-(``tests/test_contracts.py``) read them to know what to check.
+:func:`register` are the entry's ``info``; the commands and the contract tests
+(``tests/test_contracts.py``) read nothing else to know what to do with a name:
+
+* ``interface``: how the commands drive it (:func:`interface`): ``"unrolled"`` (an
+  unrolled model, the default of kind ``"model"``), ``"update"`` (a learned update rule,
+  the default of kind ``"learned"``), ``"swarm"`` or ``"twin"`` (learned, their own step
+  functions), ``"classic"`` (the default of kind ``"classic"``);
+* ``commands``: the commands that serve it (:func:`commands`; default by interface,
+  ``DEFAULT_COMMANDS``): the name is then a valid ``--model`` / ``--optimizer`` value of
+  each of them (:func:`serving`);
+* ``paper`` / ``quick``: the commands whose benchmark suite (``run.benchmark``) runs it, in
+  the paper and in the quick suite (:func:`in_suite`; default: every command it serves,
+  so a new entry is in the benchmark at once; ``paper=()``: in no suite);
+* family-specific keys (``coordinatewise``, ``curriculum``, ``meta_training``, ``style``),
+  documented where they are read.
 
 This module knows no family: it never names a model or optimizer module.
 """
@@ -28,6 +40,17 @@ import importlib
 from open_l2o_tf.errors import UserError
 
 KINDS = ("model", "learned", "classic", "optimizee")
+DEFAULT_INTERFACE = {"model": "unrolled", "learned": "update", "classic": "classic",
+                     "optimizee": "optimizee"}
+INTERFACES = {"model": ("unrolled",), "learned": ("update", "swarm", "twin"),
+              "classic": ("classic",), "optimizee": ("optimizee",)}
+# the commands that serve an entry unless its info says ``commands``
+DEFAULT_COMMANDS = {"unrolled": ("sparse_recovery",),
+                    "update": ("lasso", "rastrigin", "nn_training"),
+                    "swarm": ("rastrigin",), "twin": ("minimax",), "classic": (),
+                    "optimizee": ()}
+COMMANDS = ("sparse_recovery", "lasso", "rastrigin", "nn_training", "minimax")
+SUITES = ("paper", "quick")
 
 # kind -> {name: "module:attribute"}; live tables (read-only for callers: use register)
 TABLES = {kind: {} for kind in KINDS}
@@ -44,8 +67,9 @@ def _check_kind(kind):
 def register(kind, name, target, **info):
     """Registers ``target`` (``"module:attribute"`` or the object) as ``name`` in ``kind``.
 
-    Re-registering a name with the same target is a no-op (modules may be imported twice
-    under pytest); another target for a taken name raises ``ValueError``.  Returns
+    Re-registering a name with the same target is a no-op when no info is given (modules
+    may be imported twice under pytest), else it replaces the info; another target for a
+    taken name raises ``ValueError``.  Returns
     ``target`` so it can be used as a class decorator's last step.
     """
     _check_kind(kind)
@@ -57,14 +81,30 @@ def register(kind, name, target, **info):
         spec, obj = target, None
     else:
         spec, obj = f"{target.__module__}:{target.__qualname__}", target
+    _check_info(kind, name, info)
     old = TABLES[kind].get(name)
     if old is not None and old != spec:
         raise ValueError(f"{kind} {name!r} is already registered as {old}, not {spec}")
+    if old is not None and not info:
+        return target            # the same target again, no info: a no-op (keeps the info)
     TABLES[kind][name] = spec
     _INFO[kind][name] = dict(info)
     if obj is not None:
         _OBJECTS[kind][name] = obj
     return target
+
+
+def _check_info(kind, name, info):
+    value = info.get("interface", DEFAULT_INTERFACE[kind])
+    if value not in INTERFACES[kind]:
+        raise ValueError(f"{kind} {name!r}: interface {value!r} is not one of "
+                         f"{INTERFACES[kind]}")
+    for key in ("commands", "paper", "quick"):
+        if key in info:
+            unknown = [c for c in info[key] if c not in COMMANDS]
+            if isinstance(info[key], str) or unknown:
+                raise ValueError(f"{kind} {name!r}: {key} must be a tuple of commands "
+                                 f"out of {COMMANDS}, got {info[key]!r}")
 
 
 def unregister(kind, name):
@@ -104,7 +144,8 @@ def names(kind, **where):
     """Sorted names of ``kind``; ``where``: only entries whose info has these values."""
     _check_kind(kind)
     return sorted(name for name in TABLES[kind]
-                  if all(_INFO[kind][name].get(k) == v for k, v in where.items()))
+                  if all(dict(_INFO[kind][name], interface=interface(kind, name)).get(k) == v
+                         for k, v in where.items()))
 
 
 def kind_of(name, kinds=KINDS):
@@ -114,3 +155,46 @@ def kind_of(name, kinds=KINDS):
         if name in TABLES[kind]:
             return kind
     return None
+
+
+def interface(kind, name):
+    """How the commands drive entry ``name`` (its info's ``interface``, else the kind's
+    default, ``DEFAULT_INTERFACE``)."""
+    return info(kind, name).get("interface", DEFAULT_INTERFACE[kind])
+
+
+def commands(kind, name):
+    """The commands that serve entry ``name`` (its ``commands``, else the interface's)."""
+    entry = info(kind, name)
+    return tuple(entry.get("commands", DEFAULT_COMMANDS[interface(kind, name)]))
+
+
+def serving(command, kinds=("classic", "model", "learned"), **where):
+    """The names of ``kinds`` (in this order, each in registration order) that ``command``
+    serves and whose info has the values ``where`` (``interface`` compares with
+    :func:`interface`, so its default counts)."""
+    out = []
+    for kind in kinds:
+        _check_kind(kind)
+        for name in TABLES[kind]:
+            if command not in commands(kind, name):
+                continue
+            entry = dict(_INFO[kind][name], interface=interface(kind, name))
+            if all(entry.get(k) == v for k, v in where.items()):
+                out.append(name)
+    return out
+
+
+def in_suite(kind, name, command, suite):
+    """Whether the benchmark's ``suite`` (``"paper"`` or ``"quick"``) runs entry ``name``
+    with ``command`` (its ``paper`` / ``quick`` info, else every command it serves)."""
+    if suite not in SUITES:
+        raise ValueError(f"suite must be one of {SUITES}, got {suite!r}")
+    served = commands(kind, name)
+    return command in served and command in info(kind, name).get(suite, served)
+
+
+def import_all(kind):
+    """Imports the target of every entry of ``kind`` (e.g. so that every registered Keras
+    class is known to ``keras.saving.load_model``); returns the objects by name."""
+    return {name: get(kind, name) for name in list(TABLES[kind])}

@@ -8,9 +8,10 @@ Each run of the suite is one of the per-test command lines (``run.sparse_recover
 ``--workdir=DIR/runs/<name>``; its output goes to ``DIR/runs/<name>/log.txt``.  A run that
 finished is marked with ``DIR/runs/<name>/DONE`` and skipped when the benchmark is started
 again; an interrupted run resumes from its own checkpoints.  A failing run is reported and
-the suite goes on.  ``--import=my_pkg.my_module`` (repeatable) adds the models and learned
-optimizers that module registers beside the paper's (:func:`with_user_methods`) and passes
-the flag on to every run.  At the end (and after every run) the benchmark writes
+the suite goes on.  The methods of each panel are the registry's entries that serve the
+command and are in the suite (:func:`methods`; a new entry is in both suites of every
+command it serves); ``--import=my_pkg.my_module`` (repeatable) adds the models and learned
+optimizers that module registers the same way and passes the flag on to every run.  At the end (and after every run) the benchmark writes
 ``DIR/results.json`` (a list of records), one PNG per paper figure panel and
 ``DIR/report.md`` with our value, the paper's value and the difference per cell.
 """
@@ -61,96 +62,67 @@ def validate():
         raise UserError(f"--mnist_dir {FLAGS.mnist_dir} does not exist; expected a folder "
                         "with the four MNIST idx files")
 
-SPARSE_MODELS = ["alista", "lista_cpss", "glista", "lamp", "lista", "lista_cp", "lfista"]
-LASSO_CLASSIC = ["ista", "fista", "gd", "adam", "rmsprop"]
-LASSO_LEARNED = ["lista", "step_lista", "l2o_dm", "l2o_rnnprop", "l2o_enhanced"]
-RASTRIGIN = ["gd_ls", "nag_ls", "adam", "rmsprop", "oracle", "l2o_dm", "l2o_rnnprop",
-             "l2o_enhanced", "l2o_scale", "l2o_swarm"]
-NN = ["sgd", "adam", "rmsprop", "l2o_dm", "l2o_rnnprop", "l2o_enhanced", "l2o_scale"]
-MINIMAX = ["twin_l2o", "gda", "adam_gda"]
-MINIMAX_PROBLEMS = ["saddle", "rotated_saddle", "seesaw", "matrix_game"]
+import model_free  # noqa: E402,F401  registers the learned names (imports no TensorFlow)
+import open_l2o_tf.classic  # noqa: E402,F401  registers the classic names (no TensorFlow)
+
+# the panels: per command, the arguments of its runs (name suffix, arguments) in each suite;
+# the methods of a panel are the registry's entries the suite runs with that command
+# (registry info ``commands`` and ``paper`` / ``quick``, :func:`registry.in_suite`)
 SPARSE_SETTINGS = ["noiseless", "noisy", "coherent", "large"]
 LASSO_SETTINGS = ["lasso_5x10", "lasso_25x50"]
+MINIMAX_PROBLEMS = ["saddle", "rotated_saddle", "seesaw", "matrix_game"]
+COMMANDS = ["sparse_recovery", "lasso", "rastrigin", "nn_training", "minimax"]
+FLAG_OF = {"sparse_recovery": "--model"}       # the others: --optimizer
+
+
+def panels(suite, data_root=None):
+    """``command -> [(run name prefix, arguments)]`` of ``suite``."""
+    if suite == "quick":
+        return {"sparse_recovery": [("sparse_noiseless_", [])],
+                "lasso": [("lasso_", [])],
+                "rastrigin": [("rastrigin_n2_", ["--n=2"])],
+                "nn_training": [("nn_mnist_mlp_relu_", ["--problem=mnist_mlp_relu"])],
+                "minimax": [("minimax_rotated_saddle_", ["--problem=rotated_saddle"])]}
+    return {"sparse_recovery": [(f"sparse_{s}_", [f"--data_dir={os.path.join(data_root, s)}"])
+                                for s in SPARSE_SETTINGS],
+            "lasso": [(f"{s}_", [f"--data_dir={os.path.join(data_root, s)}"])
+                      for s in LASSO_SETTINGS],
+            "rastrigin": [(f"rastrigin_n{n}_", [f"--n={n}"]) for n in (2, 10)],
+            "nn_training": [(f"nn_{p}_", [f"--problem={p}"])
+                            for p in ("mnist_mlp_relu", "mnist_conv")],
+            "minimax": [(f"minimax_{p}_", [f"--problem={p}"]) for p in MINIMAX_PROBLEMS]}
+
+
+def methods(command, suite):
+    """The registry's names ``suite`` runs with ``command``: classic, unrolled, learned."""
+    kinds = ("classic", "model", "learned")
+    return [name for name in registry.serving(command, kinds)
+            if registry.in_suite(registry.kind_of(name, kinds), name, command, suite)]
+
+
+def suite_runs(suite, data_root=None):
+    """``[(run name, module, arguments)]``: every method of every panel of ``suite`` (with
+    the methods of the ``--import`` modules, registered by then)."""
+    common.quiet_tensorflow_import()   # model_based (imports TF) registers the model names
+    import model_based  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+    runs = []
+    for command, settings in panels(suite, data_root).items():
+        flag = FLAG_OF.get(command, "--optimizer")
+        for prefix, args in settings:
+            for method in methods(command, suite):
+                runs.append((f"{prefix}{method}", f"run.{command}",
+                             [f"{flag}={method}"] + args + [f"--preset={suite}"]))
+    return runs
 
 
 def quick_suite():
     """Small sizes; every run finishes in minutes on 2 CPU cores."""
-    runs = []
-    for model in ["alista", "lista_cpss", "lista"]:
-        runs.append((f"sparse_noiseless_{model}", "run.sparse_recovery",
-                     [f"--model={model}"]))
-    for optimizer in LASSO_CLASSIC + ["lista", "step_lista", "l2o_rnnprop"]:
-        runs.append((f"lasso_{optimizer}", "run.lasso", [f"--optimizer={optimizer}"]))
-    for optimizer in ["gd_ls", "nag_ls", "adam", "rmsprop", "oracle", "l2o_dm", "l2o_scale",
-                      "l2o_swarm"]:
-        runs.append((f"rastrigin_n2_{optimizer}", "run.rastrigin",
-                     [f"--optimizer={optimizer}", "--n=2"]))
-    for optimizer in ["sgd", "adam", "l2o_dm"]:
-        runs.append((f"nn_mnist_mlp_relu_{optimizer}", "run.nn_training",
-                     [f"--optimizer={optimizer}", "--problem=mnist_mlp_relu"]))
-    for optimizer in MINIMAX:
-        runs.append((f"minimax_rotated_saddle_{optimizer}", "run.minimax",
-                     [f"--optimizer={optimizer}", "--problem=rotated_saddle"]))
-    return [(name, module, args + ["--preset=quick"]) for name, module, args in runs]
+    return suite_runs("quick")
 
 
 def paper_suite(data_root):
     """The paper's Figures 5-8 at the paper's sizes (days of CPU; resumable)."""
-    runs = []
-    for setting in SPARSE_SETTINGS:
-        data_dir = os.path.join(data_root, setting)
-        for model in SPARSE_MODELS:
-            runs.append((f"sparse_{setting}_{model}", "run.sparse_recovery",
-                         [f"--model={model}", f"--data_dir={data_dir}"]))
-    for setting in LASSO_SETTINGS:
-        data_dir = os.path.join(data_root, setting)
-        for optimizer in LASSO_CLASSIC + LASSO_LEARNED:
-            runs.append((f"{setting}_{optimizer}", "run.lasso",
-                         [f"--optimizer={optimizer}", f"--data_dir={data_dir}"]))
-    for n in (2, 10):
-        for optimizer in RASTRIGIN:
-            runs.append((f"rastrigin_n{n}_{optimizer}", "run.rastrigin",
-                         [f"--optimizer={optimizer}", f"--n={n}"]))
-    for problem in ["mnist_mlp_relu", "mnist_conv"]:
-        for optimizer in NN:
-            runs.append((f"nn_{problem}_{optimizer}", "run.nn_training",
-                         [f"--optimizer={optimizer}", f"--problem={problem}"]))
-    for problem in MINIMAX_PROBLEMS:
-        for optimizer in MINIMAX:
-            runs.append((f"minimax_{problem}_{optimizer}", "run.minimax",
-                         [f"--optimizer={optimizer}", f"--problem={problem}"]))
-    return [(name, module, args + ["--preset=paper"]) for name, module, args in runs]
-
-
-def with_user_methods(runs, user_models=(), user_learned=()):
-    """Adds the methods that ``--import`` modules registered beside the paper's: a model
-    wherever the suite trains LISTA on sparse recovery, a learned optimizer (``update``
-    interface) wherever it runs L2O-DM or L2O-RNNprop; same flags, own run name."""
-    out, seen = list(runs), {name for name, _, _ in runs}
-    templates = [("run.sparse_recovery", "--model=", ("lista",), user_models),
-                 (None, "--optimizer=", ("l2o_dm", "l2o_rnnprop"), user_learned)]
-    for name, module, args in runs:
-        for only_module, prefix, methods, new_methods in templates:
-            if only_module not in (None, module):
-                continue
-            method = next((a[len(prefix):] for a in args if a.startswith(prefix)), None)
-            if method not in methods or not name.endswith(method):
-                continue
-            for new in new_methods:
-                new_name = name[:-len(method)] + new
-                if new_name not in seen:
-                    seen.add(new_name)
-                    out.append((new_name, module, [f"{prefix}{new}" if a == f"{prefix}{method}"
-                                                   else a for a in args]))
-    return out
-
-
-def suite_runs(suite, data_root):
-    """The runs of ``suite`` plus those of the methods of the ``--import`` modules."""
-    runs = quick_suite() if suite == "quick" else paper_suite(data_root)
-    learned = [n for n in common.USER_NAMES.get("learned", [])
-               if registry.info("learned", n).get("interface", "update") == "update"]
-    return with_user_methods(runs, common.USER_NAMES.get("model", []), learned)
+    return suite_runs("paper", data_root)
 
 
 def _module(module):

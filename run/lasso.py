@@ -16,10 +16,12 @@ Problem: ``f(x) = 1/2 ||A x - y||^2 + lam ||x||_1`` with the data set's shared `
   TF1's ``tf.train.RMSPropOptimizer``: accumulator initialised to 1.0
   (``--rmsprop_accumulator``; Keras 3 starts it at 0), which with the small 1/128 gradients
   makes the figure's flat start and late drop.
-* Model-based (``lista``, ``step_lista``, ``alista``): trained progressively on the data
+* Model-based (the unrolled models whose registry entry serves ``lasso``: ``lista``,
+  ``step_lista``, ``alista``): trained progressively on the data
   set's training split with the Lasso loss, then ``--num_layers`` layers followed by FISTA
   iterations up to ``--iterations`` (the dotted continuation of Fig. 6).
-* Model-free (``l2o_dm``, ``l2o_rnnprop``, ``l2o_enhanced``): meta-trained on Lasso instances
+* Model-free (the learned update rules that serve ``lasso``: ``l2o_dm``, ``l2o_rnnprop``,
+  ``l2o_enhanced``): meta-trained on Lasso instances
   built from the training split (or ``--load``-ed), then run for ``--iterations`` steps.
 
 Without ``--data_dir`` the data set is generated into ``WORKDIR/data`` (paper sizes, or small
@@ -32,16 +34,18 @@ import numpy as np
 from absl import flags
 
 from open_l2o_tf import logging as olog
-from open_l2o_tf import reference
+from open_l2o_tf import reference, registry
 from open_l2o_tf.errors import UserError
 from . import common
 
-CLASSIC = ["ista", "fista", "gd", "adam", "rmsprop"]
-MODEL_BASED = ["lista", "step_lista", "alista"]
-LEARNED = ["l2o_dm", "l2o_rnnprop", "l2o_enhanced"]
+common.quiet_tensorflow_import()   # model_based (imports TF) registers the model names
+import model_based  # noqa: F401,E402  pylint: disable=wrong-import-position,unused-import
+import model_free  # noqa: F401,E402  pylint: disable=wrong-import-position,unused-import
+import open_l2o_tf.classic  # noqa: F401,E402  pylint: disable=wrong-import-position
 
-flags.DEFINE_enum("optimizer", "fista", CLASSIC + MODEL_BASED + LEARNED, "The optimizer.")
-common.accept_registered("optimizer", "learned", LEARNED, interface="update")   # --import
+# the registry's entries that serve run.lasso (info ``commands``), by kind
+OPTIMIZERS = common.define_method_flag("optimizer", "lasso", "fista", "The optimizer.",
+                                       kinds=("classic", "model", "learned"))
 flags.DEFINE_enum("setting", "lasso_25x50", ["lasso_5x10", "lasso_25x50"],
                   "Problem size (used to generate data when --data_dir is not given).")
 flags.DEFINE_string("data_dir", None, "A directory written by run.make_data for a Lasso "
@@ -96,24 +100,26 @@ def load_data(workdir):
     return data_dir, test
 
 
-def run_classic(name, A, y, lam, iterations):
-    """Loss curve ``(iterations + 1, B)`` of a classic optimizer from ``x_0 = 0``."""
+def run_classic(name, A, y, lam, iterations, *, ista_step="frobenius", lr=None,
+                grad_reduction="batch", grad_batch=128, rmsprop_accumulator=1.0, jit=True):
+    """Loss curve ``(iterations + 1, B)`` of a classic optimizer from ``x_0 = 0``; the
+    keyword arguments are the flags of the same names (``--jit``: ``jit``)."""
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
     from open_l2o_tf import metrics  # pylint: disable=import-outside-toplevel
     from open_l2o_tf.classic import first_order, ista_fista, transforms  # pylint: disable=import-outside-toplevel
     if name in ("ista", "fista"):
         solver = ista_fista.ista if name == "ista" else ista_fista.fista
-        step = ista_fista.step_size(A.astype(np.float32), FLAGS.ista_step)
+        step = ista_fista.step_size(A.astype(np.float32), ista_step)
         _, curve = solver(A, y, lam, iterations, step=step)
         return curve.numpy()
-    lr = FLAGS.lr if FLAGS.lr is not None else 1e-3
+    lr = lr if lr is not None else 1e-3
     if name == "rmsprop":
-        transform = first_order.rmsprop(lr, initial_accumulator=FLAGS.rmsprop_accumulator)
+        transform = first_order.rmsprop(lr, initial_accumulator=rmsprop_accumulator)
     else:
         transform = {"gd": first_order.gd, "adam": first_order.adam}[name](lr)
-    reduction = FLAGS.grad_reduction
+    reduction = grad_reduction
     if reduction == "batch":   # the original: reduce_mean over a batch of --grad_batch
-        transform = transforms.chain(transforms.scale(1.0 / FLAGS.grad_batch), transform)
+        transform = transforms.chain(transforms.scale(1.0 / grad_batch), transform)
         reduction = "sum"
     A_t = tf.constant(A, tf.float32)
     y_t = tf.constant(y, tf.float32)
@@ -125,7 +131,7 @@ def run_classic(name, A, y, lam, iterations):
     x0 = tf.zeros([y.shape[0], A.shape[1]], tf.float32)
     _, curve = transforms.run_optimizer(transform, loss_fn, [x0], iterations,
                                         reduction=reduction,
-                                        jit_compile=FLAGS.jit)
+                                        jit_compile=jit)
     return curve.numpy()
 
 
@@ -154,10 +160,10 @@ def run_model_based(name, data_dir, A, y, lam, iterations, workdir, tb):
     curve = np.concatenate([np.stack(f_layers), tail.numpy()[1:]], axis=0)
     if FLAGS.safeguard == "on":
         from model_based import safeguard as msg  # pylint: disable=import-outside-toplevel
+        options = common.safeguard_options(["ista", "fista"], "fista")
         info = dict(info, safeguard=msg.compare(
-            model, y, iterations, common.safeguard_rule_from_flags(), A=A, lam=lam,
-            energy=FLAGS.safeguard_energy, shadow=FLAGS.safeguard_shadow,
-            fallback=common.safeguard_fallback_flag(["ista", "fista"], "fista")))
+            model, y, iterations, options["rule"], A=A, lam=lam, energy=options["energy"],
+            shadow=options["shadow"], fallback=options["fallback"]))
     return curve, info
 
 
@@ -166,9 +172,8 @@ def run_learned(name, data_dir, A, y, lam, iterations, workdir, tb):
     from model_free import lasso_training  # pylint: disable=import-outside-toplevel
     safeguard = None
     if FLAGS.safeguard == "on":
-        safeguard = dict(rule=common.safeguard_rule_from_flags(), energy=FLAGS.safeguard_energy,
-                         shadow=FLAGS.safeguard_shadow,
-                         fallback=common.safeguard_fallback_flag(["ista", "fista"], "fista"))
+        options = common.safeguard_options(["ista", "fista"], "fista")
+        safeguard = {key: options[key] for key in ("rule", "energy", "shadow", "fallback")}
     return lasso_training.train_and_run(
         name, data_dir, A, y, lam, iterations, workdir=workdir, preset=FLAGS.preset,
         seed=FLAGS.seed, load=FLAGS.load, meta_episodes=FLAGS.meta_episodes, tb=tb,
@@ -176,29 +181,37 @@ def run_learned(name, data_dir, A, y, lam, iterations, workdir, tb):
         deterministic=common.deterministic())
 
 
+def kind_of(name):
+    """``"classic"``, ``"model"`` or ``"learned"``: the registry table of ``--optimizer``."""
+    return registry.kind_of(name, ("classic", "model", "learned"))
+
+
 def validate():
     """Checks that need no TensorFlow: flags that do not apply, --load, --data_dir, the
     workdir and the run identity."""
     name = FLAGS.optimizer
-    if common.check_load_flag(name, CLASSIC, LEARNED) == "model":
+    kind = kind_of(name)
+    learned = registry.serving("lasso", ("learned",))
+    if common.check_load_flag(FLAGS.load, name) == "model":
         common.quiet_tensorflow_import()
         import model_based  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
         from open_l2o_tf.keras_files import check_unrolled_file  # pylint: disable=import-outside-toplevel
         check_unrolled_file(FLAGS.load, expected=name)
     if FLAGS.lr is not None and name not in ("gd", "adam", "rmsprop"):
         raise UserError(f"--lr applies to gd/adam/rmsprop only, not --optimizer={name}")
-    if FLAGS.meta_episodes is not None and name not in LEARNED:
-        raise UserError(f"--meta_episodes applies to {'/'.join(LEARNED)} only, not "
+    if FLAGS.meta_episodes is not None and kind != "learned":
+        raise UserError(f"--meta_episodes applies to {'/'.join(learned)} only, not "
                         f"--optimizer={name}")
     if FLAGS.safeguard == "on":
-        if name in CLASSIC:
+        if kind == "classic":
             raise UserError(f"--safeguard=on needs a learned optimizer (one of "
-                            f"{', '.join(MODEL_BASED + LEARNED)}), got --optimizer={name}")
+                            f"{', '.join(registry.serving('lasso', ('model', 'learned')))}), "
+                            f"got --optimizer={name}")
         common.check_safeguard_flags(["ista", "fista"], "fista")
     if FLAGS.data_dir is not None:
         common.check_data_dir(FLAGS.data_dir)
-    common.check_strategy_flags(name not in CLASSIC and FLAGS.load is None,
-                                f"--optimizer={name} trains nothing" if name in CLASSIC
+    common.check_strategy_flags(kind != "classic" and FLAGS.load is None,
+                                f"--optimizer={name} trains nothing" if kind == "classic"
                                 else "--load trains nothing")
     common.prepare_workdir(FLAGS.workdir)
 
@@ -222,9 +235,13 @@ def main(argv):
           f"lam={lam}, E[f*]={f_star.mean():.5g} ({time.time() - start:.1f} s)", flush=True)
 
     train_seconds, train_steps, extra = 0.0, 0, {}
-    if name in CLASSIC:
-        curve_f = run_classic(name, A, y, lam, FLAGS.iterations)
-    elif name in MODEL_BASED:
+    kind = kind_of(name)
+    if kind == "classic":
+        curve_f = run_classic(name, A, y, lam, FLAGS.iterations, ista_step=FLAGS.ista_step,
+                              lr=FLAGS.lr, grad_reduction=FLAGS.grad_reduction,
+                              grad_batch=FLAGS.grad_batch,
+                              rmsprop_accumulator=FLAGS.rmsprop_accumulator, jit=FLAGS.jit)
+    elif kind == "model":
         curve_f, info = run_model_based(name, data_dir, A, y, lam, FLAGS.iterations,
                                         workdir, tb)
         train_seconds, train_steps = info.get("train_seconds", 0.0), info.get("train_steps", 0)
@@ -235,7 +252,7 @@ def main(argv):
         from model_free import training  # pylint: disable=import-outside-toplevel
         extra["meta_training"] = training.summary(info)
     curve = metrics.relative_loss(curve_f, f_star).numpy()
-    if name not in CLASSIC and "safeguard" in info:
+    if kind != "classic" and "safeguard" in info:
         extra["safeguard"] = common.lasso_safeguard_record(info["safeguard"], f_star, workdir,
                                                            title=f"{name} on {setting}")
     if not np.all(np.isfinite(curve)):

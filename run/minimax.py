@@ -15,12 +15,16 @@ import time
 import numpy as np
 from absl import flags
 
+import model_free  # noqa: F401  registers the learned names (imports no TensorFlow)
+import open_l2o_tf.classic  # noqa: F401  registers the classic names (no TensorFlow)
 from open_l2o_tf import logging as olog
+from open_l2o_tf import registry
 from open_l2o_tf.errors import UserError
 from . import common
 
-OPTIMIZERS = ["twin_l2o", "gda", "adam_gda"]
-flags.DEFINE_enum("optimizer", "twin_l2o", OPTIMIZERS, "The optimizer.")
+# the registry's entries that serve run.minimax (info ``commands``)
+OPTIMIZERS = common.define_method_flag("optimizer", "minimax", "twin_l2o", "The optimizer.",
+                                       kinds=("learned", "classic"))
 flags.DEFINE_enum("problem", "saddle", ["saddle", "rotated_saddle", "seesaw", "matrix_game"],
                   "The minimax problem.")
 flags.DEFINE_integer("ab_range", 1, "Range of (a, b) for the toy problems: 1..7 as the "
@@ -53,20 +57,25 @@ flags.register_validator("keep_probability", lambda v: 0.0 < v <= 1.0,
 FLAGS = flags.FLAGS
 
 
+def learned(name):
+    """Whether ``--optimizer=name`` is a learned (two-player) optimizer."""
+    return registry.kind_of(name, ("learned", "classic")) == "learned"
+
+
 def validate():
     """Checks that need no TensorFlow: flags that do not apply, --load, the workdir and
     the run identity."""
     if FLAGS.load is not None:
-        if FLAGS.optimizer != "twin_l2o":
+        if not learned(FLAGS.optimizer):
             raise UserError(f"--load does not apply to --optimizer={FLAGS.optimizer} (only "
                             "twin_l2o has weights to load)")
         if not os.path.isfile(FLAGS.load):
             raise UserError(f"--load file {FLAGS.load} "
                             f"{'is a directory' if os.path.isdir(FLAGS.load) else 'does not exist'}")
         from model_free import pretrained  # pylint: disable=import-outside-toplevel
-        pretrained.check_kind(FLAGS.load, "twin_l2o")
+        pretrained.check_kind(FLAGS.load, FLAGS.optimizer)
     settings()
-    common.check_strategy_flags(FLAGS.optimizer == "twin_l2o" and FLAGS.load is None,
+    common.check_strategy_flags(learned(FLAGS.optimizer) and FLAGS.load is None,
                                 "--load trains nothing" if FLAGS.load else
                                 f"--optimizer={FLAGS.optimizer} trains nothing")
     common.prepare_workdir(FLAGS.workdir)
@@ -171,7 +180,7 @@ def main(argv):
     tb = olog.TensorBoard(os.path.join(workdir, "tb"))
     problem = build_problem(sizes["dim"])
     twin, info = None, {"train_seconds": 0.0, "train_steps": 0}
-    if FLAGS.optimizer == "twin_l2o":
+    if learned(FLAGS.optimizer):
         twin, info = train_or_load_twin(problem, workdir, tb, sizes["hidden"], sizes["epochs"])
     start = time.time()
     curve = play_all(problem, twin, sizes["count"], sizes["restarts"], sizes["half_steps"])

@@ -22,15 +22,16 @@ import time
 import numpy as np
 from absl import flags
 
+import model_free  # noqa: F401  registers the learned names (imports no TensorFlow)
+import open_l2o_tf.classic  # noqa: F401  registers the classic names (no TensorFlow)
 from open_l2o_tf import logging as olog
-from open_l2o_tf import budgets, reference
+from open_l2o_tf import budgets, reference, registry
 from open_l2o_tf.errors import UserError
 from . import common
 
-CLASSIC = ["sgd", "adam", "rmsprop"]
-LEARNED = ["l2o_dm", "l2o_rnnprop", "l2o_enhanced", "l2o_scale"]
-flags.DEFINE_enum("optimizer", "adam", CLASSIC + LEARNED, "The optimizer.")
-common.accept_registered("optimizer", "learned", LEARNED, interface="update")   # --import
+# the registry's entries that serve run.nn_training (info ``commands``)
+OPTIMIZERS = common.define_method_flag("optimizer", "nn_training", "adam", "The optimizer.",
+                                       kinds=("classic", "learned"))
 flags.DEFINE_enum("problem", "mnist_mlp_sigmoid", ["mnist_mlp_sigmoid", "mnist_mlp_relu",
                                                    "mnist_conv", "cifar_conv"],
                   "The network to train.")
@@ -42,8 +43,9 @@ flags.DEFINE_integer("runs", None, "Independent runs (paper 10, quick 2).", lowe
 flags.DEFINE_float("lr", 1e-3, "Learning rate of sgd/adam/rmsprop.")
 common.define_meta_flags(quick_episodes=30)
 flags.DEFINE_integer("unroll", None, "Meta-training horizon in steps per episode, a "
-                     "multiple of --truncation: l2o_dm, l2o_rnnprop, l2o_scale (default 100 "
-                     "as the original; l2o_enhanced's curriculum sets its horizons).  "
+                     "multiple of --truncation: the learned optimizers without a curriculum of "
+                     "their own (default 100 as the original; l2o_enhanced's curriculum sets "
+                     "its horizons).  "
                      "Held-out model selection runs at the same horizon.", lower_bound=1)
 flags.DEFINE_integer("truncation", 20, "Learned optimizers: meta-training steps per "
                      "truncation (one meta-update; the original's 20).", lower_bound=1)
@@ -59,27 +61,34 @@ common.bound_flags(positive=["lr", "random_scale"])
 FLAGS = flags.FLAGS
 
 
+def learned(name):
+    """Whether ``--optimizer=name`` is a learned optimizer (else a classic one)."""
+    return registry.kind_of(name, ("classic", "learned")) == "learned"
+
+
 def validate():
     """Checks that need no TensorFlow: flags that do not apply, --load, --mnist_dir, the
     workdir and the run identity."""
     name = FLAGS.optimizer
-    common.check_load_flag(name, CLASSIC, LEARNED)
-    if FLAGS.unroll is not None and (name not in LEARNED or name == "l2o_enhanced"):
-        raise UserError("--unroll applies to l2o_dm, l2o_rnnprop and l2o_scale (l2o_enhanced's "
-                        f"curriculum sets its horizons), not --optimizer={name}")
+    common.check_load_flag(FLAGS.load, name)
+    own = registry.serving("nn_training", ("learned",), curriculum=True)
+    if FLAGS.unroll is not None and (not learned(name) or name in own):
+        unrolled = [n for n in registry.serving("nn_training", ("learned",)) if n not in own]
+        raise UserError(f"--unroll applies to {', '.join(unrolled)} (a curriculum sets the "
+                        f"horizons of {', '.join(own) or 'none'}), not --optimizer={name}")
     if (FLAGS.unroll or 100) % FLAGS.truncation:
         raise UserError(f"--unroll {FLAGS.unroll or 100} must be a multiple of --truncation "
                         f"{FLAGS.truncation}")
     for flag in ("meta_episodes", "meta_lr"):
-        if getattr(FLAGS, flag) is not None and name not in LEARNED:
+        if getattr(FLAGS, flag) is not None and not learned(name):
             raise UserError(f"--{flag} applies to the learned optimizers only, not "
                             f"--optimizer={name}")
     if FLAGS.mnist_dir is not None and not os.path.isdir(FLAGS.mnist_dir):
         raise UserError(f"--mnist_dir {FLAGS.mnist_dir} "
                         f"{'is a file' if os.path.exists(FLAGS.mnist_dir) else 'does not exist'}"
                         "; expected a folder with the four MNIST idx files")
-    common.check_strategy_flags(name in LEARNED and FLAGS.load is None,
-                                f"--optimizer={name} trains nothing" if name not in LEARNED
+    common.check_strategy_flags(learned(name) and FLAGS.load is None,
+                                f"--optimizer={name} trains nothing" if not learned(name)
                                 else "--load trains nothing")
     common.prepare_workdir(FLAGS.workdir)
 
@@ -93,10 +102,11 @@ def main(argv):
     runs = common.preset_value(FLAGS.preset, 10, 2, FLAGS.runs)
     workdir = FLAGS.workdir
     tb = olog.TensorBoard(os.path.join(workdir, "tb"))
-    split = FLAGS.mnist_split or ("test" if name in LEARNED else "train")
+    is_learned = learned(name)
+    split = FLAGS.mnist_split or ("test" if is_learned else "train")
     problem = make_optimizee(FLAGS.problem, data_dir=FLAGS.mnist_dir, split=split)
     info = {"train_seconds": 0.0, "train_steps": 0}
-    if name in LEARNED:
+    if is_learned:
         from model_free import meta_trainer, training  # pylint: disable=import-outside-toplevel
         # meta-training always on the training split (the original's mode="train")
         train_problem = (problem if FLAGS.load or (FLAGS.problem == "mnist_mlp_sigmoid"
@@ -112,7 +122,7 @@ def main(argv):
             truncation=FLAGS.truncation, load=FLAGS.load, tb=tb, seed=FLAGS.seed,
             horizons=(100, 200) if FLAGS.preset == "quick" else None, budget=budget,
             random_scale=FLAGS.random_scale,
-            meta_lr=FLAGS.meta_lr or (budget.meta_lr if budget else None),
+            meta_lr=common.meta_lr(budget),
             selection=common.preset_value(FLAGS.preset, "last_truncation", "horizon_mean",
                                           FLAGS.model_selection), strategy=common.strategy(),
             deterministic=common.deterministic())
@@ -120,13 +130,13 @@ def main(argv):
     start = time.time()
     progress = olog.Progress(f"nn_training {name} {FLAGS.problem}", runs)
     jit = use_xla(problem)      # not for the convnets on a CPU (XLA's convolutions)
-    if name not in LEARNED:
+    if not is_learned:
         transform = {"sgd": first_order.sgd, "adam": first_order.adam,
                      "rmsprop": first_order.rmsprop}[name](FLAGS.lr)
     for run in range(runs):
         seed = FLAGS.seed * 1000 + run
         params = problem.init_params([seed, 17])
-        if name in LEARNED:
+        if is_learned:
             curve = meta_trainer.evaluate(opt, problem, steps, {}, params, seed=seed,
                                           grad_scale=1.0, jit_compile=jit)
         else:
@@ -149,7 +159,7 @@ def main(argv):
                               std_final=float(curves[:, -1].std()), mean_last100=tail,
                               mnist_split=split, eval_seconds=time.time() - start,
                               **({"meta_training": training.summary(info)}
-                                 if name in LEARNED else {}))
+                                 if is_learned else {}))
     common.write_results(workdir, record)
     print(f"[nn_training] {FLAGS.problem} {name}: loss[0]={mean[0]:.3f} "
           f"loss[{len(mean) - 1}]={mean[-1]:.4f} mean of last 100={tail:.4f} "

@@ -16,17 +16,17 @@ import numpy as np
 from absl import flags
 
 import model_free  # noqa: F401  registers the learned names (imports no TensorFlow)
+import open_l2o_tf.classic  # noqa: F401  registers the classic names (no TensorFlow)
 from open_l2o_tf import logging as olog
 from open_l2o_tf import budgets, reference, registry
 from open_l2o_tf.errors import UserError
 from . import common
 
-CLASSIC = ["gd_ls", "nag_ls", "adam", "rmsprop", "oracle"]
-LEARNED = ["l2o_dm", "l2o_rnnprop", "l2o_enhanced", "l2o_scale", "l2o_swarm"]
 TRUNCATION = 20      # steps per truncation of meta-training (the original's unroll length)
 UNROLL = 100         # quick preset's meta-training horizon (paper: open_l2o_tf.budgets)
-flags.DEFINE_enum("optimizer", "nag_ls", CLASSIC + LEARNED, "The optimizer.")
-common.accept_registered("optimizer", "learned", LEARNED, interface="update")   # --import
+# the registry's entries that serve run.rastrigin (info ``commands``)
+OPTIMIZERS = common.define_method_flag("optimizer", "rastrigin", "nag_ls", "The optimizer.",
+                                       kinds=("classic", "learned"))
 flags.DEFINE_enum("swarm_attraction", "as_coded", ["as_coded", "toward_better"],
                   "L2O-Swarm attraction feature: the released code's (pull away from "
                   "particles that are not better) or toward better particles.")
@@ -47,8 +47,8 @@ flags.DEFINE_float("rmsprop_accumulator", 1.0, "Initial RMSProp accumulator (1.0
                    "original's; 0: Keras 3).", lower_bound=0.0)
 common.define_meta_flags(quick_episodes=60)
 flags.DEFINE_integer("unroll", None, "Meta-training horizon in steps per episode, a multiple of "
-                     f"the truncation ({TRUNCATION}): l2o_dm, l2o_rnnprop, l2o_scale, l2o_swarm "
-                     "(paper preset 1,000, the paper's '1,000 iterations per epoch'; quick 100; the "
+                     f"the truncation ({TRUNCATION}): the learned optimizers without a "
+                     "curriculum of their own (paper preset 1,000, the paper's '1,000 iterations per epoch'; quick 100; the "
                      "original L2O-Scale draws about 50 unrolls of 10 + Exp(20) steps per "
                      "problem).  Held-out model "
                      "selection runs at the same horizon.", lower_bound=1)
@@ -60,32 +60,40 @@ common.define_safeguard_flags()
 FLAGS = flags.FLAGS
 
 
+def learned(name):
+    """Whether ``--optimizer=name`` is a learned optimizer (else a classic one)."""
+    return registry.kind_of(name, ("classic", "learned")) == "learned"
+
+
 def validate():
     """Checks that need no TensorFlow: flags that do not apply, --load, the workdir and
     the run identity."""
     name = FLAGS.optimizer
-    common.check_load_flag(name, CLASSIC, LEARNED)
+    common.check_load_flag(FLAGS.load, name)
     if FLAGS.lr is not None and name not in ("adam", "rmsprop"):
         raise UserError(f"--lr applies to adam/rmsprop only, not --optimizer={name}")
     for flag in ("meta_episodes", "meta_lr"):
-        if getattr(FLAGS, flag) is not None and name not in LEARNED:
+        if getattr(FLAGS, flag) is not None and not learned(name):
             raise UserError(f"--{flag} applies to the learned optimizers only, not "
                             f"--optimizer={name}")
     if FLAGS.unroll is not None:
-        if name not in LEARNED or registry.info("learned", name).get("curriculum"):
-            raise UserError("--unroll applies to l2o_dm, l2o_rnnprop, l2o_scale and l2o_swarm "
-                            f"(l2o_enhanced's curriculum sets its horizons), not "
+        own = registry.serving("rastrigin", ("learned",), curriculum=True)
+        if not learned(name) or name in own:
+            unrolled = [n for n in registry.serving("rastrigin", ("learned",)) if n not in own]
+            raise UserError(f"--unroll applies to {', '.join(unrolled)} (a curriculum sets "
+                            f"the horizons of {', '.join(own) or 'none'}), not "
                             f"--optimizer={name}")
         if FLAGS.unroll % TRUNCATION:
             raise UserError(f"--unroll must be a multiple of the truncation {TRUNCATION}, "
                             f"got {FLAGS.unroll}")
     if FLAGS.safeguard == "on":
-        if name not in LEARNED or name == "l2o_swarm":
-            raise UserError("--safeguard=on needs a learned update rule (l2o_dm, "
-                            f"l2o_rnnprop, l2o_enhanced, l2o_scale), got --optimizer={name}")
+        rules = registry.serving("rastrigin", ("learned",), interface="update")
+        if name not in rules:
+            raise UserError(f"--safeguard=on needs a learned update rule ({', '.join(rules)}), "
+                            f"got --optimizer={name}")
         common.check_safeguard_flags(["gd", "adam", "rmsprop"], "adam")
     common.check_strategy_flags(
-        name in LEARNED and FLAGS.load is None,
+        learned(name) and FLAGS.load is None,
         "--load trains nothing" if FLAGS.load else f"--optimizer={name} trains nothing")
     common.prepare_workdir(FLAGS.workdir)
 
@@ -130,23 +138,29 @@ def run_classic(name, family, test, x0, steps, lr=None, seed=0, grad_batch=128,
     return transforms.run_optimizer(transform, per_instance, x0, steps, reduction="sum")[1]
 
 
-def run_swarm(family, test, x0, workdir, tb, episodes, unroll):
-    """L2O-Swarm: loaded (``--load``) or meta-trained, then run; ``(curve, info)``."""
+def _given(**kwargs):
+    """The keyword arguments that are not None (the callee's defaults for the others)."""
+    return {key: value for key, value in kwargs.items() if value is not None}
+
+
+def run_swarm(name, family, test, x0, workdir, tb, episodes, unroll, budget=None):
+    """A learned optimizer of the ``swarm`` interface (L2O-Swarm): loaded (``--load``) or
+    meta-trained, then run; ``(curve, info)``."""
     from model_free import swarm as swarm_lib  # pylint: disable=import-outside-toplevel
     info = {"train_seconds": 0.0, "train_steps": 0}
     if FLAGS.load:
         opt = swarm_lib.load_swarm(FLAGS.load, dim=FLAGS.n)
         print(f"[swarm] loaded {FLAGS.load}")
     else:
-        opt = swarm_lib.L2OSwarm(dim=FLAGS.n, attraction=FLAGS.swarm_attraction)
+        opt = registry.get("learned", name)(dim=FLAGS.n, attraction=FLAGS.swarm_attraction)
         trainer = swarm_lib.SwarmTrainer(opt, family, seed=FLAGS.seed, tb=tb,
                                          ckpt_dir=os.path.join(workdir, "ckpt"),
-                                         lr=FLAGS.meta_lr or 1e-3, start=FLAGS.swarm_start,
-                                         unroll=unroll, truncation=TRUNCATION,
+                                         start=FLAGS.swarm_start, unroll=unroll, truncation=TRUNCATION,
                                          strategy=common.strategy(),
-                                         deterministic=common.deterministic())
+                                         deterministic=common.deterministic(),
+                                         **_given(meta_lr=common.meta_lr(budget)))
         trainer.train(episodes)
-        swarm_lib.save_swarm(opt, os.path.join(workdir, "l2o_swarm.npz"))
+        swarm_lib.save_swarm(opt, os.path.join(workdir, f"{name}.npz"))
         info = {"train_seconds": trainer.train_seconds,
                 "train_steps": episodes * trainer.unroll}
     curve = swarm_lib.swarm_minimize(opt, family, test, x0[0], FLAGS.steps, seed=FLAGS.seed,
@@ -166,13 +180,15 @@ def run_learned(name, family, test, x0, workdir, tb, episodes, unroll, selection
         truncation=TRUNCATION, load=FLAGS.load, tb=tb, seed=FLAGS.seed,
         horizons=(100, 200, 500) if FLAGS.preset == "quick" else None,
         random_scale=FLAGS.random_scale,
-        meta_lr=FLAGS.meta_lr or (budget.meta_lr if budget else None), selection=selection,
+        meta_lr=common.meta_lr(budget), selection=selection,
         strategy=common.strategy(), budget=budget, deterministic=common.deterministic())
     curve = meta_trainer.evaluate(opt, family, FLAGS.steps, test, x0, seed=FLAGS.seed,
                                   grad_scale=1.0 / 128)
     extra = {"meta_training": training.summary(info)}
     if FLAGS.safeguard == "on":
-        extra["safeguard"] = common.rastrigin_safeguard(opt, family, test, x0, workdir)
+        extra["safeguard"] = common.rastrigin_safeguard(
+            opt, family, test, x0, workdir, steps=FLAGS.steps, n=FLAGS.n,
+            **common.safeguard_options(["gd", "adam", "rmsprop"], "adam"))
     return curve, info, extra
 
 
@@ -200,11 +216,11 @@ def main(argv):
                                     FLAGS.model_selection)
     unroll = FLAGS.unroll or (budget.unroll if budget else UNROLL)
     start = time.time()
-    if name in CLASSIC:
+    if not learned(name):
         curve = run_classic(name, family, test, x0, FLAGS.steps, FLAGS.lr, FLAGS.seed,
                             FLAGS.grad_batch, FLAGS.rmsprop_accumulator)
-    elif name == "l2o_swarm":
-        curve, info = run_swarm(family, test, x0, workdir, tb, episodes, unroll)
+    elif registry.interface("learned", name) == "swarm":
+        curve, info = run_swarm(name, family, test, x0, workdir, tb, episodes, unroll, budget)
     else:
         curve, info, extra = run_learned(name, family, test, x0, workdir, tb, episodes,
                                          unroll, selection, budget)

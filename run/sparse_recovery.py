@@ -22,9 +22,9 @@ common.quiet_tensorflow_import()   # model_based (imports TF) registers the --mo
 import model_based  # noqa: F401,E402  pylint: disable=wrong-import-position,unused-import
 
 
-MODELS = [m for m in registry.names("model") if not registry.get("model", m).lasso_only]
-flags.DEFINE_enum("model", "alista", MODELS, "The unrolled model.")
-common.accept_registered("model", "model", MODELS)   # models of --import modules
+# the registry's unrolled models that serve run.sparse_recovery (info ``commands``)
+MODELS = common.define_method_flag("model", "sparse_recovery", "alista", "The unrolled model.",
+                                   kinds=("model",))
 flags.DEFINE_string("data_dir", None, "A data directory from run.make_data (default with "
                     "--preset=quick: generated into WORKDIR/data).")
 flags.DEFINE_integer("num_layers", None, "Layers T (paper 16, quick 8).", lower_bound=1)
@@ -201,8 +201,9 @@ def main(argv):
             **trainer_settings())
     extra = {}
     if FLAGS.safeguard == "on":
-        extra["safeguard"] = common.sparse_safeguard(model, test.y, test.x, workdir,
-                                                     title=f"{FLAGS.model} on {setting}")
+        extra["safeguard"] = common.sparse_safeguard(
+            model, test.y, test.x, workdir, title=f"{FLAGS.model} on {setting}",
+            **common.safeguard_options(["ista", "fista"], "fista"))
     common.write_results(workdir, record(curve, seconds, steps, at_layer_end, True, **extra))
     report(FLAGS.model, setting, test, curve, paper, seconds, steps, workdir)
 

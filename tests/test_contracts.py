@@ -12,7 +12,11 @@ of LISTA) is tested here with no new test code.
   coordinate only), ``"swarm"`` and ``"twin"`` (their own step functions).
 """
 import inspect
+import json
+import os
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -30,6 +34,8 @@ from open_l2o_tf.optimizees.rastrigin import Rastrigin
 M, N, B, T = 8, 16, 4, 3
 MODELS = registry.names("model")
 LEARNED = registry.names("learned")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = dict(os.environ, CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT)
 
 
 def test_the_test_only_entry_is_in_the_suite():
@@ -41,6 +47,7 @@ def test_registry_mechanism():
     with pytest.raises(ValueError, match="already registered"):
         registry.register("model", "lista", "somewhere:Else")
     registry.register("model", "lista", registry.TABLES["model"]["lista"])   # same: no-op
+    assert registry.commands("model", "lista") == ("sparse_recovery", "lasso")  # info kept
     with pytest.raises(ValueError, match="identifiers"):
         registry.register("model", "bad name", "a:b")
     assert registry.kind_of("adam") == "classic" and registry.kind_of("nope") is None
@@ -227,3 +234,138 @@ def test_learned_optimizer_contract(name, tmp_path):
         assert kind == pretrained.kind_of(name) and type(loaded) is cls
         for a, b in zip(loaded.weights, opt.weights):
             np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_registry_says_what_serves_each_command():
+    assert registry.interface("model", "lista") == "unrolled"
+    assert registry.interface("learned", "l2o_swarm") == "swarm"
+    assert registry.commands("model", "step_lista") == ("lasso",)
+    assert "step_lista" not in registry.serving("sparse_recovery")
+    assert registry.serving("rastrigin", ("learned",), interface="swarm") == ["l2o_swarm"]
+    assert registry.in_suite("model", "lista", "lasso", "quick")
+    assert not registry.in_suite("model", "tista", "sparse_recovery", "paper")
+    # a new entry without suite info runs in both suites of every command it serves
+    assert registry.in_suite("model", "lista_copy", "lasso", "paper") is False   # not served
+    assert registry.in_suite("model", "lista_copy", "sparse_recovery", "quick")
+    with pytest.raises(ValueError, match="interface"):
+        registry.register("model", "bad_interface", "a:b", interface="update")
+    with pytest.raises(ValueError, match="commands"):
+        registry.register("learned", "bad_commands", "a:b", commands=("nowhere",))
+
+
+def test_every_command_accepts_every_name_it_serves(tmp_path):
+    results = tmp_path / "accepted.json"
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "cli_accept.py"),
+                           str(tmp_path), str(results), "tests.extra_registry"], cwd=ROOT,
+                          env=ENV, capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    accepted = json.loads(results.read_text())
+    for command in registry.COMMANDS:
+        expected = registry.serving(command)
+        assert sorted(accepted[command]) == sorted(expected), command
+        refused = {n: r for n, r in accepted[command].items() if r != [0, []]}
+        assert not refused, f"run.{command} refuses {refused}"
+    # the test-only entries are in every command that fits them, with no edit there
+    assert "lista_copy" in accepted["sparse_recovery"]
+    assert {"dm_with_recipe"} <= set(accepted["lasso"]) & set(accepted["rastrigin"]) \
+        & set(accepted["nn_training"])
+
+
+LOAD_MODELS = """
+import importlib, sys, numpy as np, keras
+import model_based
+folder, names, modules = sys.argv[1], sys.argv[2].split(','), sys.argv[3:]
+for module in modules:            # entries registered outside model_based (test-only)
+    importlib.import_module(module)
+y = np.load(folder + '/y.npy')
+out = {}
+for name in names:
+    model = keras.saving.load_model(f'{folder}/{name}.keras')
+    out[name] = model(y)[-1].numpy()
+    out[name + '_class'] = np.array(type(model).__name__)
+np.savez(folder + '/loaded.npz', **out)
+"""
+
+
+def test_every_unrolled_model_round_trips_in_a_fresh_process(tmp_path):
+    """Saved as ``.keras``, every registered model loads after ``import model_based`` (an
+    entry outside it after importing its module) with equal outputs; A and W are weights,
+    not JSON."""
+    import zipfile
+    from model_based.factory import build_model
+    rng = np.random.default_rng(0)
+    A = (rng.normal(size=(12, 24)) / 3.5).astype(np.float32)
+    W = (rng.normal(size=(12, 24)) / 3.5).astype(np.float32)
+    y = rng.normal(size=(5, 12)).astype(np.float32)
+    np.save(tmp_path / "y.npy", y)
+    expected, modules = {}, set()
+    for name in MODELS:
+        model = build_model(name, A, W, 3)
+        for v in model.trainable_variables:     # move off the initialisation
+            v.assign(v + 0.01 * rng.normal(size=v.shape).astype(np.float32))
+        model.save(str(tmp_path / f"{name}.keras"))
+        expected[name] = (model(y)[-1].numpy(), type(model).__name__)
+        with zipfile.ZipFile(tmp_path / f"{name}.keras") as archive:
+            config = json.loads(archive.read("config.json"))["config"]
+        assert "A" not in config and "W" not in config and config["m"] == 12
+        module = type(model).__module__
+        if not module.startswith("model_based."):
+            modules.add(module)
+    proc = subprocess.run([sys.executable, "-c", LOAD_MODELS, str(tmp_path), ",".join(MODELS),
+                           *sorted(modules)], cwd=ROOT, env=ENV, capture_output=True,
+                          text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with np.load(tmp_path / "loaded.npz") as loaded:
+        for name in MODELS:
+            assert str(loaded[name + "_class"]) == expected[name][1]
+            np.testing.assert_array_equal(loaded[name], expected[name][0], err_msg=name)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_unrolled_model_resumes_from_its_checkpoint(problem, name, tmp_path):
+    """A finished layer's checkpoint, read by a fresh model and trainer in the same
+    directory (as a re-run of the command does), gives the same weights without training."""
+    from model_based.progressive import ProgressiveTrainer
+    A, W, y, x = problem
+
+    def trainer():
+        tf.keras.utils.set_random_seed(0)
+        model = build(name, A, W)
+        lasso = registry.get("model", name).lasso_only
+        return model, ProgressiveTrainer(
+            model, (y, x), (y, x), task="lasso" if lasso else "sc", lam=0.1 if lasso else None,
+            steps_per_epoch=2, batch_size=B, max_epochs=1, patience=1,
+            ckpt_dir=str(tmp_path / "ckpt"), progress=None, seed=0, jit_compile=False)
+
+    model, first = trainer()
+    first.train(1)
+    steps = first.train_steps
+    assert steps > 0
+    again, second = trainer()
+    second.train(1)
+    assert second.train_steps == steps
+    for a, b in zip(again.get_weights(), model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("name", registry.names("learned", interface="update"))
+def test_learned_optimizer_resumes_from_its_checkpoint(name, tmp_path):
+    """Meta-training's checkpoint, read by a fresh call in the same workdir (a re-run of
+    the command), gives the same weights and counters without training."""
+    import keras
+    from model_free import training
+    from open_l2o_tf.optimizees.quadratic import Quadratic
+
+    def meta_train():
+        keras.utils.set_random_seed(0)
+        return training.meta_train_or_load(
+            name, Quadratic(dim=3, batch_size=2), synthetic=True, workdir=str(tmp_path),
+            episodes=1, unroll=4, truncation=2, seed=0, progress=None,
+            selection="horizon_mean", horizons=(4,))
+
+    opt, info = meta_train()
+    assert info["train_steps"] > 0
+    again, info_again = meta_train()
+    assert info_again["train_steps"] == info["train_steps"]
+    for a, b in zip(again.weights, opt.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())

@@ -72,22 +72,19 @@ def test_lasso_classic_original_gradient_and_rmsprop(tmp_path):
     out = _run("""
         import json
         import numpy as np
-        from absl import flags
         from run import lasso
         rng = np.random.default_rng(0)
         A = rng.normal(size=(3, 5)).astype(np.float32)
         y = rng.normal(size=(4, 3)).astype(np.float32)
-        def curve(name, *args):
-            flags.FLAGS.unparse_flags()
-            flags.FLAGS(["lasso", "--nojit"] + list(args))
-            return np.asarray(lasso.run_classic(name, A, y, 0.005, 20))
+        def curve(name, **options):     # a piece usable from Python: arguments, no flags
+            return np.asarray(lasso.run_classic(name, A, y, 0.005, 20, jit=False, **options))
         res = {
-            "batch4": curve("gd", "--lr=0.1", "--grad_batch=4").tolist(),
-            "sum_lr": curve("gd", "--lr=0.025", "--grad_reduction=sum").tolist(),
-            "sum": curve("gd", "--lr=0.1", "--grad_reduction=sum").tolist(),
-            "rms1": curve("rmsprop", "--lr=0.01", "--grad_reduction=sum").tolist(),
-            "rms0": curve("rmsprop", "--lr=0.01", "--grad_reduction=sum",
-                          "--rmsprop_accumulator=0").tolist()}
+            "batch4": curve("gd", lr=0.1, grad_batch=4).tolist(),
+            "sum_lr": curve("gd", lr=0.025, grad_reduction="sum").tolist(),
+            "sum": curve("gd", lr=0.1, grad_reduction="sum").tolist(),
+            "rms1": curve("rmsprop", lr=0.01, grad_reduction="sum").tolist(),
+            "rms0": curve("rmsprop", lr=0.01, grad_reduction="sum",
+                          rmsprop_accumulator=0.0).tolist()}
         print(json.dumps(res))
         """, tmp_path)
     import numpy as np

@@ -1,34 +1,49 @@
 """Classic baselines, batched over problem instances and run inside tf.function.
 
-Importing the package registers them (``open_l2o_tf.registry``, kind ``"classic"``).
+Importing the package registers them (``open_l2o_tf.registry``, kind ``"classic"``, with
+the ``commands`` that run them as baselines).
 """
+import importlib
+
 from open_l2o_tf import registry as _registry
-from open_l2o_tf.classic.first_order import adam, gd, rmsprop, sgd
-from open_l2o_tf.classic.ista_fista import (fista, fista_from, ista, lasso_fstar,
-                                            lipschitz_constant, soft_threshold)
-from open_l2o_tf.classic.line_search import armijo_step, gd_line_search, nag_line_search
-from open_l2o_tf.classic.run_and_inspect import run_and_inspect
-from open_l2o_tf.classic.transforms import (GradientTransformation, apply_updates, chain,
-                                            identity, run_optimizer, scale, step_seed)
 
-__all__ = [
-    "GradientTransformation", "adam", "apply_updates", "armijo_step", "chain", "fista",
-    "fista_from", "gd", "gd_line_search", "identity", "ista", "lasso_fstar",
-    "lipschitz_constant", "nag_line_search", "rmsprop", "run_and_inspect", "run_optimizer",
-    "scale", "sgd", "soft_threshold", "step_seed",
-]
+# the package's names, imported on first use (so registering the names costs no TensorFlow
+# import: the commands check their flags before TensorFlow is imported)
+_EXPORTS = {
+    "first_order": ("adam", "gd", "rmsprop", "sgd"),
+    "ista_fista": ("fista", "fista_from", "ista", "lasso_fstar", "lipschitz_constant",
+                   "soft_threshold"),
+    "line_search": ("armijo_step", "gd_line_search", "nag_line_search"),
+    "run_and_inspect": ("run_and_inspect",),
+    "transforms": ("GradientTransformation", "apply_updates", "chain", "identity",
+                   "run_optimizer", "scale", "step_seed"),
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_MODULE_OF)
 
-for _name, _target in (
-        ("ista", "open_l2o_tf.classic.ista_fista:ista"),
-        ("fista", "open_l2o_tf.classic.ista_fista:fista"),
-        ("gd", "open_l2o_tf.classic.first_order:gd"),
-        ("sgd", "open_l2o_tf.classic.first_order:sgd"),
-        ("adam", "open_l2o_tf.classic.first_order:adam"),
-        ("rmsprop", "open_l2o_tf.classic.first_order:rmsprop"),
-        ("gd_ls", "open_l2o_tf.classic.line_search:gd_line_search"),
-        ("nag_ls", "open_l2o_tf.classic.line_search:nag_line_search"),
-        ("oracle", "open_l2o_tf.classic.run_and_inspect:run_and_inspect"),
-        ("gda", "open_l2o_tf.classic.gda:alternating_gda"),
-        ("adam_gda", "open_l2o_tf.classic.gda:alternating_gda"),
+
+def __getattr__(name):
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_MODULE_OF[name]}"), name)
+
+
+_LASSO_RASTRIGIN_NN = ("lasso", "rastrigin", "nn_training")
+for _name, _target, _info in (
+        ("ista", "open_l2o_tf.classic.ista_fista:ista", dict(commands=("lasso",))),
+        ("fista", "open_l2o_tf.classic.ista_fista:fista", dict(commands=("lasso",))),
+        ("gd", "open_l2o_tf.classic.first_order:gd", dict(commands=("lasso",))),
+        ("sgd", "open_l2o_tf.classic.first_order:sgd", dict(commands=("nn_training",))),
+        ("adam", "open_l2o_tf.classic.first_order:adam", dict(commands=_LASSO_RASTRIGIN_NN)),
+        ("rmsprop", "open_l2o_tf.classic.first_order:rmsprop",
+         dict(commands=_LASSO_RASTRIGIN_NN, quick=("lasso", "rastrigin"))),
+        ("gd_ls", "open_l2o_tf.classic.line_search:gd_line_search",
+         dict(commands=("rastrigin",))),
+        ("nag_ls", "open_l2o_tf.classic.line_search:nag_line_search",
+         dict(commands=("rastrigin",))),
+        ("oracle", "open_l2o_tf.classic.run_and_inspect:run_and_inspect",
+         dict(commands=("rastrigin",))),
+        ("gda", "open_l2o_tf.classic.gda:alternating_gda", dict(commands=("minimax",))),
+        ("adam_gda", "open_l2o_tf.classic.gda:alternating_gda", dict(commands=("minimax",))),
 ):
-    _registry.register("classic", _name, _target)
+    _registry.register("classic", _name, _target, **_info)

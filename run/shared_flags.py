@@ -1,0 +1,149 @@
+"""Flag definitions shared by the commands, and the flag values a run records.
+
+Only modules under ``run/`` define flags.  :func:`define_method_flag` defines a command's
+``--model`` / ``--optimizer`` with the names the registry says the command serves
+(:func:`open_l2o_tf.registry.serving`), extended with those of ``--import`` modules.
+"""
+import os
+
+from absl import flags
+
+from open_l2o_tf import registry
+
+_METHOD_FLAGS = []                # (flag name, command, kinds, the command's list of names)
+
+
+def define_method_flag(flag_name, command, default, help_text,
+                       kinds=("classic", "model", "learned")):
+    """``--flag_name``: one of the names of ``kinds`` that ``command`` serves (registry
+    info ``commands``), in registry order; returns the live list of allowed names (names
+    of ``--import`` modules are appended when they are imported)."""
+    choices = registry.serving(command, kinds)
+    flags.DEFINE_enum(flag_name, default, choices, help_text)
+    _METHOD_FLAGS.append((flag_name, command, kinds, choices))
+    return choices
+
+
+def extend_method_flags():
+    """Appends the names registered since :func:`define_method_flag` to the allowed values
+    of its flags (``--import`` modules)."""
+    for flag_name, command, kinds, choices in _METHOD_FLAGS:
+        if flag_name not in flags.FLAGS:
+            continue
+        parser = flags.FLAGS[flag_name].parser
+        for name in registry.serving(command, kinds):
+            if name not in choices:
+                choices.append(name)
+            if name not in parser.enum_values:
+                parser.enum_values.append(name)
+
+
+def define_common_flags(default_workdir):
+    """``--workdir``, ``--preset``, ``--seed`` and ``--load`` for every command."""
+    flags.DEFINE_string("workdir", default_workdir,
+                        "Directory for results.json, tb/ and ckpt/.")
+    flags.DEFINE_enum("preset", "paper", ["paper", "quick"],
+                      "paper: the paper's settings; quick: small sizes, minutes on 2 CPUs.")
+    flags.DEFINE_integer("seed", 0, "Random seed.", lower_bound=0)
+    flags.DEFINE_string("load", None, "Load a trained model/optimizer from this path "
+                        "instead of training it.")
+
+
+def define_strategy_flags():
+    """``--strategy`` and ``--cpu_replicas`` for the commands that train (see docs/scaling_out.md
+    and :mod:`open_l2o_tf.distribute`)."""
+    flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker"],
+                      "tf.distribute strategy of training: default (one device), mirrored "
+                      "(the visible GPUs, else --cpu_replicas logical CPU devices) or "
+                      "multi_worker (one process per worker, the cluster in TF_CONFIG).  "
+                      "The global batch is kept and split over the replicas: the training "
+                      "batch of the unrolled models, the optimizee instances (games) of a "
+                      "meta-training episode, or one network's minibatch (run.nn_training); "
+                      "the gradients are all-reduced.  See docs/scaling_out.md.")
+    flags.DEFINE_integer("cpu_replicas", None, "With --strategy=mirrored and no GPU: split "
+                         "the CPU into this many logical devices (replicas).", lower_bound=1)
+    flags.DEFINE_bool("deterministic", None, "Bit-repeatable meta-training: the compiled "
+                      "steps run with TensorFlow's graph optimizer (Grappler) off, and on a "
+                      "GPU with TensorFlow's deterministic kernels.  Default: yes on a CPU, "
+                      "no on a GPU (docs/gpu.md).")
+
+
+def bound_flags(positive=(), nonnegative=(), at_least_one=()):
+    """absl validators: ``--name`` must be > 0 (``positive``), >= 0 (``nonnegative``) or
+    >= 1 (``at_least_one``, integers), or unset (None)."""
+    for name in positive:
+        flags.register_validator(name, lambda v: v is None or v > 0,
+                                 message=f"--{name} must be a positive number")
+    for name in nonnegative:
+        flags.register_validator(name, lambda v: v is None or v >= 0,
+                                 message=f"--{name} must be >= 0")
+    for name in at_least_one:
+        flags.register_validator(name, lambda v: v is None or v >= 1,
+                                 message=f"--{name} must be a positive integer")
+
+
+def define_model_selection_flag():
+    """``--model_selection`` for the commands that meta-train learned optimizers."""
+    flags.DEFINE_enum("model_selection", None, ["last_truncation", "horizon_mean"],
+                      "Learned optimizers: the meta-training model-selection score; "
+                      "last_truncation (the original's: every 100 episodes, RNNprop 10, on "
+                      "20 problems, the losses of the last truncation; default of the paper "
+                      "preset) or horizon_mean (mean loss over the horizon on 2 problems "
+                      "every <= 10 episodes; default of the quick preset).")
+
+
+def define_meta_flags(quick_episodes, *, random_scale=True, meta_lr=True):
+    """The meta-training flags of the commands that meta-train learned optimizers:
+    ``--meta_episodes`` (paper: the figure's budget, :mod:`open_l2o_tf.budgets`; quick
+    ``quick_episodes``),
+    ``--random_scale`` and ``--meta_lr`` (:func:`define_meta_lr_flag`) where asked."""
+    flags.DEFINE_integer("meta_episodes", None, "Learned optimizers: meta-training episodes "
+                         "(paper: the figure's budget, 100 of 1,000 steps for Figs. 6-7, "
+                         f"10,000 of 100 for Fig. 8; quick {quick_episodes}).",
+                         lower_bound=1)
+    if random_scale:
+        flags.DEFINE_float("random_scale", None, "Meta-training with RNNprop's random "
+                           "scaling exp(U(-r, r)) per coordinate (original r = 3; off by "
+                           "default as Open-L2O).")
+    if meta_lr:
+        define_meta_lr_flag()
+
+
+def define_meta_lr_flag():
+    """``--meta_lr`` of the commands that meta-train learned optimizers (positive or unset)."""
+    flags.DEFINE_float("meta_lr", None, "Meta learning rate (default: Adam 1e-3 for "
+                       "DM/RNNprop/Swarm, RMSProp 1e-6 for L2O-Scale as the original).")
+    flags.register_validator("meta_lr", lambda v: v is None or v > 0,
+                             message="--meta_lr must be a positive number")
+
+
+def meta_lr(budget=None):
+    """The meta learning rate: ``--meta_lr`` when given, else the paper budget's (``budget``,
+    :mod:`open_l2o_tf.budgets`), else None: the trainer's or recipe's own default (the one
+    place it lives).  Checked once, by the flag's validator."""
+    value = flags.FLAGS.meta_lr
+    if value is None and budget is not None:
+        value = budget.meta_lr
+    return value
+
+
+def flag_values_dict():
+    """Values of the flags defined by this program's own modules (``run/``), for the
+    ``config`` of ``results.json``; absl's and TensorFlow's internal flags are left out."""
+    out = {}
+    for module, module_flags in flags.FLAGS.flags_by_module_dict().items():
+        module = str(module)
+        if not (module == "__main__" or module.startswith(("run.", f"{__package__}."))
+                or os.path.basename(os.path.dirname(module)) == "run"):
+            continue
+        for flag in module_flags:
+            if isinstance(flag.value, (str, int, float, bool, type(None), list)):
+                out[flag.name] = flag.value
+    return out
+
+
+def preset_value(preset, paper, quick, override=None):
+    """The flag ``override`` when given, else the preset's value."""
+    if override is not None:
+        return override
+    return quick if preset == "quick" else paper

@@ -1,0 +1,285 @@
+"""The workdir and the run's identity: one writer per workdir (an OS-level lock) and
+``WORKDIR/run.json``.
+
+Every command that writes a workdir calls :func:`prepare_workdir` before any work: the
+workdir must be a writable directory, and ``WORKDIR/run.json`` records the run's identity
+(the command and every flag that can change the numbers, plus e.g. the model class and
+config).  Re-running in a workdir that holds a checkpoint or results of a run with another
+identity is refused in one line naming the differing flags (``--workdir``, ``--out``,
+``--mnist_dir`` and similar flags may differ); so is a checkpoint written by another run
+than the one ``run.json`` records (``ckpt/IDENTITY``).
+"""
+import json
+import os
+import sys
+import tempfile
+
+from open_l2o_tf import logging as olog
+from open_l2o_tf.errors import UserError
+from .shared_flags import flag_values_dict
+
+# flags that cannot change a run's numbers (where it is written, where the same data lives)
+IDENTITY_IGNORED = {"workdir", "out", "mnist_dir", "data_root", "only", "dry_run",
+                    "report_only", "run_timeout", "import",
+                    # results do not depend on the replica count: a run may resume under
+                    # another strategy
+                    "strategy", "cpu_replicas",
+                    # a budget, not a setting: a meta-training run resumes from its checkpoint
+                    # and is continued (or finished early) by changing it
+                    "meta_episodes",
+                    # Safe-L2O options only change the test-phase comparison, which a
+                    # re-run redoes: a trained workdir can be re-tested with other ones
+                    "safeguard", "safeguard_rule", "safeguard_delta", "safeguard_param",
+                    "safeguard_track", "safeguard_energy", "safeguard_fallback",
+                    "safeguard_lr", "safeguard_iterations", "safeguard_lam",
+                    "safeguard_shadow"}
+RUN_FILE = "run.json"
+
+
+def _check_writable_dir(path, flag):
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UserError(f"{flag} {path} is a file, expected a directory")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"{flag} {path} cannot be created ({err.strerror})") from None
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=path)
+        os.close(fd)
+        os.remove(probe)
+    except OSError as err:
+        raise UserError(f"{flag} {path} is not writable ({err.strerror})") from None
+
+
+LOCK_FILE = ".lock"
+_LOCKS = {}                       # real path of a locked workdir -> the open lock file
+
+
+def lock_workdir(workdir, flag="--workdir"):
+    """One writer per workdir: takes an exclusive ``fcntl.flock`` on ``WORKDIR/.lock``
+    (held until the process exits, however it exits) and records this PID in it.  A
+    workdir locked by another process is one :class:`UserError` naming that PID; nothing
+    in it is touched.  Under ``--strategy=multi_worker`` a non-chief writes into a private
+    directory, so only the chief locks ``--workdir``."""
+    import fcntl  # pylint: disable=import-outside-toplevel
+    real = os.path.realpath(workdir)
+    path = os.path.join(real, LOCK_FILE)
+    held = _LOCKS.get(real)
+    if held is not None:
+        try:
+            if os.fstat(held).st_ino == os.stat(path).st_ino:
+                return
+        except OSError:
+            pass
+        os.close(_LOCKS.pop(real))
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as err:
+        raise UserError(f"{flag} {workdir}: cannot create its lock file {path} "
+                        f"({err.strerror})") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        pid = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
+        os.close(fd)
+        raise UserError(f"{flag} {workdir} is in use by PID {pid} (another command is "
+                        f"writing there); wait for it to finish, or use another {flag}") \
+            from None
+    mine = f"{os.getpid()}\n".encode()
+    if os.pread(fd, 32, 0) != mine:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, mine, 0)
+    _LOCKS[real] = fd
+    olog.guard_directory(real)
+    if os.path.abspath(workdir) != real:
+        olog.guard_directory(workdir)
+
+
+def release_workdir_locks():
+    """Releases the locks of :func:`lock_workdir` (the process's exit does it too)."""
+    while _LOCKS:
+        os.close(_LOCKS.popitem()[1])
+    olog.GUARDED_DIRS.clear()
+
+
+def check_workdir(workdir, flag="--workdir"):
+    """``workdir`` (and its ``tb/`` and ``ckpt/`` when present) is a writable directory;
+    creates it and locks it (:func:`lock_workdir`).  Called before any work, so a bad or
+    busy workdir costs nothing."""
+    _check_writable_dir(workdir, flag)
+    lock_workdir(workdir, flag)
+    for sub in ("tb", "ckpt"):
+        path = os.path.join(workdir, sub)
+        if os.path.exists(path):
+            _check_writable_dir(path, f"{flag} subfolder")
+    return workdir
+
+
+def check_writable_file(path, flag):
+    """``path`` can be written as a file: not a directory, its folder writable."""
+    if os.path.isdir(path):
+        raise UserError(f"{flag} {path} is a directory, expected a file name")
+    _check_writable_dir(os.path.dirname(os.path.abspath(path)), f"{flag} folder of")
+    if os.path.exists(path) and not os.access(path, os.W_OK):
+        raise UserError(f"{flag} {path} is not writable")
+    return path
+
+
+NPY_MAGIC = b"\x93NUMPY"
+
+
+def check_load_flag(load, name):
+    """Checks ``--load`` for ``--optimizer=name`` before any work: refused for a classic
+    optimizer, the file must exist, and a learned optimizer's file must hold that kind.
+    Returns None without ``load``, ``"learned"`` for a checked learned-optimizer file,
+    ``"model"`` for an unrolled model (its file is checked by the caller)."""
+    from open_l2o_tf import registry  # pylint: disable=import-outside-toplevel
+    if load is None:
+        return None
+    kind = registry.kind_of(name, ("classic", "learned", "model"))
+    if kind == "classic":
+        raise UserError(f"--load does not apply to --optimizer={name} (a classic "
+                        "optimizer has nothing to load)")
+    if not os.path.isfile(load):
+        raise UserError(f"--load file {load} "
+                        f"{'is a directory' if os.path.isdir(load) else 'does not exist'}")
+    if kind == "learned":
+        from model_free import pretrained  # pylint: disable=import-outside-toplevel
+        pretrained.check_kind(load, name)
+        return "learned"
+    return "model"
+
+
+def check_data_dir(data_dir, flag="--data_dir", splits=("train", "val", "test")):
+    """A data directory of run.make_data, checked without reading the arrays (and without
+    TensorFlow): a directory, ``A.npy`` and the splits present and .npy files,
+    ``meta.json`` JSON.  The full checks happen when the data is loaded."""
+    hint = f"make one with python -m run.make_data --setting=SETTING --out={data_dir}"
+    if os.path.exists(data_dir) and not os.path.isdir(data_dir):
+        raise UserError(f"{flag} {data_dir} is a file, expected a directory; {hint}")
+    if not os.path.isdir(data_dir):
+        raise UserError(f"{flag} {data_dir} does not exist; {hint}")
+    for name in ["A.npy"] + [f"{split}_data.npy" for split in splits]:
+        path = os.path.join(data_dir, name)
+        if not os.path.isfile(path):
+            raise UserError(f"{path} is missing; {hint}")
+        with open(path, "rb") as handle:
+            head = handle.read(6)
+        if head != NPY_MAGIC:
+            raise UserError(f"file {path} is not a .npy file (it starts with {head!r}, a .npy "
+                            "file with b'\\x93NUMPY'); expected a 2-D float array as written "
+                            "by python -m run.make_data")
+    olog.read_json(os.path.join(data_dir, "meta.json"), default={},
+                   expect={"setting": str, "m": int, "n": int,
+                           "lam": (int, float, type(None))})
+    return data_dir
+
+
+def run_identity(extra=None):
+    """The command and its flags that can change the numbers (+ ``extra``), JSON-clean."""
+    command = os.path.splitext(os.path.basename(sys.argv[0]))[0] if sys.argv else "?"
+    values = {k: v for k, v in flag_values_dict().items() if k not in IDENTITY_IGNORED}
+    identity = {"command": command, "flags": values, "extra": dict(extra or {})}
+    return json.loads(json.dumps(identity, default=str))
+
+
+CKPT_IDENTITY = "IDENTITY"   # in WORKDIR/ckpt: the identity (JSON) of the run that wrote it
+
+
+def _checkpoint_files(workdir):
+    ckpt = os.path.join(workdir, "ckpt")
+    if not os.path.isdir(ckpt):
+        return []
+    return sorted(name for name in os.listdir(ckpt) if name != CKPT_IDENTITY)
+
+
+def _has_state(workdir):
+    return (os.path.exists(os.path.join(workdir, "results.json"))
+            or bool(_checkpoint_files(workdir)))
+
+
+def _state_files(workdir):
+    found = ["results.json"] if os.path.exists(os.path.join(workdir, "results.json")) else []
+    names = _checkpoint_files(workdir)
+    if names:
+        found.append("a checkpoint ckpt/" + (", ".join(names[:4])
+                                            + (", ..." if len(names) > 4 else "")))
+    return found
+
+
+def _differences(old, new):
+    out = []
+    if old.get("command") != new["command"]:
+        out.append(f"command {old.get('command')} there, {new['command']} now")
+    for section, prefix in (("flags", "--"), ("extra", "")):
+        before, now = old.get(section) or {}, new[section]
+        for key in sorted(set(before) | set(now)):
+            if before.get(key) != now.get(key):
+                out.append(f"{prefix}{key}={before.get(key)!r} there, {now.get(key)!r} now")
+    return out
+
+
+def check_run_identity(workdir, extra=None):
+    """Refuses to reuse ``workdir`` when it holds a checkpoint or results of a run with
+    another identity (:func:`run_identity`); otherwise records this run's identity."""
+    lock_workdir(workdir)
+    path = os.path.join(workdir, RUN_FILE)
+    identity = run_identity(extra)
+    if not os.path.exists(path) and _has_state(workdir):
+        raise UserError(f"--workdir {workdir} holds {', '.join(_state_files(workdir))} but "
+                        f"no {RUN_FILE} (the settings of the run that wrote them); refusing "
+                        f"to resume a run of unknown settings: use another --workdir or "
+                        f"delete {workdir}")
+    if os.path.exists(path) and _has_state(workdir):
+        try:
+            old = olog.read_json(path)
+        except UserError:
+            old = None
+        if not isinstance(old, dict):
+            raise UserError(f"{path} is corrupt (expected the JSON identity of the run); "
+                            f"delete {workdir} or use another --workdir")
+        diff = _differences(old, identity)
+        if diff:
+            raise UserError(f"--workdir {workdir} holds a run with other settings ("
+                            + "; ".join(diff) + "); use another --workdir or the same flags")
+    _check_checkpoint_identity(workdir, identity)
+    olog.atomic_write_json(path, identity)
+    return identity
+
+
+def _check_checkpoint_identity(workdir, identity):
+    """The checkpoint's own record of the run that wrote it (``ckpt/IDENTITY``, written
+    before its first checkpoint) must be this run's; a checkpoint brought from another
+    workdir (another model or config) is refused.  A checkpoint without the record (older
+    than it) is accepted."""
+    stamp = os.path.join(workdir, "ckpt", CKPT_IDENTITY)
+    if _checkpoint_files(workdir):
+        if not os.path.exists(stamp):
+            return
+        try:
+            written_by = olog.read_json(stamp)
+        except UserError:
+            written_by = None
+        diff = _differences(written_by, identity) if isinstance(written_by, dict) else \
+            ["its record ckpt/IDENTITY is corrupt"]
+        if diff:
+            raise UserError(f"--workdir {workdir}: its checkpoint ckpt/ was written by another "
+                            f"run than {RUN_FILE} records (" + "; ".join(diff) + "); delete "
+                            f"{os.path.join(workdir, 'ckpt')} or use another --workdir")
+        return
+    os.makedirs(os.path.dirname(stamp), exist_ok=True)
+    olog.atomic_write_json(stamp, identity)
+
+
+def prepare_workdir(workdir, extra=None, flag="--workdir"):
+    """:func:`check_workdir` + :func:`check_run_identity`: call before any work."""
+    check_workdir(workdir, flag)
+    check_run_identity(workdir, extra)
+    return workdir
+
+
+def write_results(workdir, record):
+    """Atomically writes ``workdir/results.json`` with one record."""
+    path = os.path.join(workdir, "results.json")
+    olog.atomic_write_json(path, record)
+    return path
