@@ -16,6 +16,7 @@ minibatch of 128 split over them (docs/scaling_out.md).
 Data: ``--mnist_dir`` (the four idx files), else ``$OPEN_L2O_DATA_DIR``, else
 tensorflow-datasets.
 """
+import functools
 import os
 import time
 
@@ -50,6 +51,12 @@ flags.DEFINE_integer("unroll", None, "Meta-training horizon in steps per episode
 flags.DEFINE_integer("truncation", 20, "Learned optimizers: meta-training steps per "
                      "truncation (one meta-update; the original's 20).", lower_bound=1)
 common.define_model_selection_flag()
+flags.DEFINE_float("rmsprop_accumulator", 1.0, "Initial RMSProp accumulator (1.0: TF1's, the "
+                   "original's; 0: Keras 3).", lower_bound=0.0)
+flags.DEFINE_enum("conv_logits", "relu", ["relu", "linear"],
+                  "The ConvNets' output layer: relu (the original's problems.mnist_conv / "
+                  "cifar_conv apply a ReLU to the logits, so an output unit can die and its "
+                  "class stay at logit 0) or linear (no ReLU).")
 flags.DEFINE_enum("mnist_split", None, ["train", "test"],
                   "The split the optimizee is trained on (CIFAR-10 too).  Default as the "
                   "original: test (10k images) for the learned optimizers (util.get_config "
@@ -104,7 +111,8 @@ def main(argv):
     tb = olog.TensorBoard(os.path.join(workdir, "tb"))
     is_learned = learned(name)
     split = FLAGS.mnist_split or ("test" if is_learned else "train")
-    problem = make_optimizee(FLAGS.problem, data_dir=FLAGS.mnist_dir, split=split)
+    conv = {"relu_logits": FLAGS.conv_logits == "relu"} if "conv" in FLAGS.problem else {}
+    problem = make_optimizee(FLAGS.problem, data_dir=FLAGS.mnist_dir, split=split, **conv)
     info = {"train_seconds": 0.0, "train_steps": 0}
     if is_learned:
         from model_free import meta_trainer, training  # pylint: disable=import-outside-toplevel
@@ -132,7 +140,9 @@ def main(argv):
     jit = use_xla(problem)      # not for the convnets on a CPU (XLA's convolutions)
     if not is_learned:
         transform = {"sgd": first_order.sgd, "adam": first_order.adam,
-                     "rmsprop": first_order.rmsprop}[name](FLAGS.lr)
+                     "rmsprop": functools.partial(
+                         first_order.rmsprop,
+                         initial_accumulator=FLAGS.rmsprop_accumulator)}[name](FLAGS.lr)
     for run in range(runs):
         seed = FLAGS.seed * 1000 + run
         params = problem.init_params([seed, 17])
