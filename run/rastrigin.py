@@ -119,7 +119,7 @@ def run_classic(name, family, test, x0, steps, lr=None, seed=0, grad_batch=128,
     ``grad_batch`` (1: the instance's own gradient), and RMSProp is TF1's, accumulator
     initialised to ``rmsprop_accumulator`` (1.0; Keras 3: 0)."""
     from open_l2o_tf.classic import first_order, line_search, transforms  # pylint: disable=import-outside-toplevel
-    from open_l2o_tf.classic.run_and_inspect import run_and_inspect  # pylint: disable=import-outside-toplevel
+    from open_l2o_tf.classic.oracle import run_and_inspect  # pylint: disable=import-outside-toplevel
 
     def per_instance(params, batch=None):
         del batch

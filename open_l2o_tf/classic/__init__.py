@@ -14,11 +14,14 @@ _EXPORTS = {
     "ista_fista": ("fista", "fista_from", "ista", "lasso_fstar", "lipschitz_constant",
                    "soft_threshold"),
     "line_search": ("armijo_step", "gd_line_search", "nag_line_search"),
-    "run_and_inspect": ("run_and_inspect",),
+    "oracle": ("run_and_inspect",),
     "transforms": ("GradientTransformation", "apply_updates", "chain", "identity",
                    "run_optimizer", "scale", "step_seed"),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+# a submodule named like a name it exports would shadow it once imported (the import
+# system sets the package attribute to the module)
+assert not set(_EXPORTS) & set(_MODULE_OF), set(_EXPORTS) & set(_MODULE_OF)
 __all__ = sorted(_MODULE_OF)
 
 
@@ -41,7 +44,7 @@ for _name, _target, _info in (
          dict(commands=("rastrigin",))),
         ("nag_ls", "open_l2o_tf.classic.line_search:nag_line_search",
          dict(commands=("rastrigin",))),
-        ("oracle", "open_l2o_tf.classic.run_and_inspect:run_and_inspect",
+        ("oracle", "open_l2o_tf.classic.oracle:run_and_inspect",
          dict(commands=("rastrigin",))),
         ("gda", "open_l2o_tf.classic.gda:alternating_gda", dict(commands=("minimax",))),
         ("adam_gda", "open_l2o_tf.classic.gda:alternating_gda", dict(commands=("minimax",))),
