@@ -5,7 +5,11 @@ gradient, update) with every registered learned optimizer of the ``update`` inte
 name per class, built by its class for a network: ``for_problem(False)``; the paper's
 L2O-DM, L2O-RNNprop, L2O-Scale) over the time of the same step with Adam,
 measured in the same run, and the time of one meta-training truncation (20 steps with
-BPTT and the meta-update).  :func:`benchmark_networks` (``--what=networks``): the step of
+BPTT and the meta-update); then :func:`model_free.perf_meta.benchmark_meta_training`:
+L2O-RNNprop on Lasso 25x50 and L2O-DM on the MLP, the episode, the truncation and the
+model selection each beside its floor (the FLOP floor of the truncation at its shapes'
+and at the 1024x1024 matmul rate, the forward-only compiled loop of the selection), and a
+profile of the truncation's parts.  :func:`benchmark_networks` (``--what=networks``): the step of
 ``run.nn_training`` on the MLPs and the ConvNet against ``keras.Model.fit`` with the same
 optimizer on the same network.
 """
@@ -16,6 +20,7 @@ import tensorflow as tf
 
 from model_free.dm import L2ODM
 from model_free.meta_trainer import MetaTrainer
+from model_free.perf_meta import benchmark_meta_training
 from model_free.training import build_optimizer, optimizer_class
 from open_l2o_tf import registry
 from open_l2o_tf.classic.first_order import adam
@@ -90,6 +95,7 @@ def benchmark_model_free(data_dir=None, repeats=30, progress=print):
                  f"{steps}; one L2O-DM meta-training truncation (20 steps) "
                  f"{results['truncation_20_steps_ms']:.1f} ms "
                  f"({results['truncation_over_adam_step']:.0f}x an Adam step)")
+    results["meta_training"] = benchmark_meta_training(problem, progress=progress)
     return results
 
 

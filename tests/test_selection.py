@@ -1,0 +1,50 @@
+"""Model selection: the one-call scoring of all held-out instances gives the scores of the
+per-instance loop it replaced (to float32 round-off)."""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from model_free.dm import L2ODM
+from model_free.evaluation import batch_count, make_runner, stateless_seed
+from model_free.recipe import MetaRecipe
+from model_free.rnnprop import L2ORNNprop
+from model_free.selection import ModelSelection
+from open_l2o_tf.optimizees.lasso import Lasso
+from open_l2o_tf.optimizees.networks import MnistMLP
+
+
+def _loop_score(opt, optimizee, recipe, horizon):
+    """The previous implementation: one runner call and one ``.numpy()`` per instance."""
+    scores, runner = [], None
+    for i in range(recipe.eval_instances):
+        seed = stateless_seed(10 ** 6 + recipe.seed, i)
+        instance = optimizee.sample_instance(seed)
+        params = list(optimizee.init_params(seed + [0, 1], instance))
+        if runner is None:
+            scale = 1.0 / batch_count(optimizee, params, instance, 10 ** 6 + i)
+            runner = make_runner(opt, optimizee, horizon, scale, jit_compile=False,
+                                 seeded_state=True)
+        curve = runner(params, instance, tf.constant(10 ** 6 + i, tf.int32),
+                       stateless_seed(10 ** 6 + i, 0)).numpy()
+        if recipe.selection == "last_truncation":
+            tail = curve[-(min(recipe.truncation, horizon) + 1):]
+            scores.append(float(np.mean(np.sum(tail, axis=0))))
+        else:
+            scores.append(float(np.mean(curve)))
+    return np.mean(scores)
+
+
+@pytest.mark.parametrize("selection", ["last_truncation", "horizon_mean"])
+def test_one_call_selection_scores_as_the_per_instance_loop(selection):
+    rng = np.random.default_rng(0)
+    lasso = Lasso.from_data(rng.normal(size=(5, 8)).astype(np.float32),
+                            rng.normal(size=(40, 5)).astype(np.float32), batch_size=4)
+    mlp = MnistMLP(rng.random((64, 6, 6, 1), np.float32),
+                   rng.integers(0, 10, 64).astype(np.int32), "sigmoid", batch_size=8)
+    for opt, problem in ((L2ORNNprop(), lasso), (L2ODM(), mlp)):
+        recipe = MetaRecipe(truncation=4, eval_instances=3, selection=selection, seed=3)
+        chosen = ModelSelection(opt, problem, recipe)
+        new, old = chosen.score(12), _loop_score(opt, problem, recipe, 12)
+        assert np.isfinite(new) and new == pytest.approx(old, rel=1e-6, abs=0)
+        assert chosen.score(12) == new          # the cached call scores the same again
+        assert chosen.score(8, instances=2) != new
