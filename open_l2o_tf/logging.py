@@ -185,9 +185,22 @@ def atomic_write_text(path, text):
     _atomic_write(path, lambda h: h.write(text), "w")
 
 
+class _Chunked:
+    """A file object numpy does not recognise as a real file: ``np.save`` then writes
+    through :meth:`write` in chunks instead of ``ndarray.tofile``, whose short write on a
+    full disk is an ``OSError`` without errno ("N requested and M written"); Python's own
+    write raises the kernel's errno (ENOSPC, EFBIG, ...)."""
+
+    def __init__(self, handle):
+        self.handle = handle
+
+    def write(self, data):
+        return self.handle.write(data)
+
+
 def atomic_save_npy(path, array):
     """``np.save`` to ``path`` atomically."""
-    _atomic_write(path, lambda h: np.save(h, array), "wb")
+    _atomic_write(path, lambda h: np.save(_Chunked(h), array), "wb")
 
 
 def atomic_save_npz(path, arrays, progress=None):

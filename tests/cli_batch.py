@@ -12,7 +12,8 @@ checks before any work, which record the run's identity ``run.json`` in a fresh 
 runs first, then the files are written, so a broken checkpoint is tested behind a valid
 ``run.json``; and ``"fault"`` with ``"workdir"``: a fault injected during the case
 (``tests/faults_inject.py``), the result then holds ``snapshot`` (the workdir's hashes just
-before the last write) and ``after`` (its hashes afterwards, None when it is gone).
+before the last write) and ``after`` (its hashes afterwards, None when it is gone) and ``temporaries`` (``.tmp*`` left in it;
+read in this process, which may see a tmpfs the test cannot).
 """
 import hashlib
 import importlib
@@ -116,6 +117,10 @@ def main():
             result["snapshot"] = injector.snapshot
             result["after"] = (hash_tree(case["workdir"]) if os.path.isdir(case["workdir"])
                                else None)
+            result["temporaries"] = sorted(
+                os.path.join(folder, name)
+                for folder, dirs, files in os.walk(case["workdir"])
+                for name in dirs + files if name.startswith(".tmp"))
         results.append(result)
     with open(results_path, "w", encoding="utf-8") as handle:
         json.dump(results, handle, indent=1)

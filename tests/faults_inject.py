@@ -3,11 +3,22 @@
 A case's ``"fault"`` is a dict:
 
 * ``{"kind": "sigint", "at": "scalar", "nth": K}``: SIGINT to this process at the K-th
-  TensorBoard scalar (mid-stage), as Ctrl-C would deliver it;
+  TensorBoard scalar (mid-stage), as Ctrl-C would deliver it; ``"sigterm"`` the same with
+  SIGTERM (``kill PID``);
 * ``{"kind": "delete_workdir", "at": "progress", "nth": K}``: the workdir is deleted right
   after the K-th ``ckpt/progress.json`` is written (the run goes on training);
 * ``{"kind": "enospc", "at": "savez", "nth": K}``: the K-th ``numpy.savez`` (a
   checkpoint's weights) writes its data, then fails as a full disk does (ENOSPC);
+* ``{"kind": "chmod", "path": P, "at": "progress", "nth": K}``: the folder P of the
+  workdir (``"."``: the workdir itself) is made read-only (0555) right after the K-th
+  ``progress.json``; a real EACCES only if this process lacks CAP_DAC_OVERRIDE (root
+  ignores permission bits: the test runs the batch under ``setpriv`` without it);
+* ``{"kind": "readonly", "at": "progress", "nth": K}``: a read-only bind mount of the
+  workdir over itself right after the K-th ``progress.json`` (a real EROFS for every later
+  open under the workdir; the test runs the batch in a private mount namespace,
+  ``unshare -m``); undone after the case;
+* ``{"kind": "watch"}``: no fault of its own (the workdir lies on a small tmpfs mounted by
+  the test: a real ENOSPC), only the snapshots below;
 * ``{"kind": "fsize", "limit": N}``: ``RLIMIT_FSIZE`` of N bytes for the case (the kernel
   fails a write past N bytes of any file with EFBIG; the hard limit stays, so the soft
   limit is restored after the case).
@@ -21,6 +32,7 @@ import os
 import resource
 import shutil
 import signal
+import subprocess
 
 import numpy as np
 
@@ -48,6 +60,7 @@ class Injector:
         self.fault, self.workdir, self.olog = fault, workdir, olog
         self.counts = {"scalar": 0, "progress": 0, "savez": 0}
         self.snapshot = None
+        self.undo = []
         self.saved = {"write": getattr(olog, "_atomic_write"),
                       "scalar": olog.TensorBoard.scalar, "savez": np.savez}
         self.saved_limit = resource.getrlimit(resource.RLIMIT_FSIZE)
@@ -87,13 +100,24 @@ class Injector:
         fault = self.fault
         if not fault or fault.get("at") != at or self.counts[at] != fault["nth"]:
             return None
-        if fault["kind"] == "sigint":
-            os.kill(os.getpid(), signal.SIGINT)
+        if fault["kind"] in ("sigint", "sigterm"):
+            os.kill(os.getpid(), signal.SIGINT if fault["kind"] == "sigint" else signal.SIGTERM)
+        elif fault["kind"] == "chmod":
+            target = os.path.join(self.workdir, fault["path"])
+            os.chmod(target, 0o555)
+            self.undo.append(lambda: os.chmod(target, 0o755))
+        elif fault["kind"] == "readonly":
+            for cmd in (["mount", "--bind", self.workdir, self.workdir],
+                        ["mount", "-o", "remount,bind,ro", self.workdir]):
+                subprocess.run(cmd, check=True)
+            self.undo.append(lambda: subprocess.run(["umount", self.workdir], check=True))
         elif fault["kind"] == "delete_workdir":
             shutil.rmtree(self.workdir)
         return fault["kind"]
 
     def remove(self):
+        for undo in reversed(self.undo):
+            undo()
         resource.setrlimit(resource.RLIMIT_FSIZE, self.saved_limit)
         setattr(self.olog, "_atomic_write", self.saved["write"])
         self.olog.TensorBoard.scalar = self.saved["scalar"]

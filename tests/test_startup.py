@@ -11,6 +11,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from open_l2o_tf import position
 from run import startup
 
@@ -42,20 +44,24 @@ def test_interrupt_line_names_the_position():
         position.clear()
 
 
-def test_ctrl_c_works_when_sigint_was_ignored_at_start():
+@pytest.mark.parametrize("signame,code", [("SIGINT", 130), ("SIGTERM", 143)])
+def test_ctrl_c_works_when_sigint_was_ignored_at_start(signame, code):
+    """SIGINT (also when the process started with it ignored) and SIGTERM from outside:
+    exactly the interrupt line on stderr, exit 130 / 143."""
     proc = subprocess.Popen([sys.executable, "-c", SLEEPER], cwd=ROOT, env=ENV,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     try:
         assert proc.stdout.readline().strip() == "ready"
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(getattr(signal, signame))
         _, err = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 130, err
+    assert proc.returncode == code, err
     assert err.strip().splitlines() == [
-        "interrupted at layer 2 stage 1 epoch 7 (SIGINT); re-run the same command to resume"]
+        f"interrupted at layer 2 stage 1 epoch 7 ({signame}); re-run the same command to "
+        "resume"]
 
 
 def _run(*args):
