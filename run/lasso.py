@@ -288,7 +288,7 @@ def main(argv):
                               train_steps=train_steps, config=common.flag_values_dict(),
                               f_star_mean=float(f_star.mean()), **extra)
     common.write_results(workdir, record)
-    marks = [k for k in (0, 1, 16, 100, len(curve) - 1) if k < len(curve)]
+    marks = sorted({k for k in (0, 1, 16, 100, len(curve) - 1) if k < len(curve)})
     print("[lasso] " + "  ".join(f"R[{k}]={curve[k]:.3g}" for k in marks)
           + f"  paper R[1000]={paper if paper is None else f'{paper:.3g}'}", flush=True)
     print(f"[lasso] wrote {os.path.join(workdir, 'results.json')}", flush=True)
