@@ -62,6 +62,15 @@ flags.DEFINE_enum("mnist_split", None, ["train", "test"],
                   "original: test (10k images) for the learned optimizers (util.get_config "
                   "with a loaded optimizer: mode='test'), train for sgd/adam/rmsprop.  "
                   "Meta-training always uses the training split.")
+flags.DEFINE_integer("mnist_train_images", None,
+                     "Train the optimizee on the first N images of the MNIST training split "
+                     "(the original's tf.contrib.learn load_mnist keeps 55,000 and holds out "
+                     "the last 5,000 for validation); default all 60,000.", lower_bound=1)
+flags.DEFINE_enum("loss_record", "post", ["post", "pre"],
+                  "sgd/adam/rmsprop: the logged loss of step t: post (the new iterate on "
+                  "step t's minibatch) or pre (the iterate the gradient is taken at, on its "
+                  "minibatch: the cost_op fetched with the update in the original's "
+                  "evaluate_dm.py).")
 common.define_common_flags("runs/nn_training")
 common.define_strategy_flags()
 common.bound_flags(positive=["lr", "random_scale"])
@@ -90,6 +99,13 @@ def validate():
         if getattr(FLAGS, flag) is not None and not learned(name):
             raise UserError(f"--{flag} applies to the learned optimizers only, not "
                             f"--optimizer={name}")
+    if FLAGS.mnist_train_images is not None and (
+            not FLAGS.problem.startswith("mnist")
+            or (FLAGS.mnist_split or ("test" if learned(name) else "train")) != "train"):
+        raise UserError("--mnist_train_images applies to an MNIST problem on the training "
+                        "split")
+    if FLAGS.loss_record != "post" and learned(name):
+        raise UserError(f"--loss_record applies to sgd/adam/rmsprop, not --optimizer={name}")
     if FLAGS.mnist_dir is not None and not os.path.isdir(FLAGS.mnist_dir):
         raise UserError(f"--mnist_dir {FLAGS.mnist_dir} "
                         f"{'is a file' if os.path.exists(FLAGS.mnist_dir) else 'does not exist'}"
@@ -111,8 +127,13 @@ def main(argv):
     tb = olog.TensorBoard(os.path.join(workdir, "tb"))
     is_learned = learned(name)
     split = FLAGS.mnist_split or ("test" if is_learned else "train")
-    conv = {"relu_logits": FLAGS.conv_logits == "relu"} if "conv" in FLAGS.problem else {}
-    problem = make_optimizee(FLAGS.problem, data_dir=FLAGS.mnist_dir, split=split, **conv)
+    extra = {"relu_logits": FLAGS.conv_logits == "relu"} if "conv" in FLAGS.problem else {}
+    if FLAGS.mnist_train_images:
+        from open_l2o_tf.data import datasets  # pylint: disable=import-outside-toplevel
+        images, labels = datasets.load_mnist(FLAGS.mnist_dir, split)
+        extra.update(images=images[:FLAGS.mnist_train_images],
+                    labels=labels[:FLAGS.mnist_train_images])
+    problem = make_optimizee(FLAGS.problem, data_dir=FLAGS.mnist_dir, split=split, **extra)
     info = {"train_seconds": 0.0, "train_steps": 0}
     if is_learned:
         from model_free import meta_trainer, training  # pylint: disable=import-outside-toplevel
@@ -152,7 +173,7 @@ def main(argv):
         else:
             _, curve = transforms.run_optimizer(
                 transform, problem.batch_losses, params, steps, batch_fn=problem.seeded_batch,
-                record="post", jit_compile=jit, seed=seed)
+                record=FLAGS.loss_record, jit_compile=jit, seed=seed)
         curves.append(np.asarray(curve).reshape(-1))
         progress.update(run + 1, force=True, final_loss=f"{curves[-1][-1]:.4f}")
     curves = np.stack(curves)

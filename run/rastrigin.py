@@ -43,6 +43,12 @@ flags.DEFINE_float("lr", None, "Learning rate of adam (0.1) / rmsprop (0.3).")
 flags.DEFINE_integer("grad_batch", 128, "adam/rmsprop: each instance's gradient / N (the "
                      "original's reduce_mean over a batch of 128; 1: its own gradient).",
                      lower_bound=1)
+flags.DEFINE_enum("line_search_scope", "instance", ["instance", "batch"],
+                  "gd_ls/nag_ls: Armijo per instance (instance: each instance its own step on "
+                  "its own loss) or on the original problems.rastrigin objective, the mean "
+                  "over a batch of the test instances (batch: one step per start, shared by "
+                  "the instances, gradient x1/instances; the released code has no line search, "
+                  "the paper says only 'line search from 1e-1').")
 flags.DEFINE_float("rmsprop_accumulator", 1.0, "Initial RMSProp accumulator (1.0: TF1's, the "
                    "original's; 0: Keras 3).", lower_bound=0.0)
 common.define_meta_flags(quick_episodes=60)
@@ -70,6 +76,9 @@ def validate():
     the run identity."""
     name = FLAGS.optimizer
     common.check_load_flag(FLAGS.load, name)
+    if FLAGS.line_search_scope != "instance" and name not in ("gd_ls", "nag_ls"):
+        raise UserError(f"--line_search_scope applies to gd_ls/nag_ls only, not "
+                        f"--optimizer={name}")
     if FLAGS.lr is not None and name not in ("adam", "rmsprop"):
         raise UserError(f"--lr applies to adam/rmsprop only, not --optimizer={name}")
     for flag in ("meta_episodes", "meta_lr"):
@@ -110,14 +119,18 @@ def build_problem(n, count, starts, seed=0):
 
 
 def run_classic(name, family, test, x0, steps, lr=None, seed=0, grad_batch=128,
-                rmsprop_accumulator=1.0):
+                rmsprop_accumulator=1.0, line_search_scope="instance", starts=1):
     """The per-instance loss curve ``(steps + 1, B)`` of a classic method (gd_ls, nag_ls,
     oracle, adam, rmsprop).
 
     Adam/RMSProp follow the original's evaluation: its ``problems.rastrigin`` takes
     ``reduce_mean`` over a batch of 128 instances, so each instance's gradient is divided by
     ``grad_batch`` (1: the instance's own gradient), and RMSProp is TF1's, accumulator
-    initialised to ``rmsprop_accumulator`` (1.0; Keras 3: 0)."""
+    initialised to ``rmsprop_accumulator`` (1.0; Keras 3: 0).
+
+    gd_ls/nag_ls with ``line_search_scope="batch"``: one Armijo search per start on the
+    mean loss of the test instances (the original's ``reduce_mean`` objective), so the
+    curve is ``(steps + 1, starts)`` of batch means (its mean is the same figure)."""
     from open_l2o_tf.classic import first_order, line_search, transforms  # pylint: disable=import-outside-toplevel
     from open_l2o_tf.classic.oracle import run_and_inspect  # pylint: disable=import-outside-toplevel
 
@@ -127,7 +140,20 @@ def run_classic(name, family, test, x0, steps, lr=None, seed=0, grad_batch=128,
 
     if name in ("gd_ls", "nag_ls"):
         fn = line_search.gd_line_search if name == "gd_ls" else line_search.nag_line_search
-        return fn(per_instance, x0, steps, initial_step=0.1)[1]
+        if line_search_scope == "instance":
+            return fn(per_instance, x0, steps, initial_step=0.1)[1]
+        import tensorflow as tf  # pylint: disable=import-outside-toplevel
+        rows, n = x0[0].shape
+        count = rows // starts        # rows are instance-major: row = instance * starts + start
+
+        def batch_mean(params):
+            p = params[0] if isinstance(params, list) else params      # (starts, count, n)
+            x = tf.reshape(tf.transpose(p, [1, 0, 2]), [rows, n])
+            losses = tf.reshape(per_instance([x]), [count, starts])
+            return tf.reduce_mean(losses, axis=0)                       # (starts,)
+
+        grouped = tf.transpose(tf.reshape(x0[0], [count, starts, n]), [1, 0, 2])
+        return fn(batch_mean, [grouped], steps, initial_step=0.1)[1]
     if name == "oracle":
         return run_and_inspect(per_instance, x0, steps, method="gd", seed=seed,
                                progress=print)[2]
@@ -221,7 +247,8 @@ def main(argv):
     start = time.time()
     if not learned(name):
         curve = run_classic(name, family, test, x0, FLAGS.steps, FLAGS.lr, FLAGS.seed,
-                            FLAGS.grad_batch, FLAGS.rmsprop_accumulator)
+                            FLAGS.grad_batch, FLAGS.rmsprop_accumulator,
+                            FLAGS.line_search_scope, FLAGS.starts)
     elif registry.interface("learned", name) == "swarm":
         curve, info = run_swarm(
             name, family, test, x0, FLAGS.steps, workdir=workdir, episodes=episodes,

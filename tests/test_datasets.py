@@ -1,6 +1,7 @@
 """MNIST/CIFAR loading from local files, the environment variable, tfds, and the errors."""
 import gzip
 import os
+import socket
 
 import numpy as np
 import pytest
@@ -89,6 +90,35 @@ def test_nothing_available_names_the_files(monkeypatch):
     message = str(err.value)
     assert "\n" not in message and "t10k-labels-idx1-ubyte.gz" in message
     assert "--mnist_dir" in message
+
+
+def test_offline_fails_at_once_without_a_download(monkeypatch):
+    """No local data, nothing downloaded by tfds, and its download host unreachable: one
+    message naming the files, and tfds is never asked to download (it would retry each URL
+    for minutes)."""
+    import tensorflow_datasets as tfds
+    monkeypatch.delenv("OPEN_L2O_DATA_DIR", raising=False)
+    calls = []
+
+    def load(*args, download=True, **kwargs):
+        calls.append(download)
+        raise RuntimeError("not prepared" if not download else "tried to download")
+
+    monkeypatch.setattr(tfds, "load", load)
+    monkeypatch.setattr(datasets, "reachable", lambda host, **kw: False)
+    with pytest.raises(UserError) as err:
+        datasets.load_mnist(split="test")
+    assert calls == [False]
+    message = str(err.value)
+    assert "cannot reach storage.googleapis.com" in message
+    assert "t10k-images-idx3-ubyte.gz" in message and "--mnist_dir" in message
+
+
+def test_reachable_is_false_for_a_closed_port():
+    with socket.socket() as sock:   # a port bound but not listening refuses connections
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        assert not datasets.reachable("127.0.0.1", port=port, timeout=1.0)
 
 
 def test_tfds_mock_data(monkeypatch):

@@ -43,6 +43,30 @@ def test_rastrigin_learned_piece(tmp_path):
     assert out["shape"] == [11, 2] and out["extra"] == ["meta_training"]
 
 
+def test_rastrigin_batch_line_search(tmp_path):
+    """--line_search_scope=batch: one Armijo search per start on the mean of the instances
+    (a curve of starts columns, first row the mean start loss); with one instance it is the
+    per-instance search."""
+    out = _run("""
+        import json
+        import numpy as np
+        from run import rastrigin
+        family, test, x0 = rastrigin.build_problem(2, count=4, starts=3, seed=1)
+        per = np.asarray(rastrigin.run_classic("gd_ls", family, test, x0, 20))
+        bat = np.asarray(rastrigin.run_classic("gd_ls", family, test, x0, 20,
+                                               line_search_scope="batch", starts=3))
+        f1, t1, y1 = rastrigin.build_problem(2, count=1, starts=3, seed=1)
+        one = [np.asarray(rastrigin.run_classic("gd_ls", f1, t1, y1, 20,
+                                                line_search_scope=s, starts=3))
+               for s in ("instance", "batch")]
+        print(json.dumps({"shape": list(bat.shape), "first": [float(per[0].mean()),
+                          float(bat[0].mean())], "down": bool(bat[-1].mean() < bat[0].mean()),
+                          "one": float(np.abs(one[0] - one[1]).max())}))
+        """, tmp_path)
+    assert out["shape"] == [21, 3] and out["down"]
+    assert abs(out["first"][0] - out["first"][1]) < 1e-4 and out["one"] < 1e-4
+
+
 def test_sparse_recovery_pieces(tmp_path):
     out = _run("""
         import json, os, sys

@@ -12,6 +12,7 @@ CIFAR-10 as the binary version (``cifar-10-batches-bin/data_batch_{1..5}.bin``,
 """
 import gzip
 import os
+import socket
 
 import numpy as np
 
@@ -90,17 +91,46 @@ def _local_mnist(folder, split):
     return None
 
 
+# where tensorflow-datasets downloads each data set from (its builders' URLs)
+DOWNLOAD_HOSTS = {"mnist": "storage.googleapis.com", "cifar10": "www.cs.toronto.edu"}
+
+
+def reachable(host, port=443, timeout=5.0):
+    """Whether a TCP connection to ``host:port`` opens within ``timeout`` seconds.
+
+    Asked before a tensorflow-datasets download: without a network tfds retries each of
+    its URLs for minutes (and its download threads hold off Ctrl-C) before it fails."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
 def _tfds(name, split, help_text):
     try:
         import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+        from absl import logging as absl_logging  # pylint: disable=import-outside-toplevel
+        verbosity = absl_logging.get_verbosity()
+        absl_logging.set_verbosity(absl_logging.ERROR)  # tfds' notes on a missing folder
         try:
             data = tfds.load(name, split=split, as_supervised=True, download=False)
         except Exception:  # pylint: disable=broad-except
+            absl_logging.set_verbosity(verbosity)
+            host = DOWNLOAD_HOSTS.get(name)
+            if host and not reachable(host):
+                raise UserError(f"no local {name} data found, tensorflow-datasets has not "
+                                f"downloaded it and cannot reach {host} to do so; "
+                                f"{help_text}") from None
             data = tfds.load(name, split=split, as_supervised=True)
+        finally:
+            absl_logging.set_verbosity(verbosity)
         pairs = list(tfds.as_numpy(data.batch(10000)))
         images = np.concatenate([p[0] for p in pairs])
         labels = np.concatenate([p[1] for p in pairs])
         return images.astype(np.float32) / 255.0, labels.astype(np.int32)
+    except UserError:
+        raise
     except Exception as err:  # pylint: disable=broad-except
         raise UserError(f"no local {name} data found and tensorflow-datasets could not "
                         f"provide it ({type(err).__name__}); {help_text}") from None
