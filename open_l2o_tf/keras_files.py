@@ -1,7 +1,8 @@
 """Which of our unrolled models a ``.keras`` file holds, read from the archive's
 ``config.json`` without TensorFlow (the command lines check ``--load`` before any work;
 :func:`model_based.factory.load_unrolled` then loads it), and :func:`save_model`, the
-atomic ``.keras`` save."""
+atomic ``.keras`` save, and :func:`load_model`, which loads any of our ``.keras`` files (an
+unrolled model or a learned optimizer) in a fresh process."""
 from open_l2o_tf import registry
 from open_l2o_tf.errors import UserError
 
@@ -49,3 +50,16 @@ def save_model(model, path):
     from open_l2o_tf import logging as olog  # pylint: disable=import-outside-toplevel
     olog.atomic_write_file(path, model.save)
     return path
+
+
+def load_model(path, kinds=("model", "learned")):
+    """``keras.saving.load_model(path)`` after importing every registered entry of
+    ``kinds`` (:func:`open_l2o_tf.registry.import_all`), so each class's Keras registration
+    has run: a ``.keras`` file of any registered unrolled model or learned optimizer loads
+    in a fresh process with no import naming its module.  (Imports TensorFlow.)"""
+    import keras  # pylint: disable=import-outside-toplevel
+    import model_based  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+    import model_free  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+    for kind in kinds:    # the families above (and --import modules) fill the tables
+        registry.import_all(kind)
+    return keras.saving.load_model(path)

@@ -95,6 +95,35 @@ def style(method):
             OTHER_MARKERS[(code // len(OTHER_COLOURS)) % len(OTHER_MARKERS)])
 
 
+def panel_styles(methods):
+    """``{method: (label, colour, marker)}`` for the methods drawn in one panel: each
+    :func:`style`, except that a derived (hashed) colour already taken in the panel moves
+    on to the next ``OTHER_COLOURS`` colour not yet taken, so two new names never share a
+    line colour in one panel (the Lasso, Rastrigin and network panels draw no markers)."""
+    looks = {method: style(method) for method in methods}
+    taken = {look[1] for method, look in looks.items() if not _derived(method)}
+    for method in sorted(m for m in looks if _derived(m)):
+        label, colour, marker = looks[method]
+        start = OTHER_COLOURS.index(colour)
+        for step in range(len(OTHER_COLOURS)):
+            candidate = OTHER_COLOURS[(start + step) % len(OTHER_COLOURS)]
+            if candidate not in taken:
+                colour = candidate
+                break
+        taken.add(colour)
+        looks[method] = (label, colour, marker)
+    return looks
+
+
+def _derived(method):
+    """Whether ``method``'s style is derived from its name (neither the paper's nor its
+    registry entry's)."""
+    if method in STYLE:
+        return False
+    kind = registry.kind_of(method)
+    return not (kind and registry.info(kind, method).get("style") is not None)
+
+
 def panel_key(record):
     """``(test, setting)`` of a record, with Rastrigin settings normalised to ``n2``/``n10``."""
     setting = str(record.get("setting"))
@@ -105,11 +134,12 @@ def panel_key(record):
 
 def plot_panel(ax, records, test, setting):
     """Draws one panel (one setting of one test) from its records on ``ax``."""
+    looks = panel_styles({record["method"] for record in records})
     for record in sorted(records, key=lambda r: r["method"]):
         curve = np.asarray([np.nan if v is None else v for v in record["curve"]], float)
         if curve.size == 0:
             continue
-        label, colour, marker = style(record["method"])
+        label, colour, marker = looks[record["method"]]
         if test == "sparse_recovery":
             x = np.arange(0, curve.size + 1)
             y = np.concatenate([[0.0], curve])

@@ -83,19 +83,20 @@ FLAGS = flags.FLAGS
 QUICK_SIZES = {"num_train": 4096, "num_val": 512, "num_test": 256}
 
 
-def load_data(workdir):
-    """The Lasso data set: ``--data_dir`` or one generated into ``WORKDIR/data``."""
+def load_data(data_dir, workdir, setting="lasso_25x50", preset="paper", seed=0):
+    """``(data_dir, test)``: the Lasso data set of ``data_dir``, or (``data_dir=None``) one
+    of ``setting`` generated once into ``workdir/data`` (small sizes with the quick
+    ``preset``)."""
     from open_l2o_tf.data import sparse_recovery  # pylint: disable=import-outside-toplevel
-    data_dir = FLAGS.data_dir
     if data_dir is None:
         data_dir = os.path.join(workdir, "data")
         if not os.path.exists(os.path.join(data_dir, "meta.json")):
-            sizes = QUICK_SIZES if FLAGS.preset == "quick" else {}
-            print(f"[lasso] generating {FLAGS.setting} data into {data_dir}", flush=True)
-            sparse_recovery.generate(FLAGS.setting, data_dir, seed=FLAGS.seed, **sizes)
+            sizes = QUICK_SIZES if preset == "quick" else {}
+            print(f"[lasso] generating {setting} data into {data_dir}", flush=True)
+            sparse_recovery.generate(setting, data_dir, seed=seed, **sizes)
     elif not os.path.isdir(data_dir):
         raise UserError(f"--data_dir {data_dir} does not exist; make it with "
-                        f"python -m run.make_data --setting={FLAGS.setting} --out={data_dir}")
+                        f"python -m run.make_data --setting={setting} --out={data_dir}")
     test = sparse_recovery.load(data_dir, "test")
     return data_dir, test
 
@@ -135,50 +136,58 @@ def run_classic(name, A, y, lam, iterations, *, ista_step="frobenius", lr=None,
     return curve.numpy()
 
 
-def run_model_based(name, data_dir, A, y, lam, iterations, workdir, tb):
-    """Trains (or loads) an unrolled model on the Lasso loss, then continues with FISTA."""
+def run_model_based(name, data_dir, A, y, lam, iterations, *, workdir, tb=None,
+                    num_layers=16, preset="paper", seed=0, load=None, steps_per_epoch=None,
+                    jit=True, ista_step="frobenius", safeguard=None, strategy=None):
+    """Trains (or loads) an unrolled model on the Lasso loss, then continues with FISTA;
+    ``(curve, info)``.  The keyword arguments are the flags of the same names;
+    ``safeguard``: the options of :func:`common.safeguard_options` (None: off)."""
     from model_based import lasso_training  # pylint: disable=import-outside-toplevel
     from open_l2o_tf.classic import ista_fista  # pylint: disable=import-outside-toplevel
     from open_l2o_tf import metrics  # pylint: disable=import-outside-toplevel
-    num_layers = FLAGS.num_layers
     if iterations < num_layers:
         raise UserError(f"--iterations ({iterations}) must be at least --num_layers "
                         f"({num_layers})")
-    common.strategy()
-    common.deterministic()   # --deterministic on a GPU: deterministic kernels
     model, info = lasso_training.train_or_load(
-        name, data_dir, lam=lam, num_layers=num_layers, workdir=workdir, preset=FLAGS.preset,
-        seed=FLAGS.seed, load=FLAGS.load, steps_per_epoch=FLAGS.steps_per_epoch, tb=tb,
-        jit_compile=FLAGS.jit, strategy=common.strategy())
+        name, data_dir, lam=lam, num_layers=num_layers, workdir=workdir, preset=preset,
+        seed=seed, load=load, steps_per_epoch=steps_per_epoch, tb=tb,
+        jit_compile=jit, strategy=strategy)
     outputs = model(y.astype(np.float32), num_layers=num_layers)
     f_layers = [np.zeros(y.shape[0], np.float64) + metrics.lasso_objective(
         A, np.zeros((y.shape[0], A.shape[1]), np.float32), y, lam).numpy()]
     f_layers += [metrics.lasso_objective(A, x, y, lam).numpy() for x in outputs]
     _, tail = ista_fista.fista_from(A, y, lam, outputs[-1], iterations - num_layers,
-                                    step=ista_fista.step_size(A.astype(np.float32),
-                                                              FLAGS.ista_step))
+                                    step=ista_fista.step_size(A.astype(np.float32), ista_step))
     curve = np.concatenate([np.stack(f_layers), tail.numpy()[1:]], axis=0)
-    if FLAGS.safeguard == "on":
+    if safeguard is not None:
         from model_based import safeguard as msg  # pylint: disable=import-outside-toplevel
-        options = common.safeguard_options(["ista", "fista"], "fista")
         info = dict(info, safeguard=msg.compare(
-            model, y, iterations, options["rule"], A=A, lam=lam, energy=options["energy"],
-            shadow=options["shadow"], fallback=options["fallback"]))
+            model, y, iterations, safeguard["rule"], A=A, lam=lam, energy=safeguard["energy"],
+            shadow=safeguard["shadow"], fallback=safeguard["fallback"]))
     return curve, info
 
 
-def run_learned(name, data_dir, A, y, lam, iterations, workdir, tb):
-    """Meta-trains (or loads) a learned optimizer on Lasso instances, then runs it."""
+def run_learned(name, data_dir, A, y, lam, iterations, *, workdir, tb=None, preset="paper",
+                seed=0, load=None, meta_episodes=None, selection=None, safeguard=None,
+                strategy=None, deterministic=None):
+    """Meta-trains (or loads) a learned optimizer on Lasso instances, then runs it;
+    ``(curve, info)``.  The keyword arguments are the flags of the same names
+    (``selection``: ``--model_selection``; ``safeguard``: the options of
+    :func:`common.safeguard_options`, None: off)."""
     from model_free import lasso_training  # pylint: disable=import-outside-toplevel
-    safeguard = None
-    if FLAGS.safeguard == "on":
-        options = common.safeguard_options(["ista", "fista"], "fista")
-        safeguard = {key: options[key] for key in ("rule", "energy", "shadow", "fallback")}
+    if safeguard is not None:
+        safeguard = {key: safeguard[key] for key in ("rule", "energy", "shadow", "fallback")}
     return lasso_training.train_and_run(
-        name, data_dir, A, y, lam, iterations, workdir=workdir, preset=FLAGS.preset,
-        seed=FLAGS.seed, load=FLAGS.load, meta_episodes=FLAGS.meta_episodes, tb=tb,
-        selection=FLAGS.model_selection, safeguard=safeguard, strategy=common.strategy(),
-        deterministic=common.deterministic())
+        name, data_dir, A, y, lam, iterations, workdir=workdir, preset=preset,
+        seed=seed, load=load, meta_episodes=meta_episodes, tb=tb,
+        selection=selection, safeguard=safeguard, strategy=strategy,
+        deterministic=deterministic)
+
+
+def safeguard_options():
+    """The ``--safeguard_*`` options with ``--safeguard=on``, else None."""
+    return (common.safeguard_options(["ista", "fista"], "fista") if FLAGS.safeguard == "on"
+            else None)
 
 
 def kind_of(name):
@@ -219,7 +228,8 @@ def validate():
 def main(argv):
     del argv
     workdir = FLAGS.workdir
-    data_dir, test = load_data(workdir)
+    data_dir, test = load_data(FLAGS.data_dir, workdir, FLAGS.setting, FLAGS.preset,
+                               FLAGS.seed)
     setting = test.meta.get("setting", FLAGS.setting)
     lam = FLAGS.lam if FLAGS.lam is not None else float(test.meta.get("lam") or 0.005)
     y = test.y if FLAGS.test_size is None else test.y[:FLAGS.test_size]
@@ -242,12 +252,22 @@ def main(argv):
                               grad_batch=FLAGS.grad_batch,
                               rmsprop_accumulator=FLAGS.rmsprop_accumulator, jit=FLAGS.jit)
     elif kind == "model":
-        curve_f, info = run_model_based(name, data_dir, A, y, lam, FLAGS.iterations,
-                                        workdir, tb)
+        strategy = common.strategy()
+        common.deterministic()   # --deterministic on a GPU: deterministic kernels
+        curve_f, info = run_model_based(
+            name, data_dir, A, y, lam, FLAGS.iterations, workdir=workdir, tb=tb,
+            num_layers=FLAGS.num_layers, preset=FLAGS.preset, seed=FLAGS.seed,
+            load=FLAGS.load, steps_per_epoch=FLAGS.steps_per_epoch, jit=FLAGS.jit,
+            ista_step=FLAGS.ista_step, safeguard=safeguard_options(), strategy=strategy)
         train_seconds, train_steps = info.get("train_seconds", 0.0), info.get("train_steps", 0)
         extra["unrolled_layers"] = FLAGS.num_layers
     else:
-        curve_f, info = run_learned(name, data_dir, A, y, lam, FLAGS.iterations, workdir, tb)
+        curve_f, info = run_learned(
+            name, data_dir, A, y, lam, FLAGS.iterations, workdir=workdir, tb=tb,
+            preset=FLAGS.preset, seed=FLAGS.seed, load=FLAGS.load,
+            meta_episodes=FLAGS.meta_episodes, selection=FLAGS.model_selection,
+            safeguard=safeguard_options(), strategy=common.strategy(),
+            deterministic=common.deterministic())
         train_seconds, train_steps = info.get("train_seconds", 0.0), info.get("train_steps", 0)
         from model_free import training  # pylint: disable=import-outside-toplevel
         extra["meta_training"] = training.summary(info)
@@ -268,7 +288,7 @@ def main(argv):
                               train_steps=train_steps, config=common.flag_values_dict(),
                               f_star_mean=float(f_star.mean()), **extra)
     common.write_results(workdir, record)
-    marks = [k for k in (0, 1, 16, 100, len(curve) - 1) if k < len(curve)]
+    marks = sorted({k for k in (0, 1, 16, 100, len(curve) - 1) if k < len(curve)})
     print("[lasso] " + "  ".join(f"R[{k}]={curve[k]:.3g}" for k in marks)
           + f"  paper R[1000]={paper if paper is None else f'{paper:.3g}'}", flush=True)
     print(f"[lasso] wrote {os.path.join(workdir, 'results.json')}", flush=True)

@@ -102,52 +102,56 @@ def settings():
     return out
 
 
-def build_problem(dim):
-    """The minimax problem of ``--problem`` (matrix games take ``--keep_probability``, the
-    others ``--ab_range``)."""
+def build_problem(problem, dim, keep_probability=1.0, ab_range=1):
+    """The minimax problem ``problem`` (``--problem``) of dimension ``dim``: matrix games
+    take ``keep_probability``, the others ``ab_range`` (the flags of the same names)."""
     from open_l2o_tf.optimizees import make_optimizee  # pylint: disable=import-outside-toplevel
-    shape_flags = ({"keep_probability": FLAGS.keep_probability}
-                   if FLAGS.problem == "matrix_game" else {"ab_range": FLAGS.ab_range})
-    return make_optimizee(FLAGS.problem, dim=dim, **shape_flags)
+    shape_flags = ({"keep_probability": keep_probability} if problem == "matrix_game"
+                   else {"ab_range": ab_range})
+    return make_optimizee(problem, dim=dim, **shape_flags)
 
 
-def train_or_load_twin(problem, workdir, tb, hidden, epochs):
-    """Twin-L2O from ``--load`` or meta-trained (resumable) and saved; ``(twin, info)``."""
+def train_or_load_twin(name, problem, workdir, tb, hidden, epochs, *, load=None, rescale=1e-4,
+                       eval_half_steps=1000, joint_loss=False, seed=0, strategy=None,
+                       deterministic=None):
+    """The two-player learned optimizer ``name`` (its registry class) from ``load`` or
+    meta-trained (resumable) and saved; ``(twin, info)``.  The keyword arguments are the
+    flags of the same names (``eval_half_steps``: 200 with the quick preset)."""
     from model_free import twin as twin_lib  # pylint: disable=import-outside-toplevel
-    if FLAGS.load:
-        twin = twin_lib.load_twin(FLAGS.load)
-        print(f"[twin] loaded {FLAGS.load}")
+    if load:
+        twin = twin_lib.load_twin(load)
+        print(f"[twin] loaded {load}")
         return twin, {"train_seconds": 0.0, "train_steps": 0}
-    twin = twin_lib.TwinL2O(hidden=hidden, rescale=FLAGS.rescale)
+    twin = registry.get("learned", name)(hidden=hidden, rescale=rescale)
     trainer = twin_lib.TwinTrainer(
-        twin, problem, eval_half_steps=200 if FLAGS.preset == "quick" else 1000,
-        joint_loss=FLAGS.joint_loss, seed=FLAGS.seed, tb=tb,
-        ckpt_dir=os.path.join(workdir, "ckpt"), strategy=common.strategy(),
-        deterministic=common.deterministic())
+        twin, problem, eval_half_steps=eval_half_steps, joint_loss=joint_loss, seed=seed,
+        tb=tb, ckpt_dir=os.path.join(workdir, "ckpt"), strategy=strategy,
+        deterministic=deterministic)
     trainer.train(epochs)
-    twin_lib.save_twin(twin, os.path.join(workdir, "twin_l2o.npz"))
+    twin_lib.save_twin(twin, os.path.join(workdir, f"{name}.npz"))
     return twin, {"train_seconds": trainer.train_seconds,
                   "train_steps": epochs * trainer.iterations}
 
 
-def play_all(problem, twin, count, restarts, half_steps):
+def play_all(problem, twin, count, restarts, half_steps, *, method="gda", lr=0.01, seed=0,
+             deterministic=None, label="minimax"):
     """The mean distance-to-saddle curve over ``count`` test instances x ``restarts``
-    starts, for Twin-L2O (``twin``) or the GDA baseline of ``--optimizer``."""
+    starts, for a two-player learned optimizer (``twin``) or, with ``twin=None``, the GDA
+    baseline ``method`` at ``lr`` (``--optimizer``, ``--lr``)."""
     from model_free import twin as twin_lib  # pylint: disable=import-outside-toplevel
     from open_l2o_tf.classic.gda import alternating_gda  # pylint: disable=import-outside-toplevel
-    test = problem.sample_instance(10 ** 7 + FLAGS.seed, count)
+    test = problem.sample_instance(10 ** 7 + seed, count)
     curves, runner = [], None
     if twin is not None:    # one compiled play for all restarts
-        runner = twin_lib.twin_runner(twin, problem, half_steps, common.deterministic())
-    progress = olog.Progress(f"minimax {FLAGS.optimizer} {FLAGS.problem}", restarts)
+        runner = twin_lib.twin_runner(twin, problem, half_steps, deterministic)
+    progress = olog.Progress(label, restarts)
     for r in range(restarts):
-        params = problem.init_params(10 ** 7 + 1000 * FLAGS.seed + r, test)
+        params = problem.init_params(10 ** 7 + 1000 * seed + r, test)
         if twin is not None:
             curve = twin_lib.play(twin, problem, test, params, half_steps, seed=r,
                                   runner=runner)
         else:
-            curve = alternating_gda(problem, test, params, half_steps, lr=FLAGS.lr,
-                                    method=FLAGS.optimizer)
+            curve = alternating_gda(problem, test, params, half_steps, lr=lr, method=method)
         curves.append(curve)
         progress.update(r + 1, force=True, distance=f"{float(curve[-1].mean()):.4g}")
     return np.concatenate(curves, axis=1).mean(axis=1)
@@ -178,12 +182,23 @@ def main(argv):
     sizes = settings()
     workdir = FLAGS.workdir
     tb = olog.TensorBoard(os.path.join(workdir, "tb"))
-    problem = build_problem(sizes["dim"])
+    problem = build_problem(FLAGS.problem, sizes["dim"], FLAGS.keep_probability,
+                            FLAGS.ab_range)
     twin, info = None, {"train_seconds": 0.0, "train_steps": 0}
+    strategy = common.strategy()
+    deterministic = common.deterministic()
     if learned(FLAGS.optimizer):
-        twin, info = train_or_load_twin(problem, workdir, tb, sizes["hidden"], sizes["epochs"])
+        twin, info = train_or_load_twin(
+            FLAGS.optimizer, problem, workdir, tb, sizes["hidden"], sizes["epochs"],
+            load=FLAGS.load, rescale=FLAGS.rescale,
+            eval_half_steps=200 if FLAGS.preset == "quick" else 1000,
+            joint_loss=FLAGS.joint_loss, seed=FLAGS.seed, strategy=strategy,
+            deterministic=deterministic)
     start = time.time()
-    curve = play_all(problem, twin, sizes["count"], sizes["restarts"], sizes["half_steps"])
+    curve = play_all(problem, twin, sizes["count"], sizes["restarts"], sizes["half_steps"],
+                     method=FLAGS.optimizer, lr=FLAGS.lr, seed=FLAGS.seed,
+                     deterministic=deterministic,
+                     label=f"minimax {FLAGS.optimizer} {FLAGS.problem}")
     report(curve, sizes, workdir, tb, info, start)
     return 0
 

@@ -169,52 +169,55 @@ def _given(**kwargs):
     return {key: value for key, value in kwargs.items() if value is not None}
 
 
-def run_swarm(name, family, test, x0, workdir, tb, episodes, unroll, budget=None):
-    """A learned optimizer of the ``swarm`` interface (L2O-Swarm): loaded (``--load``) or
-    meta-trained, then run; ``(curve, info)``."""
+def run_swarm(name, family, test, x0, steps, *, workdir, episodes, unroll, tb=None,
+              load=None, seed=0, attraction="as_coded", start="origin", meta_lr=None,
+              strategy=None, deterministic=None):
+    """A learned optimizer of the ``swarm`` interface (L2O-Swarm): loaded (``load``) or
+    meta-trained (``episodes`` of ``unroll`` steps, checkpoints in ``workdir/ckpt``), then
+    run for ``steps``; ``(curve, info)``.  The keyword arguments are the flags of the same
+    names (``attraction``, ``start``: ``--swarm_attraction``, ``--swarm_start``;
+    ``meta_lr=None``: the trainer's default)."""
     from model_free import swarm as swarm_lib  # pylint: disable=import-outside-toplevel
     info = {"train_seconds": 0.0, "train_steps": 0}
-    if FLAGS.load:
-        opt = swarm_lib.load_swarm(FLAGS.load, dim=FLAGS.n)
-        print(f"[swarm] loaded {FLAGS.load}")
+    if load:
+        opt = swarm_lib.load_swarm(load, dim=family.n)
+        print(f"[swarm] loaded {load}")
     else:
-        opt = registry.get("learned", name)(dim=FLAGS.n, attraction=FLAGS.swarm_attraction)
-        trainer = swarm_lib.SwarmTrainer(opt, family, seed=FLAGS.seed, tb=tb,
+        opt = registry.get("learned", name)(dim=family.n, attraction=attraction)
+        trainer = swarm_lib.SwarmTrainer(opt, family, seed=seed, tb=tb,
                                          ckpt_dir=os.path.join(workdir, "ckpt"),
-                                         start=FLAGS.swarm_start, unroll=unroll, truncation=TRUNCATION,
-                                         strategy=common.strategy(),
-                                         deterministic=common.deterministic(),
-                                         **_given(meta_lr=common.meta_lr(budget)))
+                                         start=start, unroll=unroll, truncation=TRUNCATION,
+                                         strategy=strategy, deterministic=deterministic,
+                                         **_given(meta_lr=meta_lr))
         trainer.train(episodes)
         swarm_lib.save_swarm(opt, os.path.join(workdir, f"{name}.npz"))
         info = {"train_seconds": trainer.train_seconds,
                 "train_steps": episodes * trainer.unroll}
-    curve = swarm_lib.swarm_minimize(opt, family, test, x0[0], FLAGS.steps, seed=FLAGS.seed,
-                                     start=FLAGS.swarm_start,
-                                     deterministic=common.deterministic())
+    curve = swarm_lib.swarm_minimize(opt, family, test, x0[0], steps, seed=seed,
+                                     start=start, deterministic=deterministic)
     return curve, info
 
 
-def run_learned(name, family, test, x0, workdir, tb, episodes, unroll, selection,
-                budget=None):
-    """A learned update rule: meta-trained (or ``--load``), then run (and safeguarded with
-    ``--safeguard=on``); ``(curve, info, extra)``; ``budget``: the paper preset's
-    (:mod:`open_l2o_tf.budgets`)."""
+def run_learned(name, family, test, x0, steps, *, workdir, episodes, unroll, selection,
+                tb=None, load=None, seed=0, horizons=None, random_scale=None, meta_lr=None,
+                budget=None, safeguard=None, strategy=None, deterministic=None):
+    """A learned update rule: meta-trained (or ``load``-ed), then run for ``steps`` (and
+    safeguarded when ``safeguard`` holds the options of :func:`common.safeguard_options`);
+    ``(curve, info, extra)``.  The keyword arguments are the flags of the same names;
+    ``horizons``: the curriculum's unroll horizons (None: the recipe's); ``budget``: the
+    paper preset's (:mod:`open_l2o_tf.budgets`)."""
     from model_free import meta_trainer, training  # pylint: disable=import-outside-toplevel
     opt, info = training.meta_train_or_load(
         name, family, synthetic=True, workdir=workdir, episodes=episodes, unroll=unroll,
-        truncation=TRUNCATION, load=FLAGS.load, tb=tb, seed=FLAGS.seed,
-        horizons=(100, 200, 500) if FLAGS.preset == "quick" else None,
-        random_scale=FLAGS.random_scale,
-        meta_lr=common.meta_lr(budget), selection=selection,
-        strategy=common.strategy(), budget=budget, deterministic=common.deterministic())
-    curve = meta_trainer.evaluate(opt, family, FLAGS.steps, test, x0, seed=FLAGS.seed,
+        truncation=TRUNCATION, load=load, tb=tb, seed=seed, horizons=horizons,
+        random_scale=random_scale, meta_lr=meta_lr, selection=selection,
+        strategy=strategy, budget=budget, deterministic=deterministic)
+    curve = meta_trainer.evaluate(opt, family, steps, test, x0, seed=seed,
                                   grad_scale=1.0 / 128)
     extra = {"meta_training": training.summary(info)}
-    if FLAGS.safeguard == "on":
+    if safeguard is not None:
         extra["safeguard"] = common.rastrigin_safeguard(
-            opt, family, test, x0, workdir, steps=FLAGS.steps, n=FLAGS.n,
-            **common.safeguard_options(["gd", "adam", "rmsprop"], "adam"))
+            opt, family, test, x0, workdir, steps=steps, n=family.n, **safeguard)
     return curve, info, extra
 
 
@@ -247,10 +250,22 @@ def main(argv):
                             FLAGS.grad_batch, FLAGS.rmsprop_accumulator,
                             FLAGS.line_search_scope, FLAGS.starts)
     elif registry.interface("learned", name) == "swarm":
-        curve, info = run_swarm(name, family, test, x0, workdir, tb, episodes, unroll, budget)
+        curve, info = run_swarm(
+            name, family, test, x0, FLAGS.steps, workdir=workdir, episodes=episodes,
+            unroll=unroll, tb=tb, load=FLAGS.load, seed=FLAGS.seed,
+            attraction=FLAGS.swarm_attraction, start=FLAGS.swarm_start,
+            meta_lr=common.meta_lr(budget), strategy=common.strategy(),
+            deterministic=common.deterministic())
     else:
-        curve, info, extra = run_learned(name, family, test, x0, workdir, tb, episodes,
-                                         unroll, selection, budget)
+        safeguard = (common.safeguard_options(["gd", "adam", "rmsprop"], "adam")
+                     if FLAGS.safeguard == "on" else None)
+        curve, info, extra = run_learned(
+            name, family, test, x0, FLAGS.steps, workdir=workdir, episodes=episodes,
+            unroll=unroll, selection=selection, tb=tb, load=FLAGS.load, seed=FLAGS.seed,
+            horizons=(100, 200, 500) if FLAGS.preset == "quick" else None,
+            random_scale=FLAGS.random_scale, meta_lr=common.meta_lr(budget), budget=budget,
+            safeguard=safeguard, strategy=common.strategy(),
+            deterministic=common.deterministic())
     curve = np.asarray(curve).mean(axis=1)
     lower = float(tf.reduce_mean(family.lower_bound(test)))
     for k in range(0, len(curve), max(1, len(curve) // 50)):

@@ -321,6 +321,59 @@ def test_every_unrolled_model_round_trips_in_a_fresh_process(tmp_path):
             np.testing.assert_array_equal(loaded[name], expected[name][0], err_msg=name)
 
 
+LOAD_UPDATE_RULES = """
+import importlib, sys, numpy as np, tensorflow as tf
+from open_l2o_tf import keras_files
+folder, names, modules = sys.argv[1], sys.argv[2].split(','), sys.argv[3:]
+for module in modules:            # entries registered outside model_free (test-only)
+    importlib.import_module(module)
+grads = [tf.constant(np.load(folder + '/grads.npy'))]
+out = {}
+for name in names:
+    opt = keras_files.load_model(f'{folder}/{name}.keras')
+    steps, _ = opt.update(grads, opt.initial_state(grads))
+    out[name + '_shape'] = np.array(steps[0].shape)
+    out[name + '_class'] = np.array(type(opt).__name__)
+    for i, weight in enumerate(opt.weights):
+        out[f'{name}_w{i}'] = weight.numpy()
+np.savez(folder + '/loaded.npz', **out)
+"""
+
+
+def test_every_update_rule_round_trips_in_a_fresh_process(tmp_path):
+    """Saved as ``.keras``, every learned update rule loads in a fresh process through
+    ``open_l2o_tf.keras_files.load_model`` (which imports every registered class; an entry
+    outside ``model_free`` after importing its module) with equal weights and steps shaped
+    like the parameters (L2O-Scale's steps are random: its fresh offsets)."""
+    from model_free.training import build_optimizer
+    rng = np.random.default_rng(0)
+    grads = rng.normal(size=(3, 4)).astype(np.float32)
+    np.save(tmp_path / "grads.npy", grads)
+    names = registry.names("learned", interface="update")
+    expected, modules = {}, set()
+    for name in names:
+        opt = build_optimizer(name, True)
+        for v in opt.trainable_variables:     # move off the initialisation
+            v.assign(v + 0.01 * rng.normal(size=v.shape).astype(np.float32))
+        opt.save(str(tmp_path / f"{name}.keras"))
+        expected[name] = ([w.numpy() for w in opt.weights], type(opt).__name__)
+        module = type(opt).__module__
+        if not module.startswith("model_free."):
+            modules.add(module)
+    proc = subprocess.run([sys.executable, "-c", LOAD_UPDATE_RULES, str(tmp_path),
+                           ",".join(names), *sorted(modules)], cwd=ROOT, env=ENV,
+                          capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with np.load(tmp_path / "loaded.npz") as loaded:
+        for name in names:
+            assert str(loaded[name + "_class"]) == expected[name][1]
+            assert tuple(loaded[name + "_shape"]) == grads.shape, name
+            assert sum(bool(re.fullmatch(rf"{name}_w\d+", key)) for key in loaded.files) \
+                == len(expected[name][0]), name
+            for i, weight in enumerate(expected[name][0]):
+                np.testing.assert_array_equal(loaded[f"{name}_w{i}"], weight, err_msg=name)
+
+
 @pytest.mark.parametrize("name", MODELS)
 def test_unrolled_model_resumes_from_its_checkpoint(problem, name, tmp_path):
     """A finished layer's checkpoint, read by a fresh model and trainer in the same

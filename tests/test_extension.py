@@ -90,3 +90,18 @@ def test_the_panel_draws_a_new_name_in_its_style():
     _, colour, marker = plotting.style("lista_copy")
     assert drawn["lista_copy"] == (colour, marker)
     assert drawn["ALISTA"] == ("#228b22", "o")
+
+
+def test_two_new_names_in_one_panel_get_different_colours():
+    """Derived colours are hashed from the name; two that collide (lista_copy and
+    dm_with_recipe do) are told apart within a panel, and the paper's are kept."""
+    assert plotting.style("lista_copy")[1] == plotting.style("dm_with_recipe")[1]
+    records = [olog.make_result("lasso", m, "lasso_25x50", "quick", "relative_loss",
+                                np.linspace(10, 1, 5))
+               for m in ("fista", "lista", "lista_copy", "dm_with_recipe")]
+    fig, ax = plt.subplots()
+    plotting.plot_panel(ax, records, "lasso", "lasso_25x50")
+    colours = {line.get_label(): line.get_color() for line in ax.lines}
+    plt.close(fig)
+    assert len(set(colours.values())) == 4
+    assert colours["LISTA"] == plotting.STYLE["lista"][1]

@@ -26,6 +26,23 @@ def test_rastrigin_pieces(tmp_path):
     assert out["shape"] == [31, 12] and out["last"] < out["first"]
 
 
+def test_rastrigin_learned_piece(tmp_path):
+    """run_learned takes its options as arguments: it runs with the flags unparsed."""
+    out = _run("""
+        import json, sys
+        import numpy as np
+        from run import rastrigin
+        family, test, x0 = rastrigin.build_problem(2, count=2, starts=1, seed=0)
+        curve, info, extra = rastrigin.run_learned(
+            "l2o_dm", family, test, x0, 10, workdir=sys.argv[1], episodes=1, unroll=20,
+            selection="last_truncation")
+        print(json.dumps({"shape": list(np.asarray(curve).shape),
+                          "episodes": info["episodes"] if "episodes" in info else 1,
+                          "extra": sorted(extra)}))
+        """, tmp_path)
+    assert out["shape"] == [11, 2] and out["extra"] == ["meta_training"]
+
+
 def test_rastrigin_batch_line_search(tmp_path):
     """--line_search_scope=batch: one Armijo search per start on the mean of the instances
     (a curve of starts columns, first row the mean start loss); with one instance it is the
@@ -76,14 +93,9 @@ def test_sparse_recovery_pieces(tmp_path):
 def test_minimax_pieces(tmp_path):
     out = _run("""
         import json
-        from absl import flags
-        from run import minimax
-        flags.FLAGS(["minimax", "--optimizer=gda", "--problem=saddle", "--half_steps=40",
-                     "--test_instances=3", "--restarts=1", "--lr=0.1"])
-        sizes = minimax.settings()
-        problem = minimax.build_problem(sizes["dim"])
-        curve = minimax.play_all(problem, None, sizes["count"], sizes["restarts"],
-                                 sizes["half_steps"])
+        from run import minimax     # flags not parsed: the pieces read none
+        problem = minimax.build_problem("saddle", 1)
+        curve = minimax.play_all(problem, None, 3, 1, 40, method="gda", lr=0.1)
         print(json.dumps({"n": len(curve), "first": float(curve[0]),
                           "last": float(curve[-1])}))
         """, tmp_path)
