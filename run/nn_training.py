@@ -65,7 +65,8 @@ flags.DEFINE_enum("mnist_split", None, ["train", "test"],
 flags.DEFINE_integer("mnist_train_images", None,
                      "Train the optimizee on the first N images of the MNIST training split "
                      "(the original's tf.contrib.learn load_mnist keeps 55,000 and holds out "
-                     "the last 5,000 for validation); default all 60,000.", lower_bound=1)
+                     "the last 5,000 for validation); default all 60,000.", lower_bound=1,
+                     upper_bound=60000)
 flags.DEFINE_enum("loss_record", "post", ["post", "pre"],
                   "sgd/adam/rmsprop: the logged loss of step t: post (the new iterate on "
                   "step t's minibatch) or pre (the iterate the gradient is taken at, on its "

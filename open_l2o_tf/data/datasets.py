@@ -116,7 +116,7 @@ def _tfds(name, split, help_text):
         try:
             data = tfds.load(name, split=split, as_supervised=True, download=False)
         except Exception:  # pylint: disable=broad-except
-            absl_logging.set_verbosity(verbosity)
+            absl_logging.set_verbosity(verbosity)   # a download's own progress is shown
             host = DOWNLOAD_HOSTS.get(name)
             if host and not reachable(host):
                 raise UserError(f"no local {name} data found, tensorflow-datasets has not "
