@@ -28,4 +28,5 @@ from .strategy_setup import check_strategy_flags, deterministic, strategy  # noq
 from .workdir import (IDENTITY_IGNORED, LOCK_FILE, RUN_FILE, check_data_dir,  # noqa: F401
                       check_load_flag, check_run_identity, check_workdir,
                       check_writable_file, lock_workdir, prepare_workdir,
-                      release_workdir_locks, run_identity, write_results)
+                      release_workdir_locks, resumable_runs, run_identity,
+                      write_results)

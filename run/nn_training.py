@@ -18,7 +18,6 @@ tensorflow-datasets.
 """
 import functools
 import os
-import time
 
 import numpy as np
 from absl import flags
@@ -26,7 +25,7 @@ from absl import flags
 import model_free  # noqa: F401  registers the learned names (imports no TensorFlow)
 import open_l2o_tf.classic  # noqa: F401  registers the classic names (no TensorFlow)
 from open_l2o_tf import logging as olog
-from open_l2o_tf import budgets, reference, registry
+from open_l2o_tf import budgets, reference, registry, responsive
 from open_l2o_tf.errors import UserError
 from . import common
 
@@ -156,8 +155,6 @@ def main(argv):
             selection=common.preset_value(FLAGS.preset, "last_truncation", "horizon_mean",
                                           FLAGS.model_selection), strategy=common.strategy(),
             deterministic=common.deterministic())
-    curves = []
-    start = time.time()
     progress = olog.Progress(f"nn_training {name} {FLAGS.problem}", runs)
     jit = use_xla(problem)      # not for the convnets on a CPU (XLA's convolutions)
     if not is_learned:
@@ -165,19 +162,24 @@ def main(argv):
                      "rmsprop": functools.partial(
                          first_order.rmsprop,
                          initial_accumulator=FLAGS.rmsprop_accumulator)}[name](FLAGS.lr)
-    for run in range(runs):
+
+    def run_one(run):
         seed = FLAGS.seed * 1000 + run
         params = problem.init_params([seed, 17])
+        # one compiled call of `steps` steps (minutes on the ConvNet): in a worker thread,
+        # so Ctrl-C / SIGTERM stop the command at once
         if is_learned:
-            curve = meta_trainer.evaluate(opt, problem, steps, {}, params, seed=seed,
-                                          grad_scale=1.0, jit_compile=jit)
-        else:
-            _, curve = transforms.run_optimizer(
-                transform, problem.batch_losses, params, steps, batch_fn=problem.seeded_batch,
-                record=FLAGS.loss_record, jit_compile=jit, seed=seed)
-        curves.append(np.asarray(curve).reshape(-1))
-        progress.update(run + 1, force=True, final_loss=f"{curves[-1][-1]:.4f}")
-    curves = np.stack(curves)
+            return responsive.call(meta_trainer.evaluate, opt, problem, steps, {}, params,
+                                   seed=seed, grad_scale=1.0, jit_compile=jit)
+        return responsive.call(transforms.run_optimizer, transform, problem.batch_losses,
+                               params, steps, batch_fn=problem.seeded_batch,
+                               record=FLAGS.loss_record, jit_compile=jit, seed=seed)[1]
+
+    # each finished run is kept in WORKDIR/ckpt: an interrupted command resumes at the next
+    curves, run_seconds = common.resumable_runs(
+        workdir, runs, run_one,
+        progress=lambda k, curve: progress.update(k, force=True,
+                                                  final_loss=f"{curve[-1]:.4f}"))
     mean = curves.mean(axis=0)
     for k in range(0, len(mean), 100):
         tb.scalar(f"nn/{FLAGS.problem}/{name}/loss", mean[k], k)
@@ -189,7 +191,9 @@ def main(argv):
                               train_steps=info.get("train_steps", 0),
                               config=common.flag_values_dict(),
                               std_final=float(curves[:, -1].std()), mean_last100=tail,
-                              mnist_split=split, eval_seconds=time.time() - start,
+                              mnist_split=split, eval_seconds=float(sum(run_seconds)),
+                              run_seconds=[round(x, 1) for x in run_seconds],
+                              final_per_run=[float(c[-1]) for c in curves],
                               **({"meta_training": training.summary(info)}
                                  if is_learned else {}))
     common.write_results(workdir, record)

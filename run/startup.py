@@ -17,7 +17,7 @@ import tempfile
 from absl import app, flags
 
 from open_l2o_tf import logging as olog
-from open_l2o_tf import position
+from open_l2o_tf import position, responsive
 from open_l2o_tf.errors import UserError
 from . import shared_flags, strategy_setup, workdir
 
@@ -152,6 +152,11 @@ def _wrap(main, validate=None, needs_tf=True):
             terminated = isinstance(err, Terminated)
             print(interrupt_line("SIGTERM" if terminated else "SIGINT"), file=sys.stderr,
                   flush=True)
+            if responsive.abandoned():
+                # a worker thread is still inside a compiled call: no interpreter
+                # finalisation under it (locks are released by the OS with the process)
+                sys.stdout.flush()
+                os._exit(143 if terminated else 130)  # pylint: disable=protected-access
             sys.exit(143 if terminated else 130)
         except OSError as err:
             print(f"error: {_describe_os_error(err)}", file=sys.stderr)
