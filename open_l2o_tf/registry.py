@@ -30,7 +30,8 @@ is free of import cost and of import cycles) or the object itself.  Keyword argu
 * ``paper`` / ``quick``: the commands whose benchmark suite (``run.benchmark``) runs it, in
   the paper and in the quick suite (:func:`in_suite`; default: every command it serves,
   so a new entry is in the benchmark at once; ``paper=()``: in no suite);
-* family-specific keys (``coordinatewise``, ``curriculum``, ``meta_training``, ``style``),
+* family-specific keys (``coordinatewise``, ``curriculum``, ``meta_training``, ``style``,
+  ``transform``: a classic learning-rate transform, :mod:`open_l2o_tf.classic.named`),
   documented where they are read.
 
 This module knows no family: it never names a model or optimizer module.

@@ -236,12 +236,30 @@ def row_from_result(result, run_json=None, *, status=None, evidence=None, budget
         auto_budget.append(f"loaded {os.path.basename(str(meta['loaded']))}")
     if result.get("train_steps"):
         auto_budget.append(f"{result['train_steps']:,} train steps")
+    row["ours_detail"] = _runs_detail(result)
     row.update(status=status, evidence=evidence or "",
                budget=budget or ", ".join(auto_budget),
                command=command or command_line(run_json or {}),
                train_seconds=result.get("train_seconds"),
                date=date or datetime.date.today().isoformat())
     return row
+
+
+def _runs_detail(result):
+    """The spread over a Figure 8 command's runs as its ``results.json`` records them: the
+    std of the final loss, each run's final loss and the test runs' seconds ("" for a
+    result without them)."""
+    finals = result.get("final_per_run")
+    if not finals:
+        return ""
+    steps = len(result.get("curve") or []) - 1
+    parts = []
+    if result.get("std_final") is not None:
+        parts.append(f"std over runs {result['std_final']:.3g}")
+    parts.append(f"per-run loss at step {steps:,}: " + " ".join(f"{v:.4f}" for v in finals))
+    if result.get("eval_seconds") is not None:
+        parts.append(f"the {len(finals)} test runs took {result['eval_seconds']:,.0f} s")
+    return "; ".join(parts)
 
 
 def upsert(record, row):

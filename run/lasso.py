@@ -42,6 +42,7 @@ common.quiet_tensorflow_import()   # model_based (imports TF) registers the mode
 import model_based  # noqa: F401,E402  pylint: disable=wrong-import-position,unused-import
 import model_free  # noqa: F401,E402  pylint: disable=wrong-import-position,unused-import
 import open_l2o_tf.classic  # noqa: F401,E402  pylint: disable=wrong-import-position
+from open_l2o_tf.classic.named import transform_names  # noqa: E402  pylint: disable=wrong-import-position
 
 # the registry's entries that serve run.lasso (info ``commands``), by kind
 OPTIMIZERS = common.define_method_flag("optimizer", "lasso", "fista", "The optimizer.",
@@ -107,17 +108,15 @@ def run_classic(name, A, y, lam, iterations, *, ista_step="frobenius", lr=None,
     keyword arguments are the flags of the same names (``--jit``: ``jit``)."""
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
     from open_l2o_tf import metrics  # pylint: disable=import-outside-toplevel
-    from open_l2o_tf.classic import first_order, ista_fista, transforms  # pylint: disable=import-outside-toplevel
+    from open_l2o_tf import classic  # pylint: disable=import-outside-toplevel
+    from open_l2o_tf.classic import ista_fista, transforms  # pylint: disable=import-outside-toplevel
     if name in ("ista", "fista"):
         solver = ista_fista.ista if name == "ista" else ista_fista.fista
         step = ista_fista.step_size(A.astype(np.float32), ista_step)
         _, curve = solver(A, y, lam, iterations, step=step)
         return curve.numpy()
-    lr = lr if lr is not None else 1e-3
-    if name == "rmsprop":
-        transform = first_order.rmsprop(lr, initial_accumulator=rmsprop_accumulator)
-    else:
-        transform = {"gd": first_order.gd, "adam": first_order.adam}[name](lr)
+    transform = classic.make_transform(name, lr if lr is not None else 1e-3,
+                                       initial_accumulator=rmsprop_accumulator)
     reduction = grad_reduction
     if reduction == "batch":   # the original: reduce_mean over a batch of --grad_batch
         transform = transforms.chain(transforms.scale(1.0 / grad_batch), transform)
@@ -206,8 +205,9 @@ def validate():
         import model_based  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
         from open_l2o_tf.keras_files import check_unrolled_file  # pylint: disable=import-outside-toplevel
         check_unrolled_file(FLAGS.load, expected=name)
-    if FLAGS.lr is not None and name not in ("gd", "adam", "rmsprop"):
-        raise UserError(f"--lr applies to gd/adam/rmsprop only, not --optimizer={name}")
+    rated = transform_names("lasso")
+    if FLAGS.lr is not None and name not in rated:
+        raise UserError(f"--lr applies to {'/'.join(rated)} only, not --optimizer={name}")
     if FLAGS.meta_episodes is not None and kind != "learned":
         raise UserError(f"--meta_episodes applies to {'/'.join(learned)} only, not "
                         f"--optimizer={name}")

@@ -16,7 +16,6 @@ minibatch of 128 split over them (docs/scaling_out.md).
 Data: ``--mnist_dir`` (the four idx files), else ``$OPEN_L2O_DATA_DIR``, else
 tensorflow-datasets.
 """
-import functools
 import os
 
 import numpy as np
@@ -118,7 +117,8 @@ def validate():
 
 def main(argv):
     del argv
-    from open_l2o_tf.classic import first_order, transforms  # pylint: disable=import-outside-toplevel
+    from open_l2o_tf import classic  # pylint: disable=import-outside-toplevel
+    from open_l2o_tf.classic import transforms  # pylint: disable=import-outside-toplevel
     from open_l2o_tf.optimizees import make_optimizee, use_xla  # pylint: disable=import-outside-toplevel
     name = FLAGS.optimizer
     steps = common.preset_value(FLAGS.preset, 10000, 500, FLAGS.steps)
@@ -158,10 +158,8 @@ def main(argv):
     progress = olog.Progress(f"nn_training {name} {FLAGS.problem}", runs)
     jit = use_xla(problem)      # not for the convnets on a CPU (XLA's convolutions)
     if not is_learned:
-        transform = {"sgd": first_order.sgd, "adam": first_order.adam,
-                     "rmsprop": functools.partial(
-                         first_order.rmsprop,
-                         initial_accumulator=FLAGS.rmsprop_accumulator)}[name](FLAGS.lr)
+        transform = classic.make_transform(name, FLAGS.lr,
+                                           initial_accumulator=FLAGS.rmsprop_accumulator)
 
     def run_one(run):
         seed = FLAGS.seed * 1000 + run

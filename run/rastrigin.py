@@ -17,6 +17,7 @@ from absl import flags
 
 import model_free  # noqa: F401  registers the learned names (imports no TensorFlow)
 import open_l2o_tf.classic  # noqa: F401  registers the classic names (no TensorFlow)
+from open_l2o_tf.classic.named import transform_names
 from open_l2o_tf import logging as olog
 from open_l2o_tf import budgets, reference, registry
 from open_l2o_tf.errors import UserError
@@ -24,6 +25,9 @@ from . import common
 
 TRUNCATION = 20      # steps per truncation of meta-training (the original's unroll length)
 UNROLL = 100         # quick preset's meta-training horizon (paper: open_l2o_tf.budgets)
+# the paper's rates of the learning-rate baselines on Rastrigin (Fig. 7); another registered
+# transform (classic.named) runs at --lr, else 1e-3
+PAPER_LR = {"adam": 0.1, "rmsprop": 0.3}
 # the registry's entries that serve run.rastrigin (info ``commands``)
 OPTIMIZERS = common.define_method_flag("optimizer", "rastrigin", "nag_ls", "The optimizer.",
                                        kinds=("classic", "learned"))
@@ -39,7 +43,8 @@ flags.DEFINE_integer("steps", 1000, "Iterations.", lower_bound=1)
 flags.DEFINE_integer("test_instances", None, "Test instances (paper 128, quick 16).",
                      lower_bound=1)
 flags.DEFINE_integer("starts", 10, "Random starts per test instance.", lower_bound=1)
-flags.DEFINE_float("lr", None, "Learning rate of adam (0.1) / rmsprop (0.3).")
+flags.DEFINE_float("lr", None, "Learning rate of adam (0.1) / rmsprop (0.3) / another "
+                   "registered transform (1e-3).")
 flags.DEFINE_integer("grad_batch", 128, "adam/rmsprop: each instance's gradient / N (the "
                      "original's reduce_mean over a batch of 128; 1: its own gradient).",
                      lower_bound=1)
@@ -79,8 +84,9 @@ def validate():
     if FLAGS.line_search_scope != "instance" and name not in ("gd_ls", "nag_ls"):
         raise UserError(f"--line_search_scope applies to gd_ls/nag_ls only, not "
                         f"--optimizer={name}")
-    if FLAGS.lr is not None and name not in ("adam", "rmsprop"):
-        raise UserError(f"--lr applies to adam/rmsprop only, not --optimizer={name}")
+    rated = transform_names("rastrigin")
+    if FLAGS.lr is not None and name not in rated:
+        raise UserError(f"--lr applies to {'/'.join(rated)} only, not --optimizer={name}")
     for flag in ("meta_episodes", "meta_lr"):
         if getattr(FLAGS, flag) is not None and not learned(name):
             raise UserError(f"--{flag} applies to the learned optimizers only, not "
@@ -121,7 +127,8 @@ def build_problem(n, count, starts, seed=0):
 def run_classic(name, family, test, x0, steps, lr=None, seed=0, grad_batch=128,
                 rmsprop_accumulator=1.0, line_search_scope="instance", starts=1):
     """The per-instance loss curve ``(steps + 1, B)`` of a classic method (gd_ls, nag_ls,
-    oracle, adam, rmsprop).
+    oracle, or a learning-rate transform: adam, rmsprop, any entry registered with
+    ``transform=True``, at ``lr`` or its ``PAPER_LR``).
 
     Adam/RMSProp follow the original's evaluation: its ``problems.rastrigin`` takes
     ``reduce_mean`` over a batch of 128 instances, so each instance's gradient is divided by
@@ -131,7 +138,8 @@ def run_classic(name, family, test, x0, steps, lr=None, seed=0, grad_batch=128,
     gd_ls/nag_ls with ``line_search_scope="batch"``: one Armijo search per start on the
     mean loss of the test instances (the original's ``reduce_mean`` objective), so the
     curve is ``(steps + 1, starts)`` of batch means (its mean is the same figure)."""
-    from open_l2o_tf.classic import first_order, line_search, transforms  # pylint: disable=import-outside-toplevel
+    from open_l2o_tf import classic  # pylint: disable=import-outside-toplevel
+    from open_l2o_tf.classic import line_search, transforms  # pylint: disable=import-outside-toplevel
     from open_l2o_tf.classic.oracle import run_and_inspect  # pylint: disable=import-outside-toplevel
 
     def per_instance(params, batch=None):
@@ -157,9 +165,8 @@ def run_classic(name, family, test, x0, steps, lr=None, seed=0, grad_batch=128,
     if name == "oracle":
         return run_and_inspect(per_instance, x0, steps, method="gd", seed=seed,
                                progress=print)[2]
-    lr = lr or (0.1 if name == "adam" else 0.3)
-    transform = (first_order.adam(lr) if name == "adam"
-                 else first_order.rmsprop(lr, initial_accumulator=rmsprop_accumulator))
+    transform = classic.make_transform(name, lr or PAPER_LR.get(name, 1e-3),
+                                       initial_accumulator=rmsprop_accumulator)
     transform = transforms.chain(transforms.scale(1.0 / grad_batch), transform)
     return transforms.run_optimizer(transform, per_instance, x0, steps, reduction="sum")[1]
 

@@ -1,5 +1,5 @@
-"""Test-only registry entries: a copy of LISTA under another name, and L2O-DM with a
-meta-training recipe of its own.
+"""Test-only registry entries: a copy of LISTA under another name, L2O-DM with a
+meta-training recipe of its own, and a classic learning-rate transform (sign GD).
 
 They show that a model or learned optimizer registered in one line is covered by the
 contract suite (``tests/test_contracts.py``) without any new test code, and that the
@@ -7,6 +7,7 @@ commands' shared pieces (meta-training, plotting) need no edit for it
 (``tests/test_extension.py``).
 """
 import keras
+import tensorflow as tf
 
 from model_based.lista import Lista
 from model_free.dm import L2ODM
@@ -39,3 +40,20 @@ class DmWithRecipe(L2ODM):
 
 registry.register("learned", "dm_with_recipe", DmWithRecipe, interface="update",
                   coordinatewise=True)
+
+
+def sign_gd(learning_rate):
+    """Sign gradient descent, ``x_{t+1} = x_t - lr sign(g_t)``: a classic baseline added in
+    one line below, then run by run.lasso, run.rastrigin and run.nn_training by name
+    (``open_l2o_tf.classic.named``; tests/test_extension.py)."""
+    from open_l2o_tf.classic.transforms import GradientTransformation  # pylint: disable=import-outside-toplevel
+
+    def update(grads, state, params=None):
+        del params
+        return [-learning_rate * tf.sign(g) for g in grads], state
+
+    return GradientTransformation(lambda params: (), update)
+
+
+registry.register("classic", "sign_gd", sign_gd, transform=True,
+                  commands=("lasso", "rastrigin", "nn_training"))

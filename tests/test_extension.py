@@ -105,3 +105,83 @@ def test_two_new_names_in_one_panel_get_different_colours():
     plt.close(fig)
     assert len(set(colours.values())) == 4
     assert colours["LISTA"] == plotting.STYLE["lista"][1]
+
+
+_TRANSFORM_SCRIPT = r'''
+import json, sys
+import numpy as np
+import tensorflow as tf
+import tests.extra_registry               # registers sign_gd (classic, transform=True)
+from open_l2o_tf.optimizees.rastrigin import Rastrigin
+
+rng = np.random.default_rng(0)
+out = {}
+A = rng.normal(size=(3, 5)).astype(np.float32)
+y = rng.normal(size=(4, 3)).astype(np.float32)
+lam, lr = 0.005, 0.01
+if sys.argv[1] == "lasso":       # one command module a process (each defines its flags)
+  from run import lasso          # its pieces take arguments (flags unparsed)
+  curve = np.asarray(lasso.run_classic("sign_gd", A, y, lam, 6, lr=lr, grad_reduction="sum",
+                                     jit=False))
+  x, ref = np.zeros((4, 5)), []        # sign GD by hand (the subgradient of |x| at 0 is 0)
+  for t in range(7):
+      r = x @ A.T - y
+      ref.append(0.5 * (r ** 2).sum(1) + lam * np.abs(x).sum(1))
+      x = x - lr * np.sign(r @ A + lam * np.sign(x))
+  out = {"curve": curve.tolist(), "ref": np.stack(ref).tolist()}
+else:
+  from run import rastrigin
+  family = Rastrigin(n=2, batch_size=4)
+  test = family.sample_instance(tf.constant([1, 2]))
+  x0 = [tf.constant(rng.normal(size=(4, 2)).astype(np.float32))]
+  rcurve = np.asarray(rastrigin.run_classic("sign_gd", family, test, x0, 3, lr=lr,
+                                            grad_batch=1))
+  with tf.GradientTape() as tape:
+      tape.watch(x0[0])
+      loss = tf.reduce_sum(family.instance_losses(x0, test))
+  x1 = x0[0] - lr * tf.sign(tape.gradient(loss, x0[0]))
+  out = {"curve": rcurve[1].tolist(),
+         "ref": family.instance_losses([x1], test).numpy().tolist()}
+print(json.dumps(out))
+'''
+
+
+def test_a_transform_registered_in_one_line_runs_in_every_command(tmp_path):
+    """``tests/extra_registry.py`` registers sign GD (``transform=True``) in one line: the
+    Lasso and Rastrigin pieces run it by name with the step of its equation, and
+    ``run.nn_training`` (which named SGD/Adam/RMSProp in a dict before) trains a network
+    with it, ``--lr`` included."""
+    import json
+    import os
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="3",
+               PYTHONPATH=root)
+    for command, tolerance in (("lasso", dict(rtol=1e-4, atol=1e-5)),
+                               ("rastrigin", dict(rtol=1e-5))):
+        proc = subprocess.run([sys.executable, "-c", _TRANSFORM_SCRIPT, command], cwd=root,
+                              env=env, capture_output=True, text=True, timeout=300,
+                              check=False)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        out = json.loads(proc.stdout.strip().splitlines()[-1])
+        np.testing.assert_allclose(out["curve"], out["ref"], **tolerance)
+    from tests.test_test_runs import _mnist    # a tiny generated MNIST
+    mnist, work = str(tmp_path / "mnist"), str(tmp_path / "w")
+    _mnist(mnist)
+    proc = subprocess.run([sys.executable, "-m", "run.nn_training",
+                           "--import=tests.extra_registry", "--optimizer=sign_gd",
+                           "--lr=0.01", "--problem=mnist_mlp_relu", "--steps=5", "--runs=1",
+                           f"--mnist_dir={mnist}", f"--workdir={work}"], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    record = json.load(open(os.path.join(work, "results.json")))
+    assert record["method"] == "sign_gd" and record["config"]["lr"] == 0.01
+    assert len(record["curve"]) == 6 and np.isfinite(record["curve"]).all()
+    proc = subprocess.run([sys.executable, "-m", "run.rastrigin",
+                           "--import=tests.extra_registry", "--optimizer=nag_ls", "--lr=0.1",
+                           f"--workdir={tmp_path / 'r'}"], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 2
+    assert "error: --lr applies to adam/rmsprop/sign_gd only, not --optimizer=nag_ls" \
+        in proc.stderr, proc.stderr[-1000:]

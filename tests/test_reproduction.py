@@ -38,6 +38,16 @@ def test_figure_8_is_within_only_on_the_last_100_step_mean():
     assert reproduction.row_from_result(result)["status"] == "outside"
     result["mean_last100"] = 0.066
     assert reproduction.row_from_result(result)["status"] == "within"
+    assert reproduction.row_from_result(result)["ours_detail"] == ""
+
+
+def test_figure_8_row_says_each_runs_final_loss_and_the_test_time():
+    result = {"test": "nn_training", "setting": "mnist_conv", "method": "adam",
+              "preset": "paper", "final": 0.2, "mean_last100": 0.21, "curve": [2.3] * 101,
+              "std_final": 0.1, "final_per_run": [0.1, 0.3], "eval_seconds": 1234.4}
+    assert reproduction.row_from_result(result)["ours_detail"] == (
+        "std over runs 0.1; per-run loss at step 100: 0.1000 0.3000; the 2 test runs took "
+        "1,234 s")
 
 
 def test_add_records_a_run_from_its_results_and_run_json(tmp_path):

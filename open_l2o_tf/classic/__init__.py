@@ -14,6 +14,7 @@ _EXPORTS = {
     "ista_fista": ("fista", "fista_from", "ista", "lasso_fstar", "lipschitz_constant",
                    "soft_threshold"),
     "line_search": ("armijo_step", "gd_line_search", "nag_line_search"),
+    "named": ("make_transform", "transform_names"),
     "oracle": ("run_and_inspect",),
     "transforms": ("GradientTransformation", "apply_updates", "chain", "identity",
                    "run_optimizer", "scale", "step_seed"),
@@ -35,11 +36,15 @@ _LASSO_RASTRIGIN_NN = ("lasso", "rastrigin", "nn_training")
 for _name, _target, _info in (
         ("ista", "open_l2o_tf.classic.ista_fista:ista", dict(commands=("lasso",))),
         ("fista", "open_l2o_tf.classic.ista_fista:fista", dict(commands=("lasso",))),
-        ("gd", "open_l2o_tf.classic.first_order:gd", dict(commands=("lasso",))),
-        ("sgd", "open_l2o_tf.classic.first_order:sgd", dict(commands=("nn_training",))),
-        ("adam", "open_l2o_tf.classic.first_order:adam", dict(commands=_LASSO_RASTRIGIN_NN)),
+        # transform=True: f(learning_rate, **options) -> GradientTransformation, built by
+        # name in every command (classic.named.make_transform; --lr applies)
+        ("gd", "open_l2o_tf.classic.first_order:gd", dict(commands=("lasso",), transform=True)),
+        ("sgd", "open_l2o_tf.classic.first_order:sgd",
+         dict(commands=("nn_training",), transform=True)),
+        ("adam", "open_l2o_tf.classic.first_order:adam",
+         dict(commands=_LASSO_RASTRIGIN_NN, transform=True)),
         ("rmsprop", "open_l2o_tf.classic.first_order:rmsprop",
-         dict(commands=_LASSO_RASTRIGIN_NN, quick=("lasso", "rastrigin"))),
+         dict(commands=_LASSO_RASTRIGIN_NN, quick=("lasso", "rastrigin"), transform=True)),
         ("gd_ls", "open_l2o_tf.classic.line_search:gd_line_search",
          dict(commands=("rastrigin",))),
         ("nag_ls", "open_l2o_tf.classic.line_search:nag_line_search",
