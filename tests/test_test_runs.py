@@ -3,7 +3,6 @@ run in ``WORKDIR/ckpt/test_runs.npz`` and a re-run starts at the first unfinishe
 ``open_l2o_tf.responsive.call`` keeps the main thread free, so Ctrl-C / SIGTERM stop a
 command at once even inside a compiled call of thousands of steps (a Fig. 8 ConvNet run:
 5-10 minutes in one ``tf.function``, during which a Python signal handler never ran)."""
-import gzip
 import json
 import os
 import re
@@ -20,6 +19,7 @@ import pytest
 from open_l2o_tf import responsive
 from open_l2o_tf.errors import UserError
 from run import workdir as wd
+from tests.test_datasets import _write_idx
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 ENV = dict(os.environ, CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT)
@@ -75,13 +75,6 @@ def test_responsive_call_returns_raises_and_yields_to_an_interrupt(monkeypatch):
     assert time.time() - start < 5
     assert responsive.abandoned()
     release.set()
-
-
-def _write_idx(path, array):
-    header = bytes([0, 0, 8, array.ndim]) + b"".join(
-        int(d).to_bytes(4, "big") for d in array.shape)
-    with gzip.open(path, "wb") as handle:
-        handle.write(header + array.astype(np.uint8).tobytes())
 
 
 def _mnist(folder):
