@@ -292,7 +292,7 @@ def write_results(workdir, record):
 TEST_RUNS = "test_runs.npz"   # in WORKDIR/ckpt: the test runs finished so far
 
 
-def resumable_runs(workdir, runs, run_one, progress=None, label="test run"):
+def resumable_runs(workdir, runs, run_one, progress=None):
     """Calls ``run_one(k)`` (a 1-D curve) for ``k`` in ``range(runs)`` and returns the curves
     stacked, ``(runs, steps)``, with each run's seconds.  Each finished run is kept in
     ``WORKDIR/ckpt/test_runs.npz`` (written atomically), so an interrupted command re-run in
@@ -309,17 +309,14 @@ def resumable_runs(workdir, runs, run_one, progress=None, label="test run"):
         except (OSError, ValueError, KeyError) as err:
             raise UserError(f"{path} is not a readable record of finished test runs ({err}); "
                             f"delete it to redo them") from None
-        print(f"[resume] {len(curves)} of {runs} {label}s already done ({path})", flush=True)
+        print(f"[resume] {len(curves)} of {runs} test runs already done ({path})", flush=True)
         for k, curve in enumerate(curves):
             if progress:
                 progress(k + 1, curve)
     for k in range(len(curves), runs):
-        position.set(f"{label} {k + 1}/{runs}")
+        position.set(f"test run {k + 1}/{runs}")
         start = time.time()
-        curve = np.asarray(run_one(k)).reshape(-1)
-        if curves and curve.shape != curves[0].shape:
-            raise UserError(f"{path} holds runs of {curves[0].shape[0]} steps, this run has "
-                            f"{curve.shape[0]}; delete it to redo the test runs")
+        curve = np.asarray(run_one(k)).reshape(-1)   # --steps is in the run's identity
         curves.append(curve)
         seconds.append(time.time() - start)
         olog.ensure_dir(os.path.dirname(path))

@@ -22,12 +22,12 @@ def transform_names(command):
 
 def make_transform(name, learning_rate, **options):
     """The transform of entry ``name`` at ``learning_rate``; of ``options`` (e.g.
-    ``initial_accumulator`` of RMSProp) only those its factory names (not a ``**kwargs``) are passed, so one
-    call serves every entry."""
+    ``initial_accumulator`` of RMSProp) only those its factory names (not a ``**kwargs``)
+    are passed, so one call serves every entry."""
     if not registry.info("classic", name).get("transform"):
         raise ValueError(f"classic {name!r} is not registered as a transform "
                          f"(transform=True)")
     factory = registry.get("classic", name)
-    named = {name for name, p in inspect.signature(factory).parameters.items()
+    named = {key for key, p in inspect.signature(factory).parameters.items()
              if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
     return factory(learning_rate, **{k: v for k, v in options.items() if k in named})
