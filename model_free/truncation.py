@@ -11,7 +11,9 @@ objective is ``mean_t log(f_t / (f_init + 1e-6) + 1e-6)`` over ``[f_init, f(x_0)
 f(x_{T-1})]``, ``f_init`` the loss at the start of the episode), then one meta-update of
 the optimizer's weights (clipped, applied only when finite:
 :func:`open_l2o_tf.trainer_support.apply_if_finite`).  A truncation is one ``tf.function``
-with Grappler off when the device policy says so (:mod:`open_l2o_tf.determinism`).
+with Grappler off when the device policy says so (:mod:`open_l2o_tf.determinism`),
+XLA-compiled when the recipe says ``jit_compile`` (L2O-Scale's) and the optimizee suits
+XLA on this device.
 
 Under a strategy (:meth:`Truncations.start`) the ``B`` instances of an episode are split
 over the replicas (every instance tensor and parameter batch-first), each replica
@@ -31,6 +33,7 @@ from model_free.evaluation import initial_state, stateless_seed
 from open_l2o_tf import distribute
 from open_l2o_tf.determinism import without_graph_rewrites
 from open_l2o_tf.errors import UserError
+from open_l2o_tf.optimizees.base import use_xla
 from open_l2o_tf.trainer_support import apply_if_finite, pairs
 
 
@@ -92,7 +95,10 @@ class Truncations:
         self.length, self.second_order = int(recipe.truncation), bool(recipe.second_order)
         self.meta_objective, self.seed = recipe.meta_objective, int(recipe.seed)
         self.clip_value = None if recipe.clip_value is None else float(recipe.clip_value)
-        self.jit_compile, self.graph_rewrites = bool(recipe.jit_compile), graph_rewrites
+        # XLA where the recipe asks for it and the optimizee suits it (not the convnets on
+        # a CPU: :func:`open_l2o_tf.optimizees.use_xla`)
+        self.jit_compile = use_xla(optimizee, recipe.jit_compile)
+        self.graph_rewrites = graph_rewrites
         self.strategy = strategy
         self._shard_fns, self._distributed_fns = {}, {}
         self.single = self._build_single() if strategy is None else None
