@@ -112,24 +112,31 @@ class EpisodicTrainer(checkpoint.Resumable):
         one continued to more episodes, goes on from where it stopped."""
         self.restore()
         start = time.time()
+        since, episodes_since = time.time(), 0   # the progress line's episode time
         while self.episode < episodes and not self.finished():
             position.set(f"episode {self.episode + 1}/{episodes}")
-            t0 = time.time()
             loss, label = self.episode_result(self.episode)
             self.history[self.loss_key].append(loss)
             self.episode += 1
+            episodes_since += 1
             evaluation = self.episode % self.eval_every == 0 or self.episode == episodes
             if not evaluation and self.episode % self.PROGRESS_EVERY:
                 continue
             line = f"[{self.tag}] episode {self.episode}/{episodes} {label}-loss={loss:.4g} "
+            # the mean over the episodes since the last line (the first includes tracing),
+            # then the held-out evaluation's own seconds
+            timing = f"{(time.time() - since) / episodes_since:.1f} s/episode"
             if evaluation:
+                t_eval = time.time()
                 score = self.evaluate_heldout()
                 line += f"held-out={score:.4g} best={self.best_score:.4g} "
+                timing += f", held-out {time.time() - t_eval:.1f} s"
             self.train_seconds += time.time() - start
             start = time.time()
             self.save()
             self.tb.flush()
-            self.say(line + f"({time.time() - t0:.1f} s/episode)")
+            self.say(line + f"({timing})")
+            since, episodes_since = time.time(), 0
         self.train_seconds += time.time() - start
         self.save()         # the last weights: train(more episodes) continues from them
         if self.best_weights is not None:

@@ -3,6 +3,8 @@
 (open_l2o_tf.trainer_support.apply_if_finite)."""
 import json
 import os
+import re
+import time
 
 import keras
 import numpy as np
@@ -50,6 +52,27 @@ def test_progress_line_and_checkpoint_between_evaluations(tmp_path):
     again = _Toy(str(tmp_path), [], [])
     again.train(8)                  # resumes at 7: one more episode, evaluated (the last)
     assert again.seen == ["episode 8/8"] and again.history["eval"][-1] == (8, 2.0)
+
+
+class _Slow(_Toy):
+    def run_episode(self, episode):
+        time.sleep(0.02)
+        return float(episode)
+
+    def score(self):
+        time.sleep(0.3)
+        return 1.0
+
+
+def test_progress_line_times_episodes_apart_from_the_evaluation(tmp_path):
+    """The line's ``s/episode`` is the mean episode time since the last line; the held-out
+    evaluation's seconds are given beside it, not folded into one episode."""
+    lines = []
+    _Slow(str(tmp_path), lines, []).train(5)
+    per_episode = [float(re.search(r"\(([0-9.]+) s/episode", line).group(1)) for line in lines]
+    assert max(per_episode) < 0.2, lines
+    held_out = float(re.search(r"held-out ([0-9.]+) s\)", lines[-1]).group(1))
+    assert "held-out=" in lines[-1] and held_out >= 0.3, lines[-1]
 
 
 def test_apply_if_finite_skips_and_keeps_the_weights():
