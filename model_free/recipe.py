@@ -9,9 +9,10 @@ everywhere, its default :data:`DEFAULT_META_LR` (Adam 1e-3, the original's for L
 RNNprop and L2O-Swarm) written here only.
 """
 import dataclasses
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 from open_l2o_tf.errors import UserError
+from open_l2o_tf.optimizees.base import use_xla
 
 DEFAULT_META_LR = 1e-3
 SELECTIONS = ("last_truncation", "horizon_mean")
@@ -36,7 +37,9 @@ class MetaRecipe:
       :class:`model_free.imitation.Imitation`.
     random_scale: None, or the bound r of RNNprop's random scaling ``exp(U(-r, r))``.
     selection, eval_every, eval_instances: model selection (:mod:`model_free.selection`).
-    seed: the run's seed; jit_compile: XLA-compile the one-device truncation;
+    seed: the run's seed; jit_compile: XLA-compile the one-device truncation and the
+      model selection: True, False or ``"networks"`` (for the neural-network optimizees
+      only: :func:`compiles`);
     deterministic: Grappler off (None: the device's default, :mod:`open_l2o_tf.device`).
     """
 
@@ -55,10 +58,13 @@ class MetaRecipe:
     eval_every: int = 10
     eval_instances: int = 2
     seed: int = 0
-    jit_compile: bool = False
+    jit_compile: Union[bool, str] = False
     deterministic: Optional[bool] = None
 
     def __post_init__(self):
+        if self.jit_compile not in (True, False, "networks"):
+            raise ValueError(f"jit_compile must be True, False or 'networks', got "
+                             f"{self.jit_compile!r}")
         if self.meta_objective not in OBJECTIVES:
             raise ValueError(f"meta_objective must be one of {OBJECTIVES}, got "
                              f"{self.meta_objective!r}")
@@ -83,3 +89,14 @@ class MetaRecipe:
         if isinstance(value, cls):
             return value
         return cls().replace(**dict(value))
+
+
+def compiles(recipe, optimizee):
+    """Whether the truncation and the model selection of ``recipe`` on ``optimizee`` are
+    XLA-compiled: ``recipe.jit_compile`` (``"networks"``: only for the stochastic
+    optimizees, the neural networks), and never where XLA does not suit the optimizee on
+    this device (the convnets on a CPU: :func:`open_l2o_tf.optimizees.use_xla`)."""
+    wanted = recipe.jit_compile
+    if wanted == "networks":
+        wanted = bool(getattr(optimizee, "stochastic", False))
+    return use_xla(optimizee, bool(wanted))

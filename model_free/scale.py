@@ -157,21 +157,22 @@ class L2OScale(LearnedOptimizer):
         the original's recipe (state carry, TF1 RMSProp) was in place.  (The recipe's own
         ``meta_lr``, the rate of the unused imitation Adam, keeps its default.)
 
-        The truncation and the model selection are XLA-compiled (``jit_compile=True``; not
-        for an optimizee that XLA does not suit on this device, the convnets on a CPU:
-        :func:`open_l2o_tf.optimizees.use_xla`).  Measured on the 2-core CPU, each pair in
-        one quiet run: the episode of the Fig. 8 MNIST sigmoid MLP 1.34-1.37 s vs 1.69-1.88 s
-        without (1.26-1.37x), its 20-problem selection 7.6-8.0 s vs 15.9-17.5 s; on Rastrigin
-        n = 10 the episode 1.91 s both ways and the selection 11-15 s vs 21 s.  The update
+        On the neural networks the truncation and the model selection are XLA-compiled
+        (``jit_compile="networks"``: :func:`model_free.recipe.compiles`; not the convnets on
+        a CPU).  Measured on the 2-core CPU, each pair in one quiet run: the episode of the
+        Fig. 8 MNIST sigmoid MLP (15,910 coordinates) 1.34-1.37 s vs 1.69-1.88 s without
+        (1.26-1.37x), its 20-problem selection 7.6-8.0 s vs 15.9-17.5 s.  On Rastrigin n = 10
+        (1,280 coordinates) the episode took 1.91 s both ways and the selection 11-15 s vs
+        21 s, but each compiled trainer adds 40-60 s of compilation, which a 100-episode run
+        or a test does not win back: the synthetic families stay uncompiled.  The update
         agrees with the uncompiled one to 5e-7 (relative), but XLA's float
         ``stateless_uniform`` is another sequence than TensorFlow's kernel for the same seed,
         so the initial rates drawn inside a compiled call (the selection's, the test runs')
-        are other draws of the same distribution: the bits differ from runs made before this
-        change (the Fig. 7 cells of docs/reproduction.md), their statistics do not."""
+        are other draws of the same distribution than without XLA."""
         del seed, horizons
         return MetaRecipe(meta_objective="log_ratio", clip_value=1e4, carry_state=True,
                           meta_optimizer=tf1_rmsprop(meta_lr or META_LR, opt),
-                          jit_compile=True)
+                          jit_compile="networks")
 
     def __init__(self, hidden0=10, hidden1=20, hidden2=20, batched_instances=False,
                  faithful_global=False, init_seed=0, fresh_offsets=True, **kwargs):

@@ -18,22 +18,21 @@ import numpy as np
 import tensorflow as tf
 
 from model_free.evaluation import batch_count, make_runner, stateless_seed
-from open_l2o_tf.optimizees.base import use_xla
+from model_free.recipe import compiles
 
 
 class ModelSelection:
     """``score(horizon)`` on ``recipe.eval_instances`` held-out instances (one compiled
     call per horizon and number of instances).  The per-instance runner is XLA-compiled
-    only when the recipe's ``jit_compile`` says so (L2O-Scale's: measured 2.1x faster on the
-    MNIST MLP, 1.9x on Rastrigin n = 10) and the optimizee suits XLA here
-    (:func:`open_l2o_tf.optimizees.use_xla`); otherwise not (measured slower for the LSTM
-    optimizers, CPU 25x50 Lasso 50 s vs 15 s)."""
+    only where :func:`model_free.recipe.compiles` says (L2O-Scale on the MNIST MLP: 2.1x
+    faster); otherwise not (measured slower for the LSTM optimizers, CPU 25x50 Lasso 50 s
+    vs 15 s)."""
 
     def __init__(self, opt, optimizee, recipe):
         self.opt, self.optimizee = opt, optimizee
         self.selection, self.truncation = recipe.selection, int(recipe.truncation)
         self.instances, self.seed = int(recipe.eval_instances), int(recipe.seed)
-        self.jit_compile = use_xla(optimizee, recipe.jit_compile)
+        self.jit_compile = compiles(recipe, optimizee)
         self._held_out, self._scale, self._fns = {}, None, {}
 
     def held_out(self, count):

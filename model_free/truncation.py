@@ -12,8 +12,8 @@ f(x_{T-1})]``, ``f_init`` the loss at the start of the episode), then one meta-u
 the optimizer's weights (clipped, applied only when finite:
 :func:`open_l2o_tf.trainer_support.apply_if_finite`).  A truncation is one ``tf.function``
 with Grappler off when the device policy says so (:mod:`open_l2o_tf.determinism`),
-XLA-compiled when the recipe says ``jit_compile`` (L2O-Scale's) and the optimizee suits
-XLA on this device.
+XLA-compiled when the recipe says so (L2O-Scale's, on the neural networks) and the
+optimizee suits XLA on this device (:func:`model_free.recipe.compiles`).
 
 Under a strategy (:meth:`Truncations.start`) the ``B`` instances of an episode are split
 over the replicas (every instance tensor and parameter batch-first), each replica
@@ -30,10 +30,10 @@ replicas`` rows of every minibatch and the optimizee gradient is all-reduced at 
 import tensorflow as tf
 
 from model_free.evaluation import initial_state, stateless_seed
+from model_free.recipe import compiles
 from open_l2o_tf import distribute
 from open_l2o_tf.determinism import without_graph_rewrites
 from open_l2o_tf.errors import UserError
-from open_l2o_tf.optimizees.base import use_xla
 from open_l2o_tf.trainer_support import apply_if_finite, pairs
 
 
@@ -95,9 +95,7 @@ class Truncations:
         self.length, self.second_order = int(recipe.truncation), bool(recipe.second_order)
         self.meta_objective, self.seed = recipe.meta_objective, int(recipe.seed)
         self.clip_value = None if recipe.clip_value is None else float(recipe.clip_value)
-        # XLA where the recipe asks for it and the optimizee suits it (not the convnets on
-        # a CPU: :func:`open_l2o_tf.optimizees.use_xla`)
-        self.jit_compile = use_xla(optimizee, recipe.jit_compile)
+        self.jit_compile = compiles(recipe, optimizee)
         self.graph_rewrites = graph_rewrites
         self.strategy = strategy
         self._shard_fns, self._distributed_fns = {}, {}
