@@ -17,7 +17,7 @@ from absl import flags
 
 import model_free  # noqa: F401  registers the learned names (imports no TensorFlow)
 import open_l2o_tf.classic  # noqa: F401  registers the classic names (no TensorFlow)
-from open_l2o_tf.classic.named import transform_names
+from open_l2o_tf.classic.named import line_search_names, transform_names
 from open_l2o_tf import logging as olog
 from open_l2o_tf import budgets, reference, registry
 from open_l2o_tf.errors import UserError
@@ -49,7 +49,7 @@ flags.DEFINE_integer("grad_batch", 128, "adam/rmsprop: each instance's gradient 
                      "original's reduce_mean over a batch of 128; 1: its own gradient).",
                      lower_bound=1)
 flags.DEFINE_enum("line_search_scope", "instance", ["instance", "batch"],
-                  "gd_ls/nag_ls: Armijo per instance (instance: each instance its own step on "
+                  "gd_ls/nag_ls (the line searches): Armijo per instance (instance: each instance its own step on "
                   "its own loss) or on the original problems.rastrigin objective, the mean "
                   "over a batch of the test instances (batch: one step per start, shared by "
                   "the instances, gradient x1/instances; the released code has no line search, "
@@ -81,8 +81,9 @@ def validate():
     the run identity."""
     name = FLAGS.optimizer
     common.check_load_flag(FLAGS.load, name)
-    if FLAGS.line_search_scope != "instance" and name not in ("gd_ls", "nag_ls"):
-        raise UserError(f"--line_search_scope applies to gd_ls/nag_ls only, not "
+    searching = line_search_names("rastrigin")
+    if FLAGS.line_search_scope != "instance" and name not in searching:
+        raise UserError(f"--line_search_scope applies to {'/'.join(searching)} only, not "
                         f"--optimizer={name}")
     rated = transform_names("rastrigin")
     if FLAGS.lr is not None and name not in rated:
@@ -126,28 +127,29 @@ def build_problem(n, count, starts, seed=0):
 
 def run_classic(name, family, test, x0, steps, lr=None, seed=0, grad_batch=128,
                 rmsprop_accumulator=1.0, line_search_scope="instance", starts=1):
-    """The per-instance loss curve ``(steps + 1, B)`` of a classic method (gd_ls, nag_ls,
-    oracle, or a learning-rate transform: adam, rmsprop, any entry registered with
-    ``transform=True``, at ``lr`` or its ``PAPER_LR``).
+    """The per-instance loss curve ``(steps + 1, B)`` of a classic method (a line search:
+    gd_ls, nag_ls, any entry registered with ``line_search=True``; oracle; or a
+    learning-rate transform: adam, rmsprop, any entry registered with ``transform=True``,
+    at ``lr`` or its ``PAPER_LR``).
 
     Adam/RMSProp follow the original's evaluation: its ``problems.rastrigin`` takes
     ``reduce_mean`` over a batch of 128 instances, so each instance's gradient is divided by
     ``grad_batch`` (1: the instance's own gradient), and RMSProp is TF1's, accumulator
     initialised to ``rmsprop_accumulator`` (1.0; Keras 3: 0).
 
-    gd_ls/nag_ls with ``line_search_scope="batch"``: one Armijo search per start on the
+    A line search with ``line_search_scope="batch"``: one Armijo search per start on the
     mean loss of the test instances (the original's ``reduce_mean`` objective), so the
     curve is ``(steps + 1, starts)`` of batch means (its mean is the same figure)."""
     from open_l2o_tf import classic  # pylint: disable=import-outside-toplevel
-    from open_l2o_tf.classic import line_search, transforms  # pylint: disable=import-outside-toplevel
+    from open_l2o_tf.classic import transforms  # pylint: disable=import-outside-toplevel
     from open_l2o_tf.classic.oracle import run_and_inspect  # pylint: disable=import-outside-toplevel
 
     def per_instance(params, batch=None):
         del batch
         return family.instance_losses(params if isinstance(params, list) else [params], test)
 
-    if name in ("gd_ls", "nag_ls"):
-        fn = line_search.gd_line_search if name == "gd_ls" else line_search.nag_line_search
+    if name in line_search_names("rastrigin"):
+        fn = registry.get("classic", name)
         if line_search_scope == "instance":
             return fn(per_instance, x0, steps, initial_step=0.1)[1]
         import tensorflow as tf  # pylint: disable=import-outside-toplevel

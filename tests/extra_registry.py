@@ -1,5 +1,6 @@
 """Test-only registry entries: a copy of LISTA under another name, L2O-DM with a
-meta-training recipe of its own, and a classic learning-rate transform (sign GD).
+meta-training recipe of its own, a classic learning-rate transform (sign GD) and a
+line search (GD with a slower-shrinking Armijo step).
 
 They show that a model or learned optimizer registered in one line is covered by the
 contract suite (``tests/test_contracts.py``) without any new test code, and that the
@@ -57,3 +58,15 @@ def sign_gd(learning_rate):
 
 registry.register("classic", "sign_gd", sign_gd, transform=True,
                   commands=("lasso", "rastrigin", "nn_training"))
+
+
+def cautious_gd_ls(loss_fn, params, num_steps, initial_step=0.1):
+    """GD with an Armijo search that shrinks its trial step by 0.8 instead of 0.5: a
+    line-search baseline added in one line below (``line_search=True``), then run by
+    run.rastrigin by name, ``--line_search_scope`` included (tests/test_extension.py)."""
+    from open_l2o_tf.classic.line_search import gd_line_search  # pylint: disable=import-outside-toplevel
+    return gd_line_search(loss_fn, params, num_steps, initial_step=initial_step, shrink=0.8)
+
+
+registry.register("classic", "cautious_gd_ls", cautious_gd_ls, line_search=True,
+                  commands=("rastrigin",))

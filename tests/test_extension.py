@@ -185,3 +185,56 @@ def test_a_transform_registered_in_one_line_runs_in_every_command(tmp_path):
     assert proc.returncode == 2
     assert "error: --lr applies to adam/rmsprop/sign_gd only, not --optimizer=nag_ls" \
         in proc.stderr, proc.stderr[-1000:]
+
+
+_LINE_SEARCH_SCRIPT = r'''
+import json
+import numpy as np
+import tensorflow as tf
+import tests.extra_registry      # registers cautious_gd_ls (classic, line_search=True)
+from open_l2o_tf.classic.line_search import gd_line_search
+from open_l2o_tf.optimizees.rastrigin import Rastrigin
+from run import rastrigin
+
+family = Rastrigin(n=2, batch_size=4)
+test = family.sample_instance(tf.constant([1, 2]))
+x0 = [tf.constant(np.random.default_rng(0).normal(size=(4, 2)).astype(np.float32))]
+curve = rastrigin.run_classic("cautious_gd_ls", family, test, x0, 5)
+ref = gd_line_search(lambda p, batch=None: family.instance_losses(p, test), x0, 5,
+                     initial_step=0.1, shrink=0.8)[1]
+half = rastrigin.run_classic("gd_ls", family, test, x0, 5)
+batch = rastrigin.run_classic("cautious_gd_ls", family, test, x0, 5,
+                              line_search_scope="batch")
+print(json.dumps({"curve": np.asarray(curve).tolist(), "ref": np.asarray(ref).tolist(),
+                  "gd_ls": np.asarray(half).tolist(), "batch": np.asarray(batch).tolist()}))
+'''
+
+
+def test_a_line_search_registered_in_one_line_runs_in_rastrigin(tmp_path):
+    """``tests/extra_registry.py`` registers a line search (``line_search=True``) in one
+    line: run.rastrigin's piece runs it by name (the curve of ``gd_line_search`` with its
+    shrink factor, not gd_ls's), per instance and on the batch mean, and the command names
+    it among the line searches when it refuses ``--line_search_scope`` for Adam."""
+    import json
+    import os
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="3",
+               PYTHONPATH=root)
+    proc = subprocess.run([sys.executable, "-c", _LINE_SEARCH_SCRIPT], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    np.testing.assert_array_equal(out["curve"], out["ref"])
+    assert not np.array_equal(out["curve"], out["gd_ls"])
+    batch = np.asarray(out["batch"])        # (steps + 1, starts): batch means, decreasing
+    assert batch.shape == (6, 1) and (np.diff(batch[:, 0]) <= 0).all()
+    proc = subprocess.run([sys.executable, "-m", "run.rastrigin",
+                           "--import=tests.extra_registry", "--optimizer=adam",
+                           "--line_search_scope=batch", f"--workdir={tmp_path / 'a'}"],
+                          cwd=root, env=env, capture_output=True, text=True, timeout=300,
+                          check=False)
+    assert proc.returncode == 2
+    assert ("error: --line_search_scope applies to gd_ls/nag_ls/cautious_gd_ls only, not "
+            "--optimizer=adam") in proc.stderr, proc.stderr[-1000:]

@@ -14,7 +14,7 @@ _EXPORTS = {
     "ista_fista": ("fista", "fista_from", "ista", "lasso_fstar", "lipschitz_constant",
                    "soft_threshold"),
     "line_search": ("armijo_step", "gd_line_search", "nag_line_search"),
-    "named": ("make_transform", "transform_names"),
+    "named": ("line_search_names", "make_transform", "transform_names"),
     "oracle": ("run_and_inspect",),
     "transforms": ("GradientTransformation", "apply_updates", "chain", "identity",
                    "run_optimizer", "scale", "step_seed"),
@@ -45,10 +45,13 @@ for _name, _target, _info in (
          dict(commands=_LASSO_RASTRIGIN_NN, transform=True)),
         ("rmsprop", "open_l2o_tf.classic.first_order:rmsprop",
          dict(commands=_LASSO_RASTRIGIN_NN, quick=("lasso", "rastrigin"), transform=True)),
+        # line-search methods f(loss_fn, params, num_steps, initial_step) -> (x, curve):
+        # run.rastrigin runs every entry with line_search=True (classic.named; and
+        # --line_search_scope applies)
         ("gd_ls", "open_l2o_tf.classic.line_search:gd_line_search",
-         dict(commands=("rastrigin",))),
+         dict(commands=("rastrigin",), line_search=True)),
         ("nag_ls", "open_l2o_tf.classic.line_search:nag_line_search",
-         dict(commands=("rastrigin",))),
+         dict(commands=("rastrigin",), line_search=True)),
         ("oracle", "open_l2o_tf.classic.oracle:run_and_inspect",
          dict(commands=("rastrigin",))),
         ("gda", "open_l2o_tf.classic.gda:alternating_gda", dict(commands=("minimax",))),

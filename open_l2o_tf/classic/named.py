@@ -20,6 +20,13 @@ def transform_names(command):
     return registry.serving(command, ("classic",), transform=True)
 
 
+def line_search_names(command):
+    """The classic names ``command`` serves that are line-search methods (registered with
+    ``line_search=True``: ``f(loss_fn, params, num_steps, initial_step=...) -> (x,
+    curve)``, as :func:`open_l2o_tf.classic.line_search.gd_line_search`)."""
+    return registry.serving(command, ("classic",), line_search=True)
+
+
 def make_transform(name, learning_rate, **options):
     """The transform of entry ``name`` at ``learning_rate``; of ``options`` (e.g.
     ``initial_accumulator`` of RMSProp) only those its factory names (not a ``**kwargs``)
