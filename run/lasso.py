@@ -42,7 +42,7 @@ common.quiet_tensorflow_import()   # model_based (imports TF) registers the mode
 import model_based  # noqa: F401,E402  pylint: disable=wrong-import-position,unused-import
 import model_free  # noqa: F401,E402  pylint: disable=wrong-import-position,unused-import
 import open_l2o_tf.classic  # noqa: F401,E402  pylint: disable=wrong-import-position
-from open_l2o_tf.classic.named import transform_names  # noqa: E402  pylint: disable=wrong-import-position
+from open_l2o_tf.classic.named import proximal_names, transform_names  # noqa: E402  pylint: disable=wrong-import-position
 
 # the registry's entries that serve run.lasso (info ``commands``), by kind
 OPTIMIZERS = common.define_method_flag("optimizer", "lasso", "fista", "The optimizer.",
@@ -104,14 +104,16 @@ def load_data(data_dir, workdir, setting="lasso_25x50", preset="paper", seed=0):
 
 def run_classic(name, A, y, lam, iterations, *, ista_step="frobenius", lr=None,
                 grad_reduction="batch", grad_batch=128, rmsprop_accumulator=1.0, jit=True):
-    """Loss curve ``(iterations + 1, B)`` of a classic optimizer from ``x_0 = 0``; the
-    keyword arguments are the flags of the same names (``--jit``: ``jit``)."""
+    """Loss curve ``(iterations + 1, B)`` of a classic optimizer from ``x_0 = 0``: a proximal
+    solver (ISTA, FISTA, any entry registered with ``proximal=True``, at the ``ista_step``
+    step) or a learning-rate transform (``transform=True``); the keyword arguments are the
+    flags of the same names (``--jit``: ``jit``)."""
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
     from open_l2o_tf import metrics  # pylint: disable=import-outside-toplevel
     from open_l2o_tf import classic  # pylint: disable=import-outside-toplevel
     from open_l2o_tf.classic import ista_fista, transforms  # pylint: disable=import-outside-toplevel
-    if name in ("ista", "fista"):
-        solver = ista_fista.ista if name == "ista" else ista_fista.fista
+    if name in proximal_names("lasso"):
+        solver = registry.get("classic", name)
         step = ista_fista.step_size(A.astype(np.float32), ista_step)
         _, curve = solver(A, y, lam, iterations, step=step)
         return curve.numpy()

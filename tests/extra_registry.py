@@ -1,6 +1,7 @@
 """Test-only registry entries: a copy of LISTA under another name, L2O-DM with a
-meta-training recipe of its own, a classic learning-rate transform (sign GD) and a
-line search (GD with a slower-shrinking Armijo step).
+meta-training recipe of its own, a classic learning-rate transform (sign GD), a line
+search (GD with a slower-shrinking Armijo step) and a proximal solver (ISTA at half the
+step).
 
 They show that a model or learned optimizer registered in one line is covered by the
 contract suite (``tests/test_contracts.py``) without any new test code, and that the
@@ -70,3 +71,13 @@ def cautious_gd_ls(loss_fn, params, num_steps, initial_step=0.1):
 
 registry.register("classic", "cautious_gd_ls", cautious_gd_ls, line_search=True,
                   commands=("rastrigin",))
+
+
+def damped_ista(A, y, lam, num_iterations, step=None):
+    """ISTA at half the given step: a proximal Lasso solver added in one line below
+    (``proximal=True``), then run by run.lasso by name (tests/test_extension.py)."""
+    from open_l2o_tf.classic.ista_fista import ista  # pylint: disable=import-outside-toplevel
+    return ista(A, y, lam, num_iterations, step=0.5 * step)
+
+
+registry.register("classic", "damped_ista", damped_ista, proximal=True, commands=("lasso",))

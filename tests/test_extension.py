@@ -129,6 +129,13 @@ if sys.argv[1] == "lasso":       # one command module a process (each defines it
       ref.append(0.5 * (r ** 2).sum(1) + lam * np.abs(x).sum(1))
       x = x - lr * np.sign(r @ A + lam * np.sign(x))
   out = {"curve": curve.tolist(), "ref": np.stack(ref).tolist()}
+  # a proximal solver registered in one line (proximal=True) runs by name too
+  from open_l2o_tf.classic import ista_fista
+  damped = lasso.run_classic("damped_ista", A, y, lam, 6, ista_step="spectral")
+  step = ista_fista.step_size(A, "spectral")
+  out["damped"] = np.asarray(damped).tolist()
+  out["damped_ref"] = ista_fista.ista(A, y, lam, 6, step=0.5 * step)[1].numpy().tolist()
+  out["ista"] = lasso.run_classic("ista", A, y, lam, 6, ista_step="spectral").tolist()
 else:
   from run import rastrigin
   family = Rastrigin(n=2, batch_size=4)
@@ -148,7 +155,8 @@ print(json.dumps(out))
 
 def test_a_transform_registered_in_one_line_runs_in_every_command(tmp_path):
     """``tests/extra_registry.py`` registers sign GD (``transform=True``) in one line: the
-    Lasso and Rastrigin pieces run it by name with the step of its equation, and
+    Lasso and Rastrigin pieces run it by name with the step of its equation (and the Lasso
+    piece a proximal solver registered the same way, ``proximal=True``), and
     ``run.nn_training`` (which named SGD/Adam/RMSProp in a dict before) trains a network
     with it, ``--lr`` included."""
     import json
@@ -166,6 +174,9 @@ def test_a_transform_registered_in_one_line_runs_in_every_command(tmp_path):
         assert proc.returncode == 0, proc.stderr[-2000:]
         out = json.loads(proc.stdout.strip().splitlines()[-1])
         np.testing.assert_allclose(out["curve"], out["ref"], **tolerance)
+        if command == "lasso":
+            np.testing.assert_array_equal(out["damped"], out["damped_ref"])
+            assert not np.allclose(out["damped"], out["ista"])
     from tests.test_test_runs import _mnist    # a tiny generated MNIST
     mnist, work = str(tmp_path / "mnist"), str(tmp_path / "w")
     _mnist(mnist)

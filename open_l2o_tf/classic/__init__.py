@@ -14,7 +14,7 @@ _EXPORTS = {
     "ista_fista": ("fista", "fista_from", "ista", "lasso_fstar", "lipschitz_constant",
                    "soft_threshold"),
     "line_search": ("armijo_step", "gd_line_search", "nag_line_search"),
-    "named": ("line_search_names", "make_transform", "transform_names"),
+    "named": ("line_search_names", "make_transform", "proximal_names", "transform_names"),
     "oracle": ("run_and_inspect",),
     "transforms": ("GradientTransformation", "apply_updates", "chain", "identity",
                    "run_optimizer", "scale", "step_seed"),
@@ -34,8 +34,12 @@ def __getattr__(name):
 
 _LASSO_RASTRIGIN_NN = ("lasso", "rastrigin", "nn_training")
 for _name, _target, _info in (
-        ("ista", "open_l2o_tf.classic.ista_fista:ista", dict(commands=("lasso",))),
-        ("fista", "open_l2o_tf.classic.ista_fista:fista", dict(commands=("lasso",))),
+        # proximal methods f(A, y, lam, num_iterations, step=...) -> (x, curve): run.lasso
+        # runs every entry with proximal=True (classic.named; --ista_step sets the step)
+        ("ista", "open_l2o_tf.classic.ista_fista:ista",
+         dict(commands=("lasso",), proximal=True)),
+        ("fista", "open_l2o_tf.classic.ista_fista:fista",
+         dict(commands=("lasso",), proximal=True)),
         # transform=True: f(learning_rate, **options) -> GradientTransformation, built by
         # name in every command (classic.named.make_transform; --lr applies)
         ("gd", "open_l2o_tf.classic.first_order:gd", dict(commands=("lasso",), transform=True)),

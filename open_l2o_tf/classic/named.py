@@ -27,6 +27,13 @@ def line_search_names(command):
     return registry.serving(command, ("classic",), line_search=True)
 
 
+def proximal_names(command):
+    """The classic names ``command`` serves that are proximal Lasso solvers (registered
+    with ``proximal=True``: ``f(A, y, lam, num_iterations, step=...) -> (x, curve)``, as
+    :func:`open_l2o_tf.classic.ista_fista.ista`)."""
+    return registry.serving(command, ("classic",), proximal=True)
+
+
 def make_transform(name, learning_rate, **options):
     """The transform of entry ``name`` at ``learning_rate``; of ``options`` (e.g.
     ``initial_accumulator`` of RMSProp) only those its factory names (not a ``**kwargs``)
