@@ -12,7 +12,6 @@ import dataclasses
 from typing import Any, Optional, Union
 
 from open_l2o_tf.errors import UserError
-from open_l2o_tf.optimizees.base import use_xla
 
 DEFAULT_META_LR = 1e-3
 SELECTIONS = ("last_truncation", "horizon_mean")
@@ -96,7 +95,8 @@ def compiles(recipe, optimizee):
     XLA-compiled: ``recipe.jit_compile`` (``"networks"``: only for the stochastic
     optimizees, the neural networks), and never where XLA does not suit the optimizee on
     this device (the convnets on a CPU: :func:`open_l2o_tf.optimizees.use_xla`)."""
-    wanted = recipe.jit_compile
+    from open_l2o_tf.optimizees.base import use_xla  # pylint: disable=import-outside-toplevel
+    wanted = recipe.jit_compile      # (imported here: this module imports no TensorFlow)
     if wanted == "networks":
         wanted = bool(getattr(optimizee, "stochastic", False))
     return use_xla(optimizee, bool(wanted))
