@@ -49,8 +49,8 @@ flags.DEFINE_integer("grad_batch", 128, "adam/rmsprop: each instance's gradient 
                      "original's reduce_mean over a batch of 128; 1: its own gradient).",
                      lower_bound=1)
 flags.DEFINE_enum("line_search_scope", "instance", ["instance", "batch"],
-                  "gd_ls/nag_ls (the line searches): Armijo per instance (instance: each instance its own step on "
-                  "its own loss) or on the original problems.rastrigin objective, the mean "
+                  "The line searches (gd_ls, nag_ls): Armijo per instance (instance: each "
+                  "instance its own step on its own loss) or on the original problems.rastrigin objective, the mean "
                   "over a batch of the test instances (batch: one step per start, shared by "
                   "the instances, gradient x1/instances; the released code has no line search, "
                   "the paper says only 'line search from 1e-1').")
