@@ -32,5 +32,5 @@ setup(
         "matplotlib>=3.5",
         "pillow>=9.0",
     ],
-    extras_require={"test": ["pytest>=7"]},
+    extras_require={"test": ["pytest>=7", "pytest-xdist>=3"]},
 )
