@@ -6,7 +6,7 @@ name per class, built by its class for a network: ``for_problem(False)``; the pa
 L2O-DM, L2O-RNNprop, L2O-Scale) over the time of the same step with Adam,
 measured in the same run, and the time of one meta-training truncation (20 steps with
 BPTT and the meta-update); then :func:`model_free.perf_meta.benchmark_meta_training`:
-L2O-RNNprop on Lasso 25x50 and L2O-DM on the MLP, the episode, the truncation and the
+L2O-RNNprop on Lasso 25x50, L2O-DM and L2O-Scale on the MLP, the episode, the truncation and the
 model selection each beside its floor (the FLOP floor of the truncation at its shapes'
 and at the 1024x1024 matmul rate, the forward-only compiled loop of the selection), and a
 profile of the truncation's parts.  :func:`benchmark_networks` (``--what=networks``): the step of

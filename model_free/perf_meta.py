@@ -1,9 +1,11 @@
 """Meta-training against its floors (part of ``run.perf --what=model_free``).
 
-Two settings: L2O-RNNprop on Lasso 25x50 (Fig. 6: 128 instances per episode, truncations
+Three settings: L2O-RNNprop on Lasso 25x50 (Fig. 6: 128 instances per episode, truncations
 of 20 steps, model selection on 20 held-out problems every 10 episodes, the last
-truncation's losses) and L2O-DM on the MNIST sigmoid MLP (Fig. 8: minibatch 128, the same
-truncation and selection).  Episodes of ``unroll`` steps (default 100: 5 truncations; the
+truncation's losses), L2O-DM on the MNIST sigmoid MLP (Fig. 8: minibatch 128, the same
+truncation and selection) and L2O-Scale on the same MLP (Fig. 8: its own recipe, the
+truncation and the selection XLA-compiled as in its meta-training, selection every 100
+episodes).  Episodes of ``unroll`` steps (default 100: 5 truncations; the
 paper's 1,000-step Lasso episodes cost ten times as much, truncations and selection alike).
 For each, measured in one process (medians of ``repeats`` calls):
 
@@ -38,30 +40,54 @@ import tensorflow as tf
 from model_free.dm import L2ODM
 from model_free.evaluation import initial_state, make_grads_fn, stateless_seed
 from model_free.meta_trainer import MetaTrainer
+from model_free.recipe import compiles
 from model_free.rnnprop import L2ORNNprop
+from model_free.scale import L2OScale
 from open_l2o_tf.determinism import without_graph_rewrites
 from open_l2o_tf.optimizees.lasso import Lasso
 from open_l2o_tf.perf_utils import matmul_flops, median_time
 
 
+SETTINGS = ("l2o_rnnprop_lasso", "l2o_dm_mnist_mlp", "l2o_scale_mnist_mlp")
+
+
 def _setting(which, mnist_problem, unroll):
+    every = 10
     if which == "l2o_rnnprop_lasso":
         rng = np.random.default_rng(0)      # timing does not depend on the values
         problem = Lasso.from_data(rng.normal(0, 0.2, (25, 50)).astype(np.float32),
                                   rng.normal(size=(1000, 25)).astype(np.float32),
                                   lam=0.005, batch_size=128)
         opt = L2ORNNprop.for_problem(True)
+    elif which == "l2o_scale_mnist_mlp":
+        problem, opt, every = mnist_problem, L2OScale.for_problem(False), 100
     else:
         problem, opt = mnist_problem, L2ODM.for_problem(False)
     trainer = MetaTrainer(opt, problem, opt.meta_training(opt), unroll=unroll,
-                          truncation=20, eval_every=10, eval_instances=20,
+                          truncation=20, eval_every=every, eval_instances=20,
                           selection="last_truncation", progress=None)
     return trainer
 
 
-def _optimizer_products(opt, n):
-    """``(forward (M, K, N) products, whether each needs dX)`` of one update of ``n``
-    coordinates."""
+def _scale_products(opt, params):
+    """L2O-Scale's products per update: the per-coordinate GRU and read-outs over the ``n``
+    coordinates, the per-tensor GRU over the tensors, the global GRU, the bias maps."""
+    n = int(sum(int(np.prod(p.shape)) for p in params))
+    groups, h0, h1, h2 = len(params), opt.hidden0, opt.hidden1, opt.hidden2
+    f0, f1 = opt.gru0.input_dim + h0, opt.gru1.input_dim + h1
+    return [(n, f0, 2 * h0, True), (n, f0, h0, True),           # level 0 GRU
+            (n, h0, 4, True), (n, opt.w_shortcut.shape[0], 1, True),  # read-outs
+            (groups, h1, 3 * h0, True), (1, h2, 3 * h0, True),   # biases of level 0
+            (groups, f1, 2 * h1, True), (groups, f1, h1, True),  # level 1 GRU
+            (1, h2, 3 * h1, True), (1, 2 * h2, 3 * h2, True)]    # level 2 GRU, its bias
+
+
+def _optimizer_products(opt, params):
+    """``(forward (M, K, N) products, whether each needs dX)`` of one update of the
+    coordinates of ``params``."""
+    if isinstance(opt, L2OScale):
+        return _scale_products(opt, params)
+    n = int(sum(int(np.prod(p.shape)) for p in params))
     h = opt.hidden
     lstm = [(n, opt.lstm_1.input_dim + h, 4 * h, True), (n, 2 * h, 4 * h, True),
             (n, h, 1, True)]
@@ -94,8 +120,7 @@ def truncation_products(trainer, params):
     for shape in bwd:
         add("optimizee gradients", shape, T)
         add("BPTT backward", shape, T)
-    n = int(sum(int(np.prod(p.shape)) for p in params))
-    for m, k, o, dx in _optimizer_products(trainer.opt, n):
+    for m, k, o, dx in _optimizer_products(trainer.opt, params):
         add("optimizer updates", (m, k, o), T)
         add("BPTT backward", (k, m, o), T)
         if dx:
@@ -134,8 +159,9 @@ def _parts(trainer, params, state, instance, seed):
     problem = unroller.problem
     grads_fn = make_grads_fn(problem)
     variables = opt.trainable_variables
-    wrap = lambda f: without_graph_rewrites(  # noqa: E731
-        tf.function(f), not trainer.policy.graph_rewrites)
+    jit = compiles(trainer.recipe, problem)     # as the meta-training compiles them
+    wrap = lambda f, jit=jit: without_graph_rewrites(  # noqa: E731
+        tf.function(f, jit_compile=jit), not trainer.policy.graph_rewrites)
 
     def gradients(x):
         total = 0.0
@@ -178,7 +204,7 @@ def _parts(trainer, params, state, instance, seed):
            "optimizer updates": (wrap(updates), (state,)),
            "forward unroll": (wrap(forward), (params, state)),
            "forward + BPTT": (wrap(backward), (params, state)),
-           "meta-update": (wrap(meta_update), ())}
+           "meta-update": (wrap(meta_update, False), ())}
     return {name: (lambda f=f, a=a: tf.nest.map_structure(lambda t: t.numpy(), f(*a)))
             for name, (f, a) in fns.items()}
 
@@ -188,7 +214,7 @@ def _selection_floor(trainer, params, instance, horizon, count):
     opt, problem = trainer.opt, trainer.optimizee
     grads_fn = make_grads_fn(problem, 1.0 / 128)
 
-    @tf.function
+    @tf.function(jit_compile=compiles(trainer.recipe, problem))
     def run(x, s):
         def body(k, x, s):
             batch = problem.sample_batch(tf.stack([k, k + 1]))
@@ -274,4 +300,4 @@ def benchmark_setting(which, mnist_problem, unroll=100, repeats=3, progress=prin
 
 def benchmark_meta_training(mnist_problem, unroll=100, repeats=3, progress=print):
     return [benchmark_setting(which, mnist_problem, unroll, repeats, progress)
-            for which in ("l2o_rnnprop_lasso", "l2o_dm_mnist_mlp")]
+            for which in SETTINGS]

@@ -149,3 +149,24 @@ def test_meta_training_is_xla_compiled_on_the_networks_only():
     assert not compiles(MetaRecipe(), mlp)          # the LSTM optimizers' default
     with pytest.raises(ValueError, match="jit_compile"):
         MetaRecipe(jit_compile="always")
+
+
+def test_perf_floor_counts_the_scale_update_over_every_coordinate():
+    """``run.perf --what=model_free``'s L2O-Scale setting: the FLOP floor counts the level-0
+    GRU over all coordinates, forward ``T`` times and backward with ``dX`` and ``dW``."""
+    from model_free.perf_meta import _setting, truncation_products  # pylint: disable=import-outside-toplevel
+    from open_l2o_tf.optimizees.networks import MnistMLP  # pylint: disable=import-outside-toplevel
+    rng = np.random.default_rng(0)
+    mlp = MnistMLP(rng.random((32, 6, 6, 1), np.float32), rng.integers(0, 10, 32),
+                   "sigmoid", batch_size=8)
+    trainer = _setting("l2o_scale_mnist_mlp", mlp, unroll=20)
+    assert isinstance(trainer.opt, L2OScale) and trainer.eval_every == 100
+    params = mlp.init_params(tf.constant([0, 1]))
+    n = sum(int(np.prod(p.shape)) for p in params)
+    counts = truncation_products(trainer, params)
+    f0, h0 = trainer.opt.gru0.input_dim + trainer.opt.hidden0, trainer.opt.hidden0
+    T = trainer.truncation
+    assert counts["optimizer updates"][(n, f0, 2 * h0)] == T
+    assert counts["BPTT backward"][(f0, n, 2 * h0)] == T          # dW
+    assert counts["BPTT backward"][(n, 2 * h0, f0)] == T          # dX
+    assert counts["optimizee gradients"][(8, 36, mlp.shapes[0][1])] == T + 1
