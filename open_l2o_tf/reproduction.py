@@ -207,8 +207,9 @@ def command_line(run_json):
 
 
 def row_from_result(result, run_json=None, *, status=None, evidence=None, budget=None,
-                    command=None, date=None):
-    """The record row of a finished run's ``results.json`` (``result``)."""
+                    command=None, date=None, train_seconds=None):
+    """The record row of a finished run's ``results.json`` (``result``); ``train_seconds``
+    replaces the result's (its wall time, which counts the pauses of a stopped run)."""
     test = result.get("test")
     if test not in TEST_FIGURE:
         raise UserError(f"results.json test {test!r} is not a paper figure "
@@ -240,7 +241,8 @@ def row_from_result(result, run_json=None, *, status=None, evidence=None, budget
     row.update(status=status, evidence=evidence or "",
                budget=budget or ", ".join(auto_budget),
                command=command or command_line(run_json or {}),
-               train_seconds=result.get("train_seconds"),
+               train_seconds=(result.get("train_seconds") if train_seconds is None
+                              else float(train_seconds)),
                date=date or datetime.date.today().isoformat())
     return row
 

@@ -34,6 +34,9 @@ flags.DEFINE_string("evidence", None, "With --add: the evidence (needed for "
 flags.DEFINE_string("budget", None, "With --add: the budget text (default: from results.json).")
 flags.DEFINE_string("command", None, "With --add: the command to show (default: from "
                     "run.json, without --workdir).")
+flags.DEFINE_float("train_seconds", None, "With --add: the training time to record, e.g. "
+                   "without the pauses of a run that was stopped and continued (default: "
+                   "results.json's train_seconds, the wall time).", lower_bound=0.0)
 FLAGS = flags.FLAGS
 
 
@@ -53,8 +56,9 @@ def validate():
             raise UserError(f"--add {path} does not exist; expected a run's results.json")
     if FLAGS.status == "outside-explained" and not FLAGS.evidence:
         raise UserError("--status=outside-explained needs --evidence")
-    if (FLAGS.status or FLAGS.evidence or FLAGS.budget or FLAGS.command) and not FLAGS.add:
-        raise UserError("--status/--evidence/--budget/--command go with --add")
+    if (FLAGS.status or FLAGS.evidence or FLAGS.budget or FLAGS.command
+            or FLAGS.train_seconds is not None) and not FLAGS.add:
+        raise UserError("--status/--evidence/--budget/--command/--train_seconds go with --add")
 
 
 def main(argv):
@@ -67,7 +71,8 @@ def main(argv):
         run_json = _read_json(run_json_path, "run.json") if os.path.isfile(run_json_path) else {}
         row = reproduction.row_from_result(result, run_json, status=FLAGS.status,
                                            evidence=FLAGS.evidence, budget=FLAGS.budget,
-                                           command=FLAGS.command)
+                                           command=FLAGS.command,
+                                           train_seconds=FLAGS.train_seconds)
         reproduction.upsert(record, row)
         print(f"[reproduction] Figure {row['figure']} {row['setting']} {row['method']}: "
               f"ours {row['ours']} paper {row['paper']} -> {row['status']}", flush=True)

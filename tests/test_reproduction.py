@@ -70,6 +70,15 @@ def test_add_records_a_run_from_its_results_and_run_json(tmp_path):
     assert len(row) == 1 and row[0]["ours"] == pytest.approx(52.05)
     assert row[0]["status"] == "within" and row[0]["paper"] == 52
     assert row[0]["command"] == "python -m run.rastrigin --n=10 --optimizer=adam"
+    assert row[0]["train_seconds"] == 0.0
     assert (tmp_path / "rec.md").read_text() == reproduction.render(record)
+    again = run_cli("run.reproduction", f"--record={record_path}",
+                    f"--add={work / 'results.json'}", "--train_seconds=1234.5")
+    assert again.returncode == 0, again.stderr[-2000:]
+    row = [r for r in reproduction.load(str(record_path))["rows"]
+           if (r["figure"], r["setting"], r["method"]) == ("7", "n10", "adam")]
+    assert len(row) == 1 and row[0]["train_seconds"] == 1234.5
+    lone = run_cli("run.reproduction", f"--record={record_path}", "--train_seconds=5")
+    assert lone.returncode == 2 and "go with --add" in lone.stderr
     bad = run_cli("run.reproduction", f"--record={record_path}", "--add=nope.json")
     assert bad.returncode == 2 and "error: --add nope.json does not exist" in bad.stderr
