@@ -75,11 +75,13 @@ def _scale_products(opt, params):
     n = int(sum(int(np.prod(p.shape)) for p in params))
     groups, h0, h1, h2 = len(params), opt.hidden0, opt.hidden1, opt.hidden2
     f0, f1 = opt.gru0.input_dim + h0, opt.gru1.input_dim + h1
+    f2 = opt.gru2.input_dim + h2
     return [(n, f0, 2 * h0, True), (n, f0, h0, True),           # level 0 GRU
             (n, h0, 4, True), (n, opt.w_shortcut.shape[0], 1, True),  # read-outs
             (groups, h1, 3 * h0, True), (1, h2, 3 * h0, True),   # biases of level 0
             (groups, f1, 2 * h1, True), (groups, f1, h1, True),  # level 1 GRU
-            (1, h2, 3 * h1, True), (1, 2 * h2, 3 * h2, True)]    # level 2 GRU, its bias
+            (1, h2, 3 * h1, True),                               # bias of level 1
+            (1, f2, 3 * h2, True)]           # level 2 GRU (gates and candidate: one shape)
 
 
 def _optimizer_products(opt, params):
