@@ -69,11 +69,11 @@ def _setting(which, mnist_problem, unroll):
     return trainer
 
 
-def _scale_products(opt, params):
+def _scale_products(opt, n, groups):
     """L2O-Scale's products per update: the per-coordinate GRU and read-outs over the ``n``
-    coordinates, the per-tensor GRU over the tensors, the global GRU, the bias maps."""
-    n = int(sum(int(np.prod(p.shape)) for p in params))
-    groups, h0, h1, h2 = len(params), opt.hidden0, opt.hidden1, opt.hidden2
+    coordinates, the per-tensor GRU over the ``groups`` tensors, the global GRU, the bias
+    maps."""
+    h0, h1, h2 = opt.hidden0, opt.hidden1, opt.hidden2
     f0, f1 = opt.gru0.input_dim + h0, opt.gru1.input_dim + h1
     f2 = opt.gru2.input_dim + h2
     return [(n, f0, 2 * h0, True), (n, f0, h0, True),           # level 0 GRU
@@ -87,9 +87,9 @@ def _scale_products(opt, params):
 def _optimizer_products(opt, params):
     """``(forward (M, K, N) products, whether each needs dX)`` of one update of the
     coordinates of ``params``."""
-    if isinstance(opt, L2OScale):
-        return _scale_products(opt, params)
     n = int(sum(int(np.prod(p.shape)) for p in params))
+    if isinstance(opt, L2OScale):
+        return _scale_products(opt, n, len(params))
     h = opt.hidden
     lstm = [(n, opt.lstm_1.input_dim + h, 4 * h, True), (n, 2 * h, 4 * h, True),
             (n, h, 1, True)]
