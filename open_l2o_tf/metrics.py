@@ -67,3 +67,10 @@ def relative_loss(f_values, f_star):
     f_star = _as(f_star, tf.float64)
     mean_star = tf.reduce_mean(f_star)
     return (tf.reduce_mean(f_values, axis=-1) - mean_star) / mean_star
+
+
+def first_nonfinite(curve):
+    """The index of the first NaN or Inf in a 1-D loss curve, or None when every value is
+    finite: the step at which a run diverged, which its final value alone (NaN) hides."""
+    bad = np.flatnonzero(~np.isfinite(np.asarray(curve, np.float64)))
+    return int(bad[0]) if bad.size else None

@@ -258,7 +258,13 @@ def _runs_detail(result):
     parts = []
     if result.get("std_final") is not None:
         parts.append(f"std over runs {result['std_final']:.3g}")
-    parts.append(f"per-run loss at step {steps:,}: " + " ".join(f"{v:.4f}" for v in finals))
+    parts.append(f"per-run loss at step {steps:,}: " + " ".join(
+        "nan" if v is None else f"{v:.4f}" for v in finals))
+    bad = [(k + 1, s) for k, s in enumerate(result.get("nonfinite_step_per_run") or [])
+           if s is not None]
+    if bad:
+        parts.append(f"{len(bad)} of {len(finals)} runs became non-finite (run at step: "
+                     + ", ".join(f"{k} at {s:,}" for k, s in bad) + ")")
     if result.get("eval_seconds") is not None:
         parts.append(f"the {len(finals)} test runs took {result['eval_seconds']:,.0f} s")
     return "; ".join(parts)

@@ -277,8 +277,8 @@ def main(argv):
     if kind != "classic" and "safeguard" in info:
         extra["safeguard"] = common.lasso_safeguard_record(info["safeguard"], f_star, workdir,
                                                            title=f"{name} on {setting}")
-    if not np.all(np.isfinite(curve)):
-        bad = int(np.argmin(np.isfinite(curve)))
+    bad = metrics.first_nonfinite(curve)
+    if bad is not None:
         print(f"[lasso] warning: the loss became non-finite at iteration {bad}", flush=True)
     for k in sorted({0, 1, 10, 100, len(curve) - 1}):
         if k < len(curve):

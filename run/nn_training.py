@@ -120,6 +120,7 @@ def main(argv):
     from open_l2o_tf import classic  # pylint: disable=import-outside-toplevel
     from open_l2o_tf.classic import transforms  # pylint: disable=import-outside-toplevel
     from open_l2o_tf.optimizees import make_optimizee, use_xla  # pylint: disable=import-outside-toplevel
+    from open_l2o_tf import metrics  # pylint: disable=import-outside-toplevel
     name = FLAGS.optimizer
     steps = common.preset_value(FLAGS.preset, 10000, 500, FLAGS.steps)
     runs = common.preset_value(FLAGS.preset, 10, 2, FLAGS.runs)
@@ -173,11 +174,19 @@ def main(argv):
                                params, steps, batch_fn=problem.seeded_batch,
                                record=FLAGS.loss_record, jit_compile=jit, seed=seed)[1]
 
+    def show(k, curve):
+        bad = metrics.first_nonfinite(curve)
+        progress.update(k, force=True, final_loss=f"{curve[-1]:.4f}" + (
+            "" if bad is None else f" (non-finite from step {bad})"))
+
     # each finished run is kept in WORKDIR/ckpt: an interrupted command resumes at the next
-    curves, run_seconds = common.resumable_runs(
-        workdir, runs, run_one,
-        progress=lambda k, curve: progress.update(k, force=True,
-                                                  final_loss=f"{curve[-1]:.4f}"))
+    curves, run_seconds = common.resumable_runs(workdir, runs, run_one, progress=show)
+    nonfinite = [metrics.first_nonfinite(c) for c in curves]
+    diverged = sorted(s for s in nonfinite if s is not None)
+    if diverged:
+        print(f"[nn_training] warning: {len(diverged)} of {runs} runs became non-finite (at "
+              f"steps {', '.join(str(s) for s in diverged)}), so the mean curve is non-finite "
+              f"from step {diverged[0]}", flush=True)
     mean = curves.mean(axis=0)
     for k in range(0, len(mean), 100):
         tb.scalar(f"nn/{FLAGS.problem}/{name}/loss", mean[k], k)
@@ -192,6 +201,7 @@ def main(argv):
                               mnist_split=split, eval_seconds=float(sum(run_seconds)),
                               run_seconds=[round(x, 1) for x in run_seconds],
                               final_per_run=[float(c[-1]) for c in curves],
+                              nonfinite_step_per_run=nonfinite,
                               **({"meta_training": training.summary(info)}
                                  if is_learned else {}))
     common.write_results(workdir, record)

@@ -132,3 +132,29 @@ def test_sigterm_in_a_long_test_run_stops_at_once_and_resumes(tmp_path):
     second = json.load(open(os.path.join(cut, "results.json")))
     assert second["curve"] == first["curve"]
     assert second["final_per_run"] == first["final_per_run"]
+
+
+def test_a_diverging_test_run_is_reported_with_its_step(tmp_path):
+    """run.nn_training: a run whose loss becomes NaN/Inf says from which step (its progress
+    line, a warning, ``nonfinite_step_per_run`` in results.json), not only ``nan`` at the
+    end; the record's per-run detail reads such a results.json."""
+    from open_l2o_tf import metrics, reproduction
+    assert metrics.first_nonfinite([1.0, 2.0, np.inf, np.nan]) == 2
+    assert metrics.first_nonfinite(np.ones(4)) is None
+    mnist, work = str(tmp_path / "mnist"), str(tmp_path / "w")
+    _mnist(mnist)
+    proc = subprocess.run([sys.executable, "-m", "run.nn_training", "--optimizer=sgd",
+                           "--lr=1e38", "--problem=mnist_mlp_relu", "--steps=6", "--runs=2",
+                           f"--mnist_dir={mnist}", f"--workdir={work}"], cwd=ROOT, env=ENV,
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.count("final_loss=nan (non-finite from step 1)") == 2, proc.stdout
+    assert ("warning: 2 of 2 runs became non-finite (at steps 1, 1), so the mean curve is "
+            "non-finite from step 1") in proc.stdout
+    record = json.load(open(os.path.join(work, "results.json")))
+    assert record["nonfinite_step_per_run"] == [1, 1]
+    assert record["final_per_run"] == [None, None] and record["curve"][0] is not None
+    record.update(final_per_run=[0.5, None], nonfinite_step_per_run=[None, 3870])
+    detail = reproduction._runs_detail(record)      # pylint: disable=protected-access
+    assert "per-run loss at step 6: 0.5000 nan" in detail
+    assert "1 of 2 runs became non-finite (run at step: 2 at 3,870)" in detail
