@@ -68,11 +68,18 @@ def test_responsive_call_returns_raises_and_yields_to_an_interrupt(monkeypatch):
         responsive.call(lambda: 1 / 0)
     assert not responsive.abandoned()
     release = threading.Event()
-    threading.Timer(0.3, _thread.interrupt_main).start()
-    start = time.time()
-    with pytest.raises(KeyboardInterrupt):
-        responsive.call(release.wait, 30)    # a call that would block for 30 s
-    assert time.time() - start < 5
+    # Python's SIGINT handler, as run.startup installs it in every command: a process started
+    # with SIGINT ignored (some background launchers) keeps it ignored, and interrupt_main
+    # then does nothing
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        threading.Timer(0.3, _thread.interrupt_main).start()
+        start = time.time()
+        with pytest.raises(KeyboardInterrupt):
+            responsive.call(release.wait, 30)    # a call that would block for 30 s
+        assert time.time() - start < 5
+    finally:
+        signal.signal(signal.SIGINT, old)
     assert responsive.abandoned()
     release.set()
 
