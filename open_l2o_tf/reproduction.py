@@ -263,8 +263,8 @@ def _runs_detail(result):
     bad = [(k + 1, s) for k, s in enumerate(result.get("nonfinite_step_per_run") or [])
            if s is not None]
     if bad:
-        parts.append(f"{len(bad)} of {len(finals)} runs became non-finite (run at step: "
-                     + ", ".join(f"{k} at {s:,}" for k, s in bad) + ")")
+        parts.append(f"{len(bad)} of {len(finals)} runs became non-finite ("
+                     + ", ".join(f"run {k} at step {s:,}" for k, s in bad) + ")")
     if result.get("eval_seconds") is not None:
         parts.append(f"the {len(finals)} test runs took {result['eval_seconds']:,.0f} s")
     return "; ".join(parts)

@@ -165,4 +165,4 @@ def test_a_diverging_test_run_is_reported_with_its_step(tmp_path):
     record.update(final_per_run=[0.5, None], nonfinite_step_per_run=[None, 3870])
     detail = reproduction._runs_detail(record)      # pylint: disable=protected-access
     assert "per-run loss at step 6: 0.5000 nan" in detail
-    assert "1 of 2 runs became non-finite (run at step: 2 at 3,870)" in detail
+    assert "1 of 2 runs became non-finite (run 2 at step 3,870)" in detail
