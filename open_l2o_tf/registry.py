@@ -36,6 +36,7 @@ is free of import cost and of import cycles) or the object itself.  Keyword argu
 
 This module knows no family: it never names a model or optimizer module.
 """
+import contextlib
 import importlib
 
 from open_l2o_tf.errors import UserError
@@ -197,5 +198,33 @@ def in_suite(kind, name, command, suite):
 
 def import_all(kind):
     """Imports the target of every entry of ``kind`` (e.g. so that every registered Keras
-    class is known to ``keras.saving.load_model``); returns the objects by name."""
+    class is known to ``keras.saving.load_model``); returns the objects by name.  Inside
+    :func:`deferred_imports` it only notes ``kind`` (and returns ``{}``)."""
+    if _DEFERRED["on"]:
+        if kind not in _DEFERRED["kinds"]:
+            _DEFERRED["kinds"].append(kind)
+        return {}
     return {name: get(kind, name) for name in list(TABLES[kind])}
+
+
+_DEFERRED = {"on": False, "kinds": []}   # deferred_imports: the kinds import_all waits on
+
+
+@contextlib.contextmanager
+def deferred_imports(active=True):
+    """Inside (when ``active``), :func:`import_all` only notes the kind: a family imported
+    here registers its names without importing its modules (and TensorFlow), so a command
+    line can check its flags first; :func:`import_deferred` imports them later."""
+    before = _DEFERRED["on"]
+    _DEFERRED["on"] = bool(active) or before
+    try:
+        yield
+    finally:
+        _DEFERRED["on"] = before
+
+
+def import_deferred():
+    """Runs the :func:`import_all` calls :func:`deferred_imports` held back."""
+    kinds, _DEFERRED["kinds"] = _DEFERRED["kinds"], []
+    for kind in kinds:
+        import_all(kind)

@@ -7,6 +7,7 @@ the command's module is executed as ``__main__`` (``runpy``, as ``python -m`` do
 records the same command name either way.  A dash or an underscore may separate the words
 of a command (``sparse-recovery`` or ``sparse_recovery``).
 """
+import os
 import runpy
 import sys
 
@@ -45,6 +46,11 @@ def main(argv=None):
               f"{', '.join(n.replace('_', '-') for n in COMMANDS)}", file=sys.stderr)
         return 2
     package = __package__ or "run"
+    program = os.path.basename(argv[0])
+    if program and program not in ("cli.py", "__main__.py", "-c"):
+        # the installed script: hints name commands as "open-l2o make-data", not
+        # "python -m run.make_data" (run.startup.as_invoked; inherited by child processes)
+        os.environ["OPEN_L2O_PROGRAM"] = program
     # runpy replaces argv[0] with the module's file, as ``python -m`` does
     sys.argv = [argv[0]] + argv[2:]
     runpy.run_module(f"{package}.{name}", run_name="__main__", alter_sys=True)

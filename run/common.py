@@ -21,7 +21,7 @@ from .shared_flags import (bound_flags, define_common_flags, define_meta_flags, 
                            define_meta_lr_flag, define_method_flag,
                            define_model_selection_flag, define_strategy_flags,
                            flag_values_dict, meta_lr, preset_value)
-from .startup import (USER_NAMES, Terminated, import_user_modules,  # noqa: F401
+from .startup import (USER_NAMES, Terminated, as_invoked, import_user_modules,  # noqa: F401
                       install_signal_handlers, interrupt_line, main_wrapper,
                       quiet_tensorflow_import, run_in_process, seed_everything)
 from .strategy_setup import check_strategy_flags, deterministic, strategy  # noqa: F401

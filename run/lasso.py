@@ -38,8 +38,10 @@ from open_l2o_tf import reference, registry
 from open_l2o_tf.errors import UserError
 from . import common
 
-common.quiet_tensorflow_import()   # model_based (imports TF) registers the model names
-import model_based  # noqa: F401,E402  pylint: disable=wrong-import-position,unused-import
+# the model names; their modules (TensorFlow) wait until the flags are checked
+# (common.quiet_tensorflow_import imports them)
+with registry.deferred_imports(__name__ == "__main__"):
+    import model_based  # noqa: F401,E402  pylint: disable=wrong-import-position,unused-import
 import model_free  # noqa: F401,E402  pylint: disable=wrong-import-position,unused-import
 import open_l2o_tf.classic  # noqa: F401,E402  pylint: disable=wrong-import-position
 from open_l2o_tf.classic.named import proximal_names, transform_names  # noqa: E402  pylint: disable=wrong-import-position

@@ -58,6 +58,11 @@ def validate():
     if FLAGS.setting != "coherent" and (FLAGS.dictionary or FLAGS.image_dir):
         raise common.UserError(f"--dictionary/--image_dir apply to --setting=coherent only, "
                                f"not --setting={FLAGS.setting}")
+    if (FLAGS.setting == "coherent" and FLAGS.dictionary is None and FLAGS.image_dir is None
+            and not os.path.isdir(_default_image_dir())):
+        raise common.UserError("--setting=coherent needs --dictionary=FILE.npy or "
+                               "--image_dir=DIR of natural images (e.g. BSDS500); none found "
+                               "at $OPEN_L2O_DATA_DIR/bsds500 or ../shared/data/bsds500")
 
 
 def main(argv):

@@ -35,11 +35,14 @@ import numpy as np
 from absl import flags
 
 from open_l2o_tf import logging as olog
+from open_l2o_tf import registry
 from open_l2o_tf.errors import UserError
 from . import common
 
-common.quiet_tensorflow_import()   # model_based (imports TF) registers the model names
-import model_based  # noqa: F401,E402  pylint: disable=wrong-import-position,unused-import
+# the model names; their modules (TensorFlow) wait until the flags are checked
+# (common.quiet_tensorflow_import imports them)
+with registry.deferred_imports(__name__ == "__main__"):
+    import model_based  # noqa: F401,E402  pylint: disable=wrong-import-position,unused-import
 
 SHIFTS = ["in_distribution", "sparsity", "noisy", "coherent", "gaussian_A"]
 flags.DEFINE_list("shifts", SHIFTS, f"Test settings, any of {', '.join(SHIFTS)}.")

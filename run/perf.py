@@ -51,9 +51,9 @@ def validate():
     if FLAGS.out is not None:
         common.check_writable_file(FLAGS.out, "--out")
     if FLAGS.models:
-        common.quiet_tensorflow_import()
-        import model_based  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
         from open_l2o_tf import registry  # pylint: disable=import-outside-toplevel
+        with registry.deferred_imports():   # the model names; TensorFlow after the checks
+            import model_based  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
         for model in FLAGS.models.split(","):
             if model not in registry.MODELS:
                 raise UserError(f"--models: unknown model {model!r}; expected names from "

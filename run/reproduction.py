@@ -88,8 +88,8 @@ def main(argv):
         except OSError:
             current = None
         if current != text:
-            print(f"error: {page} is not what {FLAGS.record} renders; run python -m "
-                  "run.reproduction", file=sys.stderr)
+            print(common.as_invoked(f"error: {page} is not what {FLAGS.record} renders; "
+                                    "run python -m run.reproduction"), file=sys.stderr)
             sys.exit(1)
         print(f"[reproduction] {page} is up to date", flush=True)
         return

@@ -30,12 +30,17 @@ def extend_method_flags():
     for flag_name, command, kinds, choices in _METHOD_FLAGS:
         if flag_name not in flags.FLAGS:
             continue
-        parser = flags.FLAGS[flag_name].parser
+        flag = flags.FLAGS[flag_name]
+        parser = flag.parser
         for name in registry.serving(command, kinds):
             if name not in choices:
                 choices.append(name)
             if name not in parser.enum_values:
                 parser.enum_values.append(name)
+        # absl wrote the values into the help text when it defined the flag (--help)
+        prefix, sep, rest = flag.help.partition(">: ")
+        if sep and prefix.startswith("<"):
+            flag.help = f"<{'|'.join(parser.enum_values)}>: {rest}"
 
 
 def define_common_flags(default_workdir):
@@ -132,14 +137,19 @@ def flag_values_dict():
     ``config`` of ``results.json``; absl's and TensorFlow's internal flags are left out."""
     out = {}
     for module, module_flags in flags.FLAGS.flags_by_module_dict().items():
-        module = str(module)
-        if not (module == "__main__" or module.startswith(("run.", f"{__package__}."))
-                or os.path.basename(os.path.dirname(module)) == "run"):
+        if not is_run_module(str(module)):
             continue
         for flag in module_flags:
             if isinstance(flag.value, (str, int, float, bool, type(None), list)):
                 out[flag.name] = flag.value
     return out
+
+
+def is_run_module(module):
+    """Whether the flags of ``module`` (a name of absl's flags_by_module_dict: a module
+    name, or the main module's file) are this program's own (defined under ``run/``)."""
+    return (module == "__main__" or module.startswith(("run.", f"{__package__}."))
+            or os.path.basename(os.path.dirname(module)) == "run")
 
 
 def preset_value(preset, paper, quick, override=None):

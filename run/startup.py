@@ -11,13 +11,14 @@ names they register are valid values of the flags of :func:`shared_flags.define_
 """
 import importlib
 import os
+import re
 import sys
 import tempfile
 
 from absl import app, flags
 
 from open_l2o_tf import logging as olog
-from open_l2o_tf import position, responsive
+from open_l2o_tf import position, registry, responsive
 from open_l2o_tf.errors import UserError
 from . import shared_flags, strategy_setup, workdir
 
@@ -48,6 +49,10 @@ def import_user_modules(modules):
     (``USER_NAMES``) and extends the flags of :func:`shared_flags.define_method_flag`."""
     from open_l2o_tf import registry  # pylint: disable=import-outside-toplevel
     before = {kind: set(registry.names(kind)) for kind in registry.KINDS}
+    if modules and "" not in sys.path and os.getcwd() not in sys.path:
+        # ``python -m`` puts the current directory on sys.path, the ``open-l2o`` script
+        # does not: the module (and the targets it registers) import from here either way
+        sys.path.append(os.getcwd())
     for module in modules:
         if not module or not all(part.isidentifier() for part in module.split(".")):
             raise UserError(f"--import={module!r}: expected a dotted Python module name "
@@ -96,6 +101,7 @@ def quiet_tensorflow_import():
         import tensorflow as tf  # pylint: disable=import-outside-toplevel
         if flags.FLAGS.is_parsed():
             strategy_setup.setup_strategy()
+        registry.import_deferred()
         return tf
     sys.stderr.flush()
     saved = os.dup(2)
@@ -116,15 +122,80 @@ def quiet_tensorflow_import():
                 captured.seek(0)
                 sys.stderr.write(captured.read().decode("utf-8", "replace"))
                 sys.stderr.flush()
+    registry.import_deferred()   # the family modules whose import waited for the flags
     return tf
+
+
+PROGRAM_ENV = "OPEN_L2O_PROGRAM"   # set by the open-l2o entry point (run/cli.py)
+
+
+def as_invoked(text):
+    """``text`` with ``python -m run.X`` (and a bare ``run.X``) naming the command the way
+    the user runs the commands: ``open-l2o x`` when they ran one through the ``open-l2o``
+    entry point (which sets ``$OPEN_L2O_PROGRAM``, so the processes a command starts say
+    the same), else unchanged (a checkout, ``python -m run.X``)."""
+    program = os.environ.get(PROGRAM_ENV, "")
+    if not program:
+        return text
+    from .cli import COMMANDS  # pylint: disable=import-outside-toplevel
+    pattern = r"(?:python -m )?\brun\.(" + "|".join(COMMANDS) + r")\b"
+    return re.sub(pattern, lambda m: f"{program} {m.group(1).replace('_', '-')}", text)
+
+
+def error_line(err):
+    """The ``error: ...`` line of a user mistake (commands named as the user runs them)."""
+    return as_invoked(f"error: {err}")
+
+
+HELP_ARGS = ("--help", "-h", "-?", "--helpshort", "--helpfull")
+
+
+def _wants_help(argv):
+    """The help flag of ``argv`` (before a ``--``), else None."""
+    for arg in argv[1:]:
+        if arg == "--":
+            return None
+        if arg in HELP_ARGS:
+            return arg
+    return None
+
+
+def command_flags():
+    """The flags this command accepts: those defined by the command's module and by the
+    shared modules of ``run/`` it used (not absl's or TensorFlow's own)."""
+    out = []
+    for module, module_flags in flags.FLAGS.flags_by_module_dict().items():
+        if shared_flags.is_run_module(str(module)):
+            out += [flag for flag in module_flags if flag not in out]
+    return out
+
+
+def print_help(which="--help"):
+    """The command's docstring and every flag it accepts, on stdout (``--helpfull``: also
+    absl's own flags)."""
+    main = sys.modules.get("__main__")
+    doc = (getattr(main, "__doc__", None) or f"USAGE: {sys.argv[0]} [flags]").rstrip()
+    if which == "--helpfull":
+        body = flags.FLAGS.get_help()
+    else:
+        module = sys.argv[0]
+        for flag in command_flags():
+            flags.FLAGS.register_key_flag_for_module(module, flag)
+        body = "\n".join(flags.FLAGS.module_help(module).splitlines()[2:])  # no heading
+        body += "\n\n(--helpfull: also the flags of absl, the flag library)"
+    print(as_invoked(doc) + "\n\nflags:\n" + as_invoked(body), flush=True)
 
 
 def _parse(argv):
     try:
         import_user_modules(_scan_imports(argv))   # before --model/--optimizer are checked
+        which = _wants_help(argv)
+        if which is not None:
+            print_help(which)
+            sys.exit(0)
         return flags.FLAGS(argv)
     except (flags.Error, UserError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(error_line(err), file=sys.stderr)
         sys.exit(2)
 
 
@@ -143,7 +214,7 @@ def _wrap(main, validate=None, needs_tf=True):
                     seed_everything(flags.FLAGS.seed)
             return main(argv)
         except UserError as err:
-            print(f"error: {err}", file=sys.stderr)
+            print(error_line(err), file=sys.stderr)
             sys.exit(2)
         except KeyboardInterrupt as err:
             # checkpoints and results are written atomically: the last finished one is
