@@ -11,6 +11,15 @@ SHARED_DATA = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."
                                            "data"))
 
 
+def shared_data(*parts):
+    """The path ``parts`` under the shared data folder, found as the commands find it:
+    ``$OPEN_L2O_DATA_DIR`` when set, else ``../shared/data`` beside the checkout; None
+    when it is not there."""
+    root = os.environ.get("OPEN_L2O_DATA_DIR") or SHARED_DATA
+    path = os.path.join(root, *parts)
+    return path if os.path.exists(path) else None
+
+
 @pytest.fixture(autouse=True)
 def _seed_everything():
     import keras  # pylint: disable=import-outside-toplevel
@@ -21,7 +30,8 @@ def _seed_everything():
 
 @pytest.fixture
 def shared_data_dir():
-    """``../shared/data`` when it exists beside the checkout, else skip."""
-    if not os.path.isdir(SHARED_DATA):
-        pytest.skip("../shared/data not present")
-    return SHARED_DATA
+    """The shared data folder (:func:`shared_data`), else skip."""
+    root = shared_data()
+    if root is None or not os.path.isdir(root):
+        pytest.skip("no shared data: set OPEN_L2O_DATA_DIR (or put it at ../shared/data)")
+    return root

@@ -14,11 +14,11 @@ import sys
 import numpy as np
 import pytest
 
+from tests.conftest import shared_data
 from tests.test_pretrained_safety import HOSTILE
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
-ORIGINAL_RNNPROP = os.path.join(ROOT, "..", "shared", "data", "original_optimizers",
-                                "rnnprop.rp.l2l-0")
+ORIGINAL_RNNPROP = shared_data("original_optimizers", "rnnprop.rp.l2l-0")
 
 TINY_SR = ["--data_dir={data}", "--num_layers=2", "--steps_per_epoch=2", "--max_epochs=1",
            "--patience=1", "--batch_size=16", "--nojit"]
@@ -226,7 +226,7 @@ def _write_fixtures(base):
         pretrained.save_optimizer(opt, p[kind])
     p["foreign_npz"] = os.path.join(base, "foreign.npz")
     np.savez(p["foreign_npz"], a=np.zeros(3))
-    p["rnnprop"] = ORIGINAL_RNNPROP if os.path.exists(ORIGINAL_RNNPROP) else p["rnnprop_npz"]
+    p["rnnprop"] = ORIGINAL_RNNPROP or p["rnnprop_npz"]
     for key, case in (("forged_dtype", "forged_dtype_object_field"),
                       ("os_system", "reduce_os_system"), ("self_ref", "self_referential_dict")):
         p[key] = os.path.join(base, key + ".cw.l2l-0")
