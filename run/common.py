@@ -20,7 +20,8 @@ from .safeguard_flags import (SAFEGUARD_FALLBACKS, check_safeguard_flags,  # noq
 from .shared_flags import (bound_flags, define_common_flags, define_meta_flags,  # noqa: F401
                            define_meta_lr_flag, define_method_flag,
                            define_model_selection_flag, define_strategy_flags,
-                           flag_values_dict, meta_lr, preset_value)
+                           flag_values_dict, float_flags, float_problem, meta_lr,
+                           preset_value)
 from .startup import (USER_NAMES, Terminated, import_user_modules,  # noqa: F401
                       install_signal_handlers, interrupt_line, main_wrapper,
                       quiet_tensorflow_import, run_in_process, seed_everything)

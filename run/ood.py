@@ -153,10 +153,15 @@ def checks(result, targets, tolerance):
 
 def targets_flag():
     try:
-        return [float(t) for t in FLAGS.targets]
+        targets = [float(t) for t in FLAGS.targets]
     except ValueError:
         raise UserError(f"--targets must be numbers (dB), got {','.join(FLAGS.targets)}") \
             from None
+    for text, value in zip(FLAGS.targets, targets):
+        problem = common.float_problem(value)
+        if problem:
+            raise UserError(f"--targets: {text} {problem}")
+    return targets
 
 
 def validate():

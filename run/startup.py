@@ -122,6 +122,7 @@ def quiet_tensorflow_import():
 def _parse(argv):
     try:
         import_user_modules(_scan_imports(argv))   # before --model/--optimizer are checked
+        shared_flags.guard_float_flags()           # --lr=inf, --lr=1e39: refused
         return flags.FLAGS(argv)
     except (flags.Error, UserError) as err:
         print(f"error: {err}", file=sys.stderr)

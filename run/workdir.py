@@ -10,6 +10,7 @@ identity is refused in one line naming the differing flags (``--workdir``, ``--o
 than the one ``run.json`` records (``ckpt/IDENTITY``).
 """
 import json
+import math
 import os
 import sys
 import tempfile
@@ -179,12 +180,25 @@ def check_data_dir(data_dir, flag="--data_dir", splits=("train", "val", "test"))
     return data_dir
 
 
+def _exact_json(value):
+    """``value`` with NaN/Inf floats as the strings ``"nan"``/``"inf"``/``"-inf"``: the JSON
+    writer would store them as null, which reads back as another value (None)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    if isinstance(value, dict):
+        return {k: _exact_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_exact_json(v) for v in value]
+    return value
+
+
 def run_identity(extra=None):
-    """The command and its flags that can change the numbers (+ ``extra``), JSON-clean."""
+    """The command and its flags that can change the numbers (+ ``extra``), JSON-clean and
+    stored exactly: what ``run.json`` holds reads back equal to it."""
     command = os.path.splitext(os.path.basename(sys.argv[0]))[0] if sys.argv else "?"
     values = {k: v for k, v in flag_values_dict().items() if k not in IDENTITY_IGNORED}
     identity = {"command": command, "flags": values, "extra": dict(extra or {})}
-    return json.loads(json.dumps(identity, default=str))
+    return _exact_json(json.loads(json.dumps(identity, default=str)))
 
 
 CKPT_IDENTITY = "IDENTITY"   # in WORKDIR/ckpt: the identity (JSON) of the run that wrote it
