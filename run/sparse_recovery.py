@@ -79,7 +79,8 @@ def validate():
                         "python -m run.make_data --setting=noiseless --out=DIR")
     if FLAGS.safeguard == "on":
         common.check_safeguard_flags(["ista", "fista"], "fista")
-    common.check_run_identity(workdir, extra={"model_class": registry.MODELS[FLAGS.model]})
+    common.check_run_identity(workdir, extra={"model_class": registry.MODELS[FLAGS.model],
+                                              **common.data_identity(FLAGS.data_dir)})
 
 
 def load_data(data_dir, workdir, preset, seed=0):

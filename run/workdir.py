@@ -192,6 +192,45 @@ def _exact_json(value):
     return value
 
 
+DATA_ARRAYS = ("A.npy", "W.npy", "train_data.npy", "val_data.npy", "test_data.npy")
+
+
+def data_digest(data_dir):
+    """``sha256:...`` of a run.make_data directory: the bytes of its arrays and its
+    ``meta.json`` (without the timings, which differ between identical runs).  Part of a
+    run's identity, so a run does not resume on data that changed under it."""
+    import hashlib  # pylint: disable=import-outside-toplevel
+    digest = hashlib.sha256()
+    for name in DATA_ARRAYS:
+        path = os.path.join(data_dir, name)
+        if not os.path.isfile(path):
+            continue
+        digest.update(name.encode() + b"\0")
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 22), b""):
+                digest.update(block)
+    meta = olog.read_json(os.path.join(data_dir, "meta.json"), default={})
+    if isinstance(meta, dict):
+        meta = {k: v for k, v in meta.items() if not k.endswith("seconds")}
+    digest.update(b"meta.json\0" + json.dumps(meta, sort_keys=True, default=str).encode())
+    return "sha256:" + digest.hexdigest()
+
+
+def data_digest_of_file(path):
+    """``sha256:...`` of one file's bytes."""
+    import hashlib  # pylint: disable=import-outside-toplevel
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return "sha256:" + digest.hexdigest()
+
+
+def data_identity(data_dir):
+    """``{"data": digest}`` of ``data_dir`` for a run's identity (``{}`` without one)."""
+    return {} if data_dir is None else {"data": data_digest(data_dir)}
+
+
 def run_identity(extra=None):
     """The command and its flags that can change the numbers (+ ``extra``), JSON-clean and
     stored exactly: what ``run.json`` holds reads back equal to it."""
@@ -232,9 +271,24 @@ def _differences(old, new):
     for section, prefix in (("flags", "--"), ("extra", "")):
         before, now = old.get(section) or {}, new[section]
         for key in sorted(set(before) | set(now)):
+            if section == "extra" and key == "data":
+                continue    # :func:`_check_same_data`
             if before.get(key) != now.get(key):
                 out.append(f"{prefix}{key}={before.get(key)!r} there, {now.get(key)!r} now")
     return out
+
+
+def _check_same_data(workdir, old, new):
+    """The data (``extra["data"]``, :func:`data_digest`) a run started on must be the data it
+    resumes on; a run recorded before the digest was part of the identity is accepted."""
+    was, now = (old.get("extra") or {}).get("data"), new["extra"].get("data")
+    if was is None or now is None or was == now:
+        return
+    where = new["flags"].get("data_dir")
+    raise UserError(f"--data_dir {where} changed since the run in --workdir {workdir} "
+                    f"started on it (data digest {was[7:19]} there, {now[7:19]} now: made "
+                    f"again by run.make_data?); restore that data, or use another --workdir "
+                    f"for the new data")
 
 
 def check_run_identity(workdir, extra=None):
@@ -256,6 +310,7 @@ def check_run_identity(workdir, extra=None):
         if not isinstance(old, dict):
             raise UserError(f"{path} is corrupt (expected the JSON identity of the run); "
                             f"delete {workdir} or use another --workdir")
+        _check_same_data(workdir, old, identity)
         diff = _differences(old, identity)
         if diff:
             raise UserError(f"--workdir {workdir} holds a run with other settings ("

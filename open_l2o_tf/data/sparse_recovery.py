@@ -124,7 +124,7 @@ def _resolve_sizes(config, m, n, num_train, num_val, num_test):
 
 def generate(setting, out_dir, *, m=None, n=None, num_train=None, num_val=None,
              num_test=None, seed=0, dictionary=None, image_dir=None, compute_W=True,
-             dictionary_iterations=None, progress=print):
+             dictionary_iterations=None, progress=print, request=None):
     """Generates one data directory; returns the ``meta`` dict written to ``meta.json``.
 
     Args:
@@ -137,6 +137,8 @@ def generate(setting, out_dir, *, m=None, n=None, num_train=None, num_val=None,
         learn the dictionary from (see :mod:`open_l2o_tf.data.dictionary`).
       compute_W: also write the ALISTA weight ``W.npy``.
       progress: a ``print``-like function for one line per stage (None: silent).
+      request: recorded as ``meta["request"]`` (run.make_data: the command's values, so a
+        re-run can tell its own data from another's).
     """
     config = check_setting(setting)
     sizes = _resolve_sizes(config, m, n, num_train, num_val, num_test)
@@ -181,10 +183,12 @@ def generate(setting, out_dir, *, m=None, n=None, num_train=None, num_val=None,
     staging = tempfile.mkdtemp(prefix=".tmp-make_data-", dir=out_dir)
     try:
         meta = _generate_into(staging, A, setting, config, sizes, seed, source, timings,
-                              compute_W, say, start)
+                              compute_W, say, start, request)
         names = sorted(os.listdir(staging))
         for name in sorted(names, key=lambda n: n == "meta.json"):
             os.replace(os.path.join(staging, name), os.path.join(out_dir, name))
+        if "W.npy" not in names and os.path.exists(os.path.join(out_dir, "W.npy")):
+            os.remove(os.path.join(out_dir, "W.npy"))     # another data set's W
     except olog.WriteError as err:      # name the file as the user knows it
         raise olog.WriteError(err.errno, err.strerror, os.path.join(
             out_dir, os.path.basename(err.filename or ""))) from None
@@ -194,7 +198,7 @@ def generate(setting, out_dir, *, m=None, n=None, num_train=None, num_val=None,
 
 
 def _generate_into(out_dir, A, setting, config, sizes, seed, source, timings, compute_W,
-                   say, start):
+                   say, start, request=None):
     olog.atomic_save_npy(os.path.join(out_dir, "A.npy"), A)
     W_info = None
     if compute_W:
@@ -221,6 +225,8 @@ def _generate_into(out_dir, A, setting, config, sizes, seed, source, timings, co
             "snr_db": config["snr_db"], "lam": config["lam"], "seed": seed,
             "source_of_A": source, "mutual_coherence": mutual_coherence(A),
             "W": W_info, "seconds": round(time.time() - start, 2), **timings}
+    if request is not None:
+        meta["request"] = dict(request)
     olog.atomic_write_json(os.path.join(out_dir, "meta.json"), meta)
     return meta
 
