@@ -29,6 +29,7 @@ from .strategy_setup import check_strategy_flags, deterministic, strategy  # noq
 from .workdir import (IDENTITY_IGNORED, LOCK_FILE, RUN_FILE, check_data_dir,  # noqa: F401
                       check_load_flag, check_run_identity, check_workdir,
                       DATA_ARRAYS, data_digest, data_digest_of_file, data_identity,
+                      find_image_dir,
                       check_writable_file, lock_workdir, prepare_workdir,
-                      release_workdir_locks, resumable_runs, run_identity,
+                      read_test_runs, release_workdir_locks, resumable_runs, run_identity,
                       write_results)
