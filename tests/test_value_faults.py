@@ -67,3 +67,25 @@ def test_run_identity_reads_back_exactly(tmp_path, monkeypatch):
     olog.atomic_write_json(str(tmp_path / "run.json"), identity)
     assert olog.read_json(str(tmp_path / "run.json")) == identity
     assert identity["flags"]["lr"] != identity["flags"]["lam"]
+
+
+def test_sizes_that_cannot_fit_are_refused_at_once(tmp_path, monkeypatch):
+    """The estimate is checked against the machine's memory before anything is allocated:
+    make_data's paper-size setting with --m/--n 1000x larger is refused in milliseconds,
+    naming the flags, the estimate and the machine's memory; nothing is written."""
+    import time
+    from open_l2o_tf import memory
+    from open_l2o_tf.data import sparse_recovery
+    from open_l2o_tf.errors import UserError
+    available, total = memory.machine_memory()
+    assert 0 < available <= total
+    start = time.time()
+    with pytest.raises(UserError, match=r"^--m=256000 --n=512000 needs about \d+ GiB \(W "
+                       r"\d+ GiB, A \d+ GiB, .*\) but this machine has .* available"):
+        sparse_recovery.generate("noiseless", str(tmp_path / "d"), m=256000, n=512000)
+    assert time.time() - start < 1 and not os.path.exists(tmp_path / "d")
+    monkeypatch.setenv(memory.ENV, str(2 << 30))          # a machine of 2 GiB
+    with pytest.raises(UserError, match=r"--num_layers=9 needs about 3\.0 GiB \(model 2\.0 "
+                       r"GiB, data 1\.0 GiB\) but this machine has 2\.0 GiB available"):
+        memory.check_fits("--num_layers=9", {"model": 2 << 30, "data": 1 << 30})
+    assert memory.check_fits("--num_layers=9", {"model": 1 << 30}) == 1 << 30

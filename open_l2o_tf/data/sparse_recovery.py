@@ -122,6 +122,25 @@ def _resolve_sizes(config, m, n, num_train, num_val, num_test):
     return sizes
 
 
+def generate_bytes(sizes, compute_W=True):
+    """``{part: bytes}`` that :func:`generate` holds at most for ``sizes`` (m, n, num_*):
+    ``A`` (float32, with TensorFlow's temporaries), ALISTA's ``W`` (float64 ``A`` copies and
+    the ``n x n`` Gram matrices of its solver and check) and the largest split (its
+    ``(num, m + n)`` rows and the chunks they are made of)."""
+    m, n = sizes["m"], sizes["n"]
+    largest = max(sizes["num_train"], sizes["num_val"], sizes["num_test"])
+    return {"A": 4 * 4 * m * n,
+            "W": 8 * (3 * n * n + 4 * m * n) if compute_W else 0,
+            "largest split": 2 * 4 * largest * (m + n)}
+
+
+def check_memory(sizes, compute_W, flag_text):
+    """Refuses sizes whose data cannot fit in this machine's memory, before any work
+    (:func:`open_l2o_tf.memory.check_fits`)."""
+    from open_l2o_tf import memory  # pylint: disable=import-outside-toplevel
+    return memory.check_fits(flag_text, generate_bytes(sizes, compute_W))
+
+
 def generate(setting, out_dir, *, m=None, n=None, num_train=None, num_val=None,
              num_test=None, seed=0, dictionary=None, image_dir=None, compute_W=True,
              dictionary_iterations=None, progress=print, request=None):
@@ -142,6 +161,9 @@ def generate(setting, out_dir, *, m=None, n=None, num_train=None, num_val=None,
     """
     config = check_setting(setting)
     sizes = _resolve_sizes(config, m, n, num_train, num_val, num_test)
+    given = {"m": m, "n": n, "num_train": num_train, "num_val": num_val, "num_test": num_test}
+    check_memory(sizes, compute_W, " ".join(f"--{k}={v}" for k, v in given.items()
+                                            if v is not None) or f"setting {setting}")
     say = progress or (lambda *a, **k: None)
     start = time.time()
     timings = {}
