@@ -40,29 +40,24 @@ flags.mark_flags_as_required(["setting", "out"])
 FLAGS = flags.FLAGS
 
 
-def _default_image_dir():
-    candidates = []
-    if os.environ.get("OPEN_L2O_DATA_DIR"):
-        candidates.append(os.path.join(os.environ["OPEN_L2O_DATA_DIR"], "bsds500"))
-    candidates.append(os.path.join("..", "shared", "data", "bsds500"))
-    for candidate in candidates:
-        if os.path.isdir(candidate):
-            return candidate
-    return candidates[0]
+def _image_dir():
+    """coherent without --dictionary: the image folder (--image_dir, else
+    $OPEN_L2O_DATA_DIR/bsds500, else ../shared/data/bsds500), checked; else None."""
+    if FLAGS.setting != "coherent" or FLAGS.dictionary is not None:
+        return None
+    return common.find_image_dir(FLAGS.image_dir)
 
 
 def request():
     """What this command makes: the values of its flags that change the data (recorded as
     ``meta.json``'s ``request``).  A dictionary file counts by its content."""
-    image_dir = FLAGS.image_dir
-    if FLAGS.setting == "coherent" and FLAGS.dictionary is None and image_dir is None:
-        image_dir = _default_image_dir()
+    image_dir = _image_dir()
     out = {name: getattr(FLAGS, name) for name in (
         "setting", "seed", "m", "n", "num_train", "num_val", "num_test", "W")}
     if FLAGS.setting == "coherent":
         out["dictionary"] = (None if FLAGS.dictionary is None else
                              common.data_digest_of_file(FLAGS.dictionary))
-        out["image_dir"] = None if FLAGS.dictionary else os.path.abspath(image_dir)
+        out["image_dir"] = None if image_dir is None else os.path.abspath(image_dir)
         out["dictionary_iterations"] = FLAGS.dictionary_iterations
     return out
 
@@ -120,6 +115,7 @@ def validate():
     if FLAGS.setting != "coherent" and (FLAGS.dictionary or FLAGS.image_dir):
         raise common.UserError(f"--dictionary/--image_dir apply to --setting=coherent only, "
                                f"not --setting={FLAGS.setting}")
+    _image_dir()         # the images of a coherent dictionary, before any work
     existing_data()
 
 
@@ -130,9 +126,7 @@ def main(argv):
               f"nothing to do (--overwrite makes it again)", flush=True)
         return
     from open_l2o_tf.data import sparse_recovery  # pylint: disable=import-outside-toplevel
-    image_dir = FLAGS.image_dir
-    if FLAGS.setting == "coherent" and FLAGS.dictionary is None and image_dir is None:
-        image_dir = _default_image_dir()
+    image_dir = _image_dir()
     start = time.time()
     meta = sparse_recovery.generate(
         FLAGS.setting, FLAGS.out, m=FLAGS.m, n=FLAGS.n, num_train=FLAGS.num_train,
