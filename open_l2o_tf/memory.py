@@ -43,7 +43,9 @@ def machine_memory():
 def gib(nbytes):
     """``nbytes`` as ``"412 GiB"`` / ``"1.5 GiB"`` / ``"0.02 GiB"``."""
     value = nbytes / GIB
-    return f"{value:.0f} GiB" if value >= 10 else f"{value:.2g} GiB"
+    if value >= 10:
+        return f"{value:.0f} GiB"
+    return f"{value:.1f} GiB" if value >= 0.1 else f"{value:.2g} GiB"
 
 
 def check_fits(flag_text, parts, what="needs"):
