@@ -218,9 +218,22 @@ class MetaTrainer(EpisodicTrainer):
         if state.get("history"):    # older checkpoints have none: the history restarts
             self.history = olog.history_from_json(state["history"], (self.loss_key,))
 
+    def _read_optimizer_file(self, name):
+        """The optimizer of ``ckpt/name`` (written by :meth:`save`); a missing, truncated or
+        foreign file is one :class:`UserError` saying to delete the checkpoint."""
+        path = os.path.join(self.ckpt_dir, name)
+        try:
+            return pretrained.load_optimizer(path)[1]
+        except UserError:
+            why = ("it is missing" if not os.path.exists(path) else
+                   "truncated or not an open-l2o-tf optimizer file")
+            raise checkpoint.unreadable(path, self.ckpt_dir, type(self.opt).__name__,
+                                        why) from None
+
     def _check_kind(self):
-        """A UserError when ``last.npz`` holds another optimizer or configuration."""
-        _, last = pretrained.load_optimizer(os.path.join(self.ckpt_dir, "last.npz"))
+        """A UserError when ``last.npz`` holds another optimizer or configuration (or
+        cannot be read)."""
+        last = self._read_optimizer_file("last.npz")
         ours = [tuple(v.shape) for v in self.opt.weights]
         if type(last) is not type(self.opt) or [tuple(v.shape) for v in last.weights] != ours:
             raise UserError(f"{self.ckpt_dir} holds the checkpoint of a different optimizer "
@@ -267,15 +280,22 @@ class MetaTrainer(EpisodicTrainer):
         self.set_weights([v.numpy() for v in last.weights])
         best_path = os.path.join(self.ckpt_dir, "best.npz")
         if os.path.exists(best_path):
-            _, best = pretrained.load_optimizer(best_path)
+            best = self._read_optimizer_file("best.npz")
             self.best_weights = [v.numpy() for v in best.weights]
         meta_path = os.path.join(self.ckpt_dir, "meta_optimizer.npz")
         if os.path.exists(meta_path):
-            with np.load(meta_path, allow_pickle=False) as data:
-                for prefix, opt in self.optimizers.items():
-                    keys = [f"{prefix}{i}" for i in range(len(opt.variables))]
-                    if all(k in data.files for k in keys):
-                        checkpoint.assign(opt.variables, [data[k] for k in keys])
+            try:
+                with np.load(meta_path, allow_pickle=False) as data:
+                    slots = {}
+                    for prefix, opt in self.optimizers.items():
+                        keys = [f"{prefix}{i}" for i in range(len(opt.variables))]
+                        if all(k in data.files for k in keys):
+                            slots[prefix] = [data[k] for k in keys]
+                for prefix, values in slots.items():
+                    checkpoint.assign(self.optimizers[prefix].variables, values)
+            except Exception as err:  # pylint: disable=broad-except
+                raise checkpoint.unreadable(meta_path, self.ckpt_dir, type(self.opt).__name__,
+                                            type(err).__name__) from None
         with unreadable_progress(os.path.join(self.ckpt_dir, "meta_state.json"),
                                  self.ckpt_dir):
             self.load_progress_state(state)

@@ -20,13 +20,16 @@ from .safeguard_flags import (SAFEGUARD_FALLBACKS, check_safeguard_flags,  # noq
 from .shared_flags import (bound_flags, define_common_flags, define_meta_flags,  # noqa: F401
                            define_meta_lr_flag, define_method_flag,
                            define_model_selection_flag, define_strategy_flags,
-                           flag_values_dict, meta_lr, preset_value)
+                           flag_values_dict, float_flags, float_problem, meta_lr,
+                           preset_value)
 from .startup import (USER_NAMES, Terminated, as_invoked, import_user_modules,  # noqa: F401
                       install_signal_handlers, interrupt_line, main_wrapper,
                       quiet_tensorflow_import, run_in_process, seed_everything)
 from .strategy_setup import check_strategy_flags, deterministic, strategy  # noqa: F401
 from .workdir import (IDENTITY_IGNORED, LOCK_FILE, RUN_FILE, check_data_dir,  # noqa: F401
                       check_load_flag, check_run_identity, check_workdir,
+                      DATA_ARRAYS, data_digest, data_digest_of_file, data_identity,
+                      find_image_dir,
                       check_writable_file, lock_workdir, prepare_workdir,
-                      release_workdir_locks, resumable_runs, run_identity,
+                      read_test_runs, release_workdir_locks, resumable_runs, run_identity,
                       write_results)

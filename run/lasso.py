@@ -226,7 +226,7 @@ def validate():
     common.check_strategy_flags(kind != "classic" and FLAGS.load is None,
                                 f"--optimizer={name} trains nothing" if kind == "classic"
                                 else "--load trains nothing")
-    common.prepare_workdir(FLAGS.workdir)
+    common.prepare_workdir(FLAGS.workdir, extra=common.data_identity(FLAGS.data_dir))
 
 
 def main(argv):

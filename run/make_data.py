@@ -14,6 +14,7 @@ import time
 
 from absl import flags
 
+from open_l2o_tf import logging as olog
 from . import common
 
 # the names of open_l2o_tf.data.sparse_recovery.SETTINGS (tested equal; that module imports
@@ -32,23 +33,79 @@ flags.DEFINE_string("image_dir", None, "coherent: folder of natural images to le
 flags.DEFINE_integer("dictionary_iterations", None, "coherent: block proximal gradient "
                      "iterations (default 200).", lower_bound=1)
 flags.DEFINE_bool("W", True, "Compute the ALISTA weight W.npy (--noW to skip).")
+flags.DEFINE_bool("overwrite", False, "Replace the data of another command (other setting, "
+                  "seed or sizes) that --out holds; without it such a folder is refused.  "
+                  "The same command again finds its own data there and does nothing.")
 flags.mark_flags_as_required(["setting", "out"])
 FLAGS = flags.FLAGS
 
 
-def _default_image_dir():
-    candidates = []
-    if os.environ.get("OPEN_L2O_DATA_DIR"):
-        candidates.append(os.path.join(os.environ["OPEN_L2O_DATA_DIR"], "bsds500"))
-    candidates.append(os.path.join("..", "shared", "data", "bsds500"))
-    for candidate in candidates:
-        if os.path.isdir(candidate):
-            return candidate
-    return candidates[0]
+def _image_dir():
+    """coherent without --dictionary: the image folder (--image_dir, else
+    $OPEN_L2O_DATA_DIR/bsds500, else ../shared/data/bsds500), checked; else None."""
+    if FLAGS.setting != "coherent" or FLAGS.dictionary is not None:
+        return None
+    return common.find_image_dir(FLAGS.image_dir)
+
+
+def request():
+    """What this command makes: the values of its flags that change the data (recorded as
+    ``meta.json``'s ``request``).  A dictionary file counts by its content."""
+    image_dir = _image_dir()
+    out = {name: getattr(FLAGS, name) for name in (
+        "setting", "seed", "m", "n", "num_train", "num_val", "num_test", "W")}
+    if FLAGS.setting == "coherent":
+        out["dictionary"] = (None if FLAGS.dictionary is None else
+                             common.data_digest_of_file(FLAGS.dictionary))
+        out["image_dir"] = None if image_dir is None else os.path.abspath(image_dir)
+        out["dictionary_iterations"] = FLAGS.dictionary_iterations
+    return out
+
+
+def _describe(record):
+    sizes = "x".join(str(record.get(k)) for k in ("m", "n") if record.get(k) is not None)
+    return ", ".join(f"{k} {v}" for k, v in (("setting", record.get("setting")),
+                                             ("size", sizes or "the setting's"),
+                                             ("seed", record.get("seed"))))
+
+
+def existing_data():
+    """``None`` when --out holds no data; ``"same"`` when it holds this command's own
+    (complete); else a UserError unless --overwrite (then ``"overwrite"``)."""
+    out = FLAGS.out
+    names = [n for n in common.DATA_ARRAYS + ("meta.json",)
+             if os.path.exists(os.path.join(out, n))]
+    if not names:
+        return None
+    if FLAGS.overwrite:
+        return "overwrite"
+    try:
+        meta = olog.read_json(os.path.join(out, "meta.json"), default=None)
+    except common.UserError:
+        meta = None
+    made = meta.get("request") if isinstance(meta, dict) else None
+    wanted = request()
+    if made == wanted:
+        needed = ["A.npy", "train_data.npy", "val_data.npy", "test_data.npy", "meta.json"]
+        if all(os.path.exists(os.path.join(out, n)) for n in needed
+               + (["W.npy"] if FLAGS.W else [])):
+            return "same"
+        return "overwrite"    # an incomplete folder of the same command: made again
+    if made is not None:
+        what = "; ".join(f"--{k}={made.get(k)!r} there, {wanted.get(k)!r} now"
+                         for k in sorted(set(made) | set(wanted))
+                         if made.get(k) != wanted.get(k))
+    elif isinstance(meta, dict):
+        what = f"{_describe(meta)}, made without a record of its command"
+    else:
+        what = f"{', '.join(names)} without a readable meta.json"
+    raise common.UserError(f"--out {out} holds other data ({what}); pass --overwrite to "
+                           f"replace it, or use another --out")
 
 
 def validate():
-    """Checks that need no TensorFlow: --out, --dictionary, --image_dir."""
+    """Checks that need no TensorFlow: --out (and the data it holds), --dictionary,
+    --image_dir."""
     common.check_workdir(FLAGS.out, "--out")
     if FLAGS.dictionary is not None and not os.path.isfile(FLAGS.dictionary):
         raise common.UserError(f"--dictionary {FLAGS.dictionary} is not a file; expected a "
@@ -58,25 +115,25 @@ def validate():
     if FLAGS.setting != "coherent" and (FLAGS.dictionary or FLAGS.image_dir):
         raise common.UserError(f"--dictionary/--image_dir apply to --setting=coherent only, "
                                f"not --setting={FLAGS.setting}")
-    if (FLAGS.setting == "coherent" and FLAGS.dictionary is None and FLAGS.image_dir is None
-            and not os.path.isdir(_default_image_dir())):
-        raise common.UserError("--setting=coherent needs --dictionary=FILE.npy or "
-                               "--image_dir=DIR of natural images (e.g. BSDS500); none found "
-                               "at $OPEN_L2O_DATA_DIR/bsds500 or ../shared/data/bsds500")
+    _image_dir()         # the images of a coherent dictionary, before any work
+    existing_data()
 
 
 def main(argv):
     del argv
+    if existing_data() == "same":
+        print(f"[make_data] {FLAGS.out} already holds this data ({_describe(request())}); "
+              f"nothing to do (--overwrite makes it again)", flush=True)
+        return
     from open_l2o_tf.data import sparse_recovery  # pylint: disable=import-outside-toplevel
-    image_dir = FLAGS.image_dir
-    if FLAGS.setting == "coherent" and FLAGS.dictionary is None and image_dir is None:
-        image_dir = _default_image_dir()
+    image_dir = _image_dir()
     start = time.time()
     meta = sparse_recovery.generate(
         FLAGS.setting, FLAGS.out, m=FLAGS.m, n=FLAGS.n, num_train=FLAGS.num_train,
         num_val=FLAGS.num_val, num_test=FLAGS.num_test, seed=FLAGS.seed,
         dictionary=FLAGS.dictionary, image_dir=image_dir, compute_W=FLAGS.W,
-        dictionary_iterations=FLAGS.dictionary_iterations, progress=print)
+        dictionary_iterations=FLAGS.dictionary_iterations, progress=print,
+        request=request())
     print(f"[make_data] {FLAGS.setting} {meta['m']}x{meta['n']} -> {FLAGS.out} "
           f"(mutual coherence of A {meta['mutual_coherence']:.3f}) in "
           f"{time.time() - start:.1f} s", flush=True)

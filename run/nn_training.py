@@ -113,6 +113,7 @@ def validate():
                                 f"--optimizer={name} trains nothing" if not learned(name)
                                 else "--load trains nothing")
     common.prepare_workdir(FLAGS.workdir)
+    common.read_test_runs(FLAGS.workdir)       # a broken record: refused before any work
 
 
 def main(argv):

@@ -51,8 +51,9 @@ flags.DEFINE_integer("num_test", 1024, "Test problems per shift.", lower_bound=1
 flags.DEFINE_float("shift_sparsity", 0.2, "Probability of a non-zero in the sparsity shift.")
 flags.DEFINE_float("shift_snr_db", 20.0, "SNR (dB) of the noisy shift.")
 flags.DEFINE_string("dictionary", None, "Coherent shift: an (m, n) .npy dictionary.")
-flags.DEFINE_string("image_dir", os.path.join("..", "shared", "data", "bsds500"),
-                    "Coherent shift without --dictionary: natural images to learn one from.")
+flags.DEFINE_string("image_dir", None, "Coherent shift without --dictionary: natural "
+                    "images to learn one from (default $OPEN_L2O_DATA_DIR/bsds500, else "
+                    "../shared/data/bsds500).")
 flags.DEFINE_list("targets", ["-20", "-30"], "Target NMSEs (dB) for iterations-to-target.")
 flags.DEFINE_float("tolerance_db", 0.1, "Slack (dB) when counting iterations where the "
                    "safeguarded model is worse than FISTA.")
@@ -91,12 +92,17 @@ def coherent_dictionary(m, n, workdir):
         return sparse_recovery.normalise_columns(D, f"--dictionary {FLAGS.dictionary}")
     cache = os.path.join(workdir, "coherent_A.npy")
     if os.path.exists(cache):
-        return np.load(cache)
-    if not os.path.isdir(FLAGS.image_dir):
-        raise UserError(f"--image_dir {FLAGS.image_dir} does not exist; give a folder of "
-                        "natural images or --dictionary=D.npy, or leave out the coherent shift")
-    print(f"[ood] learning a {m}x{n} dictionary from {FLAGS.image_dir}", flush=True)
-    D, _ = dictionary_lib.dictionary_from_images(FLAGS.image_dir, m, n, seed=FLAGS.seed)
+        try:
+            D = np.load(cache, allow_pickle=False)
+            if D.shape != (m, n) or D.dtype.kind != "f" or not np.isfinite(D).all():
+                raise ValueError(f"shape {D.shape} {D.dtype}, expected ({m}, {n}) finite")
+            return D
+        except Exception as err:  # pylint: disable=broad-except
+            print(f"[ood] warning: {cache} cannot be read ({type(err).__name__}); learning "
+                  f"the dictionary again", flush=True)
+    image_dir = image_dir_flag()
+    print(f"[ood] learning a {m}x{n} dictionary from {image_dir}", flush=True)
+    D, _ = dictionary_lib.dictionary_from_images(image_dir, m, n, seed=FLAGS.seed)
     D = sparse_recovery.normalise_columns(D)
     olog.atomic_save_npy(cache, D)
     return D
@@ -127,9 +133,10 @@ def checks(result, targets, tolerance):
     """The two numbers of the closing note for one shift."""
     curves = result["curves"]
     fallback = result["fallback"]
-    learned = np.array([np.nan if v is None else v for v in curves["learned"]], np.float64)
+    floats = lambda v: np.array([np.nan if x is None else x for x in v], np.float64)  # noqa: E731
+    learned = floats(curves["learned"])
     learned = np.where(np.isfinite(learned), learned, np.inf)
-    safe, classic = np.asarray(curves["safeguarded"]), np.asarray(curves[fallback])
+    safe, classic = floats(curves["safeguarded"]), floats(curves[fallback])
     from model_based.safeguard import iterations_to  # pylint: disable=import-outside-toplevel
     kept = {}
     for t in targets:
@@ -143,7 +150,7 @@ def checks(result, targets, tolerance):
     worse_plain = learned[1:] > classic[1:]
     excess = (safe[1:] - classic[1:])[worse_plain]
     objective = result["objective"]
-    obj_safe, obj_classic = np.asarray(objective["safeguarded"]), np.asarray(objective[fallback])
+    obj_safe, obj_classic = floats(objective["safeguarded"]), floats(objective[fallback])
     obj_excess = (obj_safe[1:] - obj_classic[1:]) / obj_classic[1:]
     return {"targets": kept,
             "iterations_plain_worse_than_classic": int(worse_plain.sum()),
@@ -156,15 +163,28 @@ def checks(result, targets, tolerance):
 
 def targets_flag():
     try:
-        return [float(t) for t in FLAGS.targets]
+        targets = [float(t) for t in FLAGS.targets]
     except ValueError:
         raise UserError(f"--targets must be numbers (dB), got {','.join(FLAGS.targets)}") \
             from None
+    for text, value in zip(FLAGS.targets, targets):
+        problem = common.float_problem(value)
+        if problem:
+            raise UserError(f"--targets: {text} {problem}")
+    return targets
+
+
+def image_dir_flag():
+    """The coherent shift's image folder: --image_dir, $OPEN_L2O_DATA_DIR/bsds500 or
+    ../shared/data/bsds500 (checked)."""
+    return common.find_image_dir(FLAGS.image_dir, other="--dictionary=D.npy, or leave out "
+                                 "the coherent shift (--shifts)")
 
 
 def validate():
     """Checks that need no TensorFlow: --shifts, --targets, --load, the safeguard options,
-    --dictionary, the workdir."""
+    --dictionary, the images of the coherent shift, the workdir and the run's identity
+    (the --load file's digest: another model is refused in the same workdir)."""
     for shift in FLAGS.shifts:
         if shift not in SHIFTS:
             raise UserError(f"--shifts: unknown shift {shift!r}; expected any of "
@@ -177,7 +197,13 @@ def validate():
     common.check_safeguard_flags(["ista", "fista"], "fista")
     if FLAGS.dictionary and not os.path.isfile(FLAGS.dictionary):
         raise UserError(f"--dictionary file {FLAGS.dictionary} does not exist")
-    common.check_workdir(FLAGS.workdir)
+    if ("coherent" in FLAGS.shifts and not FLAGS.dictionary
+            and not os.path.exists(os.path.join(FLAGS.workdir, "coherent_A.npy"))):
+        image_dir_flag()
+    # --shifts, --targets and --tolerance_db may change between re-runs: each shift's
+    # result is kept (shifts/) with its own settings, the checks are recomputed
+    common.prepare_workdir(FLAGS.workdir, extra={"load": common.data_digest_of_file(FLAGS.load)},
+                           ignore=("shifts", "targets", "tolerance_db"), state_dirs=("shifts",))
 
 
 def main(argv):
@@ -199,11 +225,21 @@ def main(argv):
                   "energy": FLAGS.safeguard_energy, "shadow": FLAGS.safeguard_shadow,
                   "iterations": FLAGS.iterations,
                   "num_test": FLAGS.num_test, "load": os.path.abspath(FLAGS.load)}
-        done = olog.read_json(path)
-        if done and done.get("config") == config:
+        try:
+            done = olog.read_json(path)
+        except UserError:
+            print(f"[ood] warning: {path} cannot be read (not JSON); redoing the {shift} "
+                  f"shift", flush=True)
+            done = None
+        if isinstance(done, dict) and done.get("config") == config:
             print(f"[ood] {shift}: already done ({path})", flush=True)
-            shifts[shift] = done
-            continue
+            try:
+                done["checks"] = checks(done, targets, FLAGS.tolerance_db)
+                shifts[shift] = done
+                continue
+            except (KeyError, TypeError, ValueError) as err:
+                print(f"[ood] warning: {path} is not a complete result ({type(err).__name__}"
+                      f"); redoing the {shift} shift", flush=True)
         A, y, x, what = shift_problem(shift, model.A_np, workdir)
         test_model = model if A is model.A_np else model_with_A(model, A)
         print(f"[ood] {shift}: {what}; {len(y)} problems {A.shape[0]}x{A.shape[1]}",

@@ -4,6 +4,7 @@ Only modules under ``run/`` define flags.  :func:`define_method_flag` defines a 
 ``--model`` / ``--optimizer`` with the names the registry says the command serves
 (:func:`open_l2o_tf.registry.serving`), extended with those of ``--import`` modules.
 """
+import math
 import os
 
 from absl import flags
@@ -132,16 +133,50 @@ def meta_lr(budget=None):
     return value
 
 
-def flag_values_dict():
-    """Values of the flags defined by this program's own modules (``run/``), for the
-    ``config`` of ``results.json``; absl's and TensorFlow's internal flags are left out."""
+# float32's largest finite number and its smallest normal one (TF flushes smaller ones to
+# zero on the CPU): a flag value outside is what the computation cannot hold
+FLOAT32_MAX = 3.4028234663852886e38
+FLOAT32_TINY = 1.1754943508222875e-38
+_GUARDED = set()                  # float flags given the finite-float32 validator
+
+
+def float_problem(value):
+    """Why ``value`` cannot be a float flag's value (None when it can): NaN, +-inf, beyond
+    float32's range (the float32 computation would see inf) or non-zero below float32's
+    smallest normal number (it would see 0)."""
+    if value is None:
+        return None
+    if math.isnan(value):
+        return "is not a number; expected a finite number"
+    if math.isinf(value):
+        return "is infinite; expected a finite number"
+    if abs(value) > FLOAT32_MAX:
+        return (f"is beyond float32's range (|x| <= {FLOAT32_MAX:.4g}): the computation "
+                "would see inf; expected a finite number")
+    if value != 0 and abs(value) < FLOAT32_TINY:
+        return (f"is below float32's smallest normal number {FLOAT32_TINY:.4g}: the "
+                "computation would see 0; give 0 or a larger number")
+    return None
+
+
+def _check_float(value):
+    for item in value if isinstance(value, (list, tuple)) else [value]:
+        problem = float_problem(item)
+        if problem:
+            raise flags.ValidationError(problem)
+    return True
+
+
+def own_flags(flag_values=None):
+    """``{name: flag}`` of the flags defined by this program's own modules (``run/``), not
+    absl's or TensorFlow's."""
+    flag_values = flags.FLAGS if flag_values is None else flag_values
     out = {}
-    for module, module_flags in flags.FLAGS.flags_by_module_dict().items():
+    for module, module_flags in flag_values.flags_by_module_dict().items():
         if not is_run_module(str(module)):
             continue
         for flag in module_flags:
-            if isinstance(flag.value, (str, int, float, bool, type(None), list)):
-                out[flag.name] = flag.value
+            out[flag.name] = flag
     return out
 
 
@@ -150,6 +185,30 @@ def is_run_module(module):
     name, or the main module's file) are this program's own (defined under ``run/``)."""
     return (module == "__main__" or module.startswith(("run.", f"{__package__}."))
             or os.path.basename(os.path.dirname(module)) == "run")
+
+
+def float_flags(flag_values=None):
+    """The names of the float flags (single or multi) of this program's modules."""
+    return sorted(name for name, flag in own_flags(flag_values).items()
+                  if isinstance(flag.parser, flags.FloatParser))
+
+
+def guard_float_flags():
+    """Every float flag of the command (:func:`float_flags`) must be finite and a float32
+    number (:func:`float_problem`): an absl validator on each, registered once before the
+    flags are parsed, so ``--lr=inf`` or ``--lr=1e39`` is one ``error:`` line naming the
+    flag.  Also covers the float flags of ``--import`` modules defined under ``run/``."""
+    for name in float_flags():
+        if name not in _GUARDED:
+            flags.register_validator(name, _check_float)
+            _GUARDED.add(name)
+
+
+def flag_values_dict():
+    """Values of the flags defined by this program's own modules (``run/``), for the
+    ``config`` of ``results.json``; absl's and TensorFlow's internal flags are left out."""
+    return {name: flag.value for name, flag in own_flags().items()
+            if isinstance(flag.value, (str, int, float, bool, type(None), list))}
 
 
 def preset_value(preset, paper, quick, override=None):

@@ -81,7 +81,8 @@ def validate():
                         "python -m run.make_data --setting=noiseless --out=DIR")
     if FLAGS.safeguard == "on":
         common.check_safeguard_flags(["ista", "fista"], "fista")
-    common.check_run_identity(workdir, extra={"model_class": registry.MODELS[FLAGS.model]})
+    common.check_run_identity(workdir, extra={"model_class": registry.MODELS[FLAGS.model],
+                                              **common.data_identity(FLAGS.data_dir)})
 
 
 def load_data(data_dir, workdir, preset, seed=0):
@@ -104,6 +105,35 @@ def build(name, train_split, num_layers, **options):
     options (the model's constructor takes those it names)."""
     from model_based.factory import build_model  # pylint: disable=import-outside-toplevel
     return build_model(name, train_split.A, train_split.W, num_layers, **options)
+
+
+def training_bytes(params, m, n, num_layers, batch_size):
+    """``{part: bytes}`` of progressive training (float32): the model's ``params``, its
+    gradients and Adam's two slots, the checkpoint and kept-weights copies, and the
+    activations the gradient tape keeps (about four ``(batch, m + n)`` tensors a layer)."""
+    return {"model": 4 * params, "gradients and Adam slots": 3 * 4 * params,
+            "checkpoint copies": 2 * 4 * params,
+            "activations": 4 * 4 * batch_size * (m + n) * num_layers}
+
+
+def check_memory(name, splits, num_layers, batch_size, options):
+    """Refuses a depth or data size whose training cannot fit in this machine's memory,
+    before the model is built (:func:`open_l2o_tf.memory.check_fits`).  The parameter count
+    of ``num_layers`` layers is extrapolated (quadratically: some models' layers grow with
+    depth) from models of 1, 2 and 3 layers; the paper's sizes (up to 16 layers of
+    512 x 1024) are known to fit and are not estimated."""
+    from open_l2o_tf import memory  # pylint: disable=import-outside-toplevel
+    m, n = splits[0].A.shape
+    if num_layers <= 16 and m * n <= 512 * 1024:
+        return None
+    counts = [build(name, splits[0], depth, **options).count_params() for depth in (1, 2, 3)]
+    first, second = counts[1] - counts[0], counts[2] - 2 * counts[1] + counts[0]
+    params = (counts[0] + (num_layers - 1) * first
+              + (num_layers - 1) * (num_layers - 2) // 2 * second)
+    parts = training_bytes(params, m, n, num_layers, batch_size)
+    parts["data"] = sum(s.y.nbytes + s.x.nbytes for s in splits)
+    return memory.check_fits(f"--num_layers={num_layers} (a {m}x{n} {name})", parts,
+                             what="needs")
 
 
 def load(path, name, test, data_dir):
@@ -167,9 +197,13 @@ def main(argv):
                                                  FLAGS.seed)
     setting = test.meta.get("setting", "custom")
     glista_alti = common.preset_value(FLAGS.preset, 5.0, 0.0, FLAGS.glista_alti)
-    model = build(FLAGS.model, train_split, FLAGS.num_layers or (8 if quick else 16),
-                  lam=FLAGS.model_lam, faithful_init=FLAGS.faithful_init,
-                  sigma2=FLAGS.tista_sigma2, alti=glista_alti, gain=FLAGS.glista_gain)
+    options = dict(lam=FLAGS.model_lam, faithful_init=FLAGS.faithful_init,
+                   sigma2=FLAGS.tista_sigma2, alti=glista_alti, gain=FLAGS.glista_gain)
+    num_layers = FLAGS.num_layers or (8 if quick else 16)
+    if FLAGS.load is None:
+        check_memory(FLAGS.model, (train_split, val, test), num_layers, FLAGS.batch_size,
+                     options)
+    model = build(FLAGS.model, train_split, num_layers, **options)
     paper = reference.lookup("sparse_recovery", setting, FLAGS.model)
     tb = olog.TensorBoard(os.path.join(workdir, "tb"))
     config = common.flag_values_dict()

@@ -193,6 +193,7 @@ def _parse(argv):
         if which is not None:
             print_help(which)
             sys.exit(0)
+        shared_flags.guard_float_flags()           # --lr=inf, --lr=1e39: refused
         return flags.FLAGS(argv)
     except (flags.Error, UserError) as err:
         print(error_line(err), file=sys.stderr)

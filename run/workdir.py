@@ -10,6 +10,7 @@ identity is refused in one line naming the differing flags (``--workdir``, ``--o
 than the one ``run.json`` records (``ckpt/IDENTITY``).
 """
 import json
+import math
 import os
 import sys
 import tempfile
@@ -179,12 +180,96 @@ def check_data_dir(data_dir, flag="--data_dir", splits=("train", "val", "test"))
     return data_dir
 
 
-def run_identity(extra=None):
-    """The command and its flags that can change the numbers (+ ``extra``), JSON-clean."""
+def _exact_json(value):
+    """``value`` with NaN/Inf floats as the strings ``"nan"``/``"inf"``/``"-inf"``: the JSON
+    writer would store them as null, which reads back as another value (None)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    if isinstance(value, dict):
+        return {k: _exact_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_exact_json(v) for v in value]
+    return value
+
+
+DATA_ARRAYS = ("A.npy", "W.npy", "train_data.npy", "val_data.npy", "test_data.npy")
+
+
+def data_digest(data_dir):
+    """``sha256:...`` of a run.make_data directory: the bytes of its arrays and its
+    ``meta.json`` (without the timings, which differ between identical runs).  Part of a
+    run's identity, so a run does not resume on data that changed under it."""
+    import hashlib  # pylint: disable=import-outside-toplevel
+    digest = hashlib.sha256()
+    for name in DATA_ARRAYS:
+        path = os.path.join(data_dir, name)
+        if not os.path.isfile(path):
+            continue
+        digest.update(name.encode() + b"\0")
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 22), b""):
+                digest.update(block)
+    meta = olog.read_json(os.path.join(data_dir, "meta.json"), default={})
+    if isinstance(meta, dict):
+        meta = {k: v for k, v in meta.items() if not k.endswith("seconds")}
+    digest.update(b"meta.json\0" + json.dumps(meta, sort_keys=True, default=str).encode())
+    return "sha256:" + digest.hexdigest()
+
+
+def data_digest_of_file(path):
+    """``sha256:...`` of one file's bytes."""
+    import hashlib  # pylint: disable=import-outside-toplevel
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return "sha256:" + digest.hexdigest()
+
+
+def data_identity(data_dir):
+    """``{"data": digest}`` of ``data_dir`` for a run's identity (``{}`` without one)."""
+    return {} if data_dir is None else {"data": data_digest(data_dir)}
+
+
+DATA_ENV = "OPEN_L2O_DATA_DIR"
+BSDS500_HINT = ("download BSDS500 (BSR_bsds500.tgz from the Berkeley Segmentation Dataset "
+                "page) and put its BSDS500/data/images folders in $OPEN_L2O_DATA_DIR/bsds500")
+
+
+def find_image_dir(image_dir, flag="--image_dir", other="--dictionary=D.npy"):
+    """The folder of natural images (BSDS500) of a coherent dictionary: ``image_dir``
+    (the flag) when given, else ``$OPEN_L2O_DATA_DIR/bsds500``, else
+    ``../shared/data/bsds500``; checked (a folder holding images) before any work, else one
+    :class:`UserError` saying what to download and where."""
+    from open_l2o_tf.data.images import list_images  # pylint: disable=import-outside-toplevel
+    if image_dir is not None:
+        if not os.path.isdir(image_dir):
+            raise UserError(f"{flag} {image_dir} is not a directory; give a folder of natural "
+                            f"images or {other}")
+        list_images(image_dir)
+        return image_dir
+    tried = []
+    if os.environ.get(DATA_ENV):
+        tried.append(os.path.join(os.environ[DATA_ENV], "bsds500"))
+    tried.append(os.path.join("..", "shared", "data", "bsds500"))
+    for candidate in tried:
+        if os.path.isdir(candidate):
+            list_images(candidate)
+            return candidate
+    raise UserError(f"no natural images for the coherent dictionary: {flag} not given and "
+                    f"{' and '.join(tried)} {'do' if len(tried) > 1 else 'does'} not exist"
+                    f"{'' if os.environ.get(DATA_ENV) else ' ($OPEN_L2O_DATA_DIR is not set)'}"
+                    f"; {BSDS500_HINT}, or give {flag}=DIR or {other}")
+
+
+def run_identity(extra=None, ignore=()):
+    """The command and its flags that can change the numbers (+ ``extra``), JSON-clean and
+    stored exactly: what ``run.json`` holds reads back equal to it."""
     command = os.path.splitext(os.path.basename(sys.argv[0]))[0] if sys.argv else "?"
-    values = {k: v for k, v in flag_values_dict().items() if k not in IDENTITY_IGNORED}
+    values = {k: v for k, v in flag_values_dict().items()
+              if k not in IDENTITY_IGNORED and k not in ignore}
     identity = {"command": command, "flags": values, "extra": dict(extra or {})}
-    return json.loads(json.dumps(identity, default=str))
+    return _exact_json(json.loads(json.dumps(identity, default=str)))
 
 
 CKPT_IDENTITY = "IDENTITY"   # in WORKDIR/ckpt: the identity (JSON) of the run that wrote it
@@ -197,13 +282,19 @@ def _checkpoint_files(workdir):
     return sorted(name for name in os.listdir(ckpt) if name != CKPT_IDENTITY)
 
 
-def _has_state(workdir):
+def _state_dirs(workdir, state_dirs):
+    return [f"{name}/" for name in state_dirs if os.path.isdir(os.path.join(workdir, name))
+            and os.listdir(os.path.join(workdir, name))]
+
+
+def _has_state(workdir, state_dirs=()):
     return (os.path.exists(os.path.join(workdir, "results.json"))
-            or bool(_checkpoint_files(workdir)))
+            or bool(_checkpoint_files(workdir)) or bool(_state_dirs(workdir, state_dirs)))
 
 
-def _state_files(workdir):
+def _state_files(workdir, state_dirs=()):
     found = ["results.json"] if os.path.exists(os.path.join(workdir, "results.json")) else []
+    found += _state_dirs(workdir, state_dirs)
     names = _checkpoint_files(workdir)
     if names:
         found.append("a checkpoint ckpt/" + (", ".join(names[:4])
@@ -218,23 +309,40 @@ def _differences(old, new):
     for section, prefix in (("flags", "--"), ("extra", "")):
         before, now = old.get(section) or {}, new[section]
         for key in sorted(set(before) | set(now)):
+            if section == "extra" and key == "data":
+                continue    # :func:`_check_same_data`
             if before.get(key) != now.get(key):
                 out.append(f"{prefix}{key}={before.get(key)!r} there, {now.get(key)!r} now")
     return out
 
 
-def check_run_identity(workdir, extra=None):
-    """Refuses to reuse ``workdir`` when it holds a checkpoint or results of a run with
-    another identity (:func:`run_identity`); otherwise records this run's identity."""
+def _check_same_data(workdir, old, new):
+    """The data (``extra["data"]``, :func:`data_digest`) a run started on must be the data it
+    resumes on; a run recorded before the digest was part of the identity is accepted."""
+    was, now = (old.get("extra") or {}).get("data"), new["extra"].get("data")
+    if was is None or now is None or was == now:
+        return
+    where = new["flags"].get("data_dir")
+    raise UserError(f"--data_dir {where} changed since the run in --workdir {workdir} "
+                    f"started on it (data digest {was[7:19]} there, {now[7:19]} now: made "
+                    f"again by run.make_data?); restore that data, or use another --workdir "
+                    f"for the new data")
+
+
+def check_run_identity(workdir, extra=None, ignore=(), state_dirs=()):
+    """Refuses to reuse ``workdir`` when it holds a checkpoint or results (or a non-empty
+    folder of ``state_dirs``) of a run with another identity (:func:`run_identity`, without
+    the flags of ``ignore``); otherwise records this run's identity."""
     lock_workdir(workdir)
     path = os.path.join(workdir, RUN_FILE)
-    identity = run_identity(extra)
-    if not os.path.exists(path) and _has_state(workdir):
-        raise UserError(f"--workdir {workdir} holds {', '.join(_state_files(workdir))} but "
+    identity = run_identity(extra, ignore)
+    if not os.path.exists(path) and _has_state(workdir, state_dirs):
+        raise UserError(f"--workdir {workdir} holds "
+                        f"{', '.join(_state_files(workdir, state_dirs))} but "
                         f"no {RUN_FILE} (the settings of the run that wrote them); refusing "
                         f"to resume a run of unknown settings: use another --workdir or "
                         f"delete {workdir}")
-    if os.path.exists(path) and _has_state(workdir):
+    if os.path.exists(path) and _has_state(workdir, state_dirs):
         try:
             old = olog.read_json(path)
         except UserError:
@@ -242,6 +350,7 @@ def check_run_identity(workdir, extra=None):
         if not isinstance(old, dict):
             raise UserError(f"{path} is corrupt (expected the JSON identity of the run); "
                             f"delete {workdir} or use another --workdir")
+        _check_same_data(workdir, old, identity)
         diff = _differences(old, identity)
         if diff:
             raise UserError(f"--workdir {workdir} holds a run with other settings ("
@@ -275,10 +384,10 @@ def _check_checkpoint_identity(workdir, identity):
     olog.atomic_write_json(stamp, identity)
 
 
-def prepare_workdir(workdir, extra=None, flag="--workdir"):
+def prepare_workdir(workdir, extra=None, flag="--workdir", ignore=(), state_dirs=()):
     """:func:`check_workdir` + :func:`check_run_identity`: call before any work."""
     check_workdir(workdir, flag)
-    check_run_identity(workdir, extra)
+    check_run_identity(workdir, extra, ignore, state_dirs)
     return workdir
 
 
@@ -292,6 +401,26 @@ def write_results(workdir, record):
 TEST_RUNS = "test_runs.npz"   # in WORKDIR/ckpt: the test runs finished so far
 
 
+def read_test_runs(workdir):
+    """``(curves, seconds)`` of ``WORKDIR/ckpt/test_runs.npz`` (empty lists without it); a
+    truncated or foreign file is one :class:`UserError` saying to delete it.  The commands
+    call it in their checks before any work, and :func:`resumable_runs` on resuming."""
+    path = os.path.join(workdir, "ckpt", TEST_RUNS)
+    if not os.path.exists(path):
+        return [], []
+    try:
+        with np.load(path, allow_pickle=False) as saved:
+            curves = list(saved["curves"])
+            seconds = [float(x) for x in saved["seconds"]]
+        if len(curves) != len(seconds) or any(np.ndim(c) != 1 for c in curves):
+            raise ValueError("curves and seconds do not match")
+    except Exception as err:  # pylint: disable=broad-except  (zip, zlib, EOF, ...)
+        reason = (str(err).splitlines() or [""])[0][:80]
+        raise UserError(f"{path} is not a readable record of finished test runs "
+                        f"({type(err).__name__}: {reason}); delete it to redo them") from None
+    return curves, seconds
+
+
 def resumable_runs(workdir, runs, run_one, progress=None):
     """Calls ``run_one(k)`` (a 1-D curve) for ``k`` in ``range(runs)`` and returns the curves
     stacked, ``(runs, steps)``, with each run's seconds.  Each finished run is kept in
@@ -302,13 +431,8 @@ def resumable_runs(workdir, runs, run_one, progress=None):
     path = os.path.join(workdir, "ckpt", TEST_RUNS)
     curves, seconds = [], []
     if os.path.exists(path):
-        try:
-            with np.load(path) as saved:
-                curves = list(saved["curves"][:runs])
-                seconds = [float(x) for x in saved["seconds"][:runs]]
-        except (OSError, ValueError, KeyError) as err:
-            raise UserError(f"{path} is not a readable record of finished test runs ({err}); "
-                            f"delete it to redo them") from None
+        curves, seconds = read_test_runs(workdir)
+        curves, seconds = curves[:runs], seconds[:runs]
         print(f"[resume] {len(curves)} of {runs} test runs already done ({path})", flush=True)
         for k, curve in enumerate(curves):
             if progress:

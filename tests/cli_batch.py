@@ -9,8 +9,8 @@ during the case.  Used by ``tests/test_bad_inputs.py``.
 
 A case may also hold ``"prepare": {"files": {PATH: TEXT}}``: the case's ``validate`` (the
 checks before any work, which record the run's identity ``run.json`` in a fresh workdir)
-runs first, then the files are written, so a broken checkpoint is tested behind a valid
-``run.json``; and ``"fault"`` with ``"workdir"``: a fault injected during the case
+runs first, then the files are written (TEXT, or ``"hex:..."`` for bytes), so a broken
+checkpoint is tested behind a valid ``run.json``; and ``"fault"`` with ``"workdir"``: a fault injected during the case
 (``tests/faults_inject.py``), the result then holds ``snapshot`` (the workdir's hashes just
 before the last write) and ``after`` (its hashes afterwards, None when it is gone) and ``temporaries`` (``.tmp*`` left in it;
 read in this process, which may see a tmpfs the test cannot).
@@ -72,6 +72,10 @@ def _prepare(common, module, case):
         raise RuntimeError(f"prepare {case['args']}: exit {code}: {err[-800:]}")
     for path, text in case["prepare"].get("files", {}).items():
         os.makedirs(os.path.dirname(path), exist_ok=True)
+        if text.startswith("hex:"):           # bytes, e.g. a truncated .npz
+            with open(path, "wb") as handle:
+                handle.write(bytes.fromhex(text[4:]))
+            continue
         with open(path, "w", encoding="utf-8") as handle:
             handle.write(text)
 

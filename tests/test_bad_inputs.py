@@ -32,6 +32,11 @@ CASES = {
         (["--setting=noiseless"], "--out", []),
         (["--setting=coherent", "--out={out}", "--dictionary={missing}"], "--dictionary", []),
         (["--setting=noiseless", "--out={out}", "--m=-4"], "--m", []),
+        # sizes that cannot fit: refused at once with the estimate and the machine's memory
+        (["--setting=noiseless", "--out={out}", "--m=10000000", "--n=20000000"],
+         "--m=10000000 --n=20000000 needs about", []),
+        (["--setting=noiseless", "--out={out}", "--num_train=100000000000"],
+         "--num_train=100000000000 needs about", []),
     ],
     "run.sparse_recovery": [
         # setup: a finished tiny run in {w1} (expected status 0)
@@ -60,6 +65,8 @@ CASES = {
         (["--model=lista", "--workdir={w_corrupt_progress}"] + TINY_SR,
          "ckpt/progress.json is corrupt: not JSON",
          ["{w_corrupt_progress}/ckpt"]),
+        (["--model=lista", "--workdir={w_truncated_weights}"] + TINY_SR,
+         "layer00_stage0/weights.npz cannot be read", ["{w_truncated_weights}/ckpt"]),
         (["--model=lista", "--workdir={w_typed_progress}"] + TINY_SR,
          "progress.json: 'layer' is str",
          ["{w_typed_progress}/ckpt"]),
@@ -70,6 +77,8 @@ CASES = {
         (["--model=lista", "--workdir={w_new}", "--preset=paper"], "--data_dir", []),
         (["--model=lista", "--workdir={w_new}", "--keep=sometimes"], "--keep", []),
         (["--model=lista", "--workdir={w_new}", "--bogus_flag=1"], "bogus_flag", []),
+        (["--model=lista", "--workdir={w_big}", "--data_dir={data}", "--num_layers=10000000",
+          "--batch_size=4096"], "--num_layers=10000000 (a 8x16 lista) needs about", []),
         (["--model=lista", "--workdir={w_new}", "--cpu_replicas=2"], "--cpu_replicas", []),
         (["--model=lista", "--workdir={w_new}", "--strategy=multi_worker"], "TF_CONFIG", []),
         (["--model=lista", "--workdir={w_new}", "--strategy=gpu"], "--strategy", []),
@@ -111,6 +120,12 @@ CASES = {
         (["--optimizer=l2o_dm", "--workdir={w_corrupt_meta_state}", "--preset=quick",
           "--meta_episodes=1", "--steps=5"], "meta_state.json is corrupt: not JSON",
          ["{w_corrupt_meta_state}/ckpt"]),
+        (["--optimizer=l2o_dm", "--workdir={w_truncated_last}", "--preset=quick",
+          "--meta_episodes=1", "--steps=5"], "ckpt/last.npz cannot be read",
+         ["{w_truncated_last}/ckpt"]),
+        (["--optimizer=l2o_dm", "--workdir={w_truncated_legacy}", "--preset=quick",
+          "--meta_episodes=1", "--steps=5"], "ckpt/last.npz cannot be read",
+         ["{w_truncated_legacy}/ckpt"]),
         (["--optimizer=nag_ls", "--workdir={w_new}", "--n=0"], "--n", []),
         (["--optimizer=adam", "--workdir={w_new}", "--line_search_scope=batch"],
          "--line_search_scope", []),
@@ -126,6 +141,9 @@ CASES = {
          "{os_system}", []),
         (["--optimizer=l2o_dm", "--workdir={w_new}", "--load={self_ref}"],
          "{self_ref}", []),
+        (["--optimizer=adam", "--workdir={w_truncated_test_runs}"],
+         "ckpt/test_runs.npz is not a readable record of finished test runs (BadZipFile",
+         ["{w_truncated_test_runs}/ckpt"]),
         (["--optimizer=adam", "--workdir={w_new}", "--load={missing}"], "--load", []),
         (["--optimizer=adam", "--workdir={w_new}", "--lr=-1"], "--lr", []),
         (["--optimizer=adam", "--workdir={w_new}", "--mnist_dir={a_file}"], "--mnist_dir",
@@ -182,7 +200,20 @@ def _prepared():
     checkpoint's check, not the refusal of a workdir without ``run.json``."""
     from model_free.episodic import _config  # pylint: disable=import-outside-toplevel
     from model_free.twin import TwinL2O  # pylint: disable=import-outside-toplevel
+    truncated = _truncated_npz()
     return {
+        # each file a command resumes from, cut in half (docs/reliability.md)
+        "w_truncated_test_runs": {"ckpt/test_runs.npz": truncated},
+        "w_truncated_last": {"ckpt/last.npz": truncated, "ckpt/trainer_state.npz": truncated},
+        "w_truncated_legacy": {"ckpt/meta_state.json": json.dumps({"episode": 1,
+                                                                   "truncations": 1}),
+                               "ckpt/last.npz": truncated},
+        "w_truncated_weights": {
+            "ckpt/progress.json": json.dumps({"layer": 0, "stage": 0,
+                                              "checkpoint": "layer00_stage0",
+                                              "test_metric": [], "global_step": 2,
+                                              "train_seconds": 1.0}),
+            "ckpt/layer00_stage0/weights.npz": truncated},
         "w_corrupt_progress": {"ckpt/progress.json": "{\"layer\": 0, \"sta"},
         "w_typed_progress": {"ckpt/progress.json": json.dumps(
             {"layer": "one", "stage": 0, "checkpoint": "layer00_stage0"})},
@@ -192,6 +223,16 @@ def _prepared():
                                                 "config": _config(TwinL2O(hidden=4))}),
             "ckpt/twin_state.npz": "PK\x03\x04 truncated zip"},
     }
+
+
+def _truncated_npz():
+    """``"hex:..."`` (tests/cli_batch.py): the first half of a real .npz, as a write cut
+    short by a crash or a full disk leaves it."""
+    import io  # pylint: disable=import-outside-toplevel
+    buffer = io.BytesIO()
+    np.savez(buffer, curves=np.zeros((2, 50)), seconds=np.ones(2))
+    data = buffer.getvalue()
+    return "hex:" + data[:len(data) // 2].hex()
 
 
 def _write_fixtures(base):
@@ -205,7 +246,9 @@ def _write_fixtures(base):
     p = {name: os.path.join(base, name) for name in (
         "out", "w1", "w_new", "missing", "a_file", "a_dir", "garbage", "garbage_data",
         "corrupt_meta_data", "data", "w_corrupt_progress", "w_typed_progress",
-        "w_corrupt_runjson", "w_corrupt_meta_state", "w_corrupt_twin", "w_load")}
+        "w_corrupt_runjson", "w_corrupt_meta_state", "w_corrupt_twin", "w_load",
+        "w_truncated_test_runs", "w_truncated_last", "w_truncated_legacy",
+        "w_truncated_weights", "w_big")}
     sparse_recovery.generate("noiseless", p["data"], m=8, n=16, num_train=64, num_val=32,
                              num_test=32, seed=0)
     with open(p["a_file"], "w", encoding="utf-8") as handle:

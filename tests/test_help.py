@@ -58,7 +58,7 @@ BAD_SETUP = {
     "lasso": (["--optimizer=fista", "--lr=0.1", "--workdir=w"], "--lr applies to"),
     "ood": (["--workdir=w"], "--load is required: a model.keras written by "
                              "open-l2o sparse-recovery"),
-    "make_data": (["--setting=coherent", "--out=o"], "--setting=coherent needs"),
+    "make_data": (["--setting=coherent", "--out=o"], "no natural images for the coherent dictionary"),
 }
 
 

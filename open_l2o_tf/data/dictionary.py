@@ -17,21 +17,9 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from open_l2o_tf.data.images import list_images  # noqa: F401  (re-exported)
 from open_l2o_tf.errors import UserError, require_positive_int
 
-_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".pgm")
-
-
-def list_images(image_dir):
-    if not os.path.isdir(image_dir):
-        raise UserError(f"image folder {image_dir} does not exist; download BSDS500 "
-                        f"(BSR_bsds500.tgz, BSDS500/data/images) and pass its folder with "
-                        f"--image_dir, or give --dictionary=FILE.npy")
-    files = sorted(f for f in glob.glob(os.path.join(image_dir, "**", "*"), recursive=True)
-                   if f.lower().endswith(_EXTENSIONS))
-    if not files:
-        raise UserError(f"image folder {image_dir} has no images ({', '.join(_EXTENSIONS)})")
-    return files
 
 
 def extract_patches(image_dir, patch=16, num_patches=20000, seed=0, max_images=400):

@@ -122,9 +122,28 @@ def _resolve_sizes(config, m, n, num_train, num_val, num_test):
     return sizes
 
 
+def generate_bytes(sizes, compute_W=True):
+    """``{part: bytes}`` that :func:`generate` holds at most for ``sizes`` (m, n, num_*):
+    ``A`` (float32, with TensorFlow's temporaries), ALISTA's ``W`` (float64 ``A`` copies and
+    the ``n x n`` Gram matrices of its solver and check) and the largest split (its
+    ``(num, m + n)`` rows and the chunks they are made of)."""
+    m, n = sizes["m"], sizes["n"]
+    largest = max(sizes["num_train"], sizes["num_val"], sizes["num_test"])
+    return {"A": 4 * 4 * m * n,
+            "W": 8 * (3 * n * n + 4 * m * n) if compute_W else 0,
+            "largest split": 2 * 4 * largest * (m + n)}
+
+
+def check_memory(sizes, compute_W, flag_text):
+    """Refuses sizes whose data cannot fit in this machine's memory, before any work
+    (:func:`open_l2o_tf.memory.check_fits`)."""
+    from open_l2o_tf import memory  # pylint: disable=import-outside-toplevel
+    return memory.check_fits(flag_text, generate_bytes(sizes, compute_W))
+
+
 def generate(setting, out_dir, *, m=None, n=None, num_train=None, num_val=None,
              num_test=None, seed=0, dictionary=None, image_dir=None, compute_W=True,
-             dictionary_iterations=None, progress=print):
+             dictionary_iterations=None, progress=print, request=None):
     """Generates one data directory; returns the ``meta`` dict written to ``meta.json``.
 
     Args:
@@ -137,9 +156,14 @@ def generate(setting, out_dir, *, m=None, n=None, num_train=None, num_val=None,
         learn the dictionary from (see :mod:`open_l2o_tf.data.dictionary`).
       compute_W: also write the ALISTA weight ``W.npy``.
       progress: a ``print``-like function for one line per stage (None: silent).
+      request: recorded as ``meta["request"]`` (run.make_data: the command's values, so a
+        re-run can tell its own data from another's).
     """
     config = check_setting(setting)
     sizes = _resolve_sizes(config, m, n, num_train, num_val, num_test)
+    given = {"m": m, "n": n, "num_train": num_train, "num_val": num_val, "num_test": num_test}
+    check_memory(sizes, compute_W, " ".join(f"--{k}={v}" for k, v in given.items()
+                                            if v is not None) or f"setting {setting}")
     say = progress or (lambda *a, **k: None)
     start = time.time()
     timings = {}
@@ -181,10 +205,12 @@ def generate(setting, out_dir, *, m=None, n=None, num_train=None, num_val=None,
     staging = tempfile.mkdtemp(prefix=".tmp-make_data-", dir=out_dir)
     try:
         meta = _generate_into(staging, A, setting, config, sizes, seed, source, timings,
-                              compute_W, say, start)
+                              compute_W, say, start, request)
         names = sorted(os.listdir(staging))
         for name in sorted(names, key=lambda n: n == "meta.json"):
             os.replace(os.path.join(staging, name), os.path.join(out_dir, name))
+        if "W.npy" not in names and os.path.exists(os.path.join(out_dir, "W.npy")):
+            os.remove(os.path.join(out_dir, "W.npy"))     # another data set's W
     except olog.WriteError as err:      # name the file as the user knows it
         raise olog.WriteError(err.errno, err.strerror, os.path.join(
             out_dir, os.path.basename(err.filename or ""))) from None
@@ -194,7 +220,7 @@ def generate(setting, out_dir, *, m=None, n=None, num_train=None, num_val=None,
 
 
 def _generate_into(out_dir, A, setting, config, sizes, seed, source, timings, compute_W,
-                   say, start):
+                   say, start, request=None):
     olog.atomic_save_npy(os.path.join(out_dir, "A.npy"), A)
     W_info = None
     if compute_W:
@@ -221,6 +247,8 @@ def _generate_into(out_dir, A, setting, config, sizes, seed, source, timings, co
             "snr_db": config["snr_db"], "lam": config["lam"], "seed": seed,
             "source_of_A": source, "mutual_coherence": mutual_coherence(A),
             "W": W_info, "seconds": round(time.time() - start, 2), **timings}
+    if request is not None:
+        meta["request"] = dict(request)
     olog.atomic_write_json(os.path.join(out_dir, "meta.json"), meta)
     return meta
 
