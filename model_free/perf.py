@@ -11,7 +11,9 @@ model selection each beside its floor (the FLOP floor of the truncation at its s
 and at the 1024x1024 matmul rate, the forward-only compiled loop of the selection), and a
 profile of the truncation's parts.  :func:`benchmark_networks` (``--what=networks``): the step of
 ``run.nn_training`` on the MLPs and the ConvNet against ``keras.Model.fit`` with the same
-optimizer on the same network.
+optimizer on the same network.  :func:`benchmark_keras_fit` (``--what=keras_fit``): a
+learned optimizer under ``model.fit`` (``LearnedKerasOptimizer``) against the toolbox's own
+loop, same weights, minibatches and initial state: both loss curves and both step times.
 """
 import time
 

@@ -258,12 +258,7 @@ def plot_safeguard(curves, path, *, metric="nmse_db", rejected=None, title=None,
         axes[1][0].set_ylabel("rejected\nfraction")
         axes[1][0].set_ylim(-0.05, 1.05)
     axes[-1][0].set_xlabel("iteration")
-    fig.tight_layout()
-    try:
-        olog.atomic_write_with(path, lambda h: fig.savefig(h, format="png", dpi=110))
-    finally:
-        plt.close(fig)
-    return path
+    return _save_png(fig, path)
 
 
 def plot_matching_curves(curves, path, *, title=None, ylabel="loss", xlabel="step"):
@@ -292,6 +287,11 @@ def plot_matching_curves(curves, path, *, title=None, ylabel="loss", xlabel="ste
     axes[1].set_xlabel(xlabel)
     if title:
         axes[0].set_title(title, fontsize=10)
+    return _save_png(fig, path)
+
+
+def _save_png(fig, path):
+    """Lays out ``fig``, writes it to ``path`` as a PNG atomically and closes it."""
     fig.tight_layout()
     try:
         olog.atomic_write_with(path, lambda h: fig.savefig(h, format="png", dpi=110))

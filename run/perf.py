@@ -32,7 +32,8 @@ flags.DEFINE_enum("what", "all", ["model_based", "model_free", "training", "netw
                   "What to time (training: the progressive trainer, old vs new).")
 flags.DEFINE_list("sizes", ["quick", "paper"], "training: sizes (quick 64x128 T=8, paper "
                   "256x512 T=16).")
-flags.DEFINE_integer("measure_steps", 20, "training: steps timed per depth and stage.")
+flags.DEFINE_integer("measure_steps", 20, "training: steps timed per depth and stage; "
+                     "keras_fit: the steps of each curve.")
 flags.DEFINE_bool("old", True, "training: also time the previous trainer.")
 flags.DEFINE_string("models", None, "Comma-separated model names (model_based: default "
                     "all; training: default the classes that say perf_training, ALISTA, "
