@@ -41,4 +41,4 @@ for _name, _target, _info in (
 
 # each learned class becomes known to Keras's serialization once Keras is imported (this
 # package imports no TensorFlow), so a saved .keras file loads with keras.saving.load_model
-_registry.keras_serializable("learned")
+_registry.keras_serializable("learned", modules=("model_free.keras_optimizer",))

@@ -4,7 +4,7 @@
     model.compile(optimizer=opt, loss=...)
     model.fit(...)
     model.save("m.keras")                       # keras.saving.load_model("m.keras") after
-                                                # `import model_free.keras_optimizer`
+                                                # `import model_free`
 
 Each step applies the learned update of paper Section 4,
 ``theta_{t+1} = theta_t + learning_rate * d_t`` with ``d_t, state_{t+1} = l2o.update(g_t,

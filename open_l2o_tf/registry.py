@@ -124,14 +124,18 @@ def _keras_register(obj):
 
 
 _KERAS_KINDS = set()
+_KERAS_MODULES = []
 
 
-def keras_serializable(kind):
+def keras_serializable(kind, modules=()):
     """Every entry of ``kind`` (present and future) is imported and made known to Keras's
     serialization as soon as Keras is imported: now if it is, else right after the first
-    ``import keras`` (a post-import hook; the family itself stays free of TensorFlow)."""
+    ``import keras`` (a post-import hook; the family itself stays free of TensorFlow).
+    ``modules``: also import these (Keras classes that are no entry of a table, e.g. a
+    family's Keras optimizer)."""
     _check_kind(kind)
     _KERAS_KINDS.add(kind)
+    _KERAS_MODULES.extend(m for m in modules if m not in _KERAS_MODULES)
     if "keras" in sys.modules:
         _import_keras_kinds()
     elif not any(isinstance(f, _AfterKerasImport) for f in sys.meta_path):
@@ -141,6 +145,8 @@ def keras_serializable(kind):
 def _import_keras_kinds():
     for kind in sorted(_KERAS_KINDS):
         import_all(kind)
+    for module in _KERAS_MODULES:
+        importlib.import_module(module)
 
 
 class _AfterKerasImport(importlib.abc.MetaPathFinder):

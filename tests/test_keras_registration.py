@@ -2,7 +2,8 @@
 ``keras.saving.load_model`` once the families and the user's own module are imported,
 including a class a user registers with ``registry.register`` (a subclass of ``Lista``)
 and a learned optimizer (``import model_free`` imports no TensorFlow: its classes become
-known to Keras when Keras is imported); and the core never imports a family."""
+known to Keras when Keras is imported, with ``LearnedKerasOptimizer`` for a compiled
+model); and the core never imports a family."""
 import ast
 import importlib
 import os
@@ -38,12 +39,17 @@ assert type(model).__name__ == 'MyLista', type(model)
 out = model(np.load(folder + '/y.npy'))[-1].numpy()
 opt = keras.saving.load_model(folder + '/scale.keras')
 assert type(opt).__name__ == 'L2OScale', type(opt)
+compiled = keras.saving.load_model(folder + '/compiled.keras')
+assert type(compiled.optimizer).__name__ == 'LearnedKerasOptimizer', type(compiled.optimizer)
+assert type(compiled.optimizer.learned).__name__ == 'L2OScale'
 np.savez(folder + '/loaded.npz', out=out, w=opt.weights[0].numpy())
 """
 
 
 def test_user_registered_subclass_loads_with_plain_keras(tmp_path):
+    import keras
     from model_based.factory import build_model
+    from model_free.keras_optimizer import LearnedKerasOptimizer
     from model_free.scale import L2OScale
     (tmp_path / "my_lista_module.py").write_text(USER_MODULE)
     sys.path.insert(0, str(tmp_path))
@@ -62,6 +68,10 @@ def test_user_registered_subclass_loads_with_plain_keras(tmp_path):
     np.save(tmp_path / "y.npy", y)
     opt = L2OScale()
     opt.save(str(tmp_path / "scale.keras"))
+    net = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    net.compile(LearnedKerasOptimizer(L2OScale(), seed=[0, 1]), loss="mse")
+    net.fit(np.ones((4, 3), np.float32), np.ones((4, 2), np.float32), verbose=0)
+    net.save(str(tmp_path / "compiled.keras"))
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="3",
                PYTHONPATH=os.pathsep.join([ROOT, str(tmp_path)]))
     proc = subprocess.run([sys.executable, "-c", LOAD, str(tmp_path)], cwd=str(tmp_path),
