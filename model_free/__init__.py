@@ -14,6 +14,9 @@ meta-training recipe (``meta_training="module:function"``, else the class's
 ``run.nn_training``, ``swarm`` ``run.rastrigin``, ``twin`` ``run.minimax``) and
 ``paper`` / ``quick`` (the benchmark suites that run it) are read by the commands
 (:mod:`open_l2o_tf.registry`).  A new learned optimizer is one module plus one line here.
+After ``import model_free``, a ``.keras`` file of any learned optimizer (or of a model
+compiled with :class:`model_free.keras_optimizer.LearnedKerasOptimizer`) loads with plain
+``keras.saving.load_model``: the classes are imported when Keras is.
 """
 from open_l2o_tf import registry as _registry
 
@@ -35,3 +38,7 @@ for _name, _target, _info in (
         ("twin_l2o", "model_free.twin:TwinL2O", dict(interface="twin")),
 ):
     _registry.register("learned", _name, _target, **_info)
+
+# each learned class becomes known to Keras's serialization once Keras is imported (this
+# package imports no TensorFlow), so a saved .keras file loads with keras.saving.load_model
+_registry.keras_serializable("learned", modules=("model_free.keras_optimizer",))

@@ -11,7 +11,9 @@ model selection each beside its floor (the FLOP floor of the truncation at its s
 and at the 1024x1024 matmul rate, the forward-only compiled loop of the selection), and a
 profile of the truncation's parts.  :func:`benchmark_networks` (``--what=networks``): the step of
 ``run.nn_training`` on the MLPs and the ConvNet against ``keras.Model.fit`` with the same
-optimizer on the same network.
+optimizer on the same network.  :func:`benchmark_keras_fit` (``--what=keras_fit``): a
+learned optimizer under ``model.fit`` (``LearnedKerasOptimizer``) against the toolbox's own
+loop, same weights, minibatches and initial state: both loss curves and both step times.
 """
 import time
 
@@ -109,7 +111,8 @@ def _keras_network(problem):
     import keras  # pylint: disable=import-outside-toplevel
     layers = [keras.Input(tuple(problem.images.shape[1:]))]
     if isinstance(problem, MnistMLP):
-        layers += [keras.layers.Flatten(), keras.layers.Dense(20, problem.activation),
+        layers += [keras.layers.Flatten(),
+                   keras.layers.Dense(int(problem.shapes[0][1]), problem.activation),
                    keras.layers.Dense(10)]
     else:
         for filters, kernel in ((16, 3), (32, 5)):
@@ -124,8 +127,8 @@ def _keras_network(problem):
 
 def _keras_optimizer(name, learned):
     """``model.fit``'s optimizer for ``name``: the Keras classic one at lr 1e-3, or the
-    learned optimizer as a :class:`model_free.keras_optimizer.LearnedKerasOptimizer`;
-    None when it is not per-variable (L2O-Scale couples the tensors)."""
+    learned optimizer as a :class:`model_free.keras_optimizer.LearnedKerasOptimizer`
+    (L2O-Scale in its coupled form); None when it has no Keras form."""
     import keras  # pylint: disable=import-outside-toplevel
     from model_free.keras_optimizer import LearnedKerasOptimizer  # pylint: disable=import-outside-toplevel
     classic = {"sgd": keras.optimizers.SGD, "adam": keras.optimizers.Adam,
@@ -241,3 +244,137 @@ def benchmark_networks(data_dir=None, original_dir=None, problems=NETWORK_PROBLE
                          f"(xla {'on' if jit else 'off'})  model.fit({reference}) "
                          f"{row['fit_ms']:8.2f} ms/step  ratio {row['ratio']:.2f}")
     return rows
+
+
+# --- a learned optimizer under ``model.fit`` against the toolbox's own loop (Fig. 8) -------
+
+def keras_seed(seed):
+    """The stateless seed of the initial state's random draws (L2O-Scale's initial rates)
+    that the toolbox's runner uses for run ``seed`` with ``seeded_state=True``
+    (:func:`model_free.evaluation.make_runner`): pass it as
+    ``LearnedKerasOptimizer(..., seed=keras_seed(seed))`` to start from the same state."""
+    from model_free.evaluation import stateless_seed  # pylint: disable=import-outside-toplevel
+    return [int(v) for v in (stateless_seed(seed, 0) + [0, 3]).numpy()]
+
+
+def own_loop_curve(learned, problem, steps, seed=0, jit_compile=False):
+    """The toolbox's own loop of ``run.nn_training`` (Fig. 8) for run ``seed``: initial
+    weights ``problem.init_params([seed, 17])``, step t's gradient on minibatch
+    ``sample_batch([seed, t + 1])``, the loss of the new iterate on
+    ``sample_batch([seed + 7919, t + 1])``; the initial state seeded (:func:`keras_seed`).
+    Returns the ``(steps + 1,)`` loss curve."""
+    from model_free.evaluation import make_runner, stateless_seed  # pylint: disable=import-outside-toplevel
+    run = make_runner(learned, problem, steps, 1.0, jit_compile=jit_compile,
+                      seeded_state=True)
+    curve = run(problem.init_params([seed, 17]), {}, tf.constant(seed, tf.int32),
+                stateless_seed(seed, 0))
+    return curve.numpy()[:, 0]
+
+
+def fit_batches(problem, steps, seed=0):
+    """Images and labels of the toolbox's minibatches of run ``seed`` in step order (step
+    t's gradient minibatch ``sample_batch([seed, t + 1])``), for ``model.fit(...,
+    batch_size=problem.batch_size, shuffle=False)``."""
+    batches = [problem.sample_batch(tf.constant([seed, t + 1], tf.int32))
+               for t in range(steps)]
+    return (tf.concat([b["images"] for b in batches], 0).numpy(),
+            tf.concat([b["labels"] for b in batches], 0).numpy())
+
+
+def keras_model_of(problem, optimizer, seed=0):
+    """The Keras model of ``problem`` compiled with ``optimizer`` (mean softmax
+    cross-entropy), its trainable variables set to the toolbox's initial weights of run
+    ``seed``."""
+    import keras  # pylint: disable=import-outside-toplevel
+    model = _keras_network(problem)
+    for var, value in zip(model.trainable_variables, problem.init_params([seed, 17])):
+        if tuple(var.shape) != tuple(value.shape):
+            raise ValueError(f"Keras variable {var.path} {tuple(var.shape)} does not match "
+                             f"the optimizee's {tuple(value.shape)}")
+        var.assign(value)
+    model.compile(optimizer, keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
+
+
+def fit_curve(model, problem, steps, seed=0):
+    """``model.fit`` over the toolbox's minibatches of run ``seed``
+    (:func:`fit_batches`), the loss recorded as the toolbox's loop records it (the new
+    weights on ``sample_batch([seed + 7919, t + 1])`` after step t; the first value at the
+    initial weights on ``sample_batch(stateless_seed(seed, 0))``).  Returns the
+    ``(steps + 1,)`` curve."""
+    import keras  # pylint: disable=import-outside-toplevel
+    from model_free.evaluation import stateless_seed  # pylint: disable=import-outside-toplevel
+
+    @tf.function
+    def post_loss(params, t):
+        batch = problem.sample_batch(tf.stack([tf.constant(seed + 7919, tf.int32), t]))
+        return problem.instance_losses(params, {}, batch)[0]
+
+    def params():
+        return [tf.convert_to_tensor(v) for v in model.trainable_variables]
+
+    first = problem.instance_losses(params(), {},
+                                    problem.sample_batch(stateless_seed(seed, 0)))[0]
+    curve = [float(first)]
+
+    class Record(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            curve.append(float(post_loss(params(), tf.constant(batch + 1, tf.int32))))
+
+    x, y = fit_batches(problem, steps, seed)
+    model.fit(x, y, batch_size=problem.batch_size, epochs=1, shuffle=False, verbose=0,
+              callbacks=[Record()])
+    return np.array(curve)
+
+
+def benchmark_keras_fit(learned, problem, steps=500, seed=0, rounds=3, progress=print):
+    """A learned optimizer under ``model.fit`` (:class:`LearnedKerasOptimizer`) against the
+    toolbox's own loop on ``problem``, same initial weights, minibatches and initial state:
+    both loss curves (:func:`fit_curve`, :func:`own_loop_curve` without XLA, whose float
+    random draws differ from TensorFlow's) and both ms per step, measured in turn
+    ``rounds`` times in this process (medians): ``model.fit`` (no recording callback) and
+    the toolbox's loop as ``run.nn_training`` runs it (``meta_trainer.evaluate``, XLA as
+    ``use_xla``) and without XLA."""
+    from model_free import meta_trainer  # pylint: disable=import-outside-toplevel
+    from model_free.keras_optimizer import LearnedKerasOptimizer  # pylint: disable=import-outside-toplevel
+    from open_l2o_tf.optimizees import use_xla  # pylint: disable=import-outside-toplevel
+    own = own_loop_curve(learned, problem, steps, seed)
+    model = keras_model_of(problem, LearnedKerasOptimizer(learned, seed=keras_seed(seed)),
+                           seed)
+    fit = fit_curve(model, problem, steps, seed)
+    jit = use_xla(problem)
+    params = problem.init_params([seed, 17])
+    timed = keras_model_of(problem, LearnedKerasOptimizer(learned, seed=keras_seed(seed)),
+                           seed)
+    fit_timer = _KerasTimer(timed, problem, steps)
+    fit_timer.x, fit_timer.y = fit_batches(problem, steps, seed)
+
+    def loop(jit_compile):
+        start = time.perf_counter()
+        meta_trainer.evaluate(learned, problem, steps, {}, params, seed=seed,
+                              grad_scale=1.0, jit_compile=jit_compile)
+        return (time.perf_counter() - start) / steps
+
+    loop(jit)
+    loop(False)
+    fit_timer()
+    times = {"own": [], "own_nojit": [], "fit": []}
+    for _ in range(rounds):
+        times["own"].append(loop(jit))
+        times["own_nojit"].append(loop(False))
+        times["fit"].append(fit_timer())
+    row = dict(problem=problem.name, optimizer=type(learned).__name__, steps=steps,
+               seed=seed, own_curve=own.tolist(), fit_curve=fit.tolist(),
+               max_abs_diff=float(np.max(np.abs(own - fit))),
+               max_rel_diff=float(np.max(np.abs(own - fit) / np.abs(own))),
+               own_xla=jit, rounds=rounds,
+               **{f"{k}_ms": 1e3 * float(np.median(v)) for k, v in times.items()})
+    row["fit_over_own"] = row["fit_ms"] / row["own_ms"]
+    if progress:
+        progress(f"[perf] {problem.name} {row['optimizer']} {steps} steps: loss at step "
+                 f"{steps} own loop {own[-1]:.6f} model.fit {fit[-1]:.6f} (max |diff| "
+                 f"{row['max_abs_diff']:.2e}, relative {row['max_rel_diff']:.2e}); ms/step "
+                 f"own loop {row['own_ms']:.2f} (xla {'on' if jit else 'off'}), own loop "
+                 f"without xla {row['own_nojit_ms']:.2f}, model.fit {row['fit_ms']:.2f}; "
+                 f"model.fit / own {row['fit_over_own']:.2f}")
+    return row

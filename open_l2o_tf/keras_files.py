@@ -1,8 +1,8 @@
 """Which of our unrolled models a ``.keras`` file holds, read from the archive's
 ``config.json`` without TensorFlow (the command lines check ``--load`` before any work;
 :func:`model_based.factory.load_unrolled` then loads it), and :func:`save_model`, the
-atomic ``.keras`` save, and :func:`load_model`, which loads any of our ``.keras`` files (an
-unrolled model or a learned optimizer) in a fresh process."""
+atomic ``.keras`` save, and :func:`load_model`, which loads any registered entry's ``.keras``
+file (an unrolled model or a learned optimizer) once its family is imported."""
 from open_l2o_tf import registry
 from open_l2o_tf.errors import UserError
 
@@ -55,11 +55,18 @@ def save_model(model, path):
 def load_model(path, kinds=("model", "learned")):
     """``keras.saving.load_model(path)`` after importing every registered entry of
     ``kinds`` (:func:`open_l2o_tf.registry.import_all`), so each class's Keras registration
-    has run: a ``.keras`` file of any registered unrolled model or learned optimizer loads
-    in a fresh process with no import naming its module.  (Imports TensorFlow.)"""
+    has run.  The tables are filled by the families and modules imported before
+    (``model_based``, ``model_free``, a user's module): the core names none of them.  A
+    class nobody registered is one :class:`UserError`.  (Imports TensorFlow.)"""
     import keras  # pylint: disable=import-outside-toplevel
-    import model_based  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
-    import model_free  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
-    for kind in kinds:    # the families above (and --import modules) fill the tables
+    for kind in kinds:
         registry.import_all(kind)
-    return keras.saving.load_model(path)
+    try:
+        return keras.saving.load_model(path)
+    except TypeError as err:
+        if "Could not locate" not in str(err):
+            raise
+        saved = _saved_class(path)
+        raise UserError(f"{path} holds a Keras {saved} that no imported module registered; "
+                        "import the package that defines it first (model_based, "
+                        "model_free or your own module)") from None

@@ -258,6 +258,40 @@ def plot_safeguard(curves, path, *, metric="nmse_db", rejected=None, title=None,
         axes[1][0].set_ylabel("rejected\nfraction")
         axes[1][0].set_ylim(-0.05, 1.05)
     axes[-1][0].set_xlabel("iteration")
+    return _save_png(fig, path)
+
+
+def plot_matching_curves(curves, path, *, title=None, ylabel="loss", xlabel="step"):
+    """Two (or more) curves that should agree, e.g. a loss curve of two implementations:
+    the curves on top (the first solid, the others dashed) and, below, the absolute
+    difference of each other curve from the first (log axis; an exact zero is drawn at
+    the axis floor).  The PNG is written atomically; returns ``path``."""
+    labels = list(curves)
+    first = np.asarray(curves[labels[0]], np.float64)
+    fig, axes = plt.subplots(2, 1, figsize=(6.4, 5.2), sharex=True,
+                             gridspec_kw={"height_ratios": [3, 1.3]})
+    for k, label in enumerate(labels):
+        curve = np.asarray(curves[label], np.float64)
+        axes[0].plot(np.arange(len(curve)), curve, label=label,
+                     linestyle="-" if k == 0 else "--", linewidth=1.6 if k == 0 else 1.0)
+        if k:
+            diff = np.abs(curve - first)
+            floor = diff[diff > 0].min() / 10 if np.any(diff > 0) else 1e-12
+            axes[1].plot(np.arange(len(curve)), np.maximum(diff, floor), linewidth=0.8,
+                         label=f"|{label} - {labels[0]}|")
+    axes[0].set_ylabel(ylabel)
+    axes[0].legend(fontsize=8)
+    axes[1].set_yscale("log")
+    axes[1].set_ylabel("|difference|")
+    axes[1].legend(fontsize=7)
+    axes[1].set_xlabel(xlabel)
+    if title:
+        axes[0].set_title(title, fontsize=10)
+    return _save_png(fig, path)
+
+
+def _save_png(fig, path):
+    """Lays out ``fig``, writes it to ``path`` as a PNG atomically and closes it."""
     fig.tight_layout()
     try:
         olog.atomic_write_with(path, lambda h: fig.savefig(h, format="png", dpi=110))

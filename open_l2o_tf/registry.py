@@ -34,10 +34,21 @@ is free of import cost and of import cycles) or the object itself.  Keyword argu
   ``transform``: a classic learning-rate transform, :mod:`open_l2o_tf.classic.named`),
   documented where they are read.
 
+Keras serialization: a registered class is made known to Keras's serialization
+(``keras.saving.register_keras_serializable(package=<its module>)`` unless it is registered
+already), when it is registered as an object, when a ``"module:attribute"`` target is
+imported (:func:`get`), and for a whole kind with :func:`keras_serializable` (a family calls
+it on import: its classes become known as soon as Keras is imported), so a ``.keras`` file
+of any registered entry loads with plain ``keras.saving.load_model`` once the family (and
+the user's module) is imported.
+
 This module knows no family: it never names a model or optimizer module.
 """
 import contextlib
 import importlib
+import importlib.abc
+import importlib.util
+import sys
 
 from open_l2o_tf.errors import UserError
 
@@ -91,9 +102,94 @@ def register(kind, name, target, **info):
         return target            # the same target again, no info: a no-op (keeps the info)
     TABLES[kind][name] = spec
     _INFO[kind][name] = dict(info)
-    if obj is not None:
+    if obj is None:       # a module registering its own class by name: already defined?
+        module_name, attribute = spec.split(":")
+        obj = getattr(sys.modules.get(module_name), attribute, None) \
+            if "." not in attribute else None
+    else:
         _OBJECTS[kind][name] = obj
+    if obj is not None:
+        _keras_register(obj)
     return target
+
+
+def _keras_register(obj):
+    """Makes a Keras class known to Keras's serialization under ``<its module>>Name``
+    unless it is registered already (a subclass of a registered class is not: Keras keys
+    registrations by class).  Needs no import: a Keras class means Keras is loaded."""
+    keras = sys.modules.get("keras")
+    if keras is None or not isinstance(obj, type) or not hasattr(obj, "get_config"):
+        return
+    if ">" not in keras.saving.get_registered_name(obj):
+        keras.saving.register_keras_serializable(package=obj.__module__)(obj)
+
+
+_KERAS_KINDS = set()
+_KERAS_MODULES = []
+
+
+def keras_serializable(kind, modules=()):
+    """Every entry of ``kind`` (present and future) is imported and made known to Keras's
+    serialization as soon as Keras is imported: now if it is, else right after the first
+    ``import keras`` (a post-import hook; the family itself stays free of TensorFlow).
+    ``modules``: also import these (Keras classes that are no entry of a table, e.g. a
+    family's Keras optimizer)."""
+    _check_kind(kind)
+    _KERAS_KINDS.add(kind)
+    _KERAS_MODULES.extend(m for m in modules if m not in _KERAS_MODULES)
+    if "keras" in sys.modules:
+        _import_keras_kinds()
+    elif not any(isinstance(f, _AfterKerasImport) for f in sys.meta_path):
+        sys.meta_path.insert(0, _AfterKerasImport())
+
+
+def _import_keras_kinds():
+    for kind in sorted(_KERAS_KINDS):
+        import_all(kind)
+    for module in _KERAS_MODULES:
+        importlib.import_module(module)
+
+
+class _AfterKerasImport(importlib.abc.MetaPathFinder):
+    """Runs :func:`_import_keras_kinds` once ``keras`` and ``tensorflow`` have both
+    executed (they import each other: the outer one's end, so that neither is half
+    initialised when the classes' modules import them)."""
+
+    NAMES = ("keras", "tensorflow")
+
+    def find_spec(self, fullname, path, target=None):
+        del path, target
+        if fullname not in self.NAMES:
+            return None
+        position = sys.meta_path.index(self)
+        sys.meta_path.remove(self)
+        try:
+            spec = importlib.util.find_spec(fullname)
+        finally:
+            sys.meta_path.insert(position, self)
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        exec_module = spec.loader.exec_module
+
+        def exec_then_import(module):
+            exec_module(module)
+            others = [sys.modules.get(n) for n in self.NAMES if n != fullname]
+            if "keras" not in sys.modules or any(
+                    getattr(getattr(m, "__spec__", None), "_initializing", False)
+                    for m in others if m is not None):
+                return             # the other one is still executing: at its end
+            if self in sys.meta_path:
+                sys.meta_path.remove(self)
+            try:
+                _import_keras_kinds()
+            except Exception as err:  # pylint: disable=broad-except
+                import warnings  # pylint: disable=import-outside-toplevel
+                warnings.warn(f"open_l2o_tf.registry: importing the registered Keras "
+                              f"classes failed ({type(err).__name__}: {err}); their .keras "
+                              "files load after importing their modules")
+
+        spec.loader.exec_module = exec_then_import
+        return spec
 
 
 def _check_info(kind, name, info):
@@ -131,6 +227,7 @@ def get(kind, name):
     obj = importlib.import_module(module_name)
     for part in attribute.split("."):
         obj = getattr(obj, part)
+    _keras_register(obj)
     return obj
 
 

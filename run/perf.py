@@ -6,6 +6,12 @@
 the same optimizer on the same network, measured in turn in one process (the learned ones
 with the original's weights from ``--original_dir`` where a file exists).
 
+``--what=keras_fit`` runs a learned optimizer (``--fit_optimizer``, weights from ``--load``,
+else freshly initialised) under ``keras.Model.fit`` as a ``LearnedKerasOptimizer`` and in
+``run.nn_training``'s own loop on ``--fit_problem`` for ``--measure_steps`` steps (same
+initial weights, minibatches and initial state): both loss curves (``--plot``: a PNG of
+them) and both ms per step, measured in turn in one process.
+
 ``--what=training`` times the progressive trainer's real training step (the previous
 one-call-per-step trainer and the compiled-epoch trainer with the stage-1 cache, in the
 same run) at the quick and paper sizes (``--sizes``) and extrapolates a whole Figure 5 cell
@@ -21,11 +27,13 @@ from open_l2o_tf import logging as olog
 from open_l2o_tf.errors import UserError
 from . import common
 
-flags.DEFINE_enum("what", "all", ["model_based", "model_free", "training", "networks", "all"],
+flags.DEFINE_enum("what", "all", ["model_based", "model_free", "training", "networks",
+                                  "keras_fit", "all"],
                   "What to time (training: the progressive trainer, old vs new).")
 flags.DEFINE_list("sizes", ["quick", "paper"], "training: sizes (quick 64x128 T=8, paper "
                   "256x512 T=16).")
-flags.DEFINE_integer("measure_steps", 20, "training: steps timed per depth and stage.")
+flags.DEFINE_integer("measure_steps", 20, "training: steps timed per depth and stage; "
+                     "keras_fit: the steps of each curve.")
 flags.DEFINE_bool("old", True, "training: also time the previous trainer.")
 flags.DEFINE_string("models", None, "Comma-separated model names (model_based: default "
                     "all; training: default the classes that say perf_training, ALISTA, "
@@ -42,6 +50,18 @@ flags.DEFINE_list("optimizers", ["sgd", "adam", "rmsprop", "l2o_dm", "l2o_rnnpro
 flags.DEFINE_string("original_dir", None, "networks: folder with the original Open-L2O "
                     "files (dm.cw.l2l-0, rnnprop.rp.l2l-0, dm_cl_il.cw.l2l-0); else the "
                     "learned optimizers are freshly initialised (same cost).")
+flags.DEFINE_enum("fit_optimizer", "l2o_scale", ["l2o_dm", "l2o_rnnprop", "l2o_enhanced",
+                                                 "l2o_scale"],
+                  "keras_fit: the learned optimizer.")
+flags.DEFINE_enum("fit_problem", "mnist_mlp_relu", ["mnist_mlp_sigmoid", "mnist_mlp_relu",
+                                                   "mnist_conv"],
+                  "keras_fit: the network (MNIST test split as run.nn_training's learned "
+                  "optimizers, from --mnist_dir or $OPEN_L2O_DATA_DIR/mnist).")
+flags.DEFINE_string("load", None, "keras_fit: the learned optimizer's weights (our .npz or "
+                    "an original Open-L2O file); default freshly initialised.")
+flags.DEFINE_integer("fit_seed", 0, "keras_fit: the run seed (initial weights, minibatches, "
+                     "initial state).", lower_bound=0)
+flags.DEFINE_string("plot", None, "keras_fit: also write a PNG of both loss curves here.")
 flags.DEFINE_string("out", None, "Also write the figures to this JSON file.")
 FLAGS = flags.FLAGS
 
@@ -50,6 +70,13 @@ def validate():
     """Before minutes of measuring: the model names and that --out can be written."""
     if FLAGS.out is not None:
         common.check_writable_file(FLAGS.out, "--out")
+    if FLAGS.plot is not None:
+        common.check_writable_file(FLAGS.plot, "--plot")
+    if FLAGS.load is not None:
+        if FLAGS.what != "keras_fit":
+            raise UserError(f"--load applies to --what=keras_fit, not --what={FLAGS.what}")
+        import model_free  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+        common.check_load_flag(FLAGS.load, FLAGS.fit_optimizer)
     if FLAGS.models:
         from open_l2o_tf import registry  # pylint: disable=import-outside-toplevel
         with registry.deferred_imports():   # the model names; TensorFlow after the checks
@@ -102,11 +129,37 @@ def main(argv):
         report["networks"] = benchmark_networks(FLAGS.mnist_dir, FLAGS.original_dir,
                                                 FLAGS.networks, FLAGS.optimizers,
                                                 FLAGS.measure_steps)
+    if FLAGS.what == "keras_fit":
+        report["keras_fit"] = _keras_fit()
     if FLAGS.what in ("model_free", "all"):
         from model_free.perf import benchmark_model_free  # pylint: disable=import-outside-toplevel
         report["model_free"] = benchmark_model_free(FLAGS.mnist_dir)
     if FLAGS.out:
         olog.atomic_write_json(FLAGS.out, report)
+
+
+def _keras_fit():
+    import model_free  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+    from model_free import pretrained  # pylint: disable=import-outside-toplevel
+    from model_free.perf import benchmark_keras_fit  # pylint: disable=import-outside-toplevel
+    from model_free.training import build_optimizer  # pylint: disable=import-outside-toplevel
+    from open_l2o_tf.optimizees import make_optimizee  # pylint: disable=import-outside-toplevel
+    from open_l2o_tf.plotting import plot_matching_curves  # pylint: disable=import-outside-toplevel
+    name = FLAGS.fit_optimizer
+    if FLAGS.load:
+        learned = pretrained.load_optimizer(FLAGS.load, expected=name)[1]
+    else:
+        learned = build_optimizer(name, synthetic=False)
+    # the MNIST test split, as run.nn_training trains a network with a learned optimizer
+    problem = make_optimizee(FLAGS.fit_problem, data_dir=FLAGS.mnist_dir, split="test")
+    row = benchmark_keras_fit(learned, problem, FLAGS.measure_steps, seed=FLAGS.fit_seed)
+    row["weights"] = FLAGS.load or "fresh"
+    if FLAGS.plot:
+        plot_matching_curves(
+            {"toolbox loop": row["own_curve"], "model.fit": row["fit_curve"]}, FLAGS.plot,
+            title=f"{name} on {FLAGS.fit_problem}: ms/step own {row['own_ms']:.1f}, "
+                  f"model.fit {row['fit_ms']:.1f}", ylabel="loss (new iterate, fresh batch)")
+    return row
 
 
 if __name__ == "__main__":

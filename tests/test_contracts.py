@@ -323,6 +323,7 @@ def test_every_unrolled_model_round_trips_in_a_fresh_process(tmp_path):
 
 LOAD_UPDATE_RULES = """
 import importlib, sys, numpy as np, tensorflow as tf
+import model_free                 # the family registers its classes (the core names none)
 from open_l2o_tf import keras_files
 folder, names, modules = sys.argv[1], sys.argv[2].split(','), sys.argv[3:]
 for module in modules:            # entries registered outside model_free (test-only)
@@ -342,8 +343,8 @@ np.savez(folder + '/loaded.npz', **out)
 
 def test_every_update_rule_round_trips_in_a_fresh_process(tmp_path):
     """Saved as ``.keras``, every learned update rule loads in a fresh process through
-    ``open_l2o_tf.keras_files.load_model`` (which imports every registered class; an entry
-    outside ``model_free`` after importing its module) with equal weights and steps shaped
+    ``open_l2o_tf.keras_files.load_model`` after ``import model_free`` (which imports every
+    registered class; an entry outside ``model_free`` after importing its module) with equal weights and steps shaped
     like the parameters (L2O-Scale's steps are random: its fresh offsets)."""
     from model_free.training import build_optimizer
     rng = np.random.default_rng(0)

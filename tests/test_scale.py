@@ -80,13 +80,6 @@ def test_instances_do_not_interact():
             assert not np.allclose(a[1], b[1])
 
 
-def test_keras_wrapper_refuses_the_hierarchical_optimizer():
-    from model_free.keras_optimizer import LearnedKerasOptimizer
-    from open_l2o_tf.errors import UserError
-    with pytest.raises(UserError, match="couples tensors"):
-        LearnedKerasOptimizer(L2OScale())
-
-
 def test_save_and_load(tmp_path):
     opt = L2OScale(batched_instances=True, faithful_global=True)
     for v in opt.trainable_variables:
