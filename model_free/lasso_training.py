@@ -34,7 +34,7 @@ def train_and_run(name, data_dir, A, y, lam, iterations, *, workdir, preset, see
         seed=seed, progress=progress, horizons=(100, 200) if preset == "quick" else None,
         selection=selection, strategy=strategy, budget=budget,
         meta_lr=meta_lr or (budget.meta_lr if budget else None),
-        deterministic=deterministic)
+        deterministic=deterministic, original_problem="lasso")
     test = {"y": tf.constant(y)}
     x0 = [tf.zeros([y.shape[0], A.shape[1]])]
     curve = meta_trainer.evaluate(opt, family, iterations, test, x0, seed=seed,

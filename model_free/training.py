@@ -74,15 +74,20 @@ def meta_train_or_load(name, optimizee, *, synthetic, workdir, episodes, unroll=
                        truncation=20, load=None, tb=None, seed=0, progress=print,
                        horizons=None, random_scale=None, meta_lr=None,
                        selection="last_truncation", strategy=None, budget=None,
-                       deterministic=None):
+                       deterministic=None, original_problem=None):
     """Returns ``(optimizer, info)`` with ``train_seconds`` and ``train_steps``; the
     optimizer's recipe (its class's ``meta_training``, with ``meta_lr``) plus this run's
     settings (:class:`model_free.recipe.MetaRecipe`); ``strategy``: a ``tf.distribute``
     strategy or None, ``deterministic``: Grappler off (None: the device's default); ``budget``: the paper preset's
     :class:`open_l2o_tf.budgets.Budget` (model-selection period and count; ``episodes``,
-    ``unroll`` and ``meta_lr`` are passed by the caller)."""
+    ``unroll`` and ``meta_lr`` are passed by the caller); ``original_problem``: the
+    original's ``util.get_config`` problem of this command (default ``rastrigin`` when
+    ``synthetic`` else ``mnist``), whose output scale a loaded original file gets
+    (:func:`model_free.pretrained.load_optimizer`)."""
     if load:
-        loaded_name, opt = pretrained.load_optimizer(load, expected=name)
+        loaded_name, opt = pretrained.load_optimizer(
+            load, expected=name,
+            problem=original_problem or ("rastrigin" if synthetic else "mnist"))
         progress(f"[meta] loaded {loaded_name} from {load}")
         return opt, {"train_seconds": 0.0, "train_steps": 0, "loaded": load}
     opt = build_optimizer(name, synthetic)

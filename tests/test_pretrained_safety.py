@@ -197,3 +197,72 @@ def test_convert_original_round_trip(tmp_path, shared_data_dir):
     with pytest.raises(UserError, match="holds l2o_rnnprop weights, but "
                                         "--optimizer=l2o_scale"):
         pretrained.load_optimizer(str(out), expected="l2o_scale")
+
+
+def _original_dm(preprocess, flat=False, seed=0):
+    """An L2O-DM weights dict laid out as the original's ``networks.save`` writes it
+    (``{module: {var: float32}}``), or flat ``{"module/var": float32}`` (``flat``)."""
+    rng = np.random.default_rng(seed)
+    width = 2 if preprocess == "log_and_sign" else 1
+    shapes = {"lstm_1": {"w_gates": (width + 20, 80), "b_gates": (80,)},
+              "lstm_2": {"w_gates": (40, 80), "b_gates": (80,)},
+              "linear": {"w": (20, 1), "b": (1,)}}
+    nested = {m: {v: rng.normal(size=s).astype(np.float32) for v, s in d.items()}
+              for m, d in shapes.items()}
+    if flat:
+        return {f"{m}/{v}": a for m, d in nested.items() for v, a in d.items()}
+    return nested
+
+
+def test_original_dm_gets_the_original_configuration_of_its_problem(tmp_path):
+    """util.get_config: an L2O-DM on raw gradients (rastrigin, lasso, ...) has output scale
+    1.0, on LogAndSign (mnist, ...) 0.01; without a problem every file keeps 0.01."""
+    raw = tmp_path / "ras.cw.l2l-0"
+    raw.write_bytes(pickle.dumps(_original_dm("identity"), protocol=3))
+    las = tmp_path / "mnist.cw.l2l-0"
+    las.write_bytes(pickle.dumps(_original_dm("log_and_sign"), protocol=3))
+    for problem in ("rastrigin", "lasso"):
+        name, opt = pretrained.load_original(str(raw), problem=problem)
+        assert (name, opt.preprocess, opt.output_scale) == ("l2o_dm", "identity", 1.0)
+    _, opt = pretrained.load_original(str(las), problem="mnist")
+    assert (opt.preprocess, opt.output_scale) == ("log_and_sign", 0.01)
+    assert pretrained.load_original(str(raw))[1].output_scale == 0.01        # legacy default
+    with pytest.raises(UserError, match="rastrigin"):
+        pretrained.load_original(str(raw), problem="mnist")
+    # a command's --load: the problem's scale where the file fits it, else the legacy one
+    assert pretrained.load_optimizer(str(raw), problem="rastrigin")[1].output_scale == 1.0
+    assert pretrained.load_optimizer(str(las), problem="rastrigin")[1].output_scale == 0.01
+
+
+def test_convert_original_problem_flag(tmp_path):
+    raw = tmp_path / "ras.cw.l2l-0"
+    raw.write_bytes(pickle.dumps(_original_dm("identity"), protocol=3))
+    out = tmp_path / "ras.npz"
+    proc = subprocess.run([sys.executable, "-m", "run.convert_original", "--problem=rastrigin",
+                           str(raw), str(out)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "output scale 1, problem rastrigin" in proc.stdout and "note:" not in proc.stdout
+    opt = pretrained.load_optimizer(str(out))[1]
+    assert (opt.preprocess, opt.output_scale) == ("identity", 1.0)
+    # without --problem: 0.01 as before, with a note naming the flag
+    name, legacy = pretrained.load_original(str(raw))
+    assert "--problem=rastrigin" in pretrained.original_note(name, legacy, None)
+    assert pretrained.original_note(name, opt, "rastrigin") is None
+
+
+def test_flat_name_to_array_pickle_loads(tmp_path):
+    """A flat ``{"lstm_1/w_gates": array, ...}`` pickle (the layout the data README
+    describes) loads as the nested one does (it was an AttributeError)."""
+    nested, flat = tmp_path / "nested.cw.l2l-0", tmp_path / "flat.cw.l2l-0"
+    nested.write_bytes(pickle.dumps(_original_dm("log_and_sign"), protocol=3))
+    flat.write_bytes(pickle.dumps(_original_dm("log_and_sign", flat=True), protocol=3))
+    assert pretrained.peek_kind(str(flat)) == "l2o_dm"
+    _, a = pretrained.load_original(str(nested))
+    _, b = pretrained.load_original(str(flat))
+    for x, y in zip(a.get_weights(), b.get_weights()):
+        np.testing.assert_array_equal(x, y)
+    odd = tmp_path / "odd.cw.l2l-0"
+    odd.write_bytes(pickle.dumps({"w": np.zeros(3, np.float32)}, protocol=3))
+    with pytest.raises(UserError, match="neither an L2O-DM nor an L2O-RNNprop"):
+        pretrained.load_original(str(odd))
