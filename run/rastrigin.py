@@ -250,7 +250,7 @@ def main(argv):
     budget = budgets.paper_budget("rastrigin", name) if FLAGS.preset == "paper" else None
     episodes = common.preset_value(FLAGS.preset, budget and budget.episodes, 60,
                                    FLAGS.meta_episodes)
-    selection = common.preset_value(FLAGS.preset, "last_truncation", "horizon_mean",
+    selection = common.preset_value(FLAGS.preset, "original", "horizon_mean",
                                     FLAGS.model_selection)
     unroll = FLAGS.unroll or (budget.unroll if budget else UNROLL)
     start = time.time()
