@@ -7,8 +7,9 @@ opcodes (``pickletools.genops`` decodes them without executing anything) and und
 only the shapes those files use -- nested dicts with ``str`` keys (plain, ``defaultdict``
 of dill's ``_load_type('dict')``), and numpy arrays pickled the usual way
 (``_reconstruct(ndarray, (0,), b'b')`` followed by ``__setstate__((1, shape, dtype,
-fortran, raw bytes))``) whose dtype is one of a short list of numeric dtypes with default
-flags.  Everything is kept as inert records (shape, dtype name, the raw bytes); sizes
+fortran, raw bytes))``, or the two in one call of a current dill's ``_create_array``,
+which the original code writes today) whose dtype is one of a short list of numeric dtypes
+with default flags.  Everything is kept as inert records (shape, dtype name, the raw bytes); sizes
 (elements x itemsize == bytes present, a total cap) and nesting depth are checked, cycles
 refused, and only then are arrays built with ``np.frombuffer``.  No Python or numpy object
 is constructed from the file's instructions, so a hostile file can neither run code nor
@@ -37,7 +38,7 @@ MAX_DEPTH = 8                  # dict nesting
 _ALLOWED_GLOBALS = {("collections", "defaultdict"), ("collections", "OrderedDict"),
                     ("builtins", "dict"), ("numpy", "ndarray"), ("numpy", "dtype"),
                     ("dill._dill", "_load_type"), ("dill._dill", "_import_module"),
-                    ("dill._dill", "_get_attr")}
+                    ("dill._dill", "_get_attr"), ("dill._dill", "_create_array")}
 _ALLOWED_GLOBALS |= {(module, "_reconstruct") for module in _NUMPY_MODULES}
 
 
@@ -98,6 +99,14 @@ def _short(value):
     return type(value).__name__.lstrip("_")
 
 
+def _is_reconstruct(func):
+    """Whether ``func`` (a record of the file) is numpy's ``_reconstruct`` (a global of a
+    numpy module, or dill's ``_get_attr`` of one)."""
+    return ((isinstance(func, _Global) and func.key[1] == "_reconstruct"
+             and func.key[0] in _NUMPY_MODULES)
+            or (isinstance(func, _Token) and func.kind == "reconstruct"))
+
+
 def _reduce(func, args):
     if not isinstance(args, tuple):
         raise _Refused("REDUCE without an argument tuple")
@@ -130,6 +139,15 @@ def _reduce(func, args):
                 or not isinstance(args[2], (bytes, str)) or args[2] not in (b"b", "b")):
             raise _Refused("refused array reconstruction arguments")
         return _Array()
+    if key == ("dill._dill", "_create_array"):
+        # a current dill's plain ndarray: _create_array(_reconstruct, (ndarray, (0,), b'b'),
+        # state, None), i.e. _reconstruct(*args).__setstate__(state): the same checks as
+        # the two steps pickled apart; no __dict__ (npdict) and no other callable
+        if (len(args) not in (3, 4) or (len(args) == 4 and args[3] is not None)
+                or not isinstance(args[1], tuple) or not _is_reconstruct(args[0])):
+            raise _Refused("refused dill array arguments (only _reconstruct of a plain "
+                           "ndarray, no __dict__)")
+        return _build(_reduce(args[0], args[1]), args[2])
     if key == ("numpy", "dtype"):
         if (len(args) != 3 or not isinstance(args[0], str)
                 or not all(isinstance(a, (int, bool)) for a in args[1:])

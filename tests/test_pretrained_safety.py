@@ -266,3 +266,70 @@ def test_flat_name_to_array_pickle_loads(tmp_path):
     odd.write_bytes(pickle.dumps({"w": np.zeros(3, np.float32)}, protocol=3))
     with pytest.raises(UserError, match="neither an L2O-DM nor an L2O-RNNprop"):
         pretrained.load_original(str(odd))
+
+
+# ``dill.dumps(defaultdict(dict, linear={"w": np.arange(3, dtype=np.float32)}))`` by dill
+# 0.4.1 / numpy 2.4 (what the original's networks.save writes today): each array is ONE
+# call of dill._dill._create_array(_reconstruct, (ndarray, (0,), b"b"), state, None)
+DILL_041_FILE = bytes.fromhex(
+    "80049506010000000000008c0b636f6c6c656374696f6e73948c0b64656661756c74646963749493"
+    "948c0a64696c6c2e5f64696c6c948c0a5f6c6f61645f747970659493948c04646963749485945294"
+    "859452948c066c696e656172947d948c01779468038c0d5f6372656174655f617272617994939428"
+    "8c166e756d70792e5f636f72652e6d756c74696172726179948c0c5f7265636f6e73747275637494"
+    "93948c056e756d7079948c076e6461727261799493944b008594430162948794284b014b03859468"
+    "138c0564747970659493948c02663494898887945294284b038c013c944e4e4e4affffffff4affff"
+    "ffff4b0074946289430c000000000000803f000000409474944e7494529473732e")
+
+
+def _create_array_ops(reconstruct, state_ops, npdict=b"N"):
+    """A hand-made ``_create_array`` call (protocol 3 opcodes) as a current dill writes it."""
+    return (_g("dill._dill", "_create_array")
+            + _tuple(reconstruct, _tuple(_g("numpy", "ndarray"), _tuple(_i(0)), b"C\x01b"),
+                     state_ops, npdict) + b"R")
+
+
+def _array_state(dtype="f4", shape=(2,), data=None):
+    if data is None:
+        data = np.arange(int(np.prod(shape)), dtype=dtype).tobytes()
+    dtype_ops = (_g("numpy", "dtype") + _tuple(_s(dtype), _i(0), _i(1)) + b"R"
+                 + _tuple(_i(3), _s("<"), b"N", b"N", b"N", _i(-1), _i(-1), _i(0)) + b"b")
+    return _tuple(_i(1), _tuple(*[_i(d) for d in shape]), dtype_ops, b"\x89", _b(data))
+
+
+def test_a_file_written_by_current_dill_loads(tmp_path):
+    """The original code run today (dill 0.4) pickles arrays through
+    dill._dill._create_array; that one reconstructor is read, for plain numeric arrays."""
+    path = tmp_path / "dill.cw.l2l-0"
+    path.write_bytes(DILL_041_FILE)
+    weights = pretrained.safe_load_pickle(str(path))
+    np.testing.assert_array_equal(weights["linear"]["w"], np.arange(3, dtype=np.float32))
+    reconstruct = _g("numpy._core.multiarray", "_reconstruct")
+    path.write_bytes(_weights(_create_array_ops(reconstruct, _array_state("f8", (2, 2)))))
+    assert pretrained.safe_load_pickle(str(path))["lstm_1"]["w_gates"].shape == (2, 2)
+    try:
+        import dill  # pylint: disable=import-outside-toplevel
+    except ImportError:
+        return
+    path.write_bytes(dill.dumps({"lstm_1": {"w_gates": np.ones((3, 4), np.float32)}}))
+    np.testing.assert_array_equal(pretrained.safe_load_pickle(str(path))["lstm_1"]["w_gates"],
+                                  np.ones((3, 4), np.float32))
+
+
+@pytest.mark.parametrize("case", ["object_dtype", "npdict", "other_callable", "bad_state",
+                                  "extra_argument"])
+def test_create_array_refuses_anything_but_a_plain_numeric_array(tmp_path, case):
+    reconstruct = _g("numpy._core.multiarray", "_reconstruct")
+    ops = {
+        "object_dtype": _create_array_ops(reconstruct, _array_state("O8", (1,), b"A" * 8)),
+        "npdict": _create_array_ops(reconstruct, _array_state(),
+                                    b"}(" + _s("__class__") + _s("x") + b"u"),
+        "other_callable": _create_array_ops(_g("posix", "system"), _array_state()),
+        "bad_state": _create_array_ops(reconstruct, _tuple(_i(1), _tuple(_i(4)))),
+        "extra_argument": (_g("dill._dill", "_create_array") + _tuple(
+            reconstruct, _tuple(_g("numpy", "ndarray"), _tuple(_i(0)), b"C\x01b"),
+            _array_state(), b"N", b"N") + b"R"),
+    }[case]
+    path = tmp_path / f"{case}.cw.l2l-0"
+    path.write_bytes(_weights(ops))
+    with pytest.raises(UserError, match="refus"):
+        pretrained.safe_load_pickle(str(path))
