@@ -408,12 +408,12 @@ def load_original(path, output_scale=None, problem=None, strict=True):
             wanted, scale = ORIGINAL_DM_CONFIGS[problem]
             if wanted != preprocess:
                 if strict:
+                    fits = [p for p, c in ORIGINAL_DM_CONFIGS.items() if c[0] == preprocess]
                     raise UserError(
                         f"{path}: an L2O-DM with {_PREPROCESS_TEXT[preprocess]}, but the "
                         f"original's {problem!r} uses {_PREPROCESS_TEXT[wanted]}; pass the "
-                        f"problem the file was trained for (" + ", ".join(
-                            p for p, c in ORIGINAL_DM_CONFIGS.items() if c[0] == preprocess)
-                        + ")")
+                        f"problem the file was trained for: --problem={fits[0]} (or "
+                        f"{', '.join(fits[1:])})")
                 scale = LEGACY_OUTPUT_SCALE
         opt = L2ODM(preprocess=preprocess,
                     output_scale=LEGACY_OUTPUT_SCALE if scale is None else scale)
