@@ -162,8 +162,8 @@ def main(argv):
             horizons=(100, 200) if FLAGS.preset == "quick" else None, budget=budget,
             random_scale=FLAGS.random_scale,
             meta_lr=common.meta_lr(budget),
-            selection=common.preset_value(FLAGS.preset, "original", "horizon_mean",
-                                          FLAGS.model_selection), strategy=common.strategy(),
+            selection=FLAGS.model_selection or training.default_selection(FLAGS.preset),
+            strategy=common.strategy(),
             deterministic=common.deterministic())
     progress = olog.Progress(f"nn_training {name} {FLAGS.problem}", runs)
     jit = use_xla(problem)      # not for the convnets on a CPU (XLA's convolutions)
