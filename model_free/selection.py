@@ -36,10 +36,10 @@ from model_free.recipe import compiles
 class ModelSelection:
     """``score(horizon, instances, draw)`` on ``recipe.eval_instances`` held-out problems
     (one compiled call per horizon and number of problems; ``draw``: the evaluation's
-    episode, which picks the fresh problems of ``"original"``).  The per-instance runner is XLA-compiled
-    only where :func:`model_free.recipe.compiles` says (L2O-Scale on the MNIST MLP: 2.1x
-    faster); otherwise not (measured slower for the LSTM optimizers, CPU 25x50 Lasso 50 s
-    vs 15 s)."""
+    episode, which picks the fresh problems of ``"original"``).  The per-instance runner is
+    XLA-compiled only where :func:`model_free.recipe.compiles` says (L2O-Scale on the MNIST
+    MLP: 2.1x faster); otherwise not (measured slower for the LSTM optimizers, CPU 25x50
+    Lasso 50 s vs 15 s)."""
 
     def __init__(self, opt, optimizee, recipe):
         self.opt, self.optimizee = opt, optimizee
