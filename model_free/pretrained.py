@@ -9,12 +9,14 @@ of dill's ``_load_type('dict')``), and numpy arrays pickled the usual way
 (``_reconstruct(ndarray, (0,), b'b')`` followed by ``__setstate__((1, shape, dtype,
 fortran, raw bytes))``, or the two in one call of a current dill's ``_create_array``,
 which the original code writes today) whose dtype is one of a short list of numeric dtypes
-with default flags.  Everything is kept as inert records (shape, dtype name, the raw bytes); sizes
-(elements x itemsize == bytes present, a total cap) and nesting depth are checked, cycles
-refused, and only then are arrays built with ``np.frombuffer``.  No Python or numpy object
+with default flags.  Everything is kept as inert records (shape, dtype name, the raw
+bytes); sizes (elements x itemsize == bytes present, a total cap) and nesting depth are
+checked, cycles refused, and only then are arrays built with ``np.frombuffer``.  No Python or numpy object
 is constructed from the file's instructions, so a hostile file can neither run code nor
-make numpy dereference forged pointers.  ``python -m run.convert_original IN OUT.npz``
-converts an original file once into our ``.npz`` format.
+make numpy dereference forged pointers.  A flat ``{"module/var": array}`` dict is read
+as the nested one.  ``python -m run.convert_original [--problem=P] IN OUT.npz`` converts an
+original file once into our ``.npz`` format, with the original's configuration of the
+problem it was trained for (:func:`load_original`).
 
 Our own optimizers are saved as ``.npz`` weights + a JSON config (:func:`save_optimizer`),
 written atomically and read back with ``allow_pickle=False``.
