@@ -14,9 +14,9 @@ bytes); sizes (elements x itemsize == bytes present, a total cap) and nesting de
 checked, cycles refused, and only then are arrays built with ``np.frombuffer``.  No Python
 or numpy object is constructed from the file's instructions, so a hostile file can neither
 run code nor make numpy dereference forged pointers.  A flat ``{"module/var": array}``
-dict is read as the nested one.  ``python -m run.convert_original [--problem=P] IN OUT.npz`` converts an
-original file once into our ``.npz`` format, with the original's configuration of the
-problem it was trained for (:func:`load_original`).
+dict is read as the nested one.  ``python -m run.convert_original [--problem=P] IN
+OUT.npz`` converts an original file once into our ``.npz`` format, with the original's
+configuration of the problem it was trained for (:func:`load_original`).
 
 Our own optimizers are saved as ``.npz`` weights + a JSON config (:func:`save_optimizer`),
 written atomically and read back with ``allow_pickle=False``.
