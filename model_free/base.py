@@ -69,7 +69,7 @@ class LearnedOptimizer(keras.Model):
     :meth:`for_problem` builds it for a problem family, :meth:`meta_training` is its
     meta-training recipe, ``original_selection`` is the ``(evaluation period in episodes,
     evaluation problems)`` of the original's model selection
-    (``--model_selection=last_truncation``).
+    (``--model_selection=original`` and ``last_truncation``).
     """
 
     original_selection = (100, 20)

@@ -27,14 +27,14 @@ def train_and_run(name, data_dir, A, y, lam, iterations, *, workdir, preset, see
     family = Lasso.from_data(train.A, train.y, lam=lam, batch_size=128)
     budget = None if preset == "quick" else budgets.paper_budget("lasso", name)
     episodes = meta_episodes or (budget.episodes if budget else 40)
-    selection = selection or ("horizon_mean" if preset == "quick" else "last_truncation")
+    selection = selection or training.default_selection(preset)
     opt, info = training.meta_train_or_load(
         name, family, synthetic=True, workdir=workdir, episodes=episodes,
         unroll=unroll or (budget.unroll if budget else 100), load=load, tb=tb,
         seed=seed, progress=progress, horizons=(100, 200) if preset == "quick" else None,
         selection=selection, strategy=strategy, budget=budget,
         meta_lr=meta_lr or (budget.meta_lr if budget else None),
-        deterministic=deterministic)
+        deterministic=deterministic, original_problem="lasso")
     test = {"y": tf.constant(y)}
     x0 = [tf.zeros([y.shape[0], A.shape[1]])]
     curve = meta_trainer.evaluate(opt, family, iterations, test, x0, seed=seed,

@@ -12,7 +12,8 @@ The settings are one :class:`model_free.recipe.MetaRecipe`.  The parts, each wit
 interface: the truncations (:class:`model_free.truncation.Truncations`), the optimizer state
 carried across episodes (:class:`model_free.carry.CarriedState`, ``carry_state``), model
 selection (:class:`model_free.selection.ModelSelection`: every ``eval_every`` episodes on
-``eval_instances`` fixed held-out instances, the best weights kept and saved), the
+``eval_instances`` held-out problems, fresh ones at each evaluation as the original or fixed
+ones, the best weights kept and saved), the
 curriculum of horizons (:mod:`model_free.curriculum`, §4.1: every candidate, and the fresh
 baseline after advancing a stage, is scored at the *next* stage's horizon, as the
 original) and the imitation of Adam (:mod:`model_free.imitation`, §4.2: its episodes train
@@ -153,9 +154,11 @@ class MetaTrainer(EpisodicTrainer):
         return False
 
     def score(self, horizon=None, instances=None):
-        """The model-selection score on fixed held-out instances (lower is better), at
-        ``horizon`` (default :attr:`eval_horizon`); the chief's decides."""
-        value = self.model_selection.score(horizon or self.eval_horizon, instances)
+        """The model-selection score on held-out problems (lower is better), at ``horizon``
+        (default :attr:`eval_horizon`): fixed ones, or with ``selection="original"`` the
+        fresh ones of this episode's evaluation; the chief's decides."""
+        value = self.model_selection.score(horizon or self.eval_horizon, instances,
+                                           draw=self.episode)
         return distribute.chief_value(self.strategy, value)
 
     def after_evaluation(self, score, improved):

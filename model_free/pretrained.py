@@ -7,13 +7,16 @@ opcodes (``pickletools.genops`` decodes them without executing anything) and und
 only the shapes those files use -- nested dicts with ``str`` keys (plain, ``defaultdict``
 of dill's ``_load_type('dict')``), and numpy arrays pickled the usual way
 (``_reconstruct(ndarray, (0,), b'b')`` followed by ``__setstate__((1, shape, dtype,
-fortran, raw bytes))``) whose dtype is one of a short list of numeric dtypes with default
-flags.  Everything is kept as inert records (shape, dtype name, the raw bytes); sizes
-(elements x itemsize == bytes present, a total cap) and nesting depth are checked, cycles
-refused, and only then are arrays built with ``np.frombuffer``.  No Python or numpy object
-is constructed from the file's instructions, so a hostile file can neither run code nor
-make numpy dereference forged pointers.  ``python -m run.convert_original IN OUT.npz``
-converts an original file once into our ``.npz`` format.
+fortran, raw bytes))``, or the two in one call of a current dill's ``_create_array``,
+which the original code writes today) whose dtype is one of a short list of numeric dtypes
+with default flags.  Everything is kept as inert records (shape, dtype name, the raw
+bytes); sizes (elements x itemsize == bytes present, a total cap) and nesting depth are
+checked, cycles refused, and only then are arrays built with ``np.frombuffer``.  No Python
+or numpy object is constructed from the file's instructions, so a hostile file can neither
+run code nor make numpy dereference forged pointers.  A flat ``{"module/var": array}``
+dict is read as the nested one.  ``python -m run.convert_original [--problem=P] IN
+OUT.npz`` converts an original file once into our ``.npz`` format, with the original's
+configuration of the problem it was trained for (:func:`load_original`).
 
 Our own optimizers are saved as ``.npz`` weights + a JSON config (:func:`save_optimizer`),
 written atomically and read back with ``allow_pickle=False``.
@@ -37,7 +40,7 @@ MAX_DEPTH = 8                  # dict nesting
 _ALLOWED_GLOBALS = {("collections", "defaultdict"), ("collections", "OrderedDict"),
                     ("builtins", "dict"), ("numpy", "ndarray"), ("numpy", "dtype"),
                     ("dill._dill", "_load_type"), ("dill._dill", "_import_module"),
-                    ("dill._dill", "_get_attr")}
+                    ("dill._dill", "_get_attr"), ("dill._dill", "_create_array")}
 _ALLOWED_GLOBALS |= {(module, "_reconstruct") for module in _NUMPY_MODULES}
 
 
@@ -98,6 +101,14 @@ def _short(value):
     return type(value).__name__.lstrip("_")
 
 
+def _is_reconstruct(func):
+    """Whether ``func`` (a record of the file) is numpy's ``_reconstruct`` (a global of a
+    numpy module, or dill's ``_get_attr`` of one)."""
+    return ((isinstance(func, _Global) and func.key[1] == "_reconstruct"
+             and func.key[0] in _NUMPY_MODULES)
+            or (isinstance(func, _Token) and func.kind == "reconstruct"))
+
+
 def _reduce(func, args):
     if not isinstance(args, tuple):
         raise _Refused("REDUCE without an argument tuple")
@@ -130,6 +141,15 @@ def _reduce(func, args):
                 or not isinstance(args[2], (bytes, str)) or args[2] not in (b"b", "b")):
             raise _Refused("refused array reconstruction arguments")
         return _Array()
+    if key == ("dill._dill", "_create_array"):
+        # a current dill's plain ndarray: _create_array(_reconstruct, (ndarray, (0,), b'b'),
+        # state, None), i.e. _reconstruct(*args).__setstate__(state): the same checks as
+        # the two steps pickled apart; no __dict__ (npdict) and no other callable
+        if (len(args) not in (3, 4) or (len(args) == 4 and args[3] is not None)
+                or not isinstance(args[1], tuple) or not _is_reconstruct(args[0])):
+            raise _Refused("refused dill array arguments (only _reconstruct of a plain "
+                           "ndarray, no __dict__)")
+        return _build(_reduce(args[0], args[1]), args[2])
     if key == ("numpy", "dtype"):
         if (len(args) != 3 or not isinstance(args[0], str)
                 or not all(isinstance(a, (int, bool)) for a in args[1:])
@@ -320,11 +340,16 @@ def _check_arrays(obj, path, prefix=""):
                     f"{getattr(obj, 'dtype', type(obj).__name__)}, expected float arrays only")
 
 
-def _flat(weights):
+def _flat(weights, prefix=""):
+    """``{"module/var": array}`` from the original's nested ``{module: {var: array}}``
+    (``networks.save``) or from a flat ``{"module/var": array}`` dict (the same arrays
+    re-saved under their full names; both are read alike)."""
     out = {}
-    for module, variables in weights.items():
-        for name, value in variables.items():
-            out[f"{module}/{name}"] = value
+    for key, value in weights.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}/"))
+        else:
+            out[f"{prefix}{key}"] = value
     return out
 
 
@@ -335,20 +360,65 @@ def _assign(variable, value, path, key):
     variable.assign(value.astype(np.float32))
 
 
-def load_original(path, output_scale=None):
-    """``(name, optimizer)`` from an original Open-L2O file (DM or RNNprop)."""
+# The network configuration the original gives an L2O-DM for each problem of
+# ``util.get_config`` (Model_Free_L2O/L2O-DM and L2O-RNNProp/util.py): the networks use
+# ``get_default_net_config`` (util.py:99-109: LogAndSign, k = 5, scale 0.01); the synthetic
+# problems pass only ``layers`` (util.py:136-143, 215-246), so they get StandardDeepLSTM's
+# defaults, raw gradients and scale 1.0 (networks.py:157-158).  RNNprop is scaled by 0.01
+# on every problem (util.py:251-263).
+_IDENTITY_PROBLEMS = ("rastrigin", "lasso", "quadratic", "square_cos", "confocal_microscopy_3d")
+_NETWORK_PROBLEMS = ("mnist", "mnist_relu", "mnist_deeper", "mnist_conv", "cifar_conv", "lenet",
+                     "nas", "vgg16", "cifar-multi")
+ORIGINAL_DM_CONFIGS = {**{p: ("identity", 1.0) for p in _IDENTITY_PROBLEMS},
+                       **{p: ("log_and_sign", 0.01) for p in _NETWORK_PROBLEMS}}
+ORIGINAL_PROBLEMS = tuple(ORIGINAL_DM_CONFIGS)
+LEGACY_OUTPUT_SCALE = 0.01      # what every original file got before --problem existed
+
+
+def load_original(path, output_scale=None, problem=None, strict=True):
+    """``(name, optimizer)`` from an original Open-L2O file (DM or RNNprop).
+
+    The output scale: ``output_scale`` if given; else the original's for ``problem`` (a
+    name of ``util.get_config``, :data:`ORIGINAL_DM_CONFIGS`: L2O-DM 1.0 on ``rastrigin``,
+    ``lasso``, ... and 0.01 on ``mnist``, ...; RNNprop 0.01); else 0.01 for every file
+    (:data:`LEGACY_OUTPUT_SCALE`, the behaviour before ``problem``).  An L2O-DM's
+    preprocessing is read from the file (input width 2: LogAndSign, 1: raw gradients); a
+    file whose preprocessing is not the one the original uses on ``problem`` is a
+    :class:`UserError` (``strict``) or gets the legacy scale (``strict=False``: a command's
+    ``--load`` of a file trained for another kind of problem)."""
     from model_free.dm import L2ODM  # pylint: disable=import-outside-toplevel
     from model_free.rnnprop import L2ORNNprop  # pylint: disable=import-outside-toplevel
+    if problem is not None and problem not in ORIGINAL_DM_CONFIGS:
+        raise UserError(f"unknown original problem {problem!r}; expected one of "
+                        f"{', '.join(ORIGINAL_PROBLEMS)}")
     flat = _flat(safe_load_pickle(path))
     if "input_projection/w" in flat:
-        opt = L2ORNNprop(output_scale=0.01 if output_scale is None else output_scale)
+        scale = LEGACY_OUTPUT_SCALE if output_scale is None else output_scale
+        opt = L2ORNNprop(output_scale=scale)
         pairs = [(opt.input_projection.kernel, "input_projection/w"),
                  (opt.input_projection.bias, "input_projection/b")]
         name = "l2o_rnnprop"
     elif "lstm_1/w_gates" in flat:
-        in_dim = flat["lstm_1/w_gates"].shape[0] - flat["lstm_1/w_gates"].shape[1] // 4
-        opt = L2ODM(preprocess="log_and_sign" if in_dim == 2 else "identity",
-                    output_scale=0.01 if output_scale is None else output_scale)
+        gates = flat["lstm_1/w_gates"]
+        if getattr(gates, "ndim", 0) != 2:
+            raise UserError(f"{path}: lstm_1/w_gates has shape {getattr(gates, 'shape', None)}"
+                            ", expected a matrix")
+        in_dim = gates.shape[0] - gates.shape[1] // 4
+        preprocess = "log_and_sign" if in_dim == 2 else "identity"
+        scale = output_scale
+        if scale is None and problem is not None:
+            wanted, scale = ORIGINAL_DM_CONFIGS[problem]
+            if wanted != preprocess:
+                if strict:
+                    fits = [p for p, c in ORIGINAL_DM_CONFIGS.items() if c[0] == preprocess]
+                    raise UserError(
+                        f"{path}: an L2O-DM with {_PREPROCESS_TEXT[preprocess]}, but the "
+                        f"original's {problem!r} uses {_PREPROCESS_TEXT[wanted]}; pass the "
+                        f"problem the file was trained for: --problem={fits[0]} (or "
+                        f"{', '.join(fits[1:])})")
+                scale = LEGACY_OUTPUT_SCALE
+        opt = L2ODM(preprocess=preprocess,
+                    output_scale=LEGACY_OUTPUT_SCALE if scale is None else scale)
         pairs = []
         name = "l2o_dm"
     else:
@@ -362,6 +432,23 @@ def load_original(path, output_scale=None):
             raise UserError(f"{path}: missing variable {key}")
         _assign(variable, flat[key], path, key)
     return name, opt
+
+
+_PREPROCESS_TEXT = {"identity": "raw-gradient input (input width 1)",
+                    "log_and_sign": "LogAndSign input (input width 2)"}
+
+
+def original_note(name, opt, problem):
+    """The note ``convert-original`` prints when a file was converted with the legacy
+    scale although the original gives it another (an L2O-DM on raw gradients: 1.0), else
+    None."""
+    if problem is None and name == "l2o_dm" and opt.preprocess == "identity":
+        return ("note: this L2O-DM takes raw gradients (input width 1), which the original "
+                "uses only with output scale 1.0 (util.get_config: " + ", ".join(
+                    _IDENTITY_PROBLEMS) + f"); converted with {LEGACY_OUTPUT_SCALE} as "
+                "without --problem; pass --problem=rastrigin (or the problem it was trained "
+                "for) for the original's configuration")
+    return None
 
 
 def save_optimizer(opt, path):
@@ -390,15 +477,18 @@ def kind_of(name):
     return _class_kinds().get(spec.split(":")[1].rsplit(".", 1)[-1], name)
 
 
-def load_optimizer(path, output_scale=None, expected=None):
+def load_optimizer(path, output_scale=None, expected=None, problem=None):
     """``(name, optimizer)`` from our ``.npz`` checkpoint or an original Open-L2O file.
 
     ``expected``: the ``--optimizer`` name the file must hold (``l2o_enhanced`` accepts an
     L2O-DM file); a file of another kind is a :class:`UserError` naming both.
+    ``problem``: for an original file, the ``util.get_config`` problem it is run on, whose
+    output scale it gets where its preprocessing is the one the original uses there
+    (:func:`load_original` with ``strict=False``); None: the legacy 0.01.
     """
     if expected is not None:
         check_kind(path, expected)
-    return _load_any(path, output_scale)
+    return _load_any(path, output_scale, problem)
 
 
 def peek_kind(path, flag="--load"):
@@ -457,9 +547,9 @@ def _magic(path, flag):
     return magic
 
 
-def _load_any(path, output_scale):
+def _load_any(path, output_scale, problem=None):
     if _magic(path, "--load") != _ZIP:
-        return load_original(path, output_scale)
+        return load_original(path, output_scale, problem=problem, strict=False)
     try:
         with np.load(path, allow_pickle=False) as data:
             meta = json.loads(str(data["__meta__"]))

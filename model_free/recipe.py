@@ -14,7 +14,7 @@ from typing import Any, Optional, Union
 from open_l2o_tf.errors import UserError
 
 DEFAULT_META_LR = 1e-3
-SELECTIONS = ("last_truncation", "horizon_mean")
+SELECTIONS = ("original", "last_truncation", "horizon_mean")
 OBJECTIVES = ("sum", "log_ratio")
 
 

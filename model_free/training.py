@@ -9,11 +9,14 @@ log-ratio objective, TF1 RMSProp at 1e-6, clipping, state carried across episode
 ``l2o_enhanced`` is the L2O-DM class trained with the curriculum and imitation of Adam, a
 recipe its registry entry names (:func:`model_free.dm.enhanced_meta_training`).
 
-Model selection (``selection``): ``"last_truncation"``, the original's (``train_dm.py``:
-every 100 episodes for DM and L2O-enhanced, ``train_rnnprop.py``: every 10 for RNNprop, on
-20 evaluation problems, scoring the last truncation of the horizon; the paper preset), or
+Model selection (``selection``): ``"original"``, the original's (``train_dm.py``: every 100
+episodes for DM and L2O-enhanced, ``train_rnnprop.py``: every 10 for RNNprop, on 20 problems
+drawn afresh at each evaluation, scoring the loss at the end of the horizon ``f(x_H)``; the
+paper preset), ``"last_truncation"`` (the same period and count on 20 fixed problems, scoring
+the sum of the last truncation's losses; the paper preset's before ``"original"``), or
 ``"horizon_mean"`` (every <= 10 episodes on 2 problems, the mean loss over the horizon; the
-quick preset).  RNNprop's output is scaled by 0.01 on every problem as the original.
+quick preset); :mod:`model_free.selection`.  RNNprop's output is scaled by 0.01 on every
+problem as the original.
 """
 import importlib
 import os
@@ -26,10 +29,16 @@ from open_l2o_tf import registry
 from open_l2o_tf.errors import UserError
 
 
+def default_selection(preset):
+    """The model selection a command uses without ``--model_selection``: the original's
+    (``"original"``) with the paper preset, ``"horizon_mean"`` with the quick one."""
+    return "horizon_mean" if preset == "quick" else "original"
+
+
 def selection_settings(name, selection, episodes, budget=None):
     """The :class:`model_free.recipe.MetaRecipe` fields of a model-selection protocol; ``budget``
     (:class:`open_l2o_tf.budgets.Budget`) sets the original protocol's period and count."""
-    if selection == "last_truncation":
+    if selection in ("original", "last_truncation"):
         every, count = optimizer_class(name).original_selection
         if budget is not None:
             every, count = budget.eval_every or every, budget.eval_instances
@@ -73,16 +82,21 @@ def meta_training_recipe(name):
 def meta_train_or_load(name, optimizee, *, synthetic, workdir, episodes, unroll=100,
                        truncation=20, load=None, tb=None, seed=0, progress=print,
                        horizons=None, random_scale=None, meta_lr=None,
-                       selection="last_truncation", strategy=None, budget=None,
-                       deterministic=None):
+                       selection="original", strategy=None, budget=None,
+                       deterministic=None, original_problem=None):
     """Returns ``(optimizer, info)`` with ``train_seconds`` and ``train_steps``; the
     optimizer's recipe (its class's ``meta_training``, with ``meta_lr``) plus this run's
     settings (:class:`model_free.recipe.MetaRecipe`); ``strategy``: a ``tf.distribute``
     strategy or None, ``deterministic``: Grappler off (None: the device's default); ``budget``: the paper preset's
     :class:`open_l2o_tf.budgets.Budget` (model-selection period and count; ``episodes``,
-    ``unroll`` and ``meta_lr`` are passed by the caller)."""
+    ``unroll`` and ``meta_lr`` are passed by the caller); ``original_problem``: the
+    original's ``util.get_config`` problem of this command (default ``rastrigin`` when
+    ``synthetic`` else ``mnist``), whose output scale a loaded original file gets
+    (:func:`model_free.pretrained.load_optimizer`)."""
     if load:
-        loaded_name, opt = pretrained.load_optimizer(load, expected=name)
+        loaded_name, opt = pretrained.load_optimizer(
+            load, expected=name,
+            problem=original_problem or ("rastrigin" if synthetic else "mnist"))
         progress(f"[meta] loaded {loaded_name} from {load}")
         return opt, {"train_seconds": 0.0, "train_steps": 0, "loaded": load}
     opt = build_optimizer(name, synthetic)

@@ -2,11 +2,21 @@
 
     python -m run.convert_original IN OUT.npz
     python -m run.convert_original ../shared/data/original_optimizers/dm.cw.l2l-0 dm.npz
+    python -m run.convert_original --problem=rastrigin model/cw.l2l-0 dm_rastrigin.npz
 
 ``IN`` is an L2O-DM (``*.cw.l2l-0``) or L2O-RNNprop (``*.rp.l2l-0``) pickle of the original
 release; it is read without unpickling (:func:`model_free.pretrained.safe_load_pickle`).
 ``OUT.npz`` holds the weights and the optimizer's config and loads with ``--load=OUT.npz``
 (``np.load(..., allow_pickle=False)``).
+
+``--problem``: the problem of the original's ``util.get_config`` the file was trained for;
+the converted optimizer gets the original's configuration for it
+(:data:`model_free.pretrained.ORIGINAL_DM_CONFIGS`: an L2O-DM output scale 1.0 on
+``rastrigin``, ``lasso``, ``quadratic``, ``square_cos``, ``confocal_microscopy_3d``; 0.01
+on ``mnist`` and the other networks; RNNprop 0.01 everywhere), and a file whose
+preprocessing does not fit that problem is refused.  Without it every file gets 0.01 as
+before (right for the released files, all trained on MNIST), and a raw-gradient L2O-DM
+(the original's synthetic problems) is converted with a note saying so.
 """
 import os
 
@@ -15,6 +25,19 @@ from absl import flags
 from open_l2o_tf.errors import UserError
 from . import common
 
+# the names of the original's util.get_config (model_free.pretrained.ORIGINAL_PROBLEMS;
+# listed here so the flags parse without importing the model-free package)
+ORIGINAL_PROBLEMS = ("rastrigin", "lasso", "quadratic", "square_cos", "confocal_microscopy_3d",
+                     "mnist", "mnist_relu", "mnist_deeper", "mnist_conv", "cifar_conv", "lenet",
+                     "nas", "vgg16", "cifar-multi")
+flags.DEFINE_enum("problem", None, list(ORIGINAL_PROBLEMS),
+                  "The problem of the original's util.get_config the file was trained for: "
+                  "the converted optimizer gets the original's configuration for it (L2O-DM: "
+                  "output scale 1.0 and raw gradients on rastrigin, lasso, quadratic, "
+                  "square_cos, confocal_microscopy_3d; LogAndSign and 0.01 on mnist and the "
+                  "other networks; RNNprop: 0.01).  Default: 0.01 for every file, as before "
+                  "(right for the released files, trained on MNIST); a raw-gradient L2O-DM is "
+                  "then converted with a note.")
 FLAGS = flags.FLAGS
 
 
@@ -44,10 +67,14 @@ def validate(argv):
 def main(argv):
     from model_free import pretrained  # pylint: disable=import-outside-toplevel
     src, out = argv[1:]
-    name, opt = pretrained.load_original(src)
+    name, opt = pretrained.load_original(src, problem=FLAGS.problem)
     pretrained.save_optimizer(opt, out)
     print(f"[convert_original] {src}: {name} ({sum(int(w.numpy().size) for w in opt.weights)}"
-          f" weights) -> {out}", flush=True)
+          f" weights, output scale {opt.output_scale:g}"
+          f"{', problem ' + FLAGS.problem if FLAGS.problem else ''}) -> {out}", flush=True)
+    note = pretrained.original_note(name, opt, FLAGS.problem)
+    if note:
+        print(note, flush=True)
 
 
 if __name__ == "__main__":

@@ -61,10 +61,16 @@ flags.DEFINE_enum("mnist_split", None, ["train", "test"],
                   "with a loaded optimizer: mode='test'), train for sgd/adam/rmsprop.  "
                   "Meta-training always uses the training split.")
 flags.DEFINE_integer("mnist_train_images", None,
-                     "Train the optimizee on the first N images of the MNIST training split "
-                     "(the original's tf.contrib.learn load_mnist keeps 55,000 and holds out "
-                     "the last 5,000 for validation); default all 60,000.", lower_bound=1,
-                     upper_bound=60000)
+                     "Train the optimizee on N images of the MNIST training split, the others "
+                     "held out (the original's tf.contrib.learn load_mnist keeps 55,000: "
+                     "read_data_sets holds out the FIRST 5,000 for validation, so it trains on "
+                     "images 5,000-59,999); which are held out: --mnist_holdout.  Default all "
+                     "60,000.", lower_bound=1, upper_bound=60000)
+flags.DEFINE_enum("mnist_holdout", None, ["first", "last"],
+                  "With --mnist_train_images=N: first (the default; the original's, "
+                  "TensorFlow's read_data_sets) holds out the first 60,000 - N images and "
+                  "trains on the last N; last trains on the first N (this toolbox's choice "
+                  "before).")
 flags.DEFINE_enum("loss_record", "post", ["post", "pre"],
                   "sgd/adam/rmsprop: the logged loss of step t: post (the new iterate on "
                   "step t's minibatch) or pre (the iterate the gradient is taken at, on its "
@@ -103,6 +109,8 @@ def validate():
             or (FLAGS.mnist_split or ("test" if learned(name) else "train")) != "train"):
         raise UserError("--mnist_train_images applies to an MNIST problem on the training "
                         "split")
+    if FLAGS.mnist_holdout is not None and FLAGS.mnist_train_images is None:
+        raise UserError("--mnist_holdout applies with --mnist_train_images only")
     if FLAGS.loss_record != "post" and learned(name):
         raise UserError(f"--loss_record applies to sgd/adam/rmsprop, not --optimizer={name}")
     if FLAGS.mnist_dir is not None and not os.path.isdir(FLAGS.mnist_dir):
@@ -133,8 +141,9 @@ def main(argv):
     if FLAGS.mnist_train_images:
         from open_l2o_tf.data import datasets  # pylint: disable=import-outside-toplevel
         images, labels = datasets.load_mnist(FLAGS.mnist_dir, split)
-        extra.update(images=images[:FLAGS.mnist_train_images],
-                    labels=labels[:FLAGS.mnist_train_images])
+        images, labels = datasets.mnist_train_subset(images, labels, FLAGS.mnist_train_images,
+                                                     FLAGS.mnist_holdout or "first")
+        extra.update(images=images, labels=labels)
     problem = make_optimizee(FLAGS.problem, data_dir=FLAGS.mnist_dir, split=split, **extra)
     info = {"train_seconds": 0.0, "train_steps": 0}
     if is_learned:
@@ -154,8 +163,8 @@ def main(argv):
             horizons=(100, 200) if FLAGS.preset == "quick" else None, budget=budget,
             random_scale=FLAGS.random_scale,
             meta_lr=common.meta_lr(budget),
-            selection=common.preset_value(FLAGS.preset, "last_truncation", "horizon_mean",
-                                          FLAGS.model_selection), strategy=common.strategy(),
+            selection=FLAGS.model_selection or training.default_selection(FLAGS.preset),
+            strategy=common.strategy(),
             deterministic=common.deterministic())
     progress = olog.Progress(f"nn_training {name} {FLAGS.problem}", runs)
     jit = use_xla(problem)      # not for the convnets on a CPU (XLA's convolutions)

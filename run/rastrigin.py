@@ -250,8 +250,8 @@ def main(argv):
     budget = budgets.paper_budget("rastrigin", name) if FLAGS.preset == "paper" else None
     episodes = common.preset_value(FLAGS.preset, budget and budget.episodes, 60,
                                    FLAGS.meta_episodes)
-    selection = common.preset_value(FLAGS.preset, "last_truncation", "horizon_mean",
-                                    FLAGS.model_selection)
+    from model_free.training import default_selection  # pylint: disable=import-outside-toplevel
+    selection = FLAGS.model_selection or default_selection(FLAGS.preset)
     unroll = FLAGS.unroll or (budget.unroll if budget else UNROLL)
     start = time.time()
     if not learned(name):

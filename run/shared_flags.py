@@ -90,12 +90,15 @@ def bound_flags(positive=(), nonnegative=(), at_least_one=()):
 
 def define_model_selection_flag():
     """``--model_selection`` for the commands that meta-train learned optimizers."""
-    flags.DEFINE_enum("model_selection", None, ["last_truncation", "horizon_mean"],
+    flags.DEFINE_enum("model_selection", None, ["original", "last_truncation", "horizon_mean"],
                       "Learned optimizers: the meta-training model-selection score; "
-                      "last_truncation (the original's: every 100 episodes, RNNprop 10, on "
-                      "20 problems, the losses of the last truncation; default of the paper "
-                      "preset) or horizon_mean (mean loss over the horizon on 2 problems "
-                      "every <= 10 episodes; default of the quick preset).")
+                      "original (the original's: every 100 episodes, RNNprop 10, 20 problems "
+                      "drawn afresh at each evaluation, the loss at the end of the horizon "
+                      "f(x_H); default of the paper preset), last_truncation (the same period "
+                      "and count on 20 fixed problems, the sum of the last truncation's "
+                      "losses; the paper preset's default before original) or horizon_mean "
+                      "(mean loss over the horizon on 2 fixed problems every <= 10 episodes; "
+                      "default of the quick preset).")
 
 
 def define_meta_flags(quick_episodes, *, random_scale=True, meta_lr=True):

@@ -8,6 +8,7 @@ per command, flags re-parsed per case), so the whole table takes about a minute.
 """
 import json
 import os
+import pickle
 import subprocess
 import sys
 
@@ -160,6 +161,8 @@ CASES = {
           "--mnist_train_images=55000"], "--mnist_train_images", []),
         (["--optimizer=adam", "--workdir={w_new}", "--mnist_split=test",
           "--mnist_train_images=55000"], "--mnist_train_images", []),
+        (["--optimizer=adam", "--workdir={w_new}", "--mnist_holdout=last"],
+         "--mnist_holdout", []),
     ],
     "run.minimax": [
         (["--optimizer=gda", "--workdir={w_new}", "--load={missing}"], "--load", []),
@@ -189,6 +192,7 @@ CASES = {
         (["{garbage}", "{out}.npz"], "{garbage}", []),
         (["{forged_dtype}", "{out}.npz"], "{forged_dtype}", []),
         (["{rnnprop}", "{a_dir}"], "{a_dir}", []),
+        (["--problem=mnist", "{raw_dm}", "{out}.npz"], "--problem=rastrigin", []),
     ],
 }
 
@@ -270,6 +274,10 @@ def _write_fixtures(base):
     p["foreign_npz"] = os.path.join(base, "foreign.npz")
     np.savez(p["foreign_npz"], a=np.zeros(3))
     p["rnnprop"] = ORIGINAL_RNNPROP or p["rnnprop_npz"]
+    p["raw_dm"] = os.path.join(base, "raw_dm.cw.l2l-0")     # an L2O-DM on raw gradients
+    with open(p["raw_dm"], "wb") as handle:
+        handle.write(pickle.dumps({"lstm_1": {"w_gates": np.zeros((21, 80), np.float32),
+                                              "b_gates": np.zeros(80, np.float32)}}))
     for key, case in (("forged_dtype", "forged_dtype_object_field"),
                       ("os_system", "reduce_os_system"), ("self_ref", "self_referential_dict")):
         p[key] = os.path.join(base, key + ".cw.l2l-0")

@@ -58,6 +58,27 @@ def test_mnist_pixels_labels_and_order(tmp_path):
     np.testing.assert_array_equal(datasets.load_mnist(str(plain))[0], got)
 
 
+def test_mnist_train_images_holds_out_the_first_as_tensorflow(tmp_path):
+    """--mnist_train_images=N trains on the LAST N images of the training split, as the
+    original's loader (TensorFlow's read_data_sets holds out the first validation_size);
+    --mnist_holdout=last keeps the first N (the choice before)."""
+    n = 12
+    images = np.repeat(np.arange(n, dtype=np.uint8)[:, None, None] * 20, 28 * 28).reshape(
+        n, 28, 28)
+    labels = np.arange(n) % 10
+    for split in ("train", "t10k"):
+        _write_idx(tmp_path / f"{split}-images-idx3-ubyte.gz", images)
+        _write_idx(tmp_path / f"{split}-labels-idx1-ubyte.gz", labels)
+    full, full_labels = datasets.load_mnist(str(tmp_path))
+    kept, kept_labels = datasets.mnist_train_subset(full, full_labels, 7)
+    np.testing.assert_array_equal(np.round(kept[:, 0, 0, 0] * 255 / 20), np.arange(5, 12))
+    np.testing.assert_array_equal(kept_labels, labels[5:])
+    first, _ = datasets.mnist_train_subset(full, full_labels, 7, holdout="last")
+    np.testing.assert_array_equal(np.round(first[:, 0, 0, 0] * 255 / 20), np.arange(7))
+    with pytest.raises(UserError, match="holds 12 images"):
+        datasets.mnist_train_subset(full, full_labels, 13)
+
+
 def test_environment_variable(idx_dir, tmp_path, monkeypatch):
     root = tmp_path / "root"
     os.makedirs(root)

@@ -197,3 +197,139 @@ def test_convert_original_round_trip(tmp_path, shared_data_dir):
     with pytest.raises(UserError, match="holds l2o_rnnprop weights, but "
                                         "--optimizer=l2o_scale"):
         pretrained.load_optimizer(str(out), expected="l2o_scale")
+
+
+def _original_dm(preprocess, flat=False, seed=0):
+    """An L2O-DM weights dict laid out as the original's ``networks.save`` writes it
+    (``{module: {var: float32}}``), or flat ``{"module/var": float32}`` (``flat``)."""
+    rng = np.random.default_rng(seed)
+    width = 2 if preprocess == "log_and_sign" else 1
+    shapes = {"lstm_1": {"w_gates": (width + 20, 80), "b_gates": (80,)},
+              "lstm_2": {"w_gates": (40, 80), "b_gates": (80,)},
+              "linear": {"w": (20, 1), "b": (1,)}}
+    nested = {m: {v: rng.normal(size=s).astype(np.float32) for v, s in d.items()}
+              for m, d in shapes.items()}
+    if flat:
+        return {f"{m}/{v}": a for m, d in nested.items() for v, a in d.items()}
+    return nested
+
+
+def test_original_dm_gets_the_original_configuration_of_its_problem(tmp_path):
+    """util.get_config: an L2O-DM on raw gradients (rastrigin, lasso, ...) has output scale
+    1.0, on LogAndSign (mnist, ...) 0.01; without a problem every file keeps 0.01."""
+    raw = tmp_path / "ras.cw.l2l-0"
+    raw.write_bytes(pickle.dumps(_original_dm("identity"), protocol=3))
+    las = tmp_path / "mnist.cw.l2l-0"
+    las.write_bytes(pickle.dumps(_original_dm("log_and_sign"), protocol=3))
+    for problem in ("rastrigin", "lasso"):
+        name, opt = pretrained.load_original(str(raw), problem=problem)
+        assert (name, opt.preprocess, opt.output_scale) == ("l2o_dm", "identity", 1.0)
+    _, opt = pretrained.load_original(str(las), problem="mnist")
+    assert (opt.preprocess, opt.output_scale) == ("log_and_sign", 0.01)
+    assert pretrained.load_original(str(raw))[1].output_scale == 0.01        # legacy default
+    with pytest.raises(UserError, match="rastrigin"):
+        pretrained.load_original(str(raw), problem="mnist")
+    # a command's --load: the problem's scale where the file fits it, else the legacy one
+    assert pretrained.load_optimizer(str(raw), problem="rastrigin")[1].output_scale == 1.0
+    assert pretrained.load_optimizer(str(las), problem="rastrigin")[1].output_scale == 0.01
+
+
+def test_convert_original_problem_flag(tmp_path):
+    raw = tmp_path / "ras.cw.l2l-0"
+    raw.write_bytes(pickle.dumps(_original_dm("identity"), protocol=3))
+    out = tmp_path / "ras.npz"
+    proc = subprocess.run([sys.executable, "-m", "run.convert_original", "--problem=rastrigin",
+                           str(raw), str(out)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "output scale 1, problem rastrigin" in proc.stdout and "note:" not in proc.stdout
+    opt = pretrained.load_optimizer(str(out))[1]
+    assert (opt.preprocess, opt.output_scale) == ("identity", 1.0)
+    # without --problem: 0.01 as before, with a note naming the flag
+    name, legacy = pretrained.load_original(str(raw))
+    assert "--problem=rastrigin" in pretrained.original_note(name, legacy, None)
+    assert pretrained.original_note(name, opt, "rastrigin") is None
+
+
+def test_flat_name_to_array_pickle_loads(tmp_path):
+    """A flat ``{"lstm_1/w_gates": array, ...}`` pickle (the layout the data README
+    describes) loads as the nested one does (it was an AttributeError)."""
+    nested, flat = tmp_path / "nested.cw.l2l-0", tmp_path / "flat.cw.l2l-0"
+    nested.write_bytes(pickle.dumps(_original_dm("log_and_sign"), protocol=3))
+    flat.write_bytes(pickle.dumps(_original_dm("log_and_sign", flat=True), protocol=3))
+    assert pretrained.peek_kind(str(flat)) == "l2o_dm"
+    _, a = pretrained.load_original(str(nested))
+    _, b = pretrained.load_original(str(flat))
+    for x, y in zip(a.get_weights(), b.get_weights()):
+        np.testing.assert_array_equal(x, y)
+    odd = tmp_path / "odd.cw.l2l-0"
+    odd.write_bytes(pickle.dumps({"w": np.zeros(3, np.float32)}, protocol=3))
+    with pytest.raises(UserError, match="neither an L2O-DM nor an L2O-RNNprop"):
+        pretrained.load_original(str(odd))
+
+
+# ``dill.dumps(defaultdict(dict, linear={"w": np.arange(3, dtype=np.float32)}))`` by dill
+# 0.4.1 / numpy 2.4 (what the original's networks.save writes today): each array is ONE
+# call of dill._dill._create_array(_reconstruct, (ndarray, (0,), b"b"), state, None)
+DILL_041_FILE = bytes.fromhex(
+    "80049506010000000000008c0b636f6c6c656374696f6e73948c0b64656661756c74646963749493"
+    "948c0a64696c6c2e5f64696c6c948c0a5f6c6f61645f747970659493948c04646963749485945294"
+    "859452948c066c696e656172947d948c01779468038c0d5f6372656174655f617272617994939428"
+    "8c166e756d70792e5f636f72652e6d756c74696172726179948c0c5f7265636f6e73747275637494"
+    "93948c056e756d7079948c076e6461727261799493944b008594430162948794284b014b03859468"
+    "138c0564747970659493948c02663494898887945294284b038c013c944e4e4e4affffffff4affff"
+    "ffff4b0074946289430c000000000000803f000000409474944e7494529473732e")
+
+
+def _create_array_ops(reconstruct, state_ops, npdict=b"N"):
+    """A hand-made ``_create_array`` call (protocol 3 opcodes) as a current dill writes it."""
+    return (_g("dill._dill", "_create_array")
+            + _tuple(reconstruct, _tuple(_g("numpy", "ndarray"), _tuple(_i(0)), b"C\x01b"),
+                     state_ops, npdict) + b"R")
+
+
+def _array_state(dtype="f4", shape=(2,), data=None):
+    if data is None:
+        data = np.arange(int(np.prod(shape)), dtype=dtype).tobytes()
+    dtype_ops = (_g("numpy", "dtype") + _tuple(_s(dtype), _i(0), _i(1)) + b"R"
+                 + _tuple(_i(3), _s("<"), b"N", b"N", b"N", _i(-1), _i(-1), _i(0)) + b"b")
+    return _tuple(_i(1), _tuple(*[_i(d) for d in shape]), dtype_ops, b"\x89", _b(data))
+
+
+def test_a_file_written_by_current_dill_loads(tmp_path):
+    """The original code run today (dill 0.4) pickles arrays through
+    dill._dill._create_array; that one reconstructor is read, for plain numeric arrays."""
+    path = tmp_path / "dill.cw.l2l-0"
+    path.write_bytes(DILL_041_FILE)
+    weights = pretrained.safe_load_pickle(str(path))
+    np.testing.assert_array_equal(weights["linear"]["w"], np.arange(3, dtype=np.float32))
+    reconstruct = _g("numpy._core.multiarray", "_reconstruct")
+    path.write_bytes(_weights(_create_array_ops(reconstruct, _array_state("f8", (2, 2)))))
+    assert pretrained.safe_load_pickle(str(path))["lstm_1"]["w_gates"].shape == (2, 2)
+    try:
+        import dill  # pylint: disable=import-outside-toplevel
+    except ImportError:
+        return
+    path.write_bytes(dill.dumps({"lstm_1": {"w_gates": np.ones((3, 4), np.float32)}}))
+    np.testing.assert_array_equal(pretrained.safe_load_pickle(str(path))["lstm_1"]["w_gates"],
+                                  np.ones((3, 4), np.float32))
+
+
+@pytest.mark.parametrize("case", ["object_dtype", "npdict", "other_callable", "bad_state",
+                                  "extra_argument"])
+def test_create_array_refuses_anything_but_a_plain_numeric_array(tmp_path, case):
+    reconstruct = _g("numpy._core.multiarray", "_reconstruct")
+    ops = {
+        "object_dtype": _create_array_ops(reconstruct, _array_state("O8", (1,), b"A" * 8)),
+        "npdict": _create_array_ops(reconstruct, _array_state(),
+                                    b"}(" + _s("__class__") + _s("x") + b"u"),
+        "other_callable": _create_array_ops(_g("posix", "system"), _array_state()),
+        "bad_state": _create_array_ops(reconstruct, _tuple(_i(1), _tuple(_i(4)))),
+        "extra_argument": (_g("dill._dill", "_create_array") + _tuple(
+            reconstruct, _tuple(_g("numpy", "ndarray"), _tuple(_i(0)), b"C\x01b"),
+            _array_state(), b"N", b"N") + b"R"),
+    }[case]
+    path = tmp_path / f"{case}.cw.l2l-0"
+    path.write_bytes(_weights(ops))
+    with pytest.raises(UserError, match="refus"):
+        pretrained.safe_load_pickle(str(path))

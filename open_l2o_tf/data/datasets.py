@@ -161,6 +161,27 @@ def load_mnist(data_dir=None, split="train"):
     return _tfds("mnist", split, MNIST_HELP)
 
 
+MNIST_HOLDOUTS = ("first", "last")
+
+
+def mnist_train_subset(images, labels, count, holdout="first"):
+    """``count`` images (and labels) of the MNIST training split, the others held out.
+
+    ``holdout="first"``: the first ``len - count`` are held out and the last ``count`` kept,
+    as TensorFlow's ``read_data_sets(validation_size=len - count)``, which the original's
+    ``load_mnist`` calls with 5,000 (tensorflow/contrib/learn/python/learn/datasets/mnist.py:
+    ``validation_images = train_images[:validation_size]``, ``train_images =
+    train_images[validation_size:]``): ``count=55000`` is images 5,000..59,999.
+    ``holdout="last"``: the first ``count`` are kept (this toolbox's choice before)."""
+    if holdout not in MNIST_HOLDOUTS:
+        raise UserError(f"holdout must be one of {MNIST_HOLDOUTS}, got {holdout!r}")
+    if not 1 <= count <= len(images):
+        raise UserError(f"--mnist_train_images={count}, but the training split holds "
+                        f"{len(images)} images")
+    keep = slice(len(images) - count, None) if holdout == "first" else slice(0, count)
+    return images[keep], labels[keep]
+
+
 def _local_cifar(folder, split):
     for candidate in (os.path.join(folder, "cifar10", "cifar-10-batches-bin"),
                       os.path.join(folder, "cifar-10-batches-bin"), folder):
