@@ -480,9 +480,8 @@ def log_results(logdir, record):
     for key in ("test", "method", "setting", "preset", "metric"):
         if isinstance(record.get(key), str):
             config.setdefault(key, record[key])
+    tb.scalars(metrics, int(record.get("train_steps") or 0))
     tb.hparams(config, sorted(metrics))
-    step = int(record.get("train_steps") or 0)
-    tb.scalars(metrics, step)
     tb.flush()
     return tb
 
