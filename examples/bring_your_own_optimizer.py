@@ -54,6 +54,7 @@ def main():
     small = args.small or os.environ.get("OPEN_L2O_EXAMPLES_SMALL") == "1"
     count, starts, steps = (8, 1, 50) if small else (128, 10, 1000)
     out = args.out or tempfile.mkdtemp(prefix="byo-")
+    os.makedirs(out, exist_ok=True)
 
     family, test, x0 = rastrigin.build_problem(n=2, count=count, starts=starts, seed=0)
     methods = {"decayed_sign_gd": dict(lr=0.5), "adam": {}, "rmsprop": {}, "gd_ls": {},
