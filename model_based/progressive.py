@@ -66,15 +66,24 @@ def _nmse_sums_fn(model, T):
     return sums
 
 
-def evaluate(model, y, x, num_layers=None, batch_size=1024):
-    """Per-layer NMSE in dB (per-sample mean) of ``model`` on ``(y, x)`` (compiled)."""
+def evaluate(model, y, x, num_layers=None, batch_size=1024, tb=None,
+             tag="test/nmse_db_by_layer"):
+    """Per-layer NMSE in dB (per-sample mean) of ``model`` on ``(y, x)`` (compiled).
+
+    With ``tb`` (an :class:`open_l2o_tf.logging.TensorBoard`) the curve is also logged as
+    one chart, the scalar series ``tag`` with step = layer ``1..T``."""
     T = num_layers or model.num_layers
     fn = _nmse_sums_fn(model, T)
     sums = np.zeros(T)
     for start in range(0, len(y), batch_size):
         sums += fn(tf.constant(y[start:start + batch_size], tf.float32),
                    tf.constant(x[start:start + batch_size], tf.float32)).numpy()
-    return list(sums / len(y))
+    curve = list(sums / len(y))
+    if tb is not None:
+        for layer, value in enumerate(curve, start=1):
+            tb.scalar(tag, value, layer)
+        tb.flush()
+    return curve
 
 
 def evaluate_lasso(model, y, lam, num_layers=None):

@@ -75,8 +75,66 @@ def batch_count(optimizee, params, instance, seed):
     return int(optimizee.instance_losses(params, instance, batch).shape[0])
 
 
+def effective_step_sizes(optimizer, optimizee, instance, params, at_steps, seed=0,
+                         grad_scale=1.0, jit_compile=True):
+    """The learned rule's effective step size per coordinate at the steps ``at_steps``
+    (1-based) of a run like :func:`evaluate`'s (the same minibatch seeds):
+
+        eta_k = |x_k - x_{k-1}| / |g_{k-1}|     (elementwise, over every coordinate)
+
+    with ``g_{k-1}`` the gradient the rule was fed at ``x_{k-1}`` (times ``grad_scale``):
+    the learning rate plain gradient descent would need to make the same move.  Returns a
+    ``(len(at_steps), coordinates)`` array; coordinates with ``g = 0`` are NaN.  The
+    initial state's random draws (L2O-Scale) come from TensorFlow's global RNG."""
+    at = sorted({int(k) for k in at_steps if int(k) >= 1})
+    if not at:
+        raise ValueError("at_steps must hold steps >= 1")
+    params = [tf.convert_to_tensor(p) for p in params]
+    size = sum(int(tf.size(p)) for p in params)
+    grads_fn = make_grads_fn(optimizee, grad_scale)
+    at_t = tf.constant(at, tf.int32)
+
+    @tf.function(jit_compile=jit_compile)
+    def trace(x, seed):
+        state = optimizer.initial_state(x)
+        buf = tf.fill([len(at), size], float("nan"))
+
+        def body(t, x, s, buf):
+            batch = optimizee.sample_batch(tf.stack([seed, t + 1]))
+            _, grads, _ = grads_fn(x, instance, batch)
+            steps, s = optimizer.update(grads, s, x)
+            moved = tf.concat([tf.reshape(tf.abs(d), [-1]) for d in steps], 0)
+            g = tf.concat([tf.reshape(tf.abs(gr), [-1]) for gr in grads], 0)
+            ratio = tf.where(g > 0, moved / tf.where(g > 0, g, 1.0), float("nan"))
+            here = tf.equal(at_t, t + 1)[:, None]
+            buf = tf.where(here, ratio[None, :], buf)
+            return t + 1, [p + d for p, d in zip(x, steps)], s, buf
+
+        _, _, _, buf = tf.while_loop(lambda t, *_: t < at[-1], body,
+                                     (tf.constant(0), x, state, buf))
+        return buf
+
+    return at, trace(params, tf.constant(seed, tf.int32)).numpy()
+
+
+def log_step_sizes(tb, optimizer, optimizee, num_steps, instance, params, seed=0,
+                   grad_scale=1.0, tag="test/effective_step", jit_compile=True):
+    """Logs :func:`effective_step_sizes` at steps 1, 10, 100, 1000 (those up to
+    ``num_steps``, and ``num_steps`` itself when shorter) as TensorBoard histograms
+    ``tag`` (step = iteration) to ``tb``; nothing when ``tb`` writes nowhere."""
+    if tb is None or tb.logdir is None or num_steps < 1:
+        return
+    last = min(int(num_steps), 1000)
+    at = sorted({k for k in (1, 10, 100, 1000) if k <= last} | {last})
+    at, sizes = effective_step_sizes(optimizer, optimizee, instance, params, at, seed,
+                                     grad_scale, jit_compile)
+    for k, row in zip(at, sizes):
+        tb.histogram(tag, row, k)
+    tb.flush()
+
+
 def evaluate(optimizer, optimizee, num_steps, instance, params, seed=0, grad_scale=None,
-             jit_compile=True):
+             jit_compile=True, tb=None):
     """Runs the learned optimizer for ``num_steps``; returns the per-instance loss curve
     ``(num_steps + 1, B)`` (losses at ``x_0 .. x_T``; minibatch problems: the loss of the
     new iterate on a fresh minibatch, as the original's evaluation).
@@ -84,7 +142,11 @@ def evaluate(optimizer, optimizee, num_steps, instance, params, seed=0, grad_sca
     ``grad_scale`` defaults to ``1 / B`` (the gradient of the mean over instances, the
     convention the original optimizers were trained with).  The compiled runner is kept
     for the next call with the same optimizer, optimizee, length, scale and ``jit_compile``
-    (runs that differ in ``seed`` and ``params`` are not traced again)."""
+    (runs that differ in ``seed`` and ``params`` are not traced again).
+
+    With ``tb`` (an :class:`open_l2o_tf.logging.TensorBoard`) the rule's effective step
+    sizes ``|x_k - x_{k-1}| / |g_{k-1}|`` are also logged as histograms
+    (:func:`log_step_sizes`, a second run of up to 1,000 steps)."""
     params = list(params)
     scale = (1.0 / batch_count(optimizee, params, instance, seed)) if grad_scale is None \
         else grad_scale
@@ -96,8 +158,12 @@ def evaluate(optimizer, optimizee, num_steps, instance, params, seed=0, grad_sca
         cached = (optimizer, optimizee, make_runner(optimizer, optimizee, num_steps, scale,
                                                     jit_compile))
         _RUNNERS[key] = cached
-    return cached[2](params, instance, tf.constant(seed, tf.int32),
-                     stateless_seed(seed, 0)).numpy()
+    curve = cached[2](params, instance, tf.constant(seed, tf.int32),
+                      stateless_seed(seed, 0)).numpy()
+    if tb is not None:
+        log_step_sizes(tb, optimizer, optimizee, num_steps, instance, params, seed, scale,
+                       jit_compile=jit_compile)
+    return curve
 
 
 _RUNNERS = {}   # evaluate's compiled runners: key -> (optimizer, optimizee, runner)

@@ -38,7 +38,7 @@ def train_and_run(name, data_dir, A, y, lam, iterations, *, workdir, preset, see
     test = {"y": tf.constant(y)}
     x0 = [tf.zeros([y.shape[0], A.shape[1]])]
     curve = meta_trainer.evaluate(opt, family, iterations, test, x0, seed=seed,
-                                  grad_scale=1.0 / 128)
+                                  grad_scale=1.0 / 128, tb=tb)
     if safeguard:
         from model_free import safeguard as fsg  # pylint: disable=import-outside-toplevel
         test_family = Lasso.from_data(A, y, lam=lam, batch_size=len(y))

@@ -1,4 +1,5 @@
-"""Atomic result files, TensorBoard scalars and compact progress lines.
+"""Atomic result files, TensorBoard scalars, histograms and hyperparameters, and compact
+progress lines.
 
 Everything a long run writes goes through here so that an interrupted run never leaves a
 half-written file behind: :func:`atomic_write_json`, :func:`atomic_save_npy`,
@@ -310,10 +311,22 @@ class TensorBoard:
     deleted during the run is a :class:`WriteError` naming the event file; the folder is
     never recreated under a guarded workdir (:func:`guard_directory`)."""
 
+    _OPEN = {}       # absolute logdir -> the writer a command opened on it (:meth:`for_dir`)
+
     def __init__(self, logdir):
         self.logdir = logdir
         self._writer = None
         self._events = None      # the event file's path, once it exists
+        self._hparams_written = False
+        if logdir is not None:
+            TensorBoard._OPEN[os.path.abspath(logdir)] = self
+
+    @classmethod
+    def for_dir(cls, logdir):
+        """The writer already opened on ``logdir`` in this process (the command's own), else
+        a new one: results and hyperparameters go into the command's event file."""
+        found = cls._OPEN.get(os.path.abspath(logdir))
+        return found if found is not None else cls(logdir)
 
     def _event_file(self):
         import glob  # pylint: disable=import-outside-toplevel
@@ -343,9 +356,7 @@ class TensorBoard:
             reason = os.strerror(code) if code else text.strip().splitlines()[0][-120:]
             raise WriteError(code or errno_codes.EIO, reason, path) from None
 
-    def scalar(self, name, value, step):
-        if self.logdir is None:
-            return
+    def _open(self):
         import tensorflow as tf  # pylint: disable=import-outside-toplevel
         if self._writer is None:
             self.logdir = os.path.abspath(self.logdir)
@@ -356,11 +367,52 @@ class TensorBoard:
             self._writer = self._checked(lambda: tf.summary.create_file_writer(self.logdir))
             self._events = None
             self._event_file()
+        return tf
+
+    def scalar(self, name, value, step):
+        if self.logdir is None:
+            return
+        tf = self._open()
 
         def write():
             with self._writer.as_default():
                 tf.summary.scalar(name, float(value), step=int(step))
         self._checked(write)
+
+    def histogram(self, name, values, step, buckets=30):
+        """A histogram of ``values`` (any shape; NaN/Inf left out) at ``step``."""
+        if self.logdir is None:
+            return
+        tf = self._open()
+        values = np.asarray(values, dtype=np.float64).reshape(-1)
+        values = values[np.isfinite(values)]
+
+        def write():
+            with self._writer.as_default():
+                tf.summary.histogram(name, values, step=int(step), buckets=buckets)
+        self._checked(write)
+
+    def hparams(self, values, metrics=()):
+        """Logs the run's settings ``values`` (a dict: flag name -> value) for TensorBoard's
+        HParams dashboard, once per writer: numbers stay numbers, bools bools, strings
+        strings; a list becomes its comma-joined string and None (a flag left unset) is
+        left out.  ``metrics``: the scalar tags the dashboard shows as the run's results
+        (e.g. ``final/loss``); they go, with the settings, into the experiment config, so
+        a folder of runs (``tensorboard --logdir FOLDER``) is one table."""
+        if self.logdir is None or self._hparams_written:
+            return
+        tf = self._open()
+        from tensorboard.plugins.hparams import api as hp  # pylint: disable=import-outside-toplevel
+        typed = hparam_values(values)
+        config_hparams = [hp.HParam(name) for name in sorted(typed)]
+        config_metrics = [hp.Metric(tag) for tag in metrics]
+
+        def write():
+            with self._writer.as_default():
+                hp.hparams_config(hparams=config_hparams, metrics=config_metrics)
+                hp.hparams(typed)
+        self._checked(write)
+        self._hparams_written = True
 
     def scalars(self, values, step, prefix=""):
         for name, value in values.items():
@@ -376,6 +428,62 @@ class TensorBoard:
             writer, self._writer = self._writer, None
             self._checked(writer.close)
             self._events = None
+
+
+def hparam_values(values):
+    """``values`` as TensorBoard hyperparameters: bool, int, float and str kept as they are,
+    a list or tuple joined by commas, None left out, anything else as its ``str``."""
+    out = {}
+    for name, value in values.items():
+        if value is None:
+            continue
+        if isinstance(value, (bool, int, float, str)):
+            out[str(name)] = value.item() if isinstance(value, np.generic) else value
+        elif isinstance(value, (np.integer, np.floating, np.bool_)):
+            out[str(name)] = value.item()
+        elif isinstance(value, (list, tuple)):
+            out[str(name)] = ",".join(str(v) for v in value)
+        else:
+            out[str(name)] = str(value)
+    return out
+
+
+def result_metrics(record):
+    """The figures of a ``results.json`` record (:func:`make_result`) that TensorBoard's
+    HParams table shows: ``final/<metric>`` (the curve's last value: the loss at the last
+    step, R at the last iteration, NMSE at the last layer), ``final/train_seconds``,
+    ``final/train_steps`` and every other top-level number of the record (e.g.
+    ``final/second_half_mean``)."""
+    out = {}
+    final = record.get("final")
+    if final is not None and record.get("metric"):
+        out[f"final/{record['metric']}"] = float(final)
+    for key in ("train_seconds", "train_steps"):
+        if isinstance(record.get(key), (int, float)):
+            out[f"final/{key}"] = float(record[key])
+    for key, value in record.items():
+        if key in RESULT_KEYS or isinstance(value, bool):
+            continue
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            out[f"final/{key}"] = float(value)
+    return out
+
+
+def log_results(logdir, record):
+    """Logs a ``results.json`` record to the TensorBoard folder ``logdir`` (the command's
+    ``WORKDIR/tb``): its ``config`` (the flags) as hyperparameters, once, and its figures
+    (:func:`result_metrics`) as scalars at step ``train_steps`` (a run that writes its
+    results after each layer or epoch updates them; the table shows the last)."""
+    tb = TensorBoard.for_dir(logdir)
+    metrics = result_metrics(record)
+    config = dict(record.get("config") or {})
+    for key in ("test", "method", "setting", "preset", "metric"):
+        if isinstance(record.get(key), str):
+            config.setdefault(key, record[key])
+    tb.scalars(metrics, int(record.get("train_steps") or 0))
+    tb.hparams(config, sorted(metrics))
+    tb.flush()
+    return tb
 
 
 class Progress:

@@ -178,8 +178,10 @@ def main(argv):
         # one compiled call of `steps` steps (minutes on the ConvNet): in a worker thread,
         # so Ctrl-C / SIGTERM stop the command at once
         if is_learned:
+            # the first test run also logs the rule's effective step sizes (histograms)
             return responsive.call(meta_trainer.evaluate, opt, problem, steps, {}, params,
-                                   seed=seed, grad_scale=1.0, jit_compile=jit)
+                                   seed=seed, grad_scale=1.0, jit_compile=jit,
+                                   tb=tb if run == 0 else None)
         return responsive.call(transforms.run_optimizer, transform, problem.batch_losses,
                                params, steps, batch_fn=problem.seeded_batch,
                                record=FLAGS.loss_record, jit_compile=jit, seed=seed)[1]

@@ -222,7 +222,7 @@ def run_learned(name, family, test, x0, steps, *, workdir, episodes, unroll, sel
         random_scale=random_scale, meta_lr=meta_lr, selection=selection,
         strategy=strategy, budget=budget, deterministic=deterministic)
     curve = meta_trainer.evaluate(opt, family, steps, test, x0, seed=seed,
-                                  grad_scale=1.0 / 128)
+                                  grad_scale=1.0 / 128, tb=tb)
     extra = {"meta_training": training.summary(info)}
     if safeguard is not None:
         extra["safeguard"] = common.rastrigin_safeguard(

@@ -155,7 +155,7 @@ def train(model, train_split, val, test, workdir, tb, *, on_layer_end=None, **se
                                  (test.y, test.x), ckpt_dir=os.path.join(workdir, "ckpt"),
                                  tb=tb, **settings)
     trainer.train(model.num_layers, on_layer_end=on_layer_end)
-    curve = evaluate(model, test.y, test.x)
+    curve = evaluate(model, test.y, test.x, tb=tb)
     at_layer_end = list(trainer.state.get("test_metric", []))
     keras_files.save_model(model, os.path.join(workdir, "model.keras"))
     return curve, trainer.state.get("train_seconds", 0.0), trainer.train_steps, at_layer_end
@@ -222,7 +222,7 @@ def main(argv):
 
     if FLAGS.load:
         model = load(FLAGS.load, FLAGS.model, test, data_dir)
-        curve, seconds, steps = evaluate(model, test.y, test.x), 0.0, 0
+        curve, seconds, steps = evaluate(model, test.y, test.x, tb=tb), 0.0, 0
         at_layer_end = None
     else:
         def on_layer_end(depth, state):
