@@ -451,7 +451,7 @@ AXES = {  # x label, y label, x scale, y scale
     "7": ("iteration", "mean loss", "log", "linear"),
     "8": ("step", "training loss", "linear", "log"),
 }
-PLOT_VERSION = "1"   # bump when the drawing changes, so --check asks for new images
+PLOT_VERSION = "4"   # bump when the drawing changes, so --check asks for new images
 
 
 def image_name(figure, setting):
@@ -510,9 +510,13 @@ def caption(panel):
         parts.append("Lines: our mean curve, with a band of +-1 standard deviation over "
                      f"{unit} where the curve has several (the legend says how many).")
     if panel["points"]:
-        parts.append(f"Crosses at {where}: our value of a cell whose curve is not kept "
-                     f"(with a bar of +-1 standard deviation over {unit} where it has a "
-                     "spread).")
+        parts.append(f"Crosses {'' if panel['series'] else 'in one column per method '}"
+                     f"at {where}: our value of a cell whose curve is not kept; where it has "
+                     f"a spread, a thin bar of +-1 standard deviation over {unit} and a thick "
+                     "one of +-2 spreads of the paper's statistic (the status rule's "
+                     "interval before the reading tolerance" +
+                     (": sd / √10, the paper's value being a mean of 10 runs" if figure in
+                      PAPER_RUNS else "") + ").")
     parts.append(f"Stars: the paper's values at {where}.")
     if panel["short"]:
         parts.append("Not at the paper's budget: " + "; ".join(panel["short"]) + ".")
@@ -550,28 +554,47 @@ def draw_panel(panel, path):
                 low = [max(lo, m / 100) for lo, m in zip(low, mean)]
             ax.fill_between(steps, low, [m + s for m, s in zip(mean, sd)], color=colour,
                             alpha=0.2, lw=0)
-    for item in panel["points"]:
+    # without curves the panel is one column per method at the paper's x (else they overlap)
+    columns = not panel["series"]
+    order = {item["method"]: k for k, item in enumerate(panel["stars"])}
+
+    def where(method, k):
+        if columns:
+            return order.get(method, len(order) + k)
+        if xscale == "log":    # beside the paper's x, each a little apart
+            return PAPER_X[figure] * 1.06 ** (k + 1)
+        return PAPER_X[figure] + 0.12 * (k + 1)
+
+    for k, item in enumerate(panel["points"]):
         label, colour, _ = style(item["method"])
+        x = where(item["method"], k)
         text = f"{label} ({item['draws']} {unit})" if item["sd"] is not None else \
-            f"{label} (1 run, no curve kept)"
-        yerr = None
+            f"{label} (one value, no spread kept)"
         if item["sd"] is not None:
-            low = item["sd"] if yscale != "log" else min(item["sd"], item["value"] * 0.99)
-            yerr = [[low], [item["sd"]]]
-        ax.errorbar([item["x"]], [item["value"]], yerr=yerr, fmt="x", color=colour,
-                    ms=8, capsize=3, label=text)
+            for width, half in ((0.8, item["sd"]),
+                                (3.0, 2 * statistic_spread(figure, item["sd"]))):
+                low = half if yscale != "log" else min(half, item["value"] * 0.99)
+                ax.errorbar([x], [item["value"]], yerr=[[low], [half]], fmt="none",
+                            ecolor=colour, elinewidth=width, capsize=3 if width < 1 else 0)
+        ax.plot([x], [item["value"]], marker="x", color=colour, ms=8, ls="none", label=text)
     ours = {item["method"] for item in panel["series"] + panel["points"]}
-    for item in panel["stars"]:
+    for k, item in enumerate(panel["stars"]):
         label, colour, _ = style(item["method"])
         if yscale == "log" and item["value"] <= 0:
             continue
-        ax.plot([item["x"]], [item["value"]], marker="*", ms=12, color=colour, mec="black",
-                mew=0.6, ls="none",
+        ax.plot([k if columns else item["x"]], [item["value"]], marker="*", ms=12,
+                color=colour, mec="black", mew=0.6, ls="none",
                 label=None if item["method"] in ours else f"{label}: paper only")
     ax.plot([], [], marker="*", ms=10, color="white", mec="black", ls="none",
             label="paper (star in the method's colour)")
+    if columns:
+        xscale, xlabel = "linear", f"method (all at {xlabel} {PAPER_X[figure]:,})"
     ax.set_xscale(xscale)
     ax.set_yscale(yscale)
+    if columns:
+        ax.set_xticks(range(len(panel["stars"])))
+        ax.set_xticklabels([style(item["method"])[0] for item in panel["stars"]],
+                           rotation=30, fontsize=7, ha="right")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(f"Figure {figure}: {SIZES[(figure, panel['setting'])]}", fontsize=8)
