@@ -178,10 +178,7 @@ def check_spread(spread, what="spread"):
     missing = [key for key in SPREAD_KEYS if key not in spread]
     if missing:
         return [f"{what}: missing key(s) {', '.join(missing)}"]
-    problems = []
-    unknown = sorted(set(spread) - set(SPREAD_KEYS) - set(SPREAD_OPTIONAL) - {"date"})
-    if unknown:
-        problems.append(f"{what}: unknown key(s) {', '.join(unknown)}")
+    problems = []    # other keys are allowed and not kept
     figure, setting, method = (str(spread["figure"]), spread["setting"], spread["method"])
     if (figure, setting, method) not in set(cells()):
         return problems + [f"{what}: ({figure}, {setting}, {method}) is not a cell of the "
@@ -506,9 +503,11 @@ def caption(panel):
     where = {"5": "layer 16", "6": "iteration 1,000", "7": "step 1,000",
              "8": "step 10,000"}[figure]
     parts = [f"Figure {figure}, {setting}: {SIZES[(figure, setting)]}."]
-    if panel["series"]:
+    if any(item["draws"] > 1 for item in panel["series"]):
         parts.append("Lines: our mean curve, with a band of +-1 standard deviation over "
                      f"{unit} where the curve has several (the legend says how many).")
+    elif panel["series"]:
+        parts.append("Lines: our curve of one run each (no band: one draw).")
     if panel["points"]:
         parts.append(f"Crosses {'' if panel['series'] else 'in one column per method '}"
                      f"at {where}: our value of a cell whose curve is not kept; where it has "
