@@ -101,7 +101,12 @@ def main(argv):
                                            train_seconds=FLAGS.train_seconds)
         reproduction.upsert(record, row)
         curve = reproduction.curve_from_result(result, row["figure"])
-        if curve is not None:
+        kept = reproduction.load_curves(FLAGS.record).get(
+            (row["figure"], row["setting"], row["method"]))
+        if curve is not None and kept is not None and kept["draws"] > 1:
+            print(f"[reproduction] the kept curve of {kept['draws']} draws stays (not this "
+                  "run's)", flush=True)
+        elif curve is not None:
             new_curves.append(curve)
         print(f"[reproduction] Figure {row['figure']} {row['setting']} {row['method']}: "
               f"ours {row['ours']} paper {row['paper']} -> {row['status']}", flush=True)
