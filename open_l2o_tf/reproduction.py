@@ -179,10 +179,11 @@ def check_spread(spread, what="spread"):
     if missing:
         return [f"{what}: missing key(s) {', '.join(missing)}"]
     problems = []    # other keys are allowed and not kept
-    figure, setting, method = (str(spread["figure"]), spread["setting"], spread["method"])
-    if (figure, setting, method) not in set(cells()):
-        return problems + [f"{what}: ({figure}, {setting}, {method}) is not a cell of the "
-                           "paper's Figures 5-8"]
+    figure, setting = str(spread["figure"]), spread["setting"]
+    method, _ = split_variant(figure, setting, spread["method"])
+    if method is None:
+        return problems + [f"{what}: ({figure}, {setting}, {spread['method']}) is not a cell "
+                           "of the paper's Figures 5-8 (nor METHOD_VARIANT of one)"]
     metric = paper_cell(figure, setting, method)[0]
     if spread["metric"] != metric:
         problems.append(f"{what}: metric {spread['metric']!r}, expected {metric!r} for "
@@ -240,6 +241,18 @@ def check_spread(spread, what="spread"):
     return problems
 
 
+def split_variant(figure, setting, name):
+    """``(method, variant)`` of a spread's ``method``: the cell's method and None, or, for
+    ``METHOD_VARIANT`` (e.g. ``l2o_scale_released``: another trained model of the same
+    method), the method and ``VARIANT``; ``(None, None)`` if it names no cell."""
+    if (figure, setting, name) in set(cells()):
+        return name, None
+    for method in sorted(FIGURES.get(figure, ("", [], []))[2], key=len, reverse=True):
+        if name.startswith(method + "_") and (figure, setting, method) in set(cells()):
+            return method, name[len(method) + 1:]
+    return None, None
+
+
 def spread_from_file(spread):
     """``(row_spread, curve)``: what a row keeps of a valid spread file (everything but the
     curve) and the curve to keep beside the record (None without one)."""
@@ -259,12 +272,16 @@ def add_spread(record, spread):
     """Puts the (valid) spread file ``spread`` into its row of ``record`` and decides the
     row's status again; returns ``(row, curve or None)``."""
     kept, curve = spread_from_file(spread)
-    key = (kept["figure"], kept["setting"], kept["method"])
+    method, variant = split_variant(kept["figure"], kept["setting"], kept["method"])
+    key = (kept["figure"], kept["setting"], method)
     rows = [r for r in record["rows"] if (r["figure"], r["setting"], r["method"]) == key]
     row = rows[0] if rows else None
     if row is None:
         row = empty_row(*key)
         record["rows"].append(row)
+    if variant is not None:   # shown beside the cell, its curve not kept; no status change
+        row.setdefault("variants", {})[variant] = kept
+        return row, None
     if row["status"] == "outside-explained":
         row["explained"] = True
     row["spread"] = kept
@@ -390,6 +407,8 @@ def validate(record):
         verdict = spread_verdict(row)
         if row.get("spread"):
             problems += [f"{key}: {p}" for p in check_spread(row["spread"], "spread")]
+        for name, variant in sorted((row.get("variants") or {}).items()):
+            problems += [f"{key}: {p}" for p in check_spread(variant, f"variant {name}")]
         if verdict is not None and at_paper_budget(row):
             if row["status"] == "within" and not verdict[0]:
                 problems.append(f"{key}: 'within' but the paper's {row['paper']} is "
@@ -680,6 +699,19 @@ def _spread_cell(row):
     return text
 
 
+def _variants_detail(row):
+    """The spreads of other trained models of the cell's method (they set no status)."""
+    parts = []
+    for name, variant in sorted((row.get("variants") or {}).items()):
+        alike = dict(row, spread=variant)
+        verdict = spread_verdict(alike)
+        word = "" if verdict is None else (" — within by the rule" if verdict[0]
+                                           else " — outside by the rule")
+        parts.append(f"Variant {variant['method']} (shown beside the cell, does not set its "
+                     f"status): {_spread_cell(alike)}{word}; {_spread_detail(variant)}")
+    return "; ".join(parts)
+
+
 def _spread_detail(spread):
     if not spread:
         return ""
@@ -744,7 +776,8 @@ def render(record, panels_=None):
             if "ours_last100" in row and row["ours_last100"] is not None:
                 ours += f" (last 100: {_fmt(row['ours_last100'])})"
             detail = "; ".join(x for x in (row.get("ours_detail"), row.get("evidence"),
-                                           _spread_detail(row.get("spread"))) if x)
+                                           _spread_detail(row.get("spread")),
+                                           _variants_detail(row)) if x)
             command = f"`{row['command']}`" if row.get("command") else ""
             train = "" if row.get("train_seconds") is None else f"{row['train_seconds']:,.0f}"
             cells_ = [row["setting"], row["method"], _fmt(row["paper"]), ours,

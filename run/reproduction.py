@@ -111,13 +111,15 @@ def main(argv):
         print(f"[reproduction] Figure {row['figure']} {row['setting']} {row['method']}: "
               f"ours {row['ours']} paper {row['paper']} -> {row['status']}", flush=True)
     for path in FLAGS.spread:
-        row, curve = reproduction.add_spread(record, read_spread(path))
+        spread = read_spread(path)
+        row, curve = reproduction.add_spread(record, spread)
         if curve is not None:
             new_curves.append(curve)
-        spread = row["spread"]
-        print(f"[reproduction] Figure {row['figure']} {row['setting']} {row['method']}: "
+        print(f"[reproduction] Figure {row['figure']} {row['setting']} {spread['method']}: "
               f"{spread['mean']:.4g} +- {spread['sd']:.4g} over {len(spread['values'])} "
-              f"{spread['draw_kind']}s, paper {row['paper']} -> {row['status']}", flush=True)
+              f"{spread['draw_kind']}s, paper {row['paper']} -> {row['status']}"
+              + ("" if spread["method"] == row["method"] else
+                 f" (a variant of {row['method']}, shown beside it)"), flush=True)
     problems = reproduction.validate(record)
     if problems:
         raise UserError(f"{FLAGS.record}: " + "; ".join(problems[:5]) +

@@ -196,3 +196,15 @@ def test_spread_adds_a_file_draws_its_panel_and_check_sees_stale_figures(tmp_pat
     curves = reproduction.load_curves(str(record_path))
     assert reproduction.stale_images(record, curves, str(record_path)) == [
         "img/record_fig6_lasso_5x10.png was drawn from other data than the record's"]
+
+
+def test_a_variant_spread_is_shown_beside_its_cell_and_sets_no_status():
+    record = reproduction.new_record()
+    row = [r for r in record["rows"] if (r["figure"], r["setting"], r["method"]) ==
+           ("6", "lasso_5x10", "gd")][0]
+    row.update(ours=126.2, status="outside")
+    reproduction.add_spread(record, _spread(method="gd_other", values=(90.0, 100.0, 110.0)))
+    assert row["status"] == "outside" and "spread" not in row
+    assert list(row["variants"]) == ["other"] and reproduction.validate(record) == []
+    assert "Variant gd_other" in reproduction.render(record)
+    assert reproduction.check_spread(_spread(method="gdx")) != []
