@@ -180,12 +180,17 @@ def start_particles(x0, particles, seed, start="origin"):
     return noise if start == "origin" else x0[None] + noise
 
 
-def swarm_runner(swarm, num_steps, family, seed=0, start="origin", deterministic=None):
-    """A compiled ``run(instance, x0) -> (num_steps + 1, B)`` of :func:`swarm_minimize`,
+def swarm_runner(swarm, num_steps, family, seed=0, start="origin", deterministic=None,
+                 per_particle=False):
+    """A compiled ``run(instance, x0) -> (num_steps + 1, B)`` of :func:`swarm_minimize`
+    (``per_particle``: every particle's loss, ``(num_steps + 1, k, B)``),
     traced once for instances of the same shapes (held-out scoring reuses it), run with
     Grappler off so that its results repeat bit for bit
     (:func:`open_l2o_tf.determinism.no_graph_rewrites`) when ``deterministic`` (None: the
     device's default, :func:`open_l2o_tf.device.policy`: on a CPU yes, on a GPU no)."""
+
+    def record(f):
+        return f if per_particle else tf.reduce_min(f, 0)
 
     @tf.function
     def run(instance, x0):
@@ -195,23 +200,51 @@ def swarm_runner(swarm, num_steps, family, seed=0, start="origin", deterministic
 
         def body(t, x, state, ta):
             x, state, f = swarm.step(family, instance, x, state)
-            return t + 1, x, state, ta.write(t, tf.reduce_min(f, 0))
+            return t + 1, x, state, ta.write(t, record(f))
 
         _, x, state, ta = tf.while_loop(lambda t, *_: t < num_steps, body,
                                         (tf.constant(0), x, state, ta))
         f, _ = swarm.losses_and_grads(family, instance, x)
-        return ta.write(num_steps, tf.reduce_min(f, 0)).stack()
+        return ta.write(num_steps, record(f)).stack()
 
     return without_graph_rewrites(run, not device.policy(None, deterministic).graph_rewrites)
 
 
 def swarm_minimize(swarm, family, instance, x0, num_steps, seed=0, start="origin",
-                   deterministic=None):
+                   deterministic=None, per_particle=False):
     """Runs the swarm for ``num_steps`` steps, its particles started by
     :func:`start_particles` (``x0`` (B, n): the test starts); returns the per-instance loss
-    of the best particle at ``x_0 .. x_T``, ``(num_steps + 1, B)``."""
-    return swarm_runner(swarm, num_steps, family, seed, start,
-                        deterministic)(instance, x0).numpy()
+    of the best particle at ``x_0 .. x_T``, ``(num_steps + 1, B)`` (ours: each instance's
+    best particle), or with ``per_particle`` every particle's loss ``(num_steps + 1, k, B)``
+    (from which :func:`best_particle_curve` and :func:`original_curve` reduce)."""
+    return swarm_runner(swarm, num_steps, family, seed, start, deterministic,
+                        per_particle)(instance, x0).numpy()
+
+
+def best_particle_curve(losses):
+    """Ours: the mean over instances of each instance's best particle,
+    ``mean_b min_p f[t, p, b]``, from ``losses`` ``(T + 1, k, B)``; ``(T + 1,)``."""
+    return np.asarray(losses).min(axis=1).mean(axis=1)
+
+
+def original_curve(losses, groups=1):
+    """The released L2O-Swarm evaluation's quantity: each particle's loss averaged over a
+    batch of instances, then the minimum over the particles,
+    ``min_p mean_b f[t, p, b]`` (``L2O-Swarm/src/meta.py:795-805``: ``fx_final`` holds
+    ``tf.reduce_mean`` of each particle's batch losses; ``src/evaluate.py:75-77``:
+    ``total_cost += min(cost)``, the minimum of that list).  It is never below
+    :func:`best_particle_curve` (a min of means >= a mean of mins).
+
+    ``losses`` ``(T + 1, k, B)`` with rows instance-major in ``groups`` interleaved batches
+    (row = instance * groups + g, as the Rastrigin test set of ``--starts`` starts): the
+    quantity is taken per batch g (the original evaluates one batch per epoch) and averaged
+    over the batches (the original's ``total_cost / num_epochs``); ``(T + 1,)``."""
+    losses = np.asarray(losses)
+    steps, k, rows = losses.shape
+    if rows % groups:
+        raise ValueError(f"{rows} rows do not split into {groups} batches")
+    per_batch = losses.reshape(steps, k, rows // groups, groups).mean(axis=2)   # (T+1, k, g)
+    return per_batch.min(axis=1).mean(axis=1)
 
 
 class SwarmTrainer(episodic.EpisodicTrainer):

@@ -180,12 +180,14 @@ def _given(**kwargs):
 
 def run_swarm(name, family, test, x0, steps, *, workdir, episodes, unroll, tb=None,
               load=None, seed=0, attraction="as_coded", start="origin", meta_lr=None,
-              strategy=None, deterministic=None):
+              strategy=None, deterministic=None, starts=1):
     """A learned optimizer of the ``swarm`` interface (L2O-Swarm): loaded (``load``) or
     meta-trained (``episodes`` of ``unroll`` steps, checkpoints in ``workdir/ckpt``), then
-    run for ``steps``; ``(curve, info)``.  The keyword arguments are the flags of the same
-    names (``attraction``, ``start``: ``--swarm_attraction``, ``--swarm_start``;
-    ``meta_lr=None``: the trainer's default)."""
+    run for ``steps``; ``(curve, info, extra)``: ``curve`` per instance ``(steps + 1, B)``,
+    each instance's best particle (ours), and ``extra`` the released evaluation's quantity
+    (:func:`model_free.swarm.original_curve`, the test rows taken as ``starts`` batches).
+    The keyword arguments are the flags of the same names (``attraction``, ``start``:
+    ``--swarm_attraction``, ``--swarm_start``; ``meta_lr=None``: the trainer's default)."""
     from model_free import swarm as swarm_lib  # pylint: disable=import-outside-toplevel
     info = {"train_seconds": 0.0, "train_steps": 0}
     if load:
@@ -202,9 +204,19 @@ def run_swarm(name, family, test, x0, steps, *, workdir, episodes, unroll, tb=No
         swarm_lib.save_swarm(opt, os.path.join(workdir, f"{name}.npz"))
         info = {"train_seconds": trainer.train_seconds,
                 "train_steps": episodes * trainer.unroll}
-    curve = swarm_lib.swarm_minimize(opt, family, test, x0[0], steps, seed=seed,
-                                     start=start, deterministic=deterministic)
-    return curve, info
+    losses = swarm_lib.swarm_minimize(opt, family, test, x0[0], steps, seed=seed,
+                                      start=start, deterministic=deterministic,
+                                      per_particle=True)
+    original = swarm_lib.original_curve(losses, groups=starts)
+    extra = {"swarm_original_curve": [float(v) for v in original],
+             "swarm_original_final": float(original[-1]),
+             "swarm_original_quantity": "min over the 4 particles of the mean loss over a "
+                                        "batch of the test instances (one batch per start), "
+                                        "averaged over the starts: the released evaluation's "
+                                        "(L2O-Swarm/src/evaluate.py:75-77); 'curve' is ours, "
+                                        "the mean over instances of each instance's best "
+                                        "particle"}
+    return losses.min(axis=1), info, extra
 
 
 def run_learned(name, family, test, x0, steps, *, workdir, episodes, unroll, selection,
@@ -259,12 +271,12 @@ def main(argv):
                             FLAGS.grad_batch, FLAGS.rmsprop_accumulator,
                             FLAGS.line_search_scope, FLAGS.starts)
     elif registry.interface("learned", name) == "swarm":
-        curve, info = run_swarm(
+        curve, info, extra = run_swarm(
             name, family, test, x0, FLAGS.steps, workdir=workdir, episodes=episodes,
             unroll=unroll, tb=tb, load=FLAGS.load, seed=FLAGS.seed,
             attraction=FLAGS.swarm_attraction, start=FLAGS.swarm_start,
             meta_lr=common.meta_lr(budget), strategy=common.strategy(),
-            deterministic=common.deterministic())
+            deterministic=common.deterministic(), starts=FLAGS.starts)
     else:
         safeguard = (common.safeguard_options(["gd", "adam", "rmsprop"], "adam")
                      if FLAGS.safeguard == "on" else None)

@@ -115,7 +115,26 @@ def test_rastrigin_cli_with_l2o_swarm(tmp_path):
     assert record["paper"] == pytest.approx(6.5)
     assert record["curve"][-1] < record["curve"][0]
     assert (tmp_path / "l2o_swarm.npz").exists()
+    # the released evaluation's quantity beside ours: a min of batch means >= a mean of mins
+    original = record["swarm_original_curve"]
+    assert len(original) == 31 and record["swarm_original_final"] == original[-1]
+    assert all(o >= c - 1e-5 for o, c in zip(original, record["curve"]))
     proc = run_cli("run.rastrigin", "--optimizer=l2o_swarm", "--n=10",
                    f"--load={tmp_path / 'l2o_swarm.npz'}", f"--workdir={tmp_path / 'x'}")
     lines = error_lines(proc)
     assert proc.returncode == 2 and len(lines) == 1 and "n = 2, not n = 10" in lines[0]
+
+
+def test_original_quantity_is_min_over_particles_of_batch_means():
+    # 2 particles, 2 instances x 2 starts (rows instance-major: instance * 2 + start)
+    f = np.array([[[1.0, 5.0, 1.0, 0.0],     # particle 0
+                   [4.0, 0.0, 0.0, 3.0]]])   # particle 1
+    # ours: mean over rows of each row's best particle
+    assert swarm_lib.best_particle_curve(f)[0] == pytest.approx((1 + 0 + 0 + 0) / 4)
+    # the original's per start, start 0 = rows 0, 2: min(mean(1, 1), mean(4, 0)) = 1;
+    # start 1 = rows 1, 3: min(mean(5, 0), mean(0, 3)) = 1.5; their mean 1.25
+    assert swarm_lib.original_curve(f, groups=2)[0] == pytest.approx(1.25)
+    # one batch of all rows: min(7 / 4, 7 / 4)
+    assert swarm_lib.original_curve(f)[0] == pytest.approx(1.75)
+    with pytest.raises(ValueError):
+        swarm_lib.original_curve(f, groups=3)
