@@ -85,6 +85,8 @@ def ran(record):
 
 
 def _count(value, one, many):
+    if isinstance(value, str):      # a range of a panel's runs, e.g. "3-8"
+        return f"{value} {many}"
     return f"{value:,} {one if value == 1 else many}"
 
 

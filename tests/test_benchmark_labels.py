@@ -51,6 +51,9 @@ def test_titles_state_the_size_depth_and_horizon_that_ran(tmp_path):
                              "noiseless")
     assert title == "Noiseless, 64x128, 8 layers (quick)"      # not the paper's (256, 512)
     assert stars == []                                          # the paper's -78 is 16 layers
+    partial = _sparse("lista", -20.0, dict(QUICK_SPARSE, layers=3), layers=3)
+    assert _panel([_sparse("alista", -34.0, QUICK_SPARSE), partial], "sparse_recovery",
+                  "noiseless")[0] == "Noiseless, 64x128, 3-8 layers (quick)"
     title, _, ylabel = _panel([_nn("adam", 500)], "nn_training", "mnist_mlp_relu")
     assert title == "MLP (MNIST, ReLU), 500 iterations (quick)"
     assert ylabel == "Training loss (mean of 2 runs)"
