@@ -54,7 +54,8 @@ def collect(runs_dir, names):
                             + "; run the benchmark again (without --report_only) to redo it")
             statuses[name] = f"FAILED: {broken[name]}"
         else:
-            statuses[name] = "not run"
+            statuses[name] = ("started, no results yet (an interrupted run resumes)"
+                              if os.path.isdir(run_dir) else "not run")
     return records, statuses, broken
 
 
