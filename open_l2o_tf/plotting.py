@@ -3,9 +3,13 @@
 One panel per (test, setting): NMSE (dB) against the layer for sparse recovery (Fig. 5,
 with the 0 dB point at layer 0), the modified relative loss against the iteration on log-log
 axes for Lasso (Fig. 6), the mean loss against the iteration for Rastrigin (Fig. 7, log-x)
-and the training loss for neural networks (Fig. 8, log-y).  The paper's value for each
-method is drawn as a hollow marker at the last x, in the method's colour, so every panel
-shows "ours vs paper" at a glance.
+and the training loss for neural networks (Fig. 8, log-y).  The title states the size,
+depth and horizon the runs ran (from their records, never the paper's), e.g. "Noiseless,
+64x128, 8 layers (quick)".  The paper's value of a method is drawn as a hollow star in the
+method's colour at the paper's layer / iteration, and only for a run at the paper's
+setting (:func:`open_l2o_tf.setups.comparison`); the caption under the axes says which
+runs have a star and, for the others, why not (e.g. "the paper's values are for 256x512,
+16 layers; not comparable").
 
 Every method gets a style (:func:`style`): the paper's methods their look in the paper's
 legend (``STYLE``), a method registered with ``style=(label, colour, marker)`` in its
@@ -14,6 +18,7 @@ registry info that style, and any other name (a model or learned optimizer of yo
 and the same in every figure and run.
 """
 import os
+import textwrap
 import zlib
 
 import matplotlib
@@ -24,6 +29,7 @@ import numpy as np  # noqa: E402  pylint: disable=wrong-import-position
 
 from open_l2o_tf import logging as olog  # noqa: E402  pylint: disable=wrong-import-position
 from open_l2o_tf import registry  # noqa: E402  pylint: disable=wrong-import-position
+from open_l2o_tf import setups  # noqa: E402  pylint: disable=wrong-import-position
 
 # label, colour, marker of the paper's methods: the paper's legend where it has one.
 STYLE = {
@@ -56,15 +62,17 @@ STYLE = {
     "adam_gda": ("Adam GDA", "#1f77b4", None),
 }
 
-PANEL_TITLES = {
-    ("sparse_recovery", "noiseless"): "Noiseless, (256, 512)",
-    ("sparse_recovery", "noisy"): "SNR = 20dB, (256, 512)",
-    ("sparse_recovery", "coherent"): "Coherent dictionary, (256, 512)",
-    ("sparse_recovery", "large"): "Large scale, (512, 1024)",
-    ("lasso", "lasso_5x10"): "Lasso, (m, n) = (5, 10)",
-    ("lasso", "lasso_25x50"): "Lasso, (m, n) = (25, 50)",
-    ("rastrigin", "n2"): "Rastrigin, n = 2",
-    ("rastrigin", "n10"): "Rastrigin, n = 10",
+# the name of each panel; the size, depth and horizon in its title are the runs' own
+# (:func:`panel_title`), never the paper's
+PANEL_NAMES = {
+    ("sparse_recovery", "noiseless"): "Noiseless",
+    ("sparse_recovery", "noisy"): "SNR = 20dB",
+    ("sparse_recovery", "coherent"): "Coherent dictionary",
+    ("sparse_recovery", "large"): "Large scale",
+    ("lasso", "lasso_5x10"): "Lasso",
+    ("lasso", "lasso_25x50"): "Lasso",
+    ("rastrigin", "n2"): "Rastrigin",
+    ("rastrigin", "n10"): "Rastrigin",
     ("nn_training", "mnist_mlp_relu"): "MLP (MNIST, ReLU)",
     ("nn_training", "mnist_mlp_sigmoid"): "MLP (MNIST, sigmoid)",
     ("nn_training", "mnist_conv"): "ConvNet (MNIST)",
@@ -132,8 +140,76 @@ def panel_key(record):
     return record.get("test"), setting
 
 
+TITLE_KEYS = ("m", "n", "layers", "iterations", "half_steps")   # size, depth, horizon
+DRAW_KEYS = ("instances", "starts", "restarts", "runs")
+LOG_X = ("lasso", "rastrigin", "minimax")
+
+
+def _shared(setups, keys):
+    """The values of ``keys`` the setups share; a key whose values differ reads
+    ``'lo-hi'``; a key some setup lacks is left out."""
+    out = {}
+    for key in keys:
+        values = [s[key] for s in setups if key in s]
+        if not values or len(values) < len(setups):
+            continue
+        low, high = min(values), max(values)
+        out[key] = low if low == high else f"{low}-{high}"
+    return out
+
+
+def panel_title(test, setting, records):
+    """The panel's name and the size, depth and horizon its runs ran, with their preset,
+    e.g. ``'Noiseless, 64x128, 8 layers (quick)'`` (:func:`open_l2o_tf.setups.ran`)."""
+    ran = [setups.ran(record) for record in records]
+    name = PANEL_NAMES.get((test, setting), f"{test}: {setting}")
+    if test == "minimax":
+        name = f"Minimax: {setting}"
+    what = setups.describe(test, _shared(ran, TITLE_KEYS))
+    presets = sorted({str(s.get("preset")) for s in ran})
+    return f"{name}, {what}" + (f" ({', '.join(presets)})" if presets else "") if what \
+        else name + (f" ({', '.join(presets)})" if presets else "")
+
+
+def _draws(test, records):
+    """The draws a panel's mean is over, in words (``'mean of 2 runs'``), or ''."""
+    text = setups.describe(test, _shared([setups.ran(r) for r in records], DRAW_KEYS))
+    return f"mean of {text}" if text else ""
+
+
+def panel_caption(test, records):
+    """What the panel's stars are: the paper's values at the paper's iteration / layer for
+    the runs at the paper's setting (:func:`open_l2o_tf.setups.comparison`), and for the
+    others why there is no star."""
+    looks = panel_styles({record["method"] for record in records})
+    comparisons = {r["method"]: setups.comparison(r) for r in records}
+    paper = next((c["paper_setup"] for c in comparisons.values() if c["paper_setup"]), None)
+    starred = sorted(m for m, c in comparisons.items() if c["comparable"])
+    unstarred = sorted(m for m, c in comparisons.items()
+                       if c["paper"] is not None and not c["comparable"])
+    parts = ["lines: ours"]
+    if starred:
+        parts.append("hollow stars: the paper's values at "
+                     + setups.horizon_label(test, paper) + " (runs at the paper's setting)")
+    if unstarred:
+        reasons = sorted({comparisons[m]["reason"] for m in unstarred})
+        if starred:
+            parts.append("no star for " + ", ".join(looks[m][0] for m in unstarred)
+                         + ": not comparable (" + "; ".join(reasons) + ")")
+        else:
+            parts.append("no paper stars: the paper's values are for "
+                         + setups.describe(test, paper, TITLE_KEYS)
+                         + "; not comparable (" + " / ".join(reasons) + ")")
+    if not starred and not unstarred:
+        parts.append("the paper has no values for these runs")
+    return "; ".join(parts)
+
+
 def plot_panel(ax, records, test, setting):
-    """Draws one panel (one setting of one test) from its records on ``ax``."""
+    """Draws one panel (one setting of one test) from its records on ``ax``: each curve
+    against its layer / iteration (layer 0 = 0 dB; iteration 0 left out on a log axis),
+    and the paper's value as a hollow star at the paper's layer / iteration, only for a run
+    at the paper's setting (:func:`open_l2o_tf.setups.comparison`)."""
     looks = panel_styles({record["method"] for record in records})
     for record in sorted(records, key=lambda r: r["method"]):
         curve = np.asarray([np.nan if v is None else v for v in record["curve"]], float)
@@ -146,17 +222,18 @@ def plot_panel(ax, records, test, setting):
             ax.plot(x, y, label=label, color=colour, marker=marker, markersize=4,
                     linewidth=1.5)
         else:
-            x = np.arange(1, curve.size + 1)
-            ax.plot(x, curve, label=label, color=colour, linewidth=1.3)
-        paper = record.get("paper")
-        if paper is not None:
-            ax.plot([x[-1]], [paper], linestyle="none", marker="*", markersize=11,
-                    markerfacecolor="none", markeredgecolor=colour or "k")
-    title = PANEL_TITLES.get((test, setting), f"{test}: {setting}")
-    ax.set_title(title)
+            x = np.arange(curve.size)
+            first = 1 if test in LOG_X else 0
+            ax.plot(x[first:], curve[first:], label=label, color=colour, linewidth=1.3)
+        comparison = setups.comparison(record)
+        if comparison["comparable"]:
+            ax.plot([comparison["x"]], [comparison["paper"]], linestyle="none", marker="*",
+                    markersize=11, markerfacecolor="none", markeredgecolor=colour or "k")
+    ax.set_title(panel_title(test, setting, records), fontsize=10)
     ax.grid(True, alpha=0.4)
+    draws = _draws(test, records)
     if test == "sparse_recovery":
-        ax.set_xlabel("Number of layer")
+        ax.set_xlabel("Layer")
         ax.set_ylabel("NMSE (dB)")
     elif test == "lasso":
         ax.set_xscale("log")
@@ -166,16 +243,16 @@ def plot_panel(ax, records, test, setting):
     elif test == "rastrigin":
         ax.set_xscale("log")
         ax.set_xlabel("Iteration")
-        ax.set_ylabel("Loss")
+        ax.set_ylabel("Loss" + (f" ({draws})" if draws else ""))
     elif test == "minimax":
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("Half-step")
-        ax.set_ylabel("Distance to the saddle point")
+        ax.set_ylabel("Distance to the saddle point" + (f"\n({draws})" if draws else ""))
     else:
         ax.set_yscale("log")
         ax.set_xlabel("Iteration")
-        ax.set_ylabel("Training loss")
+        ax.set_ylabel("Training loss" + (f" ({draws})" if draws else ""))
 
 
 def group_by_panel(records):
@@ -195,12 +272,14 @@ def plot_results(records, out_dir):
     olog.ensure_dir(os.path.abspath(out_dir))
     paths = []
     for (test, setting), panel_records in sorted(group_by_panel(records).items()):
-        fig, ax = plt.subplots(figsize=(6.4, 4.4))
+        caption = textwrap.wrap(panel_caption(test, panel_records), 125)
+        height = 4.4 + 0.14 * len(caption)
+        fig, ax = plt.subplots(figsize=(6.4, height))
         plot_panel(ax, panel_records, test, setting)
         ax.legend(fontsize=8, ncol=2)
-        ax.text(0.99, 0.01, "lines: ours   hollow stars: paper", transform=ax.transAxes,
-                ha="right", va="bottom", fontsize=7, color="0.3")
-        fig.tight_layout()
+        fig.text(0.01, 0.01, "\n".join(caption), ha="left", va="bottom", fontsize=6.5,
+                 color="0.25")
+        fig.tight_layout(rect=(0, (0.14 * len(caption) + 0.05) / height, 1, 1))
         number = FIGURE_OF_TEST.get(test, 0)
         path = os.path.join(out_dir, f"fig{number}_{test}_{setting}.png")
         try:

@@ -42,6 +42,21 @@ def lookup(test, setting, method, default=None):
     return default if value is None else float(value)
 
 
+def paper_setup(test, setting):
+    """The setting of the paper's values for ``(test, setting)``: the problem size (``m``,
+    ``n``; Rastrigin's ``n``), depth (``layers``), horizon (``iterations``) and draws
+    (``instances``, ``starts``, ``runs``), or None when the paper has no such panel.
+
+    >>> paper_setup("sparse_recovery", "noiseless")
+    {'m': 256, 'n': 512, 'layers': 16}
+    """
+    table = _table()["tests"]
+    if test not in table:
+        return None
+    value = table[test].get("setup", {}).get(normalise_setting(test, setting))
+    return dict(value) if value else None
+
+
 def normalise_setting(test, setting):
     if test == "rastrigin":
         text = str(setting).replace("n=", "").replace("n", "")

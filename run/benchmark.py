@@ -13,7 +13,12 @@ command and are in the suite (:func:`methods`; a new entry is in both suites of 
 command it serves); ``--import=my_pkg.my_module`` (repeatable) adds the models and learned
 optimizers that module registers the same way and passes the flag on to every run.  At the end (and after every run) the benchmark writes
 ``DIR/results.json`` (a list of records), one PNG per paper figure panel and
-``DIR/report.md`` with our value, the paper's value and the difference per cell.
+``DIR/report.md``.  Titles, axes and report rows state the size, depth and horizon each
+run ran (from its ``results.json``); a run is compared with the paper's value (a star in
+its figure, a difference in the report) only when it ran the paper's setting
+(:func:`open_l2o_tf.setups.comparison`), otherwise its row says why not.  A finished run
+whose ``results.json`` is missing or corrupt is run again (the unreadable file is kept as
+``results.json.corrupt``); ``--report_only`` shows it as a FAILED row and exits 1.
 """
 import os
 import re
@@ -24,7 +29,8 @@ import time
 from absl import flags
 
 from open_l2o_tf import logging as olog
-from open_l2o_tf import plotting, reference, registry
+from open_l2o_tf import registry
+from open_l2o_tf import report as outputs
 from open_l2o_tf.errors import UserError
 from . import common
 
@@ -76,21 +82,23 @@ FLAG_OF = {"sparse_recovery": "--model"}       # the others: --optimizer
 
 
 def panels(suite, data_root=None):
-    """``command -> [(run name prefix, arguments)]`` of ``suite``."""
+    """``command -> [(run name prefix, arguments, setting)]`` of ``suite``."""
     if suite == "quick":
-        return {"sparse_recovery": [("sparse_noiseless_", [])],
-                "lasso": [("lasso_", [])],
-                "rastrigin": [("rastrigin_n2_", ["--n=2"])],
-                "nn_training": [("nn_mnist_mlp_relu_", ["--problem=mnist_mlp_relu"])],
-                "minimax": [("minimax_rotated_saddle_", ["--problem=rotated_saddle"])]}
-    return {"sparse_recovery": [(f"sparse_{s}_", [f"--data_dir={os.path.join(data_root, s)}"])
-                                for s in SPARSE_SETTINGS],
-            "lasso": [(f"{s}_", [f"--data_dir={os.path.join(data_root, s)}"])
-                      for s in LASSO_SETTINGS],
-            "rastrigin": [(f"rastrigin_n{n}_", [f"--n={n}"]) for n in (2, 10)],
-            "nn_training": [(f"nn_{p}_", [f"--problem={p}"])
+        return {"sparse_recovery": [("sparse_noiseless_", [], "noiseless")],
+                "lasso": [("lasso_", [], "lasso_25x50")],
+                "rastrigin": [("rastrigin_n2_", ["--n=2"], "n2")],
+                "nn_training": [("nn_mnist_mlp_relu_", ["--problem=mnist_mlp_relu"],
+                                 "mnist_mlp_relu")],
+                "minimax": [("minimax_rotated_saddle_", ["--problem=rotated_saddle"],
+                             "rotated_saddle")]}
+    data = {s: [f"--data_dir={os.path.join(data_root, s)}"]
+            for s in SPARSE_SETTINGS + LASSO_SETTINGS}
+    return {"sparse_recovery": [(f"sparse_{s}_", data[s], s) for s in SPARSE_SETTINGS],
+            "lasso": [(f"{s}_", data[s], s) for s in LASSO_SETTINGS],
+            "rastrigin": [(f"rastrigin_n{n}_", [f"--n={n}"], f"n{n}") for n in (2, 10)],
+            "nn_training": [(f"nn_{p}_", [f"--problem={p}"], p)
                             for p in ("mnist_mlp_relu", "mnist_conv")],
-            "minimax": [(f"minimax_{p}_", [f"--problem={p}"]) for p in MINIMAX_PROBLEMS]}
+            "minimax": [(f"minimax_{p}_", [f"--problem={p}"], p) for p in MINIMAX_PROBLEMS]}
 
 
 def methods(command, suite):
@@ -103,16 +111,28 @@ def methods(command, suite):
 def suite_runs(suite, data_root=None):
     """``[(run name, module, arguments)]``: every method of every panel of ``suite`` (with
     the methods of the ``--import`` modules, registered by then)."""
+    return [(name, module, args) for name, module, args, _ in _suite(suite, data_root)]
+
+
+def _suite(suite, data_root=None):
+    """``[(run name, module, arguments, (test, setting, method))]`` of ``suite``."""
     common.quiet_tensorflow_import()   # model_based (imports TF) registers the model names
     import model_based  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
     runs = []
     for command, settings in panels(suite, data_root).items():
         flag = FLAG_OF.get(command, "--optimizer")
-        for prefix, args in settings:
+        for prefix, args, setting in settings:
             for method in methods(command, suite):
                 runs.append((f"{prefix}{method}", f"run.{command}",
-                             [f"{flag}={method}"] + args + [f"--preset={suite}"]))
+                             [f"{flag}={method}"] + args + [f"--preset={suite}"],
+                             (command, setting, method)))
     return runs
+
+
+def run_cells(suite, data_root=None):
+    """``{run name: (test, setting, method)}`` of ``suite``: where a run's row belongs in
+    the report even when it has no readable results."""
+    return {name: cell for name, _, _, cell in _suite(suite, data_root)}
 
 
 def quick_suite():
@@ -162,84 +182,10 @@ def _last_error(log_path):
     return (errors or lines or [""])[-1][:300]
 
 
-def collect(runs_dir, names):
-    """Reads each run's results.json (complete or partial); returns (records, statuses)."""
-    records, statuses = [], {}
-    for name in names:
-        run_dir = os.path.join(runs_dir, name)
-        record = olog.read_json(os.path.join(run_dir, "results.json"))
-        done = os.path.exists(os.path.join(run_dir, "DONE"))
-        if isinstance(record, dict):
-            record = dict(record)
-            record["run"] = name
-            record["complete"] = done
-            records.append(record)
-        statuses[name] = "done" if done else ("partial" if record else "missing")
-    return records, statuses
-
-
-def _fmt(value, test):
-    if value is None:
-        return "–"
-    if test in ("lasso", "nn_training"):
-        return f"{value:.3g}"
-    return f"{value:.2f}"
-
-
-def write_report(out_dir, records, statuses, failures, suite):
-    """``report.md``: per test a table of ours / paper / difference, then the run states."""
-    lines = [f"# open-l2o-tf benchmark report ({suite} suite)", "",
-             "Paper values were read off the paper's figures (see "
-             "`open_l2o_tf/reference_numbers.json` for their tolerance). Differences are "
-             "ours minus paper (dB or loss) or, on log-scale tests, log10(ours / paper) in "
-             "decades. Quick-suite runs use small problems and short training, so they are "
-             "not comparable to the paper's numbers; they check that everything runs.", ""]
-    by_test = {}
-    for record in records:
-        by_test.setdefault(record["test"], []).append(record)
-    for test in ["sparse_recovery", "lasso", "rastrigin", "nn_training", "minimax"]:
-        if test not in by_test:
-            continue
-        lines += [f"## {test} (Figure {plotting.FIGURE_OF_TEST.get(test, '-')})", "",
-                  "| setting | method | ours | paper | difference | within read-off "
-                  "tolerance | train s | status |",
-                  "|---|---|---|---|---|---|---|---|"]
-        for record in sorted(by_test[test], key=lambda r: (str(r["setting"]), r["method"])):
-            setting = reference.normalise_setting(test, record["setting"])
-            row = reference.compare(test, setting, record["method"], record.get("final"))
-            diff = row["difference"]
-            diff_text = "–" if diff is None else (
-                f"{diff:+.2f} dec" if row.get("difference_kind") == "decades" else
-                f"{diff:+.2f}")
-            within = {None: "–", True: "yes", False: "no"}[row["within_tolerance"]]
-            lines.append(
-                f"| {record['setting']} | {record['method']} | "
-                f"{_fmt(record.get('final'), test)} | {_fmt(row['paper'], test)} | "
-                f"{diff_text} | {within} | {record.get('train_seconds', 0):.0f} | "
-                f"{'complete' if record.get('complete') else 'partial'} |")
-        lines.append("")
-    lines += ["## Runs", ""]
-    for name, status in sorted(statuses.items()):
-        extra = f": {failures[name]}" if name in failures else ""
-        lines.append(f"- `{name}`: {status}{extra}")
-    olog._atomic_write(os.path.join(out_dir, "report.md"),  # pylint: disable=protected-access
-                       lambda h: h.write("\n".join(lines) + "\n"), "w")
-
-
-def build_outputs(out_dir, names, failures, suite):
-    records, statuses = collect(os.path.join(out_dir, "runs"), names)
-    for name in failures:
-        statuses[name] = "failed"
-    olog.atomic_write_json(os.path.join(out_dir, "results.json"), records)
-    paths = plotting.plot_results(records, out_dir)
-    write_report(out_dir, records, statuses, failures, suite)
-    return records, paths
-
-
 def select_runs(suite, data_root, only=None, out_dir=None):
     """``(runs, names)``: the runs of ``suite`` (those whose name matches the regex
-    ``only``), and the run names the report covers (every run of the suite present in
-    ``out_dir``, not only ``only``'s)."""
+    ``only``), and the run names the report covers (every run of the suite with a folder
+    in ``out_dir``, not only ``only``'s)."""
     runs = suite_runs(suite, data_root)
     suite_names = [name for name, _, _ in runs]
     if only:
@@ -252,7 +198,7 @@ def select_runs(suite, data_root, only=None, out_dir=None):
             raise UserError(f"--only={only!r} matches no run of the {suite} suite")
     selected = {name for name, _, _ in runs}
     names = [name for name in suite_names if name in selected or (out_dir is not None and
-             os.path.exists(os.path.join(out_dir, "runs", name, "results.json")))]
+             os.path.isdir(os.path.join(out_dir, "runs", name)))]
     return runs, names
 
 
@@ -277,8 +223,14 @@ def run_one(index, total, name, module, args, out_dir, extra, start, failures):
     returns whether it ran."""
     run_dir = os.path.join(out_dir, "runs", name)
     if os.path.exists(os.path.join(run_dir, "DONE")):
-        print(f"[benchmark] {index}/{total} {name}: done earlier", flush=True)
-        return False
+        problem = outputs.results_problem(run_dir)
+        if problem is None:
+            print(f"[benchmark] {index}/{total} {name}: done earlier", flush=True)
+            return False
+        print(f"[benchmark] {index}/{total} {name}: finished earlier, but {problem}; "
+              "running it again", flush=True)
+        if not FLAGS.dry_run:
+            outputs.set_aside(run_dir)
     command = [sys.executable, "-m", _module(module), f"--workdir={run_dir}"] + args + extra["imports"]
     if module == "run.nn_training":
         command += extra["nn"]
@@ -289,12 +241,16 @@ def run_one(index, total, name, module, args, out_dir, extra, start, failures):
     run_start = time.time()
     code = _run(command, os.path.join(run_dir, "log.txt"), FLAGS.run_timeout)
     if code == 0:
+        problem = outputs.results_problem(run_dir)
+        if problem is not None:
+            failures[name] = f"the command exited 0 but {problem}"
+            print(f"[benchmark] {name}: FAILED: {failures[name]}", flush=True)
+            return True
         olog.atomic_write_json(os.path.join(run_dir, "DONE"),
                                {"seconds": time.time() - run_start})
-        record = olog.read_json(os.path.join(run_dir, "results.json"), {}) or {}
-        print(f"[benchmark] {name}: final {record.get('final')} (paper "
-              f"{record.get('paper')}) in {time.time() - run_start:.0f}s; total "
-              f"{time.time() - start:.0f}s", flush=True)
+        record = olog.read_json(os.path.join(run_dir, "results.json"))
+        print(f"[benchmark] {name}: {outputs.summary(record)} in "
+              f"{time.time() - run_start:.0f}s; total {time.time() - start:.0f}s", flush=True)
     else:
         failures[name] = _last_error(os.path.join(run_dir, "log.txt"))
         print(f"[benchmark] {name}: FAILED (exit {code}): {failures[name]}", flush=True)
@@ -306,12 +262,19 @@ def main(argv):
     out_dir = os.path.abspath(FLAGS.out)
     data_root = os.path.abspath(FLAGS.data_root or os.path.join(out_dir, "data"))
     runs, names = select_runs(FLAGS.suite, data_root, FLAGS.only, out_dir)
+    cells = run_cells(FLAGS.suite, data_root)
     failures = {}
     if FLAGS.report_only:
-        records, paths = build_outputs(out_dir, names, failures, FLAGS.suite)
+        records, paths, broken = outputs.build_outputs(out_dir, names, failures,
+                                                       FLAGS.suite, cells)
         print(f"[benchmark] {len(records)} records, {len(paths)} plots, "
               f"report {os.path.join(out_dir, 'report.md')}")
-        return 0
+        for name, why in sorted(broken.items()):
+            print(f"[benchmark] FAILED {name}: {why}", file=sys.stderr, flush=True)
+        if broken:
+            print(f"[benchmark] {len(broken)} run(s) without usable results (FAILED rows "
+                  "in the report); exit status 1", file=sys.stderr, flush=True)
+        return 1 if broken else 0
     os.makedirs(os.path.join(out_dir, "runs"), exist_ok=True)
     extra = {"imports": [f"--import={module}" for module in FLAGS["import"].value],
              "nn": [f"--mnist_dir={FLAGS.mnist_dir}"] if FLAGS.mnist_dir else []}
@@ -320,13 +283,15 @@ def main(argv):
     start = time.time()
     for index, (name, module, args) in enumerate(runs, 1):
         if run_one(index, len(runs), name, module, args, out_dir, extra, start, failures):
-            build_outputs(out_dir, names, failures, FLAGS.suite)
+            outputs.build_outputs(out_dir, names, failures, FLAGS.suite, cells)
     if FLAGS.dry_run:
         return 0
-    records, paths = build_outputs(out_dir, names, failures, FLAGS.suite)
-    print(f"[benchmark] {len(records)} records, {len(failures)} failed, {len(paths)} plots; "
-          f"report: {os.path.join(out_dir, 'report.md')} ({time.time() - start:.0f}s)")
-    return 1 if failures else 0
+    records, paths, broken = outputs.build_outputs(out_dir, names, failures, FLAGS.suite,
+                                                   cells)
+    print(f"[benchmark] {len(records)} records, {len(failures) + len(broken)} failed, "
+          f"{len(paths)} plots; report: {os.path.join(out_dir, 'report.md')} "
+          f"({time.time() - start:.0f}s)")
+    return 1 if failures or broken else 0
 
 
 if __name__ == "__main__":

@@ -290,7 +290,12 @@ def main(argv):
     record = olog.make_result("lasso", name, setting, FLAGS.preset, "relative_loss", curve,
                               paper=paper, train_seconds=train_seconds,
                               train_steps=train_steps, config=common.flag_values_dict(),
-                              f_star_mean=float(f_star.mean()), **extra)
+                              f_star_mean=float(f_star.mean()),
+                              setup={"m": int(A.shape[0]), "n": int(A.shape[1]),
+                                     "iterations": FLAGS.iterations,
+                                     "test_samples": int(y.shape[0]),
+                                     **({"layers": FLAGS.num_layers} if kind == "model" else {})},
+                              **extra)
     common.write_results(workdir, record)
     marks = sorted({k for k in (0, 1, 16, 100, len(curve) - 1) if k < len(curve)})
     print("[lasso] " + "  ".join(f"R[{k}]={curve[k]:.3g}" for k in marks)

@@ -169,6 +169,9 @@ def report(curve, sizes, workdir, tb, info, start):
                               train_seconds=info["train_seconds"],
                               train_steps=info["train_steps"],
                               config=common.flag_values_dict(), second_half_mean=second_half,
+                              setup={"half_steps": int(half_steps),
+                                     "instances": int(sizes["count"]),
+                                     "restarts": int(sizes["restarts"])},
                               eval_seconds=time.time() - start)
     common.write_results(workdir, record)
     print(f"[minimax] {FLAGS.problem} {FLAGS.optimizer}: distance[0]={curve[0]:.4g} "

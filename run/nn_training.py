@@ -214,6 +214,7 @@ def main(argv):
                               run_seconds=[round(x, 1) for x in run_seconds],
                               final_per_run=[float(c[-1]) for c in curves],
                               nonfinite_step_per_run=nonfinite,
+                              setup={"iterations": int(steps), "runs": int(runs)},
                               **({"meta_training": training.summary(info)}
                                  if is_learned else {}))
     common.write_results(workdir, record)

@@ -297,7 +297,10 @@ def main(argv):
                               paper=paper, train_seconds=info.get("train_seconds", 0.0),
                               train_steps=info.get("train_steps", 0),
                               config=common.flag_values_dict(), lower_bound_mean=lower,
-                              eval_seconds=time.time() - start, **extra)
+                              eval_seconds=time.time() - start,
+                              setup={"n": FLAGS.n, "iterations": FLAGS.steps,
+                                     "instances": int(count), "starts": FLAGS.starts},
+                              **extra)
     common.write_results(workdir, record)
     report(name, FLAGS.n, curve, paper, lower)
 

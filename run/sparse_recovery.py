@@ -218,7 +218,10 @@ def main(argv):
                                 paper=paper if len(curve) == PAPER_LAYERS else None,
                                 train_seconds=seconds, train_steps=steps, config=config,
                                 layers=len(curve), paper_layers=PAPER_LAYERS,
-                                curve_at_layer_end=at_layer_end, complete=complete, **extra)
+                                curve_at_layer_end=at_layer_end, complete=complete,
+                                setup={"m": int(test.A.shape[0]), "n": int(test.A.shape[1]),
+                                       "layers": int(model.num_layers),
+                                       "test_samples": int(len(test.y))}, **extra)
 
     if FLAGS.load:
         model = load(FLAGS.load, FLAGS.model, test, data_dir)
