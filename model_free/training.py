@@ -82,7 +82,7 @@ def meta_train_or_load(name, optimizee, *, synthetic, workdir, episodes, unroll=
     :class:`open_l2o_tf.budgets.Budget` (model-selection period and count; ``episodes``,
     ``unroll`` and ``meta_lr`` are passed by the caller)."""
     if load:
-        loaded_name, opt = pretrained.load_optimizer(load, expected=name)
+        loaded_name, opt = pretrained.load_optimizer(load, expected=name, synthetic=synthetic)
         progress(f"[meta] loaded {loaded_name} from {load}")
         return opt, {"train_seconds": 0.0, "train_steps": 0, "loaded": load}
     opt = build_optimizer(name, synthetic)
