@@ -131,4 +131,6 @@ def test_convert_and_load_flag_take_a_checkpoint_directory(ckpt, tmp_path):
     _, opt = pretrained.load_optimizer(str(out), expected="l2o_scale")
     np.testing.assert_array_equal(opt.gru2.w_gates.numpy(),
                                   v["LOL/Layer2_RNN/BiasGRUCell/gates/Affine/Matrix"])
-    assert opt.faithful_global
+    assert opt.faithful_global and not opt.batched_instances
+    # loaded for a synthetic family, each row of a batch-first tensor is its own problem
+    assert pretrained.load_optimizer(str(out), synthetic=True)[1].batched_instances
