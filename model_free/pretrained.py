@@ -477,25 +477,45 @@ def kind_of(name):
     return _class_kinds().get(spec.split(":")[1].rsplit(".", 1)[-1], name)
 
 
-def load_optimizer(path, output_scale=None, expected=None, problem=None):
-    """``(name, optimizer)`` from our ``.npz`` checkpoint or an original Open-L2O file.
+def load_optimizer(path, output_scale=None, expected=None, problem=None, synthetic=None):
+    """``(name, optimizer)`` from our ``.npz`` checkpoint, an original Open-L2O file or an
+    original L2O-Scale TensorFlow 1 checkpoint (prefix or directory,
+    :mod:`model_free.scale_original`).
 
     ``expected``: the ``--optimizer`` name the file must hold (``l2o_enhanced`` accepts an
     L2O-DM file); a file of another kind is a :class:`UserError` naming both.
     ``problem``: for an original file, the ``util.get_config`` problem it is run on, whose
     output scale it gets where its preprocessing is the one the original uses there
     (:func:`load_original` with ``strict=False``); None: the legacy 0.01.
+    ``synthetic``: the problem family (L2O-Scale's ``batched_instances`` follows it; None:
+    the file's own setting, False for a TF1 checkpoint).
     """
     if expected is not None:
         check_kind(path, expected)
-    return _load_any(path, output_scale, problem)
+    if _scale_checkpoint(path):
+        from model_free import scale_original  # pylint: disable=import-outside-toplevel
+        return scale_original.load_checkpoint(path, bool(synthetic), flag="--load")
+    name, opt = _load_any(path, output_scale, problem)
+    if synthetic is not None and hasattr(opt, "batched_instances"):
+        opt.batched_instances = bool(synthetic)
+    return name, opt
+
+
+def _scale_checkpoint(path):
+    """Whether ``path`` is a TensorFlow checkpoint (an original L2O-Scale one) rather than
+    a file of ours or an original pickle."""
+    from model_free import scale_original  # pylint: disable=import-outside-toplevel
+    return scale_original.is_checkpoint(path)
 
 
 def peek_kind(path, flag="--load"):
     """The kind of optimizer a file holds (``l2o_dm``, ``l2o_rnnprop``, ``l2o_scale``,
     ``l2o_swarm``, ``twin_l2o``) read without TensorFlow and without building anything, so
     the command lines check ``--load`` before any work.  A missing, garbage or hostile file
-    is a :class:`UserError` naming it."""
+    is a :class:`UserError` naming it.  A TensorFlow checkpoint (prefix or directory) is an
+    original L2O-Scale one (``l2o_scale``; its variables are checked when it is loaded)."""
+    if _scale_checkpoint(path):
+        return "l2o_scale"
     magic = _magic(path, flag)
     if magic == _ZIP:
         try:

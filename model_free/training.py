@@ -95,7 +95,7 @@ def meta_train_or_load(name, optimizee, *, synthetic, workdir, episodes, unroll=
     (:func:`model_free.pretrained.load_optimizer`)."""
     if load:
         loaded_name, opt = pretrained.load_optimizer(
-            load, expected=name,
+            load, expected=name, synthetic=synthetic,
             problem=original_problem or ("rastrigin" if synthetic else "mnist"))
         progress(f"[meta] loaded {loaded_name} from {load}")
         return opt, {"train_seconds": 0.0, "train_steps": 0, "loaded": load}

@@ -6,6 +6,9 @@
 
 ``IN`` is an L2O-DM (``*.cw.l2l-0``) or L2O-RNNprop (``*.rp.l2l-0``) pickle of the original
 release; it is read without unpickling (:func:`model_free.pretrained.safe_load_pickle`).
+``IN`` may also be an original L2O-Scale TensorFlow 1 checkpoint, a prefix
+(``.../model.ckpt-0``) or its directory (``../shared/data/original_optimizers/
+l2o_scale_hess_cl_mt``), read as tensors only (:mod:`model_free.scale_original`).
 ``OUT.npz`` holds the weights and the optimizer's config and loads with ``--load=OUT.npz``
 (``np.load(..., allow_pickle=False)``).
 
@@ -53,7 +56,10 @@ def validate(argv):
     if not out.endswith(".npz"):
         raise UserError(f"OUT {out} must end in .npz")
     common.check_writable_file(out, "OUT")
-    from model_free import pretrained  # pylint: disable=import-outside-toplevel
+    from model_free import pretrained, scale_original  # pylint: disable=import-outside-toplevel
+    if scale_original.is_checkpoint(src):
+        scale_original.checkpoint_prefix(src, "IN")     # one clear error if ambiguous
+        return
     if not os.path.isfile(src):
         raise UserError(f"IN {src} {'is a directory' if os.path.isdir(src) else 'does not exist'}"
                         "; expected an original Open-L2O *.cw.l2l-0 or *.rp.l2l-0 file")
@@ -66,8 +72,12 @@ def validate(argv):
 
 def main(argv):
     from model_free import pretrained  # pylint: disable=import-outside-toplevel
+    from model_free import scale_original  # pylint: disable=import-outside-toplevel
     src, out = argv[1:]
-    name, opt = pretrained.load_original(src, problem=FLAGS.problem)
+    if scale_original.is_checkpoint(src):
+        name, opt = scale_original.load_checkpoint(src)
+    else:
+        name, opt = pretrained.load_original(src, problem=FLAGS.problem)
     pretrained.save_optimizer(opt, out)
     print(f"[convert_original] {src}: {name} ({sum(int(w.numpy().size) for w in opt.weights)}"
           f" weights, output scale {opt.output_scale:g}"

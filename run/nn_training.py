@@ -32,8 +32,10 @@ from . import common
 OPTIMIZERS = common.define_method_flag("optimizer", "nn_training", "adam", "The optimizer.",
                                        kinds=("classic", "learned"))
 flags.DEFINE_enum("problem", "mnist_mlp_sigmoid", ["mnist_mlp_sigmoid", "mnist_mlp_relu",
-                                                   "mnist_conv", "cifar_conv"],
-                  "The network to train.")
+                                                   "mnist_conv", "mnist_conv_scale",
+                                                   "cifar_conv"],
+                  "The network to train (mnist_conv_scale: L2O-Scale's own test ConvNet, "
+                  "batch normalisation in inference mode, gamma/beta not optimised).")
 flags.DEFINE_string("mnist_dir", None, "Folder with the MNIST idx files (or CIFAR-10 "
                     "binary batches for cifar_conv).")
 flags.DEFINE_integer("steps", None, "Training steps per run (paper 10,000, quick 500).",

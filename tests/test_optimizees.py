@@ -135,3 +135,25 @@ def test_use_xla_leaves_xla_off_for_convnets_on_cpu():
     assert use_xla(conv) is accelerator
     assert use_xla(mlp) is True
     assert use_xla(conv, False) is False and use_xla(mlp, False) is False
+
+
+def test_scale_convnet_is_l2o_scales_test_network():
+    """mnist_conv_scale: L2O-Scale's ConvNet(mode="test"): six tensors all N(0, 0.01^2),
+    batch normalisation in inference mode (a fresh Keras/TF1 layer: moving mean 0, variance
+    1, gamma 1, beta 0, epsilon 1e-3, not optimised), ReLU on the logits."""
+    import keras  # pylint: disable=import-outside-toplevel
+    rng = np.random.default_rng(0)
+    images = rng.uniform(size=(4, 28, 28, 1)).astype(np.float32)
+    net = make_optimizee("mnist_conv_scale", images=images, labels=np.arange(4))
+    params = net.init_params([3, 1])
+    assert [tuple(p.shape) for p in params] == [(3, 3, 1, 16), (16,), (5, 5, 16, 32), (32,),
+                                                (512, 10), (10,)]
+    assert 0.005 < float(np.std(params[1])) < 0.02      # biases drawn too
+    bn = keras.layers.BatchNormalization(epsilon=1e-3)
+    h = tf.constant(images)
+    for w, b in ((params[0], params[1]), (params[2], params[3])):
+        h = tf.nn.conv2d(h, w, 1, "VALID") + b
+        h = tf.nn.max_pool2d(tf.nn.relu(bn(h, training=False)), 2, 2, "VALID")
+        bn = keras.layers.BatchNormalization(epsilon=1e-3)
+    expected = tf.nn.relu(tf.reshape(h, [4, -1]) @ params[4] + params[5])
+    np.testing.assert_allclose(net.logits(params, images), expected, rtol=1e-5, atol=1e-7)

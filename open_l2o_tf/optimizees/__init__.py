@@ -14,6 +14,7 @@ for _name, _target in (
         ("mnist_mlp_sigmoid", "open_l2o_tf.optimizees.networks:MnistMLP"),
         ("mnist_mlp_relu", "open_l2o_tf.optimizees.networks:MnistMLP"),
         ("mnist_conv", "open_l2o_tf.optimizees.networks:MnistConv"),
+        ("mnist_conv_scale", "open_l2o_tf.optimizees.networks:MnistConvScale"),
         ("cifar_conv", "open_l2o_tf.optimizees.networks:CifarConv"),
         ("saddle", "open_l2o_tf.optimizees.minimax:Saddle"),
         ("rotated_saddle", "open_l2o_tf.optimizees.minimax:RotatedSaddle"),

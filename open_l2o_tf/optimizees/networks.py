@@ -8,6 +8,8 @@
   on 32x32x3 (FC 32 -> 10).  BN uses batch statistics with learned gamma/beta (optimizee
   parameters).  The original applies a ReLU to the logits (a quirk, ``relu_logits=True``
   by default; False is the intended network).
+* ``MnistConvScale`` (``mnist_conv_scale``): L2O-Scale's own test ConvNet, the same layers
+  with batch normalisation in inference mode (fixed, not optimised; see the class).
 
 A network is one instance: ``instance_losses`` returns shape ``(1,)``; ``sample_batch``
 returns a minibatch ``{"images", "labels"}``; the MLPs' ``example_losses`` the per-example
@@ -142,6 +144,44 @@ class _ConvNet(_Network):
 class MnistConv(_ConvNet):
     name = "mnist_conv"
     stride = 1
+
+
+class MnistConvScale(_ConvNet):
+    """L2O-Scale's own evaluation ConvNet (``mnist_conv_scale``): the network of
+    ``problems/problem_generator.py`` ``ConvNet`` with ``mode="test"``, as
+    ``problem_sets.test_mnist_conv_problems`` builds it (VITA-Group/Open-L2O,
+    ``Model_Free_L2O/L2O-Scale/L2O-Scale-Evaluation/``): conv 3x3x16 and 5x5x32, stride 1,
+    VALID, each + bias -> batch normalisation -> ReLU -> maxpool 2 (``problem_generator.py:
+    479-487``), FC 512 -> 10 with a ReLU on the logits (``:489-491``).  Six parameter
+    tensors (``:450-462``), every one, biases too, drawn N(0, 0.01^2) (``:466-469``).  The
+    batch normalisation is ``tf.layers.batch_normalization(training=False)`` (``:473,484``):
+    inference mode with its fresh moving statistics (mean 0, variance 1) and gamma = 1,
+    beta = 0, which are not among the optimised parameters and are never updated, so each
+    layer is scaled by ``1 / sqrt(1 + 1e-3)`` (epsilon 1e-3, the layer's default).  The MNIST
+    test split (``test_mnist_conv_problems``: ``datasets.mnist(train=False)``, batch 128) is
+    ``run.nn_training``'s default for learned optimizers."""
+    name = "mnist_conv_scale"
+    stride = 1
+    BN_SCALE = float(1.0 / np.sqrt(1.0 + 1e-3))
+
+    def __init__(self, images=None, labels=None, batch_size=128, relu_logits=True):
+        super().__init__(images, labels, batch_size, relu_logits)
+        self.shapes = tuple(self.shapes[i] for i in (0, 1, 4, 5, 8, 9))
+
+    def init_value(self, shape, seed):
+        return _Network.init_value(self, shape, seed)
+
+    def init_params(self, seed, instance=None):
+        return _Network.init_params(self, seed, instance)
+
+    def logits(self, params, images):
+        h = images
+        for i in (0, 2):
+            w, b = params[i:i + 2]
+            h = (tf.nn.conv2d(h, w, self.stride, "VALID") + b) * self.BN_SCALE
+            h = tf.nn.max_pool2d(tf.nn.relu(h), 2, 2, "VALID")
+        h = tf.reshape(h, [tf.shape(h)[0], -1]) @ params[4] + params[5]
+        return tf.nn.relu(h) if self.relu_logits else h
 
 
 class CifarConv(_ConvNet):
