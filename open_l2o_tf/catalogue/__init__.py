@@ -103,7 +103,7 @@ def looks_like_name(value):
             and not os.path.exists(value))
 
 
-def resolve_load(value, index=None):
+def resolve_load(value, index=None, flag="--load"):
     """``--load`` / ``load=``: an existing path is returned unchanged, a catalogue name
     becomes its file; anything else is returned for the caller's file check, except a bare
     name (no folder, no extension) the catalogue lacks: a :class:`UserError` listing close
@@ -116,7 +116,8 @@ def resolve_load(value, index=None):
         close = close_names(value, index)
         hint = (f"close catalogue names: {', '.join(close)}" if close else
                 "see open-l2o pretrained for the catalogue names")
-        raise UserError(f"--load={value}: neither a file nor a catalogue entry ({hint})")
+        named = f"{flag}={value}: " if flag else ""
+        raise UserError(f"{named}neither a file nor a catalogue entry ({hint})")
     return value
 
 
