@@ -24,6 +24,7 @@ import pickletools
 
 import numpy as np
 
+from open_l2o_tf import catalogue
 from open_l2o_tf import logging as olog
 from open_l2o_tf import registry
 from open_l2o_tf.errors import UserError
@@ -395,7 +396,10 @@ def load_optimizer(path, output_scale=None, expected=None):
 
     ``expected``: the ``--optimizer`` name the file must hold (``l2o_enhanced`` accepts an
     L2O-DM file); a file of another kind is a :class:`UserError` naming both.
+    ``path`` may be the name of a catalogue entry (``open-l2o pretrained``), e.g.
+    ``load_optimizer("fig7_n2_l2o_dm")``.
     """
+    path = catalogue.resolve_load(path, flag="path")
     if expected is not None:
         check_kind(path, expected)
     return _load_any(path, output_scale)
