@@ -15,7 +15,8 @@ setup(
                                     "model_based.*", "model_free", "model_free.*"])
     + ["open_l2o_tf.run"],
     package_dir={"open_l2o_tf.run": "run"},
-    package_data={"open_l2o_tf": ["reference_numbers.json"]},
+    package_data={"open_l2o_tf": ["reference_numbers.json"],
+                  "open_l2o_tf.catalogue": ["index.json", "*.npz", "*.keras"]},
     entry_points={"console_scripts": ["open-l2o = open_l2o_tf.run.cli:main"]},
     install_requires=[
         "tensorflow>=2.16",

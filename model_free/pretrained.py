@@ -27,6 +27,7 @@ import pickletools
 
 import numpy as np
 
+from open_l2o_tf import catalogue
 from open_l2o_tf import logging as olog
 from open_l2o_tf import registry
 from open_l2o_tf.errors import UserError
@@ -489,7 +490,10 @@ def load_optimizer(path, output_scale=None, expected=None, problem=None, synthet
     (:func:`load_original` with ``strict=False``); None: the legacy 0.01.
     ``synthetic``: the problem family (L2O-Scale's ``batched_instances`` follows it; None:
     the file's own setting, False for a TF1 checkpoint).
+    ``path`` may be the name of a catalogue entry (``open-l2o pretrained``), e.g.
+    ``load_optimizer("fig7_n2_l2o_dm")``.
     """
+    path = catalogue.resolve_load(path, flag="path")
     if expected is not None:
         check_kind(path, expected)
     if _scale_checkpoint(path):

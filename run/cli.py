@@ -24,6 +24,7 @@ COMMANDS = {
     "benchmark": "a whole suite (quick or paper) + plots + report",
     "convert_original": "an original Open-L2O weights file to our .npz",
     "reproduction": "docs/reproduction.md from the record; --add records a finished run",
+    "pretrained": "the shipped trained optimizers/models; --check=NAME re-checks a cell",
 }
 
 

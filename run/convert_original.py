@@ -79,9 +79,11 @@ def main(argv):
     else:
         name, opt = pretrained.load_original(src, problem=FLAGS.problem)
     pretrained.save_optimizer(opt, out)
+    scale = (f", output scale {opt.output_scale:g}" if hasattr(opt, "output_scale")
+             else "")           # an L2O-Scale checkpoint has no output scale
     print(f"[convert_original] {src}: {name} ({sum(int(w.numpy().size) for w in opt.weights)}"
-          f" weights, output scale {opt.output_scale:g}"
-          f"{', problem ' + FLAGS.problem if FLAGS.problem else ''}) -> {out}", flush=True)
+          f" weights{scale}{', problem ' + FLAGS.problem if FLAGS.problem else ''}) -> {out}",
+          flush=True)
     note = pretrained.original_note(name, opt, FLAGS.problem)
     if note:
         print(note, flush=True)

@@ -51,8 +51,24 @@ def define_common_flags(default_workdir):
     flags.DEFINE_enum("preset", "paper", ["paper", "quick"],
                       "paper: the paper's settings; quick: small sizes, minutes on 2 CPUs.")
     flags.DEFINE_integer("seed", 0, "Random seed.", lower_bound=0)
-    flags.DEFINE_string("load", None, "Load a trained model/optimizer from this path "
-                        "instead of training it.")
+    flags.DEFINE(_LoadParser(), "load", None, "Load a trained model/optimizer from this "
+                 "path, or a catalogue name (open-l2o pretrained lists them), instead of "
+                 "training it.")
+
+
+class _LoadParser(flags.ArgumentParser):
+    """``--load``: a path, or the name of a catalogue entry (its installed file); a bare
+    name the catalogue lacks is a flag error listing close names
+    (:func:`open_l2o_tf.catalogue.resolve_load`)."""
+
+    syntactic_help = "a path or a catalogue name"
+
+    def parse(self, argument):
+        from open_l2o_tf import catalogue  # pylint: disable=import-outside-toplevel
+        return catalogue.resolve_load(argument, flag=None)
+
+    def flag_type(self):
+        return "string"
 
 
 def define_strategy_flags():

@@ -47,6 +47,7 @@ BAD_VALUE = {
     "benchmark": (["--suite=big"], "--suite"),
     "convert_original": (["--import=not a module"], "--import"),
     "reproduction": (["--status=nope"], "--status"),
+    "pretrained": (["--runs=0"], "--runs"),
 }
 
 # the commands that imported TensorFlow before reading their flags: a mistake their

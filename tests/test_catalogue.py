@@ -1,0 +1,102 @@
+"""The catalogue of trained files shipped in the package (open-l2o pretrained)."""
+import json
+import math
+import os
+import re
+import shutil
+
+import pytest
+
+from tests.cli import ROOT, run_cli
+
+INDEX = os.path.join(ROOT, "open_l2o_tf", "catalogue", "index.json")
+KEYS = {"name", "kind", "method", "file", "bytes", "command", "trained", "budget",
+        "meta_seed", "data_seed", "setting", "train_seconds", "cells"}
+
+
+def test_index_is_valid_and_every_file_matches_its_sha256():
+    from open_l2o_tf import catalogue
+    with open(INDEX, encoding="utf-8") as f:
+        text = f.read()
+    assert "/work/" not in text and "/tmp/" not in text      # no machine-local paths
+    entries = json.loads(text)["entries"]
+    assert entries and len({e["name"] for e in entries}) == len(entries)
+    for e in entries:
+        assert KEYS <= set(e), (e["name"], KEYS - set(e))
+        assert e["kind"] in ("learned optimizer", "unrolled model"), e["name"]
+        if e["file"] is None:
+            assert e["bytes"] > catalogue.MAX_BYTES and e["produce"], e["name"]
+            continue
+        path = os.path.join(os.path.dirname(INDEX), e["file"])
+        assert os.path.getsize(path) == e["bytes"] <= catalogue.MAX_BYTES, e["name"]
+        assert catalogue.sha256(path) == e["sha256"], e["name"]
+        if e["kind"] == "unrolled model":
+            assert {"make_data", "data_seed", "data_digest"} <= set(e["data"]), e["name"]
+        for cell in e["cells"]:
+            assert {"figure", "setting", "method", "value", "check"} <= set(cell), e["name"]
+            assert math.isfinite(cell["value"]), e["name"]
+
+
+def test_a_changed_file_is_refused(tmp_path):
+    from open_l2o_tf import catalogue
+    from open_l2o_tf.errors import UserError
+    (tmp_path / "w.npz").write_bytes(b"changed")
+    index = tmp_path / "index.json"
+    index.write_text(json.dumps({"entries": [{"name": "w", "file": "w.npz",
+                                              "sha256": "0" * 64}]}))
+    with pytest.raises(UserError, match="sha256"):
+        catalogue.path("w", str(index))
+
+
+def test_pretrained_lists_the_entries():
+    proc = run_cli("run.pretrained")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    with open(INDEX, encoding="utf-8") as f:
+        names = [e["name"] for e in json.load(f)["entries"]]
+    for name in names:
+        assert re.search(rf"^{name}\s", proc.stdout, re.M), name
+    assert "fig7_n2_l2o_dm" in names and "Fig. 7 n2 l2o_dm" in proc.stdout
+
+
+def test_load_accepts_a_catalogue_name_and_an_unknown_name_is_one_error_line(tmp_path):
+    from open_l2o_tf import catalogue
+    from model_free import pretrained
+    path = catalogue.resolve_load("fig7_n2_l2o_dm")
+    assert path == os.path.join(os.path.dirname(INDEX), "fig7_n2_l2o_dm.npz")
+    assert pretrained.peek_kind(path) == "l2o_dm"
+    assert catalogue.resolve_load(path) == path                 # a path stays a path
+    proc = run_cli("run.rastrigin", "--optimizer=l2o_dm", "--load=fig7_n2_l2o_dn",
+                   f"--workdir={tmp_path / 'w'}")
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-2000:]
+    assert lines[0].startswith("error: ") and "--load" in lines[0]
+    assert "fig7_n2_l2o_dm" in lines[0]                          # the close names
+
+
+def test_check_re_evaluates_an_entry_on_its_cell(tmp_path):
+    # a tiny entry in another index: 2 instances x 1 start, 5 steps of the shipped L2O-DM
+    shutil.copyfile(os.path.join(os.path.dirname(INDEX), "fig7_n2_l2o_dm.npz"),
+                    tmp_path / "tiny.npz")
+    from open_l2o_tf import catalogue
+    entry = {"name": "tiny", "kind": "learned optimizer", "method": "l2o_dm",
+             "file": "tiny.npz", "sha256": catalogue.sha256(str(tmp_path / "tiny.npz")),
+             "bytes": os.path.getsize(tmp_path / "tiny.npz"),
+             "cells": [{"figure": "7", "setting": "n2", "method": "l2o_dm", "value": 123.0,
+                        "statistic": "mean loss at step 5",
+                        "check": {"command": "rastrigin",
+                                  "args": ["--optimizer=l2o_dm", "--n=2", "--steps=5",
+                                           "--test_instances=2", "--starts=1", "--seed=0"]}}]}
+    (tmp_path / "index.json").write_text(json.dumps({"entries": [entry]}))
+    os.environ[catalogue.ENV] = str(tmp_path / "index.json")
+    try:
+        proc = run_cli("run.pretrained", "--check=tiny", f"--record={tmp_path / 'none'}",
+                       f"--workdir={tmp_path / 'w'}")
+    finally:
+        del os.environ[catalogue.ENV]
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    line = [l for l in proc.stdout.splitlines() if "ours now" in l][-1]
+    match = re.search(r"ours now (\S+)  record 123.0000 \(the catalogue entry\)  paper "
+                      r"5.9000  wall time (\S+) s", line)
+    assert match, line
+    with open(tmp_path / "w" / "results.json", encoding="utf-8") as f:
+        assert float(match.group(1)) == pytest.approx(json.load(f)["final"], abs=1e-4)
