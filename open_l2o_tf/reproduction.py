@@ -634,14 +634,19 @@ def manifest_path(record_path):
                         "record_figures.json")
 
 
+def read_manifest(record_path):
+    """``{image name: digest of the data it was drawn from}`` ({} when absent or unreadable)."""
+    try:
+        with open(manifest_path(record_path), encoding="utf-8") as handle:
+            return json.load(handle)
+    except (OSError, ValueError):
+        return {}
+
+
 def stale_images(record, curves, record_path):
     """The problems of the record's pictures (missing image, or one drawn from other
     data than the record's: its digest in ``img/record_figures.json`` differs)."""
-    try:
-        with open(manifest_path(record_path), encoding="utf-8") as handle:
-            manifest = json.load(handle)
-    except (OSError, ValueError):
-        manifest = {}
+    manifest = read_manifest(record_path)
     img = os.path.dirname(manifest_path(record_path))
     problems = []
     for panel in panels(record, curves):
@@ -659,11 +664,7 @@ def stale_images(record, curves, record_path):
 
 def draw_panels(record, curves, record_path):
     """Draws the pictures whose digest changed (or are missing); returns their names."""
-    try:
-        with open(manifest_path(record_path), encoding="utf-8") as handle:
-            manifest = json.load(handle)
-    except (OSError, ValueError):
-        manifest = {}
+    manifest = read_manifest(record_path)
     img = os.path.dirname(manifest_path(record_path))
     drawn, new_manifest = [], {}
     for panel in panels(record, curves):
