@@ -19,7 +19,7 @@ import time
 import numpy as np
 
 from open_l2o_tf import logging as olog
-from open_l2o_tf import position
+from open_l2o_tf import position, tb_hparams
 from open_l2o_tf.errors import UserError
 from .shared_flags import flag_values_dict
 
@@ -400,11 +400,11 @@ def prepare_workdir(workdir, extra=None, flag="--workdir", ignore=(), state_dirs
 def write_results(workdir, record):
     """Atomically writes ``workdir/results.json`` with one record, and logs it to
     ``workdir/tb`` for TensorBoard's HParams dashboard: the run's flags (``config``) as
-    hyperparameters and its figures as metrics (:func:`open_l2o_tf.logging.log_results`),
+    hyperparameters and its figures as metrics (:func:`open_l2o_tf.tb_hparams.log_results`),
     so a folder of runs is one table."""
     path = os.path.join(workdir, "results.json")
     olog.atomic_write_json(path, record)
-    olog.log_results(os.path.join(workdir, "tb"), record)
+    tb_hparams.log_results(os.path.join(workdir, "tb"), record)
     return path
 
 
