@@ -44,6 +44,20 @@ def test_reproducible_and_seed_dependent(small_dir, tmp_path):
     assert not np.allclose(same, np.load(tmp_path / "b" / "test_data.npy"))
 
 
+def test_several_sizes_in_one_process(small_dir, tmp_path):
+    """Three sizes generated in one process (a Python user's loop): the compiled sampler
+    retraces to an unknown width after the second size and must still work, and each
+    data set equals the one its own process would make (the first size's, here)."""
+    for index, (m, n) in enumerate(((20, 40), (30, 50), (64, 128))):
+        out = str(tmp_path / f"d{index}")
+        sizes = dict(SMALL, m=m, n=n) if (m, n) != (64, 128) else SMALL
+        meta = sparse_recovery.generate("noiseless", out, seed=3, progress=None,
+                                        compute_W=False, **sizes)
+        test = np.load(os.path.join(out, "test_data.npy"))
+        assert (meta["m"], meta["n"]) == (m, n) and test.shape == (256, m + n)
+    assert np.array_equal(test, np.load(os.path.join(small_dir, "test_data.npy")))
+
+
 def test_noise_at_20_db():
     A = sparse_recovery.gaussian_matrix(64, 128, 0)
     y, x = sparse_recovery.sample_measurements(A, 1, 4096, 0.1, 20.0)

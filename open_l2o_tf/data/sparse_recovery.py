@@ -93,7 +93,9 @@ def sample_measurements(A, seed, batch, p=0.1, snr_db=None):
     """Fresh ``(y, x)`` for a fixed ``A`` (usable inside ``tf.function``)."""
     A = tf.convert_to_tensor(A, tf.float32)
     s1, s2 = tf.unstack(tf.random.experimental.stateless_split(as_seed(seed), 2))
-    x = sample_codes(s1, batch, A.shape[1], p)
+    # the dynamic width: under ``reduce_retracing`` a second size of A makes the static
+    # shape (None, None)
+    x = sample_codes(s1, batch, tf.shape(A)[1], p)
     y = add_noise(tf.matmul(x, A, transpose_b=True), s2, snr_db)
     return y, x
 
