@@ -253,3 +253,20 @@ def test_float_shrinkage_equals_the_boolean_one_to_the_bit(theta):
     for k in (None, 0, 3, 4):
         for new, old in zip(run(k, False), run(k, True)):
             np.testing.assert_array_equal(new, old)
+
+
+def test_compare_shrinkage_times_both_implementations_against_the_floor(monkeypatch):
+    """run.perf --compare_shrink: both shrinkages timed in each round, wall and CPU time,
+    each as a multiple of the floor (on a tiny size)."""
+    from model_based import perf
+    monkeypatch.setitem(perf.TRAINING_SIZES, "tiny",
+                        dict(m=8, n=16, num_layers=2, num_train=256, steps=2))
+    report = perf.compare_shrinkage(["alista"], ("tiny",), batch=32, measure_steps=2,
+                                    rounds=2, progress=None)
+    rows = report["rows"]
+    assert [(r["depth"], r["stage"]) for r in rows] == [(1, 1), (1, 2), (2, 1), (2, 2)]
+    for row in rows:
+        for key in ("ms_rounds", "cpu_ms_rounds", "x_floor_rounds", "cpu_x_floor_rounds"):
+            assert sorted(row[key]) == ["float", "where"]
+            assert all(len(v) == 2 and min(v) > 0 for v in row[key].values())
+        assert row["ratio_float_where"] > 0 and row["cpu_ratio_float_where"] > 0
