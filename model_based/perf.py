@@ -14,7 +14,7 @@ from model_based.factory import build_model, model_class
 from open_l2o_tf import registry
 from open_l2o_tf.data.alista_weight import analytic_weight
 from open_l2o_tf.data.sparse_recovery import gaussian_matrix, sample_measurements
-from open_l2o_tf.perf_utils import matmul_flops, median_time
+from open_l2o_tf.perf_utils import matmul_flops, matmul_rates, median_time
 
 def default_models():
     """Every registered model that ``run.sparse_recovery`` serves (registry ``commands``)."""
@@ -115,26 +115,117 @@ def _time_old_steps(trainer, depth, stage, k):
     return (time.perf_counter() - start) / k
 
 
+def _epoch_timer(trainer, depth, stage, masks="float"):
+    """``(time, cache_seconds)``: ``time()`` runs the compiled epoch of the stage (stage 1
+    from the cache) once and returns its seconds per step; traced as training traces it
+    (the k-th value on the host when the trainer does), with the shrinkage's boolean-mask
+    implementation when ``masks="where"`` (:func:`model_based.shrinkage.boolean_masks`)."""
+    from model_based import shrinkage  # pylint: disable=import-outside-toplevel
+    cached = stage == 0 and depth > 1
+    epochs = trainer.epochs
+    cache_seconds = 0.0
+    cache = ()
+    with shrinkage.kth_on_host(epochs.kth_on_host), \
+            shrinkage.boolean_masks(masks == "where"):
+        epoch = epochs.make_epoch(depth, stage, cached)
+        if cached:
+            epochs.cache(depth, epochs.train_y[:256])
+            start = time.perf_counter()
+            cache = epochs.cache(depth, epochs.train_y)
+            epochs.cache(depth, epochs.val_y)
+            cache_seconds = time.perf_counter() - start
+        order = epochs.batches(depth - 1, stage, 0)
+        args = (order, epochs.train_y, epochs.train_x, cache)
+        float(epoch(*args)[0])          # traced here, inside the contexts
+
+    def run(cpu=False):
+        start, cpu_start = time.perf_counter(), time.process_time()
+        float(epoch(*args)[0])
+        steps = trainer.settings.steps_per_epoch
+        wall = (time.perf_counter() - start) / steps
+        return (wall, (time.process_time() - cpu_start) / steps) if cpu else wall
+
+    return run, cache_seconds
+
+
 def _time_new_epoch(trainer, depth, stage, k):
     """The compiled epoch of ``k`` steps (stage 1 from the cache); returns (per-step seconds,
     seconds to build the stage's cache on the whole training + validation split)."""
-    cached = stage == 0 and depth > 1
-    epochs = trainer.epochs
-    epoch = epochs.make_epoch(depth, stage, cached)
-    cache_seconds = 0.0
-    cache = ()
-    if cached:
-        epochs.cache(depth, epochs.train_y[:256])
-        start = time.perf_counter()
-        cache = epochs.cache(depth, epochs.train_y)
-        epochs.cache(depth, epochs.val_y)
-        cache_seconds = time.perf_counter() - start
-    order = epochs.batches(depth - 1, stage, 0)
-    args = (order, epochs.train_y, epochs.train_x, cache)
-    float(epoch(*args)[0])
-    start = time.perf_counter()
-    float(epoch(*args)[0])
-    return (time.perf_counter() - start) / trainer.settings.steps_per_epoch, cache_seconds
+    del k
+    run, cache_seconds = _epoch_timer(trainer, depth, stage)
+    return run(), cache_seconds
+
+
+def compare_shrinkage(models=None, sizes=("paper",), batch=128, measure_steps=10, rounds=5,
+                      progress=print):
+    """The training step with the current shrinkage (float arithmetic) and with the
+    previous one (boolean masks and ``tf.where``) in one process: for every size, model,
+    depth (1, T/2, T) and stage (1, 2), ``rounds`` rounds, each timing the machine's matmul
+    rate and one compiled epoch of ``measure_steps`` steps of both, in turn.  Reports the
+    medians over rounds of ms per step and of each round's step / floor (the floor: 3 x the
+    forward matmul FLOPs of the layers the step runs at that round's matmul rate) and of
+    the per-round ratio current / previous, in wall time and in the process's CPU time
+    (step CPU seconds / the matmul reference's FLOPs per CPU second: on a loaded machine,
+    where a process waits for the cores, the work done rather than the wait)."""
+    from model_based.progressive import ProgressiveTrainer  # pylint: disable=import-outside-toplevel
+    models = training_models() if models is None else models
+    report = {"rounds": rounds, "rows": []}
+    rates = matmul_rates()
+    for size in sizes:
+        cfg = TRAINING_SIZES[size]
+        m, n, T = cfg["m"], cfg["n"], cfg["num_layers"]
+        A = gaussian_matrix(m, n, 0)
+        W = analytic_weight(A) if _needs_W(models) else None
+        train = [a.numpy() for a in sample_measurements(A, 1, cfg["num_train"])]
+        val = [a.numpy() for a in sample_measurements(A, 2, 1024)]
+        for name in models:
+            layer_flops = _forward_flops(name, m, n, 1, batch)
+            for depth in sorted({1, T // 2, T}):
+                for stage in (0, 1):
+                    model = build_model(name, A, W, T)
+                    trainer = ProgressiveTrainer(
+                        model, train, val, progress=None, batch_size=batch,
+                        jit_compile=not model_class(name).support_selection,
+                        steps_per_epoch=measure_steps)
+                    timers = {impl: _epoch_timer(trainer, depth, stage, impl)[0]
+                              for impl in ("float", "where")}
+                    run_layers = 1 if (stage == 0 and depth > 1) else depth
+                    flops = 3 * layer_flops * run_layers
+                    ms, over, cpu_ms, cpu_over = ({impl: [] for impl in timers}
+                                                  for _ in range(4))
+                    for _ in range(rounds):
+                        peak, cpu_peak = rates()
+                        for impl, run in timers.items():
+                            step, cpu = run(cpu=True)
+                            ms[impl].append(1e3 * step)
+                            over[impl].append(step * peak / flops)
+                            cpu_ms[impl].append(1e3 * cpu)
+                            cpu_over[impl].append(cpu * cpu_peak / flops)
+                    med = lambda d: {k: float(np.median(v)) for k, v in d.items()}  # noqa: E731
+                    ratio = [a / b for a, b in zip(ms["float"], ms["where"])]
+                    cpu_ratio = [a / b for a, b in zip(cpu_ms["float"], cpu_ms["where"])]
+                    entry = {"size": size, "model": name, "depth": depth, "stage": stage + 1,
+                             "ms": med(ms), "x_floor": med(over), "cpu_ms": med(cpu_ms),
+                             "cpu_x_floor": med(cpu_over),
+                             "ratio_float_where": float(np.median(ratio)),
+                             "cpu_ratio_float_where": float(np.median(cpu_ratio)),
+                             "ms_rounds": ms, "x_floor_rounds": over, "cpu_ms_rounds": cpu_ms,
+                             "cpu_x_floor_rounds": cpu_over}
+                    report["rows"].append(entry)
+                    if progress:
+                        progress(f"[perf] {size} {name:10s} depth {depth:2d} stage {stage + 1}"
+                                 f": float {entry['ms']['float']:7.2f} ms/step "
+                                 f"({entry['x_floor']['float']:.2f}x floor), boolean masks "
+                                 f"{entry['ms']['where']:7.2f} ms/step "
+                                 f"({entry['x_floor']['where']:.2f}x floor); float/where "
+                                 f"{entry['ratio_float_where']:.3f}; CPU time: float "
+                                 f"{entry['cpu_ms']['float']:.2f} ms "
+                                 f"({entry['cpu_x_floor']['float']:.2f}x floor), boolean "
+                                 f"{entry['cpu_ms']['where']:.2f} ms "
+                                 f"({entry['cpu_x_floor']['where']:.2f}x floor), float/where "
+                                 f"{entry['cpu_ratio_float_where']:.3f} (medians of {rounds} "
+                                 f"rounds)")
+    return report
 
 
 def benchmark_training(models=None, sizes=("quick", "paper"),

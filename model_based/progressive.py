@@ -92,6 +92,34 @@ def evaluate_lasso(model, y, lam, num_layers=None):
     return [float(tf.reduce_mean(metrics.lasso_objective(model.A, o, y, lam))) for o in outs]
 
 
+def improvement_rate(history, window=5):
+    """The validation metric's improvement an epoch over the last ``window`` epochs of a
+    stage (``(h[-1-w] - h[-1]) / w``, ``w = min(window, len - 1)``; positive: still going
+    down), None for fewer than 2 epochs."""
+    if len(history) < 2:
+        return None
+    w = min(window, len(history) - 1)
+    return float(history[-1 - w] - history[-1]) / w
+
+
+def stop_summary(state, cap=None):
+    """What a run's ``stage_stop`` / ``stage_val_rate`` say, for ``results.json``:
+    ``{"max_epochs": cap, "capped_stages": stages stopped by the cap, "last_stage":
+    [layer, stage] (1-based) of the last finished stage, "last_stage_stop", and
+    "last_val_improvement_per_epoch": its rate}``."""
+    stops = state.get("stage_stop") or []
+    rates = state.get("stage_val_rate") or []
+    done = [(t, k) for t, row in enumerate(stops) for k, why in enumerate(row)
+            if why is not None]
+    last = done[-1] if done else None
+    return {"max_epochs": cap,
+            "capped_stages": sum(why == "cap" for row in stops for why in row),
+            "last_stage": None if last is None else [last[0] + 1, last[1] + 1],
+            "last_stage_stop": None if last is None else stops[last[0]][last[1]],
+            "last_val_improvement_per_epoch": None if last is None
+            else rates[last[0]][last[1]]}
+
+
 class ProgressiveTrainer:
     """Layer-wise trainer of an :class:`model_based.base.UnrolledModel`.
 
@@ -135,6 +163,7 @@ class ProgressiveTrainer:
                                      device.policy(strategy))
         self.variables = self.epochs.variables
         self.global_step = 0
+        self.last_stop = None    # why the last run_stage ended: patience, cap, nonfinite
         self.state = {"layer": 0, "stage": 0, "test_metric": [], "val_metric": [],
                       "global_step": 0, "train_seconds": 0.0, "events": []}
 
@@ -178,6 +207,7 @@ class ProgressiveTrainer:
                                 "training loss/gradient", f"layer {depth} stage {stage + 1} "
                                 f"epoch {epoch + 1} step {bad + 1}", "restored the stage's "
                                 "starting weights and ended the stage")
+                    self.last_stop = "nonfinite"
                     return history, time.time() - start
                 self.global_step += s.steps_per_epoch
                 train_loss = float(total) / s.steps_per_epoch
@@ -191,7 +221,11 @@ class ProgressiveTrainer:
                         best_values = self._snapshot()
                 else:
                     wait += 1
-                if wait >= s.patience or (s.max_epochs and epoch >= s.max_epochs):
+                if wait >= s.patience:
+                    self.last_stop = "patience"
+                    break
+                if s.max_epochs and epoch >= s.max_epochs:
+                    self.last_stop = "cap"
                     break
             if s.keep == "best" and best_values is not None:
                 self._restore(best_values)
@@ -296,11 +330,16 @@ class ProgressiveTrainer:
             while stage < 3:
                 history, seconds = self.run_stage(layer, stage)
                 self.state["train_seconds"] = self.state.get("train_seconds", 0.0) + seconds
-                # epochs each stage ran, row per layer: [stage 1, stage 2, stage 3]
-                epochs = self.state.setdefault("stage_epochs", [])
-                while len(epochs) <= layer:
-                    epochs.append([0, 0, 0])
-                epochs[layer][stage] = len(history)
+                # per layer, [stage 1, stage 2, stage 3]: the epochs each stage ran, why it
+                # stopped ("patience", "cap": max_epochs, "nonfinite") and the validation
+                # metric's improvement an epoch over its last epochs (improvement_rate)
+                for key, value in (("stage_epochs", len(history)),
+                                   ("stage_stop", self.last_stop),
+                                   ("stage_val_rate", improvement_rate(history))):
+                    rows = self.state.setdefault(key, [])
+                    while len(rows) <= layer:
+                        rows.append([None, None, None] if key != "stage_epochs" else [0, 0, 0])
+                    rows[layer][stage] = value
                 self.state.update(layer=layer, stage=stage, global_step=self.global_step)
                 if stage == 2:
                     depth = layer + 1

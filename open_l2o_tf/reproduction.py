@@ -16,8 +16,10 @@ from the record (:func:`render`; ``python -m run.reproduction``), and
 The cells are the paper's (:data:`FIGURES`, values from :mod:`open_l2o_tf.reference`): 28 of
 Figure 5, 20 of Figure 6, 20 of Figure 7 (the Run-and-Inspect oracle included) and 14 of
 Figure 8, 82 in all.  Status: ``within``, ``outside-explained`` (outside, with the evidence of
-its cause in ``evidence``), ``outside``, ``short`` (run with less than the paper's budget or
-not finished) or ``not-run``.
+its cause in ``evidence``), ``outside``, ``short`` (run with less than the paper's budget -- a
+progressive run with a cap on the epochs of a stage (``--max_epochs``) included -- or not
+finished; the row then says the layer reached and the last stage's validation improvement
+an epoch) or ``not-run``.
 
 *Within* (:func:`spread_within`): the paper's value is one sample of the statistic it
 reports -- for Figures 6 and 7 one draw's value, so that statistic's spread is the standard
@@ -282,13 +284,16 @@ def row_from_result(result, run_json=None, *, status=None, evidence=None, budget
     if figure == "8":
         row["ours_last100"] = result.get("mean_last100")
     value = row.get("ours_last100") if figure == "8" else row["ours"]
+    cap = epoch_cap(result)
     if status is None:
-        if result.get("preset") != "paper" or result.get("complete") is False:
+        if result.get("preset") != "paper" or result.get("complete") is False or cap:
             status = "short"
         else:
             status = "within" if is_within(value, row["paper"], row["tolerance"]) else "outside"
     meta = result.get("meta_training") or {}
-    auto_budget = [f"preset {result.get('preset')}"]
+    auto_budget = [result["budget"] if result.get("budget") else
+                   f"preset {result.get('preset')}"
+                   + (f", at most {cap} epochs a stage" if cap else "")]
     if meta.get("meta_episodes"):
         auto_budget.append(f"{meta['meta_episodes']} episodes x {meta.get('meta_unroll')} "
                            "steps")
@@ -296,7 +301,7 @@ def row_from_result(result, run_json=None, *, status=None, evidence=None, budget
         auto_budget.append(f"loaded {os.path.basename(str(meta['loaded']))}")
     if result.get("train_steps"):
         auto_budget.append(f"{result['train_steps']:,} train steps")
-    row["ours_detail"] = _runs_detail(result)
+    row["ours_detail"] = _runs_detail(result) or _stages_detail(result)
     row.update(status=status, evidence=evidence or "",
                budget=budget or ", ".join(auto_budget),
                command=command or command_line(run_json or {}),
@@ -304,6 +309,36 @@ def row_from_result(result, run_json=None, *, status=None, evidence=None, budget
                               else float(train_seconds)),
                date=date or datetime.date.today().isoformat())
     return row
+
+
+def epoch_cap(result):
+    """The cap on the epochs of a stage a progressive run was made with (``max_epochs`` in
+    ``results.json``, else in its ``config``), None without one."""
+    if result.get("max_epochs") is not None:
+        return result["max_epochs"]
+    return (result.get("config") or {}).get("max_epochs")
+
+
+def _stages_detail(result):
+    """A progressive run's layer reached (when short of the paper's depth or unfinished),
+    how many stages the epoch cap stopped and the last stage's validation improvement an
+    epoch ("" when the result says none of these)."""
+    parts = []
+    layers, paper_layers = result.get("layers"), result.get("paper_layers")
+    if layers is not None and paper_layers is not None and (
+            layers < paper_layers or result.get("complete") is False):
+        parts.append(f"layer {layers} of {paper_layers} reached"
+                     + (" (unfinished run)" if result.get("complete") is False else ""))
+    cap = epoch_cap(result)
+    if cap:
+        parts.append(f"{result.get('capped_stages', '?')} stages stopped by the cap of "
+                     f"{cap} epochs")
+    rate, last = result.get("last_val_improvement_per_epoch"), result.get("last_stage")
+    if rate is not None and last:
+        parts.append(f"last stage (layer {last[0]} stage {last[1]}, stopped by "
+                     f"{result.get('last_stage_stop')}): validation improving {rate:.3g} "
+                     "an epoch over its last epochs")
+    return "; ".join(parts)
 
 
 def _runs_detail(result):

@@ -15,7 +15,8 @@ them) and both ms per step, measured in turn in one process.
 ``--what=training`` times the progressive trainer's real training step (the previous
 one-call-per-step trainer and the compiled-epoch trainer with the stage-1 cache, in the
 same run) at the quick and paper sizes (``--sizes``) and extrapolates a whole Figure 5 cell
-against its matmul floor.  ``all`` is model_based + model_free.
+against its matmul floor; with ``--compare_shrink`` it times the step with the current and
+the previous shrinkage implementation in turn (``--rounds`` rounds, medians) instead.  ``all`` is model_based + model_free.
 
 Times are medians of repeated compiled calls and are reported as ratios measured in the same
 run (against the machine's float32 matmul throughput, against an Adam step), because the
@@ -35,6 +36,11 @@ flags.DEFINE_list("sizes", ["quick", "paper"], "training: sizes (quick 64x128 T=
 flags.DEFINE_integer("measure_steps", 20, "training: steps timed per depth and stage; "
                      "keras_fit: the steps of each curve.")
 flags.DEFINE_bool("old", True, "training: also time the previous trainer.")
+flags.DEFINE_bool("compare_shrink", False, "training: instead of the previous trainer, time "
+                  "the step with the current shrinkage (float arithmetic) and with the "
+                  "previous one (boolean masks, tf.where) in turn, --rounds rounds.")
+flags.DEFINE_integer("rounds", 5, "training --compare_shrink: rounds (medians reported).",
+                     lower_bound=1)
 flags.DEFINE_string("models", None, "Comma-separated model names (model_based: default "
                     "all; training: default the classes that say perf_training, ALISTA, "
                     "LISTA-CPSS, LISTA).")
@@ -114,10 +120,15 @@ def main(argv):
         models = FLAGS.models.split(",") if FLAGS.models else list(training_models())
         for model in models:
             registry.get("model", model)
-        report["training"] = benchmark_training(models, FLAGS.sizes, FLAGS.batch,
-                                                FLAGS.measure_steps, old=FLAGS.old)
-        print(f"[perf] machine float32 matmul: {report['training']['matmul_gflops']:.1f} "
-              f"GFLOP/s")
+        if FLAGS.compare_shrink:
+            from model_based.perf import compare_shrinkage  # pylint: disable=import-outside-toplevel
+            report["training"] = compare_shrinkage(models, FLAGS.sizes, FLAGS.batch,
+                                                   FLAGS.measure_steps, FLAGS.rounds)
+        else:
+            report["training"] = benchmark_training(models, FLAGS.sizes, FLAGS.batch,
+                                                    FLAGS.measure_steps, old=FLAGS.old)
+            print(f"[perf] machine float32 matmul: "
+                  f"{report['training']['matmul_gflops']:.1f} GFLOP/s")
     if FLAGS.what == "networks":
         from model_free.perf import NETWORK_OPTIMIZERS, NETWORK_PROBLEMS, benchmark_networks  # pylint: disable=import-outside-toplevel
         for value, allowed, flag in ((FLAGS.networks, NETWORK_PROBLEMS + ("cifar_conv",),

@@ -35,7 +35,9 @@ flags.DEFINE_integer("steps_per_epoch", None, "Steps per epoch (paper 400, quick
                      lower_bound=1)
 flags.DEFINE_integer("batch_size", 128, "Training batch size.", lower_bound=1)
 flags.DEFINE_integer("patience", 5, "Early-stopping patience (epochs).", lower_bound=1)
-flags.DEFINE_integer("max_epochs", None, "Cap on epochs per stage (paper none, quick 20).",
+flags.DEFINE_integer("max_epochs", None, "Cap on epochs per stage (paper none, quick 20); "
+                     "results.json states the cap in its budget ('paper preset, at most N "
+                     "epochs a stage') and the record shows such a run as short.",
                      lower_bound=1)
 flags.DEFINE_enum("keep", "last", ["last", "best"], "Weights kept at the end of a stage "
                   "(last: the original).")
@@ -148,7 +150,8 @@ def load(path, name, test, data_dir):
 
 def train(model, train_split, val, test, workdir, tb, *, on_layer_end=None, **settings):
     """Progressive training (resumable from ``workdir/ckpt``), then ``model.keras``; returns
-    ``(curve, seconds, steps, at_layer_end)``.  ``settings``: the trainer's arguments
+    ``(curve, seconds, steps, at_layer_end, state)`` (``state``: the trainer's
+    ``progress.json`` content).  ``settings``: the trainer's arguments
     (lr, patience, ..., strategy)."""
     from model_based.progressive import ProgressiveTrainer, evaluate  # pylint: disable=import-outside-toplevel
     trainer = ProgressiveTrainer(model, (train_split.y, train_split.x), (val.y, val.x),
@@ -158,7 +161,8 @@ def train(model, train_split, val, test, workdir, tb, *, on_layer_end=None, **se
     curve = evaluate(model, test.y, test.x, tb=tb)
     at_layer_end = list(trainer.state.get("test_metric", []))
     keras_files.save_model(model, os.path.join(workdir, "model.keras"))
-    return curve, trainer.state.get("train_seconds", 0.0), trainer.train_steps, at_layer_end
+    return (curve, trainer.state.get("train_seconds", 0.0), trainer.train_steps, at_layer_end,
+            trainer.state)
 
 
 def trainer_settings():
@@ -173,6 +177,24 @@ def trainer_settings():
                 keep=FLAGS.keep, decay_mode=FLAGS.decay_mode, seed=FLAGS.seed,
                 jit_compile=factory.use_jit(FLAGS.model, FLAGS.jit, strategy),
                 progress=olog_progress(), strategy=strategy)
+
+
+def budget_text(preset, max_epochs):
+    """The run's budget as the record shows it: ``"paper preset"``, or with a cap on the
+    epochs of a stage ``"paper preset, at most N epochs a stage"`` (a capped paper run is
+    *short*, never *within*: :func:`open_l2o_tf.reproduction.row_from_result`)."""
+    return f"{preset} preset" + (f", at most {max_epochs} epochs a stage" if max_epochs
+                                 else "")
+
+
+def training_summary(state, max_epochs):
+    """The keys ``results.json`` carries about how the stages stopped: the ``budget`` text,
+    ``max_epochs``, ``capped_stages``, the last finished stage, why it stopped and its
+    validation NMSE's improvement an epoch over its last epochs (dB an epoch; positive:
+    still improving) (:func:`model_based.progressive.stop_summary`)."""
+    from model_based.progressive import stop_summary  # pylint: disable=import-outside-toplevel
+    return {"budget": budget_text(FLAGS.preset, max_epochs),
+            **stop_summary(state or {}, max_epochs)}
 
 
 def report(name, setting, test, curve, paper, seconds, steps, workdir):
@@ -210,6 +232,8 @@ def main(argv):
     config["data_dir"] = data_dir
     config["glista_alti"] = glista_alti
 
+    max_epochs = common.preset_value(FLAGS.preset, None, 20, FLAGS.max_epochs)
+
     def record(curve, seconds, steps, at_layer_end, complete, **extra):
         # "curve": the per-layer NMSE of the model as it is now (the final model when
         # complete); "curve_at_layer_end": each layer's NMSE at the end of its own training
@@ -233,12 +257,13 @@ def main(argv):
             common.write_results(workdir, record(state["test_metric"],
                                                  state.get("train_seconds", 0.0),
                                                  state.get("global_step", 0),
-                                                 state["test_metric"], False))
+                                                 state["test_metric"], False,
+                                                 **training_summary(state, max_epochs)))
 
-        curve, seconds, steps, at_layer_end = train(
+        curve, seconds, steps, at_layer_end, state = train(
             model, train_split, val, test, workdir, tb, on_layer_end=on_layer_end,
             **trainer_settings())
-    extra = {}
+    extra = {} if FLAGS.load else training_summary(state, max_epochs)
     if FLAGS.safeguard == "on":
         extra["safeguard"] = common.sparse_safeguard(
             model, test.y, test.x, workdir, title=f"{FLAGS.model} on {setting}",

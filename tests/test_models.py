@@ -201,3 +201,72 @@ def test_hand_written_shrink_gradients_equal_automatic_differentiation(theta):
             lambda z, th: shrinkage.shrink_ss(z, th, k)[0])
         for got, want in zip(grads(tf.function(ours)), grads(lambda z, th: reference(z, th, k))):
             np.testing.assert_array_equal(got, want)
+
+
+def test_shrinkage_step_has_no_boolean_kernels():
+    """The scalar-theta shrinkages (forward and written-out gradient) are float arithmetic
+    only: TensorFlow's comparison/select/logical kernels cost 10-20 arithmetic ones each on
+    a CPU and were most of a support-selection step's time above its matmuls."""
+    from model_based import shrinkage
+    z, th = tf.Variable(tf.random.stateless_normal([8, 40], [3, 4])), tf.Variable(0.3)
+
+    @tf.function
+    def step():
+        with tf.GradientTape() as tape:
+            out, c = shrinkage.shrink_ss(z, th, 5)
+            loss = tf.reduce_sum(out * out) + tf.reduce_sum(shrinkage.soft_threshold(z, th))
+        return tape.gradient(loss, [z, th]), c
+
+    with shrinkage.kth_on_host():
+        ops = {op.type for op in step.get_concrete_function().graph.get_operations()}
+    boolean = {"Greater", "GreaterEqual", "Less", "LessEqual", "Equal", "NotEqual", "Select",
+               "SelectV2", "LogicalAnd", "LogicalOr", "LogicalNot"}
+    assert not ops & boolean, sorted(ops & boolean)
+
+
+@pytest.mark.parametrize("theta", [0.5, -0.2, 0.0, 1.6])
+def test_float_shrinkage_equals_the_boolean_one_to_the_bit(theta):
+    """Values, the support mask c and both gradients of the float shrinkage equal the
+    previous boolean-mask implementation's, with ties at theta and at the k-th value
+    (theta 1.6: rows with at most k entries above theta and rows with more)."""
+    from model_based import shrinkage
+    rng = np.random.default_rng(5)
+    z0 = rng.normal(size=(6, 30)).astype(np.float32)
+    z0[0, :4] = [theta, -theta, 0.0, 0.0]
+    z0[1, :5] = [2.5, -2.5, 2.5, 3.0, -3.0]     # ties at the 3rd/4th largest magnitude
+    g0 = tf.constant(rng.normal(size=z0.shape).astype(np.float32))
+
+    def run(k, where):
+        z, th = tf.Variable(z0), tf.Variable(theta)
+        with shrinkage.boolean_masks(where), shrinkage.kth_on_host():
+            @tf.function
+            def fn():
+                with tf.GradientTape() as tape:
+                    if k is None:
+                        out, c = shrinkage.soft_threshold(z, th), tf.zeros_like(z)
+                    else:
+                        out, c = shrinkage.shrink_ss(z, th, k)
+                    loss = tf.reduce_sum(out * g0)
+                return [out, c] + tape.gradient(loss, [z, th])
+            return [t.numpy() for t in fn()]
+
+    for k in (None, 0, 3, 4):
+        for new, old in zip(run(k, False), run(k, True)):
+            np.testing.assert_array_equal(new, old)
+
+
+def test_compare_shrinkage_times_both_implementations_against_the_floor(monkeypatch):
+    """run.perf --compare_shrink: both shrinkages timed in each round, wall and CPU time,
+    each as a multiple of the floor (on a tiny size)."""
+    from model_based import perf
+    monkeypatch.setitem(perf.TRAINING_SIZES, "tiny",
+                        dict(m=8, n=16, num_layers=2, num_train=256, steps=2))
+    report = perf.compare_shrinkage(["alista"], ("tiny",), batch=32, measure_steps=2,
+                                    rounds=2, progress=None)
+    rows = report["rows"]
+    assert [(r["depth"], r["stage"]) for r in rows] == [(1, 1), (1, 2), (2, 1), (2, 2)]
+    for row in rows:
+        for key in ("ms_rounds", "cpu_ms_rounds", "x_floor_rounds", "cpu_x_floor_rounds"):
+            assert sorted(row[key]) == ["float", "where"]
+            assert all(len(v) == 2 and min(v) > 0 for v in row[key].values())
+        assert row["ratio_float_where"] > 0 and row["cpu_ratio_float_where"] > 0

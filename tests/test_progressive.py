@@ -80,6 +80,19 @@ def test_early_stopping_and_nmse_decreases(data):
     assert trainer.train_steps - before == 10 * sum(map(sum, epochs))
 
 
+def test_stages_stopped_by_the_cap_are_told_apart_with_their_improvement_rate(data):
+    model, trainer = _trainer(data, layers=1, patience=50, max_epochs=3)
+    trainer.train(1)
+    assert trainer.state["stage_stop"] == [["cap", "cap", "cap"]]
+    rates = trainer.state["stage_val_rate"][0]
+    assert all(isinstance(r, float) for r in rates) and rates[0] > 0   # stage 1 improves
+    summary = progressive.stop_summary(trainer.state, 3)
+    assert summary["capped_stages"] == 3 and summary["last_stage"] == [1, 3]
+    assert summary["last_val_improvement_per_epoch"] == rates[2]
+    assert progressive.improvement_rate([-1.0, -2.0, -4.0]) == 1.5
+    assert progressive.improvement_rate([-1.0]) is None
+
+
 def test_resume_matches_uninterrupted(data, tmp_path):
     _, full = _trainer(data, ckpt=str(tmp_path / "full"))
     reference = full.train(2)
@@ -127,6 +140,10 @@ def test_cli_quick_and_errors(tmp_path):
     record = json.load(open(work / "results.json"))
     assert record["test"] == "sparse_recovery" and record["metric"] == "nmse_db"
     assert len(record["curve"]) == 2 and record["final"] == record["curve"][-1]
+    # the cap is declared: in the budget text and as keys, with the last stage's rate
+    assert record["budget"] == "quick preset, at most 2 epochs a stage"
+    assert record["max_epochs"] == 2 and record["last_stage"] == [2, 3]
+    assert isinstance(record["last_val_improvement_per_epoch"], float)
     assert os.path.exists(work / "model.keras") and os.path.isdir(work / "tb")
     proc = run_cli("run.sparse_recovery", "--model=nope", f"--workdir={work}")
     assert proc.returncode == 2 and len(error_lines(proc)) == 1

@@ -52,6 +52,37 @@ def test_figure_8_row_says_each_runs_final_loss_and_the_test_time():
         "1,234 s")
 
 
+def test_a_capped_or_unfinished_progressive_run_is_short_with_its_layer_and_rate():
+    """A paper-preset Fig. 5 run with a cap on the epochs of a stage is short (never within,
+    even at the paper's value) and says the cap, the stages it stopped and the last
+    stage's validation improvement; an unfinished one says the layer it reached."""
+    paper = reproduction.paper_cell("5", "noiseless", "alista")[1]
+    capped = {"test": "sparse_recovery", "setting": "noiseless", "method": "alista",
+              "preset": "paper", "final": paper, "curve": [paper] * 16, "layers": 16,
+              "paper_layers": 16, "complete": True, "train_steps": 4000, "max_epochs": 15,
+              "budget": "paper preset, at most 15 epochs a stage", "capped_stages": 7,
+              "last_stage": [16, 3], "last_stage_stop": "cap",
+              "last_val_improvement_per_epoch": 0.0123}
+    row = reproduction.row_from_result(capped)
+    assert row["status"] == "short"
+    assert row["budget"] == "paper preset, at most 15 epochs a stage, 4,000 train steps"
+    assert "7 stages stopped by the cap of 15 epochs" in row["ours_detail"]
+    assert "layer 16 stage 3, stopped by cap): validation improving 0.0123" in \
+        row["ours_detail"]
+    older = {k: v for k, v in capped.items() if k not in ("max_epochs", "budget")}
+    older["config"] = {"max_epochs": 15}      # a results.json written before the keys
+    assert reproduction.row_from_result(older)["status"] == "short"
+    assert reproduction.row_from_result(older)["budget"].startswith(
+        "preset paper, at most 15 epochs a stage")
+    unfinished = dict(capped, complete=False, layers=7, curve=[-20.0] * 7, final=-20.0,
+                      max_epochs=None, budget="paper preset", capped_stages=0,
+                      last_stage=[7, 3], last_stage_stop="patience")
+    row = reproduction.row_from_result(unfinished)
+    assert row["status"] == "short" and row["ours"] == -20.0
+    assert row["ours_detail"].startswith("layer 7 of 16 reached (unfinished run)")
+    assert "stopped by the cap" not in row["ours_detail"]
+
+
 def test_add_records_a_run_from_its_results_and_run_json(tmp_path):
     record_path = tmp_path / "rec.json"
     reproduction.save(str(record_path), reproduction.new_record())
