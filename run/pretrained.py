@@ -12,7 +12,10 @@ record cell it belongs to.  ``--load=NAME`` in the commands (and
 ``--check=NAME`` evaluates the entry's weights on its cell's setting with the cell's own
 command and the record's test draw (seed 0), loading the shipped file (no training), and
 prints our value now, the record's (``docs/reproduction.json`` when the current directory is
-a checkout, else the value stored in the entry) and the paper's, with the wall time.  A
+a checkout, else the value stored in the entry) and the paper's, with the wall time.  Our
+value is the cell command's ``results.json`` ``final``, or the key the cell's ``check``
+names in ``result`` (L2O-Swarm: ``swarm_original_final``, the released evaluation's
+quantity that its Fig. 7 cell records).  A
 Fig. 7 cell takes about one to ten minutes on 2 CPU cores (1,280 problems x 1,000 steps).
 A Fig. 8 cell trains one network per run for 10,000 steps: several minutes per run, 10 runs
 (the paper's) unless ``--runs=K``.  ``OPEN_L2O_CATALOGUE=INDEX.json`` uses another index.
@@ -126,8 +129,13 @@ def check(name, setting=None, runs=None, workdir=None, record=None):
     if proc.returncode:
         raise UserError(f"--check={name}: the evaluation exited with status "
                         f"{proc.returncode} (workdir {workdir})")
+    key = spec.get("result", "final")     # L2O-Swarm's cell: the original's quantity
     with open(os.path.join(workdir, "results.json"), encoding="utf-8") as f:
-        ours = json.load(f)["final"]
+        result = json.load(f)
+    if key not in result:
+        raise UserError(f"--check={name}: the evaluation's results.json has no {key!r} "
+                        f"(the entry's check names it; workdir {workdir})")
+    ours = result[key]
     if own:
         import shutil  # pylint: disable=import-outside-toplevel
         shutil.rmtree(workdir, ignore_errors=True)

@@ -73,19 +73,15 @@ def test_load_accepts_a_catalogue_name_and_an_unknown_name_is_one_error_line(tmp
     assert "fig7_n2_l2o_dm" in lines[0]                          # the close names
 
 
-def test_check_re_evaluates_an_entry_on_its_cell(tmp_path):
-    # a tiny entry in another index: 2 instances x 1 start, 5 steps of the shipped L2O-DM
-    shutil.copyfile(os.path.join(os.path.dirname(INDEX), "fig7_n2_l2o_dm.npz"),
-                    tmp_path / "tiny.npz")
+def _check_tiny(tmp_path, shipped, method, cell):
+    """Runs ``run.pretrained --check`` on a tiny entry of another index holding a copy of
+    the shipped file ``shipped`` with ``cell``; returns (the 'ours now' line, results.json)."""
+    shutil.copyfile(os.path.join(os.path.dirname(INDEX), shipped), tmp_path / "tiny.npz")
     from open_l2o_tf import catalogue
-    entry = {"name": "tiny", "kind": "learned optimizer", "method": "l2o_dm",
+    entry = {"name": "tiny", "kind": "learned optimizer", "method": method,
              "file": "tiny.npz", "sha256": catalogue.sha256(str(tmp_path / "tiny.npz")),
              "bytes": os.path.getsize(tmp_path / "tiny.npz"),
-             "cells": [{"figure": "7", "setting": "n2", "method": "l2o_dm", "value": 123.0,
-                        "statistic": "mean loss at step 5",
-                        "check": {"command": "rastrigin",
-                                  "args": ["--optimizer=l2o_dm", "--n=2", "--steps=5",
-                                           "--test_instances=2", "--starts=1", "--seed=0"]}}]}
+             "cells": [dict(cell, figure="7", setting="n2", method=method)]}
     (tmp_path / "index.json").write_text(json.dumps({"entries": [entry]}))
     os.environ[catalogue.ENV] = str(tmp_path / "index.json")
     try:
@@ -94,9 +90,32 @@ def test_check_re_evaluates_an_entry_on_its_cell(tmp_path):
     finally:
         del os.environ[catalogue.ENV]
     assert proc.returncode == 0, proc.stderr[-2000:]
-    line = [l for l in proc.stdout.splitlines() if "ours now" in l][-1]
+    with open(tmp_path / "w" / "results.json", encoding="utf-8") as f:
+        result = json.load(f)
+    return [l for l in proc.stdout.splitlines() if "ours now" in l][-1], result
+
+
+def test_check_re_evaluates_an_entry_on_its_cell(tmp_path):
+    # a tiny entry in another index: 2 instances x 1 start, 5 steps of the shipped L2O-DM
+    line, result = _check_tiny(tmp_path, "fig7_n2_l2o_dm.npz", "l2o_dm", {
+        "value": 123.0, "statistic": "mean loss at step 5",
+        "check": {"command": "rastrigin",
+                  "args": ["--optimizer=l2o_dm", "--n=2", "--steps=5", "--test_instances=2",
+                           "--starts=1", "--seed=0"]}})
     match = re.search(r"ours now (\S+)  record 123.0000 \(the catalogue entry\)  paper "
                       r"5.9000  wall time (\S+) s", line)
     assert match, line
-    with open(tmp_path / "w" / "results.json", encoding="utf-8") as f:
-        assert float(match.group(1)) == pytest.approx(json.load(f)["final"], abs=1e-4)
+    assert float(match.group(1)) == pytest.approx(result["final"], abs=1e-4)
+
+
+def test_check_reports_the_quantity_its_cell_records(tmp_path):
+    # L2O-Swarm's Fig. 7 cell records the released evaluation's quantity (results.json
+    # swarm_original_final), not 'final' (ours: each instance's best particle)
+    line, result = _check_tiny(tmp_path, "fig7_n2_l2o_swarm.npz", "l2o_swarm", {
+        "value": 1.0, "statistic": "min over particles of the batch-mean loss at step 3",
+        "check": {"command": "rastrigin", "result": "swarm_original_final",
+                  "args": ["--optimizer=l2o_swarm", "--n=2", "--steps=3",
+                           "--test_instances=4", "--starts=2", "--seed=0"]}})
+    ours = float(re.search(r"ours now (\S+)", line).group(1))
+    assert result["swarm_original_final"] > result["final"] + 1e-3     # the two differ
+    assert ours == pytest.approx(result["swarm_original_final"], abs=1e-4)
