@@ -246,7 +246,7 @@ def curve_from_result(result, figure):
     """The curve of a finished run's ``results.json``, thinned to at most 200 points: x is
     the layer (Figure 5: ``curve[i]`` is layer i + 1, after the 0 dB start) or the
     iteration/step (``curve[k]`` at k); None without a curve."""
-    values = [v for v in (result.get("curve") or [])]
+    values = [v for v in (result.get("swarm_original_curve") or result.get("curve") or [])]
     if not values or any(v is None for v in values):
         return None
     if figure == "5":

@@ -281,6 +281,11 @@ def row_from_result(result, run_json=None, *, status=None, evidence=None, budget
         raise UserError(f"({setting}, {method}) is not a cell of Figure {figure}")
     row = empty_row(figure, setting, method)
     row["ours"] = result.get("final")
+    original = result.get("swarm_original_final")
+    if original is not None:
+        # L2O-Swarm: the cell records the released evaluation's quantity (min over
+        # particles of the batch-mean loss), ours (each instance's best particle) beside it
+        row["ours"] = original
     if figure == "8":
         row["ours_last100"] = result.get("mean_last100")
     value = row.get("ours_last100") if figure == "8" else row["ours"]
@@ -302,6 +307,11 @@ def row_from_result(result, run_json=None, *, status=None, evidence=None, budget
     if result.get("train_steps"):
         auto_budget.append(f"{result['train_steps']:,} train steps")
     row["ours_detail"] = _runs_detail(result) or _stages_detail(result)
+    if original is not None:
+        quantity = (result.get("swarm_original_quantity")
+                    or "min over particles of the mean loss over the instances")
+        row["ours_detail"] = (f"the original's quantity ({quantity}); ours, the mean of "
+                              f"each instance's best particle: {result.get('final'):.4g}")
     row.update(status=status, evidence=evidence or "",
                budget=budget or ", ".join(auto_budget),
                command=command or command_line(run_json or {}),

@@ -52,6 +52,19 @@ def test_figure_8_row_says_each_runs_final_loss_and_the_test_time():
         "1,234 s")
 
 
+def test_a_swarm_cell_records_the_original_quantity_with_ours_beside_it():
+    """L2O-Swarm: the cell's value (and kept curve) is the released evaluation's quantity
+    (``swarm_original_final``), ours is named in the detail."""
+    result = {"test": "rastrigin", "setting": "n2", "method": "l2o_swarm", "preset": "paper",
+              "final": 4.8160, "curve": [9.0, 4.8160], "swarm_original_final": 4.9627,
+              "swarm_original_curve": [9.5, 4.9627], "swarm_original_quantity": "min over "
+              "the 4 particles of the batch-mean loss", "train_seconds": 1.0}
+    row = reproduction.row_from_result(result)
+    assert row["ours"] == 4.9627 and "ours, the mean of each instance's best particle: " \
+        "4.816" in row["ours_detail"] and "min over the 4 particles" in row["ours_detail"]
+    assert reproduction.curve_from_result(result, "7")["mean"][-1] == pytest.approx(4.963)
+
+
 def test_a_capped_or_unfinished_progressive_run_is_short_with_its_layer_and_rate():
     """A paper-preset Fig. 5 run with a cap on the epochs of a stage is short (never within,
     even at the paper's value) and says the cap, the stages it stopped and the last
