@@ -76,18 +76,20 @@ def test_sparse_recovery_pieces(tmp_path):
         model = sr.build("lista_cpss", train, 2, lam=0.4, faithful_init=True)
         from model_based.progressive import evaluate
         untrained = [float(c) for c in evaluate(model, test.y, test.x)]
-        curve, seconds, steps, at_end = sr.train(
+        curve, seconds, steps, at_end, state = sr.train(
             model, train, val, test, workdir, None, lr=5e-4, steps_per_epoch=5,
             max_epochs=2, progress=None, jit_compile=False)
         loaded = sr.load(os.path.join(workdir, "model.keras"), "lista_cpss", test, data_dir)
         print(json.dumps({"curve": [float(c) for c in curve], "untrained": untrained,
                           "steps": steps,
                           "at_end": len(at_end), "layers": loaded.num_layers,
+                          "stops": [w for row in state.get("stage_stop", []) for w in row],
                           "data": os.path.basename(data_dir)}))
         """, tmp_path)
     assert len(out["curve"]) == 2 and out["curve"][-1] < out["untrained"][-1] - 1.0
     assert out["steps"] > 0 and out["at_end"] == 2 and out["layers"] == 2
     assert out["data"] == "data"
+    assert out["stops"] and all(w is not None for w in out["stops"])
 
 
 def test_minimax_pieces(tmp_path):
