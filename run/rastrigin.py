@@ -242,6 +242,16 @@ def run_learned(name, family, test, x0, steps, *, workdir, episodes, unroll, sel
     return curve, info, extra
 
 
+def best_so_far(per_instance):
+    """``(curve, final)`` of the best loss so far: each column's (instance's) running minimum
+    over the steps, then the mean over columns, as L2O-Swarm's ``evaluate.py`` records a
+    run (its best loss so far); ``per_instance`` is the ``(steps + 1, B)`` curve before
+    averaging (a batch-scope line search: one column per start, of batch means)."""
+    best = np.minimum.accumulate(np.asarray(per_instance, dtype=np.float64), axis=0)
+    curve = best.mean(axis=1)
+    return [float(v) for v in curve], float(curve[-1])
+
+
 def report(name, n, curve, paper, lower):
     """The summary line on stdout."""
     early = min(10, len(curve) - 1)     # loss[10], or the last step when --steps < 10
@@ -287,6 +297,8 @@ def main(argv):
             random_scale=FLAGS.random_scale, meta_lr=common.meta_lr(budget), budget=budget,
             safeguard=safeguard, strategy=common.strategy(),
             deterministic=common.deterministic())
+    bsf_curve, bsf_final = best_so_far(curve)
+    extra = dict(extra, best_so_far_curve=bsf_curve, best_so_far_final=bsf_final)
     curve = np.asarray(curve).mean(axis=1)
     lower = float(tf.reduce_mean(family.lower_bound(test)))
     for k in range(0, len(curve), max(1, len(curve) // 50)):

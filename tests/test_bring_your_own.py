@@ -60,6 +60,11 @@ def test_user_optimizer_and_model_through_the_commands_and_the_benchmark(tmp_pat
     record = json.load(open(run_dir / "results.json"))
     assert record["method"] == "my_sgd" and len(record["curve"]) == 21
     assert record["curve"][-1] < record["curve"][0]          # a 20-step descent
+    best = record["best_so_far_curve"]                        # each instance's running min
+    assert len(best) == 21 and abs(best[0] - record["curve"][0]) < 1e-4
+    assert all(b <= c + 1e-4 for b, c in zip(best, record["curve"]))
+    assert all(b1 <= b0 for b0, b1 in zip(best, best[1:]))
+    assert record["best_so_far_final"] == best[-1]
     assert record["config"]["import"] == ["byo_l2o.mine"]
 
     proc = _run("run.benchmark", "--import=byo_l2o.mine", f"--out={out}", "--dry_run",
