@@ -63,8 +63,8 @@ flags.DEFINE_enum("fit_problem", "mnist_mlp_relu", ["mnist_mlp_sigmoid", "mnist_
                                                    "mnist_conv"],
                   "keras_fit: the network (MNIST test split as run.nn_training's learned "
                   "optimizers, from --mnist_dir or $OPEN_L2O_DATA_DIR/mnist).")
-flags.DEFINE_string("load", None, "keras_fit: the learned optimizer's weights (our .npz or "
-                    "an original Open-L2O file); default freshly initialised.")
+common.define_load_flag("keras_fit: the learned optimizer's weights (our .npz, an original "
+                        "Open-L2O file or a catalogue name); default freshly initialised.")
 flags.DEFINE_integer("fit_seed", 0, "keras_fit: the run seed (initial weights, minibatches, "
                      "initial state).", lower_bound=0)
 flags.DEFINE_string("plot", None, "keras_fit: also write a PNG of both loss curves here.")

@@ -51,9 +51,14 @@ def define_common_flags(default_workdir):
     flags.DEFINE_enum("preset", "paper", ["paper", "quick"],
                       "paper: the paper's settings; quick: small sizes, minutes on 2 CPUs.")
     flags.DEFINE_integer("seed", 0, "Random seed.", lower_bound=0)
-    flags.DEFINE(_LoadParser(), "load", None, "Load a trained model/optimizer from this "
-                 "path, or a catalogue name (open-l2o pretrained lists them), instead of "
-                 "training it.")
+    define_load_flag("Load a trained model/optimizer from this path, or a catalogue name "
+                     "(open-l2o pretrained lists them), instead of training it.")
+
+
+def define_load_flag(help_text):
+    """``--load``: a path or a catalogue name (its installed file), for the commands that
+    define it themselves (``run.perf``) as for those of :func:`define_common_flags`."""
+    flags.DEFINE(_LoadParser(), "load", None, help_text)
 
 
 class _LoadParser(flags.ArgumentParser):

@@ -5,6 +5,7 @@ import os
 import re
 import shutil
 
+import numpy as np
 import pytest
 
 from tests.cli import ROOT, run_cli
@@ -119,3 +120,28 @@ def test_check_reports_the_quantity_its_cell_records(tmp_path):
     ours = float(re.search(r"ours now (\S+)", line).group(1))
     assert result["swarm_original_final"] > result["final"] + 1e-3     # the two differ
     assert ours == pytest.approx(result["swarm_original_final"], abs=1e-4)
+
+
+def test_perf_keras_fit_loads_a_catalogue_name(tmp_path):
+    # run.perf defines its own --load (keras_fit): a catalogue name is its file there too,
+    # and a mistyped name is one error line with the close names
+    from tests.test_datasets import _write_idx
+    mnist = tmp_path / "mnist"          # a tiny random MNIST (32 test images)
+    mnist.mkdir()
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 32), ("t10k", 32)):
+        _write_idx(mnist / f"{split}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
+        _write_idx(mnist / f"{split}-labels-idx1-ubyte.gz", rng.integers(0, 10, n))
+    out = tmp_path / "perf.json"
+    proc = run_cli("run.perf", "--what=keras_fit", "--fit_optimizer=l2o_dm",
+                   "--fit_problem=mnist_mlp_relu", "--load=l2o_dm_released",
+                   f"--mnist_dir={mnist}", "--measure_steps=2", f"--out={out}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    row = json.loads(out.read_text())["keras_fit"]
+    assert row["weights"] == os.path.join(os.path.dirname(INDEX), "l2o_dm_released.npz")
+    assert len(row["own_curve"]) == len(row["fit_curve"]) == 3
+    proc = run_cli("run.perf", "--what=keras_fit", "--fit_optimizer=l2o_dm",
+                   "--load=l2o_dm_releasd")
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-2000:]
+    assert lines[0].startswith("error: ") and "l2o_dm_released" in lines[0]
