@@ -57,6 +57,12 @@ flags.DEFINE_enum("conv_logits", "relu", ["relu", "linear"],
                   "The ConvNets' output layer: relu (the original's problems.mnist_conv / "
                   "cifar_conv apply a ReLU to the logits, so an output unit can die and its "
                   "class stay at logit 0) or linear (no ReLU).")
+flags.DEFINE_enum("conv_bn", "optimised", ["optimised", "fixed", "original"],
+                  "The ConvNets' batch-normalisation gamma/beta: optimised (optimizee "
+                  "parameters, the intended network), fixed (1 and 0, never updated) or "
+                  "original (as the original's code: fixed for a learned optimizer, whose "
+                  "meta.py mock.patch of tf.get_variable misses the tf.layers variables, "
+                  "optimised for sgd/adam/rmsprop, which take every trainable variable).")
 flags.DEFINE_enum("mnist_split", None, ["train", "test"],
                   "The split the optimizee is trained on (CIFAR-10 too).  Default as the "
                   "original: test (10k images) for the learned optimizers (util.get_config "
@@ -140,6 +146,9 @@ def main(argv):
     is_learned = learned(name)
     split = FLAGS.mnist_split or ("test" if is_learned else "train")
     extra = {"relu_logits": FLAGS.conv_logits == "relu"} if "conv" in FLAGS.problem else {}
+    if FLAGS.problem in ("mnist_conv", "cifar_conv"):
+        extra["bn_affine"] = (FLAGS.conv_bn == "optimised"
+                              or (FLAGS.conv_bn == "original" and not is_learned))
     if FLAGS.mnist_train_images:
         from open_l2o_tf.data import datasets  # pylint: disable=import-outside-toplevel
         images, labels = datasets.load_mnist(FLAGS.mnist_dir, split)

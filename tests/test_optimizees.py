@@ -157,3 +157,25 @@ def test_scale_convnet_is_l2o_scales_test_network():
         bn = keras.layers.BatchNormalization(epsilon=1e-3)
     expected = tf.nn.relu(tf.reshape(h, [4, -1]) @ params[4] + params[5])
     np.testing.assert_allclose(net.logits(params, images), expected, rtol=1e-5, atol=1e-7)
+
+
+def test_convnet_with_fixed_batch_norm_is_the_original_learned_optimizers_network():
+    """bn_affine=False: the six conv/FC tensors the original's meta.py optimises (its
+    tf.layers gamma/beta stay 1 / 0); the same logits as the full network with gamma = 1,
+    beta = 0 put back."""
+    images = np.random.RandomState(0).rand(32, 28, 28, 1).astype(np.float32)
+    labels = np.arange(32) % 10
+    full = MnistConv(images, labels, batch_size=16)
+    fixed = MnistConv(images, labels, batch_size=16, bn_affine=False)
+    assert len(full.shapes) == 10 and len(fixed.shapes) == 6
+    assert fixed.shapes == tuple(full.shapes[i] for i in (0, 1, 4, 5, 8, 9))
+    p = fixed.init_params(tf.constant([1, 2]))
+    assert [tuple(v.shape) for v in p] == list(fixed.shapes)
+    q = [p[0], p[1], tf.ones([16]), tf.zeros([16]), p[2], p[3], tf.ones([32]),
+         tf.zeros([32]), p[4], p[5]]
+    x = tf.constant(images[:16])
+    np.testing.assert_allclose(fixed.logits(p, x).numpy(), full.logits(q, x).numpy(),
+                               atol=1e-6)
+    # a changed gamma moves the full network but is not a parameter of the fixed one
+    q[2] = 2.0 * q[2]
+    assert np.abs(full.logits(q, x).numpy() - fixed.logits(p, x).numpy()).max() > 1e-4

@@ -5,8 +5,12 @@
   with replacement (the L2O-DM ``mnist`` / ``mnist_relu`` problems).
 * ``MnistConv``: conv 3x3x16 (stride 1, VALID) -> BN -> ReLU -> maxpool 2 -> conv 5x5x32
   -> BN -> ReLU -> maxpool 2 -> FC 512 -> 10; ``CifarConv``: the same with stride-2 convs
-  on 32x32x3 (FC 32 -> 10).  BN uses batch statistics with learned gamma/beta (optimizee
-  parameters).  The original applies a ReLU to the logits (a quirk, ``relu_logits=True``
+  on 32x32x3 (FC 32 -> 10).  BN uses batch statistics with gamma/beta as optimizee
+  parameters (``bn_affine=True``, as the original's classic optimizers see them: its
+  ``evaluate_dm.py --optimizer=Adam`` takes every trainable variable), or fixed at 1 / 0
+  (``bn_affine=False``, as the original's learned optimizers see them: ``tf.layers``
+  creates gamma/beta outside meta.py's ``mock.patch("tensorflow.get_variable")``, so they
+  are not optimizee variables; its log prints the six conv/FC tensors only).  The original applies a ReLU to the logits (a quirk, ``relu_logits=True``
   by default; False is the intended network).
 * ``MnistConvScale`` (``mnist_conv_scale``): L2O-Scale's own test ConvNet, the same layers
   with batch normalisation in inference mode (fixed, not optimised; see the class).
@@ -105,9 +109,11 @@ class _ConvNet(_Network):
     # kernels on this network (run.perf --what=networks); compiled with XLA on GPUs only
     xla_on_cpu = False
 
-    def __init__(self, images=None, labels=None, batch_size=128, relu_logits=True):
+    def __init__(self, images=None, labels=None, batch_size=128, relu_logits=True,
+                 bn_affine=True):
         super().__init__(images, labels, batch_size)
         self.relu_logits = bool(relu_logits)
+        self.bn_affine = bool(bn_affine)
         c = int(self.images.shape[-1])
         size = int(self.images.shape[1])
         for k in (3, 5):
@@ -119,25 +125,35 @@ class _ConvNet(_Network):
         flat = size * size * 32
         self.shapes = ((3, 3, c, 16), (16,), (16,), (16,), (5, 5, 16, 32), (32,), (32,),
                        (32,), (flat, 10), (10,))
+        if not self.bn_affine:
+            self.shapes = tuple(self.shapes[i] for i in (0, 1, 4, 5, 8, 9))
 
     def init_value(self, shape, seed):
         return tf.zeros(shape) if len(shape) == 1 else super().init_value(shape, seed)
 
     def init_params(self, seed, instance=None):
         params = super().init_params(seed, instance)
-        params[2] = tf.ones_like(params[2])   # BN gamma
-        params[6] = tf.ones_like(params[6])
+        if self.bn_affine:
+            params[2] = tf.ones_like(params[2])   # BN gamma
+            params[6] = tf.ones_like(params[6])
         return params
+
+    def _conv_params(self, params, i):
+        """Layer ``i`` (0, 1)'s ``(w, b, gamma, beta)``; gamma = 1, beta = 0 when fixed."""
+        if self.bn_affine:
+            return params[4 * i:4 * i + 4]
+        w, b = params[2 * i:2 * i + 2]
+        return w, b, tf.ones_like(b), tf.zeros_like(b)
 
     def logits(self, params, images):
         h = images
-        for i in (0, 4):
-            w, b, gamma, beta = params[i:i + 4]
+        for i in (0, 1):
+            w, b, gamma, beta = self._conv_params(params, i)
             h = tf.nn.conv2d(h, w, self.stride, "VALID") + b
             mean, var = tf.nn.moments(h, axes=[0, 1, 2])
             h = tf.nn.batch_normalization(h, mean, var, beta, gamma, 1e-3)
             h = tf.nn.max_pool2d(tf.nn.relu(h), 2, 2, "VALID")
-        h = tf.reshape(h, [tf.shape(h)[0], -1]) @ params[8] + params[9]
+        h = tf.reshape(h, [tf.shape(h)[0], -1]) @ params[-2] + params[-1]
         return tf.nn.relu(h) if self.relu_logits else h
 
 
@@ -165,8 +181,7 @@ class MnistConvScale(_ConvNet):
     BN_SCALE = float(1.0 / np.sqrt(1.0 + 1e-3))
 
     def __init__(self, images=None, labels=None, batch_size=128, relu_logits=True):
-        super().__init__(images, labels, batch_size, relu_logits)
-        self.shapes = tuple(self.shapes[i] for i in (0, 1, 4, 5, 8, 9))
+        super().__init__(images, labels, batch_size, relu_logits, bn_affine=False)
 
     def init_value(self, shape, seed):
         return _Network.init_value(self, shape, seed)
