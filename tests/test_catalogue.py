@@ -125,13 +125,8 @@ def test_check_reports_the_quantity_its_cell_records(tmp_path):
 def test_perf_keras_fit_loads_a_catalogue_name(tmp_path):
     # run.perf defines its own --load (keras_fit): a catalogue name is its file there too,
     # and a mistyped name is one error line with the close names
-    from tests.test_datasets import _write_idx
-    mnist = tmp_path / "mnist"          # a tiny random MNIST (32 test images)
-    mnist.mkdir()
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 32), ("t10k", 32)):
-        _write_idx(mnist / f"{split}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
-        _write_idx(mnist / f"{split}-labels-idx1-ubyte.gz", rng.integers(0, 10, n))
+    from tests.test_datasets import write_tiny_mnist
+    mnist = write_tiny_mnist(tmp_path / "mnist", train=32)   # a tiny random MNIST
     out = tmp_path / "perf.json"
     proc = run_cli("run.perf", "--what=keras_fit", "--fit_optimizer=l2o_dm",
                    "--fit_problem=mnist_mlp_relu", "--load=l2o_dm_released",

@@ -17,6 +17,17 @@ def _write_idx(path, array):
         handle.write(header + array.astype(np.uint8).tobytes())
 
 
+def write_tiny_mnist(folder, train=64, test=32, seed=0):
+    """Random MNIST idx files (``train`` / ``test`` 28x28 images, labels 0-9) in ``folder``
+    (created), the four files a ``--mnist_dir`` holds; returns ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for split, n in (("train", train), ("t10k", test)):
+        _write_idx(folder / f"{split}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
+        _write_idx(folder / f"{split}-labels-idx1-ubyte.gz", rng.integers(0, 10, n))
+    return folder
+
+
 @pytest.fixture
 def idx_dir(tmp_path):
     rng = np.random.default_rng(0)

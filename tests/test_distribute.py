@@ -19,7 +19,6 @@ interrupted after episode 2, resumed from the chief's checkpoint (which the chie
 broadcasts to the other worker), which must end where the uninterrupted single-device runs
 end.
 """
-import gzip
 import json
 import os
 import socket
@@ -32,6 +31,7 @@ import pytest
 
 from open_l2o_tf import distribute
 from open_l2o_tf.errors import UserError
+from tests.test_datasets import write_tiny_mnist
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMEOUT = 600
@@ -72,22 +72,10 @@ def _result(proc, deadline):
     return json.loads(lines[-1][len("RESULT "):])
 
 
-def _write_idx(path, array):
-    header = bytes([0, 0, 8, array.ndim]) + b"".join(
-        int(d).to_bytes(4, "big") for d in array.shape)
-    with gzip.open(path, "wb") as handle:
-        handle.write(header + array.astype(np.uint8).tobytes())
-
-
 def _start_nn_training(root):
     """``run.nn_training`` meta-training L2O-DM under mirrored on 2 logical CPUs, on tiny
     generated MNIST idx files (2 episodes of 2 truncations of 2 steps)."""
-    data = root / "mnist"
-    data.mkdir()
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 64), ("t10k", 32)):
-        _write_idx(data / f"{split}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
-        _write_idx(data / f"{split}-labels-idx1-ubyte.gz", rng.integers(0, 10, n))
+    data = write_tiny_mnist(root / "mnist")
     workdir = root / "nn_training"
     log = open(root / "nn_training.log", "w")  # pylint: disable=consider-using-with
     proc = subprocess.Popen(  # pylint: disable=consider-using-with
