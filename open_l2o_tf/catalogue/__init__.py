@@ -183,8 +183,7 @@ def check_data(e, data_dir, flag="--data_dir"):
     if not data:
         raise UserError(f"{flag} applies to an entry tied to a data set (Fig. 6), not "
                         f"{e['name']!r}")
-    make = data["make_data"].replace("--out=DIR", f"--out={data_dir}")
-    hint = f"make its data with: {make}"
+    hint = f"make its data with: {data['make_data']}"
     if not os.path.isdir(data_dir):
         raise UserError(f"{flag} {data_dir} is not a directory; {hint}")
     A = _read_matrix(os.path.join(data_dir, "A.npy"), flag, hint)
