@@ -165,7 +165,10 @@ def check(name, setting=None, runs=None, workdir=None, record=None, data_dir=Non
     test = _TESTS.get(spec["command"])
     paper = reference.lookup(test, cell["setting"], cell.get("paper_method", cell["method"])) \
         if test else None
-    fmt = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
+    def fmt(v):      # 4 decimals; a small value (Lasso's R[1000] ~1e-5) 4 digits
+        if v is None:
+            return "n/a"
+        return f"{v:.4f}" if v == 0 or abs(v) >= 1e-3 else f"{v:.4g}"
     print(f"[pretrained] {name}: {cell['statistic']}"
           + (f", {runs} runs" if runs is not None else ""), flush=True)
     print(f"[pretrained] ours now {fmt(ours)}  record {fmt(recorded)} ({source})  "

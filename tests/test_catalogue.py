@@ -146,7 +146,7 @@ def test_check_of_an_entry_tied_to_its_data(tmp_path):
                       "test_digest": catalogue.array_digest(
                           np.load(os.path.join(own, "test_data.npy")))},
              "cells": [{"figure": "6", "setting": "lasso_5x10", "method": "lista",
-                        "value": 7.0, "statistic": "R[4]",
+                        "value": 4.5e-05, "statistic": "R[4]",
                         "check": {"command": "lasso",
                                   "args": ["--optimizer=lista", "--setting=lasso_5x10",
                                            "--num_layers=2", "--iterations=4"]}}]}
@@ -173,7 +173,7 @@ def test_check_of_an_entry_tied_to_its_data(tmp_path):
     with open(tmp_path / "w" / "results.json", encoding="utf-8") as f:
         result = json.load(f)
     line = [l for l in proc.stdout.splitlines() if "ours now" in l][-1]
-    match = re.search(r"ours now (\S+)  record 7.0000 \(the catalogue entry\)  paper "
+    match = re.search(r"ours now (\S+)  record 4.5e-05 \(the catalogue entry\)  paper "
                       r"(\S+)  wall time", line)
     assert match, line
     assert float(match.group(1)) == pytest.approx(result["final"], abs=1e-4)
