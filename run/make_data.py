@@ -1,6 +1,6 @@
 """Writes a sparse-recovery or Lasso data directory in the original Open-L2O layout.
 
-    python -m run.make_data --setting=noiseless --out=DIR [--seed=N]
+    python -m run.make_data --setting=noiseless --out=DIR [--seed=N] [--test_seed=K]
         [--num_train=N --num_val=N --num_test=N] [--m=M --n=N]
     python -m run.make_data --setting=coherent --out=DIR --image_dir=../shared/data/bsds500
     python -m run.make_data --setting=coherent --out=DIR --dictionary=D_256x512.npy
@@ -23,6 +23,10 @@ SETTINGS = ["coherent", "large", "lasso_25x50", "lasso_5x10", "noiseless", "nois
 flags.DEFINE_enum("setting", None, SETTINGS, "Which data set.")
 flags.DEFINE_string("out", None, "Output directory.")
 flags.DEFINE_integer("seed", 0, "Random seed (A and the three splits).", lower_bound=0)
+flags.DEFINE_integer("test_seed", None, "Draw the test split from this seed instead: the "
+                     "same A, W and train/val splits as --seed with a new set of test "
+                     "problems (test draws for models tied to A).  Default: --seed's.",
+                     lower_bound=0)
 for _name in ("num_train", "num_val", "num_test", "m", "n"):
     flags.DEFINE_integer(_name, None, f"Override the setting's paper value of {_name}.",
                          lower_bound=1)
@@ -54,6 +58,8 @@ def request():
     image_dir = _image_dir()
     out = {name: getattr(FLAGS, name) for name in (
         "setting", "seed", "m", "n", "num_train", "num_val", "num_test", "W")}
+    if FLAGS.test_seed is not None and FLAGS.test_seed != FLAGS.seed:
+        out["test_seed"] = FLAGS.test_seed    # absent by default: older data stay the same
     if FLAGS.setting == "coherent":
         out["dictionary"] = (None if FLAGS.dictionary is None else
                              common.data_digest_of_file(FLAGS.dictionary))
@@ -66,7 +72,9 @@ def _describe(record):
     sizes = "x".join(str(record.get(k)) for k in ("m", "n") if record.get(k) is not None)
     return ", ".join(f"{k} {v}" for k, v in (("setting", record.get("setting")),
                                              ("size", sizes or "the setting's"),
-                                             ("seed", record.get("seed"))))
+                                             ("seed", record.get("seed")))
+                     + ((("test seed", record["test_seed"]),)
+                        if record.get("test_seed") is not None else ()))
 
 
 def existing_data():
@@ -133,7 +141,7 @@ def main(argv):
         num_val=FLAGS.num_val, num_test=FLAGS.num_test, seed=FLAGS.seed,
         dictionary=FLAGS.dictionary, image_dir=image_dir, compute_W=FLAGS.W,
         dictionary_iterations=FLAGS.dictionary_iterations, progress=print,
-        request=request())
+        request=request(), test_seed=FLAGS.test_seed)
     print(f"[make_data] {FLAGS.setting} {meta['m']}x{meta['n']} -> {FLAGS.out} "
           f"(mutual coherence of A {meta['mutual_coherence']:.3f}) in "
           f"{time.time() - start:.1f} s", flush=True)

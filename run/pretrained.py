@@ -3,6 +3,7 @@
     python -m run.pretrained                              # the entries, one line each
     python -m run.pretrained --check=fig7_n2_l2o_dm       # re-check its record cell
     python -m run.pretrained --check=l2o_scale_released --cell=mnist_mlp_relu --runs=2
+    python -m run.pretrained --check=fig6_5x10_lista --data_dir=data/lasso_5x10
 
 Every entry names a trained file (a learned optimizer or an unrolled model), the command
 that made it, its budget, meta seed, data seed, setting, training time, sha256, size and the
@@ -18,7 +19,10 @@ names in ``result`` (L2O-Swarm: ``swarm_original_final``, the released evaluatio
 quantity that its Fig. 7 cell records).  A
 Fig. 7 cell takes about one to ten minutes on 2 CPU cores (1,280 problems x 1,000 steps).
 A Fig. 8 cell trains one network per run for 10,000 steps: several minutes per run, 10 runs
-(the paper's) unless ``--runs=K``.  ``OPEN_L2O_CATALOGUE=INDEX.json`` uses another index.
+(the paper's) unless ``--runs=K``.  A Fig. 6 (Lasso) entry is tied to its data set: ``--data_dir=DIR``
+must hold exactly the data the entry's ``make_data`` command makes (its A and the record's
+test split, by digest), else one ``error:`` line.  ``OPEN_L2O_CATALOGUE=INDEX.json`` uses
+another index.
 """
 import json
 import os
@@ -43,6 +47,9 @@ flags.DEFINE_integer("runs", None, "With --check of a Fig. 8 cell: runs (paper 1
 flags.DEFINE_string("record", os.path.join("docs", "reproduction.json"),
                     "The record to read the cell's value from (when present; else the "
                     "entry's stored value).")
+flags.DEFINE_string("data_dir", None, "With --check of an entry tied to a data set (Fig. 6 "
+                    "Lasso): the run.make_data folder it was trained on (the entry's "
+                    "make_data command makes it; other data are refused).")
 flags.DEFINE_string("workdir", None, "With --check: the evaluation's workdir (default: a "
                     "temporary one, removed).")
 FLAGS = flags.FLAGS
@@ -68,7 +75,7 @@ def _cell(entry, setting):
 def validate():
     """The flags and the entry, before any work."""
     if FLAGS.check is None:
-        for flag in ("cell", "runs", "workdir"):
+        for flag in ("cell", "runs", "workdir", "data_dir"):
             if getattr(FLAGS, flag) is not None:
                 raise UserError(f"--{flag} applies with --check only")
         catalogue.load_index()
@@ -79,6 +86,12 @@ def validate():
         raise UserError(f"--runs applies to a Fig. 8 cell, not {FLAGS.check} "
                         f"(Fig. {cell['figure']} {cell['setting']})")
     catalogue.path(FLAGS.check)      # the file is there and matches its sha256
+    data = entry.get("data")
+    if data and FLAGS.data_dir is None:
+        raise UserError(f"--check={FLAGS.check} needs --data_dir=DIR, the data it was trained "
+                        f"on; make it with: {data['make_data']}")
+    if FLAGS.data_dir is not None:
+        catalogue.check_data(entry, FLAGS.data_dir)
 
 
 def _size(nbytes):
@@ -105,15 +118,21 @@ def listing():
           "--check=NAME re-checks its record cell)")
 
 
-def check(name, setting=None, runs=None, workdir=None, record=None):
-    """Runs the entry's cell command on its shipped file; returns (ours, record, paper,
-    seconds) and prints them."""
+def check(name, setting=None, runs=None, workdir=None, record=None, data_dir=None):
+    """Runs the entry's cell command on its shipped file (on ``data_dir``, checked, for an
+    entry tied to a data set); returns (ours, record, paper, seconds) and prints them."""
     entry = catalogue.entry(name)
     cell = _cell(entry, setting)
     file = catalogue.path(name)
     spec = cell["check"]
     package = __package__ or "run"
     args = list(spec["args"]) + [f"--load={file}"]
+    if entry.get("data") or data_dir is not None:
+        if data_dir is None:
+            raise UserError(f"--check={name} needs --data_dir=DIR, the data it was trained "
+                            f"on; make it with: {entry['data']['make_data']}")
+        catalogue.check_data(entry, data_dir)
+        args.append(f"--data_dir={data_dir}")
     if runs is not None:
         args.append(f"{spec['runs_flag']}={runs}")
     own = workdir is None
@@ -146,7 +165,10 @@ def check(name, setting=None, runs=None, workdir=None, record=None):
     test = _TESTS.get(spec["command"])
     paper = reference.lookup(test, cell["setting"], cell.get("paper_method", cell["method"])) \
         if test else None
-    fmt = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
+    def fmt(v):      # 4 decimals; a small value (Lasso's R[1000] ~1e-5) 4 digits
+        if v is None:
+            return "n/a"
+        return f"{v:.4f}" if v == 0 or abs(v) >= 1e-3 else f"{v:.4g}"
     print(f"[pretrained] {name}: {cell['statistic']}"
           + (f", {runs} runs" if runs is not None else ""), flush=True)
     print(f"[pretrained] ours now {fmt(ours)}  record {fmt(recorded)} ({source})  "
@@ -159,7 +181,7 @@ def main(argv):
     if FLAGS.check is None:
         listing()
         return
-    check(FLAGS.check, FLAGS.cell, FLAGS.runs, FLAGS.workdir, FLAGS.record)
+    check(FLAGS.check, FLAGS.cell, FLAGS.runs, FLAGS.workdir, FLAGS.record, FLAGS.data_dir)
 
 
 if __name__ == "__main__":

@@ -140,3 +140,61 @@ def test_perf_keras_fit_loads_a_catalogue_name(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-2000:]
     assert lines[0].startswith("error: ") and "l2o_dm_released" in lines[0]
+
+
+def test_check_of_an_entry_tied_to_its_data(tmp_path):
+    """A Fig. 6 entry (an unrolled model tied to its A) is checked on the data its make_data
+    command makes; another A, another test split or no --data_dir is one error line."""
+    from model_based.factory import build_model
+    from open_l2o_tf import catalogue, keras_files
+    from open_l2o_tf.data import sparse_recovery
+    sizes = dict(num_train=16, num_val=16, num_test=16)
+    own, other_a, other_test = (str(tmp_path / n) for n in ("own", "other_a", "other_test"))
+    sparse_recovery.generate("lasso_5x10", own, seed=0, progress=None, **sizes)
+    sparse_recovery.generate("lasso_5x10", other_a, seed=1, progress=None, **sizes)
+    sparse_recovery.generate("lasso_5x10", other_test, seed=0, test_seed=3, progress=None,
+                             **sizes)
+    data = sparse_recovery.load(own, "test")
+    keras_files.save_model(build_model("lista", data.A, data.W, 2, lam=0.4),
+                           str(tmp_path / "tiny.keras"))
+    entry = {"name": "tiny", "kind": "unrolled model", "method": "lista",
+             "file": "tiny.keras", "sha256": catalogue.sha256(str(tmp_path / "tiny.keras")),
+             "bytes": os.path.getsize(tmp_path / "tiny.keras"),
+             "data": {"make_data": "python -m run.make_data --setting=lasso_5x10 "
+                                   "--num_train=16 --num_val=16 --num_test=16 --out=DIR",
+                      "data_seed": 0, "data_digest": catalogue.array_digest(data.A),
+                      "test_digest": catalogue.array_digest(
+                          np.load(os.path.join(own, "test_data.npy")))},
+             "cells": [{"figure": "6", "setting": "lasso_5x10", "method": "lista",
+                        "value": 4.5e-05, "statistic": "R[4]",
+                        "check": {"command": "lasso",
+                                  "args": ["--optimizer=lista", "--setting=lasso_5x10",
+                                           "--num_layers=2", "--iterations=4"]}}]}
+    (tmp_path / "index.json").write_text(json.dumps({"entries": [entry]}))
+    os.environ[catalogue.ENV] = str(tmp_path / "index.json")
+    try:
+        refused = {}
+        for label, extra in (("other A", [f"--data_dir={other_a}"]),
+                             ("other test", [f"--data_dir={other_test}"]),
+                             ("missing", [f"--data_dir={tmp_path / 'nothing'}"]),
+                             ("none", [])):
+            proc = run_cli("run.pretrained", "--check=tiny", *extra)
+            lines = [l for l in proc.stderr.strip().splitlines() if l]
+            assert proc.returncode == 2 and len(lines) == 1, (label, proc.stderr[-2000:])
+            assert lines[0].startswith("error: ") and "--data_dir" in lines[0], lines[0]
+            assert "run.make_data --setting=lasso_5x10" in lines[0], lines[0]
+            refused[label] = lines[0]
+        assert "A.npy" in refused["other A"] and "test split" in refused["other test"]
+        proc = run_cli("run.pretrained", "--check=tiny", f"--data_dir={own}",
+                       f"--record={tmp_path / 'none'}", f"--workdir={tmp_path / 'w'}")
+    finally:
+        del os.environ[catalogue.ENV]
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    with open(tmp_path / "w" / "results.json", encoding="utf-8") as f:
+        result = json.load(f)
+    line = [l for l in proc.stdout.splitlines() if "ours now" in l][-1]
+    match = re.search(r"ours now (\S+)  record 4.5e-05 \(the catalogue entry\)  paper "
+                      r"(\S+)  wall time", line)
+    assert match, line
+    assert float(match.group(1)) == pytest.approx(result["final"], abs=1e-4)
+    assert match.group(2) != "n/a"              # the paper's Fig. 6 value of the cell

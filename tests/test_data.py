@@ -132,3 +132,49 @@ def test_make_data_cli(tmp_path):
         proc = run_cli("run.make_data", *args, f"--out={tmp_path / 'x'}")
         lines = error_lines(proc)
         assert proc.returncode == 2 and len(lines) == 1 and expect in lines[0], proc.stderr
+
+
+def test_test_seed_draws_only_the_test_split(tmp_path):
+    """--test_seed=K: the same A, W and train/val splits as --seed, a test split drawn from K;
+    K equal to --seed (or not given) makes the same files to the byte."""
+    sizes = dict(num_train=64, num_val=32, num_test=48)
+    base, same, other = (str(tmp_path / name) for name in ("base", "same", "other"))
+    sparse_recovery.generate("lasso_5x10", base, seed=2, progress=None, **sizes)
+    sparse_recovery.generate("lasso_5x10", same, seed=2, test_seed=2, progress=None, **sizes)
+    sparse_recovery.generate("lasso_5x10", other, seed=2, test_seed=5, progress=None, **sizes)
+    for name in ("A.npy", "W.npy", "train_data.npy", "val_data.npy", "test_data.npy",
+                 "meta.json"):
+        assert open(os.path.join(base, name), "rb").read() != b""
+        if name != "meta.json":
+            assert (open(os.path.join(base, name), "rb").read()
+                    == open(os.path.join(same, name), "rb").read()), name
+    base_meta = json.load(open(os.path.join(base, "meta.json")))
+    same_meta = json.load(open(os.path.join(same, "meta.json")))
+    assert {k: v for k, v in base_meta.items() if not k.endswith("seconds")} == \
+        {k: v for k, v in same_meta.items() if not k.endswith("seconds")}
+    assert "test_seed" not in base_meta
+    for name in ("A.npy", "W.npy", "train_data.npy", "val_data.npy"):
+        assert np.array_equal(np.load(os.path.join(base, name)),
+                              np.load(os.path.join(other, name))), name
+    test_base = np.load(os.path.join(base, "test_data.npy"))
+    test_other = np.load(os.path.join(other, "test_data.npy"))
+    assert test_other.shape == test_base.shape and not np.allclose(test_other, test_base)
+    A = np.load(os.path.join(base, "A.npy"))
+    assert np.allclose(test_other[:, :5], test_other[:, 5:] @ A.T, atol=1e-5)  # y = A x
+    assert json.load(open(os.path.join(other, "meta.json")))["test_seed"] == 5
+
+
+def test_make_data_test_seed_cli(tmp_path):
+    common = ["--setting=lasso_5x10", "--num_train=32", "--num_val=16", "--num_test=16",
+              "--noW"]
+    out = tmp_path / "t3"
+    proc = run_cli("run.make_data", *common, "--seed=1", "--test_seed=3", f"--out={out}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.load(open(out / "meta.json"))["request"]["test_seed"] == 3
+    proc = run_cli("run.make_data", *common, "--seed=1", "--test_seed=4", f"--out={out}")
+    lines = error_lines(proc)
+    assert proc.returncode == 2 and len(lines) == 1 and "test_seed" in lines[0], proc.stderr
+    proc = run_cli("run.make_data", *common, "--seed=1", "--test_seed=-1",
+                   f"--out={tmp_path / 'neg'}")
+    lines = error_lines(proc)
+    assert proc.returncode == 2 and len(lines) == 1 and "--test_seed" in lines[0], proc.stderr

@@ -12,6 +12,12 @@ command lines, and :func:`path` / :func:`resolve_load` from Python::
     from open_l2o_tf import catalogue
     catalogue.path("fig7_n2_l2o_dm")        # the installed .npz file
 
+An entry tied to a data set (the Fig. 6 Lasso entries: an unrolled model is built on its
+matrix A, a learned optimizer's cell is measured on its test split) has ``data``: the
+``make_data`` command that regenerates it exactly, its ``data_seed``, ``data_digest`` (of
+A: :func:`array_digest`) and ``test_digest`` (of the record's test split);
+:func:`check_data` refuses a folder holding other data.
+
 The environment variable ``OPEN_L2O_CATALOGUE`` points at another ``index.json`` (its files
 relative to that index's folder), e.g. a user's own catalogue.  This module is data only:
 it imports no family and no TensorFlow.
@@ -145,3 +151,48 @@ def record_value(cell, reproduction_json):
                 and row.get("method") == cell["method"]):
             return row.get("ours")
     return None
+
+
+def array_digest(array):
+    """``sha256:...`` of a matrix as float32 (its shape, then its little-endian bytes): the
+    same on every machine and for every ``.npy`` header."""
+    import numpy as np  # pylint: disable=import-outside-toplevel
+    values = np.ascontiguousarray(np.asarray(array, dtype="<f4"))
+    digest = hashlib.sha256(repr(tuple(values.shape)).encode() + b"\0" + values.tobytes())
+    return "sha256:" + digest.hexdigest()
+
+
+def _read_matrix(file, flag, hint):
+    import numpy as np  # pylint: disable=import-outside-toplevel
+    if not os.path.isfile(file):
+        raise UserError(f"{flag}: {file} is missing; {hint}")
+    try:
+        array = np.load(file, allow_pickle=False)
+    except Exception as err:  # pylint: disable=broad-except
+        raise UserError(f"{flag}: {file} is not a readable .npy file "
+                        f"({type(err).__name__}); {hint}") from None
+    return array
+
+
+def check_data(e, data_dir, flag="--data_dir"):
+    """Checks that ``data_dir`` holds the data entry ``e`` is tied to (``e["data"]``): its
+    A (``data_digest``) and the record's test split (``test_digest``); else one
+    :class:`UserError` naming the flag, what differs and the command that makes the data.
+    An entry without ``data`` accepts nothing here."""
+    data = e.get("data")
+    if not data:
+        raise UserError(f"{flag} applies to an entry tied to a data set (Fig. 6), not "
+                        f"{e['name']!r}")
+    hint = f"make its data with: {data['make_data']}"
+    if not os.path.isdir(data_dir):
+        raise UserError(f"{flag} {data_dir} is not a directory; {hint}")
+    A = _read_matrix(os.path.join(data_dir, "A.npy"), flag, hint)
+    if array_digest(A) != data["data_digest"]:
+        raise UserError(f"{flag} {data_dir}: its A.npy is not the matrix {e['name']!r} was "
+                        f"trained on (digest {array_digest(A)[7:19]}..., expected "
+                        f"{data['data_digest'][7:19]}...); {hint}")
+    if data.get("test_digest"):
+        test = _read_matrix(os.path.join(data_dir, "test_data.npy"), flag, hint)
+        if array_digest(test) != data["test_digest"]:
+            raise UserError(f"{flag} {data_dir}: the same A but another test split (a "
+                            f"--test_seed draw?) than the record cell's; {hint}")

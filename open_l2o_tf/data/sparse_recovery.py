@@ -145,7 +145,7 @@ def check_memory(sizes, compute_W, flag_text):
 
 def generate(setting, out_dir, *, m=None, n=None, num_train=None, num_val=None,
              num_test=None, seed=0, dictionary=None, image_dir=None, compute_W=True,
-             dictionary_iterations=None, progress=print, request=None):
+             dictionary_iterations=None, progress=print, request=None, test_seed=None):
     """Generates one data directory; returns the ``meta`` dict written to ``meta.json``.
 
     Args:
@@ -153,6 +153,9 @@ def generate(setting, out_dir, *, m=None, n=None, num_train=None, num_val=None,
       out_dir: output directory (created).
       m, n, num_train, num_val, num_test: override the setting's paper sizes.
       seed: seed of A and of the three splits (independent draws).
+      test_seed: draws the test split from this seed instead (A, W and the train/val
+        splits stay those of ``seed``: a new test draw for models tied to A); None or
+        ``seed``: the files of ``seed`` alone, to the byte.
       dictionary: for ``coherent``: a ``.npy`` (m, n) dictionary to use as A.
       image_dir: for ``coherent`` without ``dictionary``: a folder of natural images to
         learn the dictionary from (see :mod:`open_l2o_tf.data.dictionary`).
@@ -207,7 +210,7 @@ def generate(setting, out_dir, *, m=None, n=None, num_train=None, num_val=None,
     staging = tempfile.mkdtemp(prefix=".tmp-make_data-", dir=out_dir)
     try:
         meta = _generate_into(staging, A, setting, config, sizes, seed, source, timings,
-                              compute_W, say, start, request)
+                              compute_W, say, start, request, test_seed)
         names = sorted(os.listdir(staging))
         for name in sorted(names, key=lambda n: n == "meta.json"):
             os.replace(os.path.join(staging, name), os.path.join(out_dir, name))
@@ -222,7 +225,7 @@ def generate(setting, out_dir, *, m=None, n=None, num_train=None, num_val=None,
 
 
 def _generate_into(out_dir, A, setting, config, sizes, seed, source, timings, compute_W,
-                   say, start, request=None):
+                   say, start, request=None, test_seed=None):
     olog.atomic_save_npy(os.path.join(out_dir, "A.npy"), A)
     W_info = None
     if compute_W:
@@ -238,7 +241,8 @@ def _generate_into(out_dir, A, setting, config, sizes, seed, source, timings, co
     for index, split in enumerate(("train", "val", "test")):
         num = sizes[f"num_{split}"]
         t0 = time.time()
-        rows = make_split(A, (int(seed) * 7919 + 1000 + index) & 0x7FFFFFFF, num, config["p"],
+        draw = seed if split != "test" or test_seed is None else test_seed
+        rows = make_split(A, (int(draw) * 7919 + 1000 + index) & 0x7FFFFFFF, num, config["p"],
                           config["snr_db"])
         olog.atomic_save_npy(os.path.join(out_dir, f"{split}_data.npy"), rows)
         say(f"[make_data] {split}_data.npy {rows.shape} ({time.time() - t0:.1f} s)")
@@ -249,6 +253,8 @@ def _generate_into(out_dir, A, setting, config, sizes, seed, source, timings, co
             "snr_db": config["snr_db"], "lam": config["lam"], "seed": seed,
             "source_of_A": source, "mutual_coherence": mutual_coherence(A),
             "W": W_info, "seconds": round(time.time() - start, 2), **timings}
+    if test_seed is not None and int(test_seed) != int(seed):
+        meta["test_seed"] = int(test_seed)
     if request is not None:
         meta["request"] = dict(request)
     olog.atomic_write_json(os.path.join(out_dir, "meta.json"), meta)
