@@ -86,12 +86,14 @@ def validate():
         raise UserError(f"--runs applies to a Fig. 8 cell, not {FLAGS.check} "
                         f"(Fig. {cell['figure']} {cell['setting']})")
     catalogue.path(FLAGS.check)      # the file is there and matches its sha256
-    data = entry.get("data")
-    if data and FLAGS.data_dir is None:
-        raise UserError(f"--check={FLAGS.check} needs --data_dir=DIR, the data it was trained "
-                        f"on; make it with: {data['make_data']}")
-    if FLAGS.data_dir is not None:
-        catalogue.check_data(entry, FLAGS.data_dir)
+    _needs_data_dir(entry, FLAGS.data_dir)   # the data themselves are read by check()
+
+
+def _needs_data_dir(entry, data_dir):
+    """An entry tied to a data set needs ``--data_dir``: one error line naming its command."""
+    if entry.get("data") and data_dir is None:
+        raise UserError(f"--check={entry['name']} needs --data_dir=DIR, the data it was "
+                        f"trained on; make it with: {entry['data']['make_data']}")
 
 
 def _size(nbytes):
@@ -127,10 +129,8 @@ def check(name, setting=None, runs=None, workdir=None, record=None, data_dir=Non
     spec = cell["check"]
     package = __package__ or "run"
     args = list(spec["args"]) + [f"--load={file}"]
-    if entry.get("data") or data_dir is not None:
-        if data_dir is None:
-            raise UserError(f"--check={name} needs --data_dir=DIR, the data it was trained "
-                            f"on; make it with: {entry['data']['make_data']}")
+    _needs_data_dir(entry, data_dir)
+    if data_dir is not None:
         catalogue.check_data(entry, data_dir)
         args.append(f"--data_dir={data_dir}")
     if runs is not None:

@@ -10,8 +10,9 @@
   ``evaluate_dm.py --optimizer=Adam`` takes every trainable variable), or fixed at 1 / 0
   (``bn_affine=False``, as the original's learned optimizers see them: ``tf.layers``
   creates gamma/beta outside meta.py's ``mock.patch("tensorflow.get_variable")``, so they
-  are not optimizee variables; its log prints the six conv/FC tensors only).  The original applies a ReLU to the logits (a quirk, ``relu_logits=True``
-  by default; False is the intended network).
+  are not optimizee variables; its log prints the six conv/FC tensors only).  The original
+  applies a ReLU to the logits (a quirk, ``relu_logits=True`` by default; False is the
+  intended network).
 * ``MnistConvScale`` (``mnist_conv_scale``): L2O-Scale's own test ConvNet, the same layers
   with batch normalisation in inference mode (fixed, not optimised; see the class).
 
