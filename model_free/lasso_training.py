@@ -6,6 +6,12 @@ The optimizer is meta-trained on Lasso instances built from the data set's train
 steps, the paper's "100 epochs and 1,000 iterations per epoch"; runs resume), and then run
 for ``iterations`` steps on the test problems with the gradient of the mean over 128
 instances (the scale it was trained with).
+
+``train_instances="fixed"`` meta-trains as the original's ``problems.lasso_fixed``
+(Model_Free_L2O/L2O-DM and L2O-RNNProp/problems.py:137-175) would on this data: one fixed
+batch, the first 128 training instances, in every episode, with ``x_0 ~ N(0, 0.01^2)`` (its
+``tf.random_normal_initializer(stddev=0.01)``); ``"fresh"`` (the default) draws 128 instances
+of the training split per episode from ``x_0 = 0``.  The test run is the same either way.
 """
 from model_free import meta_trainer, training
 from open_l2o_tf import budgets
@@ -16,7 +22,7 @@ from open_l2o_tf.optimizees.lasso import Lasso
 def train_and_run(name, data_dir, A, y, lam, iterations, *, workdir, preset, seed=0,
                   load=None, meta_episodes=None, tb=None, progress=print, selection=None,
                   safeguard=None, strategy=None, unroll=None, meta_lr=None,
-                  deterministic=None):
+                  deterministic=None, train_instances="fresh"):
     """Returns ``(curve (iterations + 1, B) of objective values, info)``.
 
     ``safeguard``: optional ``dict(rule=SafeguardRule, energy=..., fallback=ista|fista)``;
@@ -24,7 +30,12 @@ def train_and_run(name, data_dir, A, y, lam, iterations, *, workdir, preset, see
     problems (plain, safeguarded and the classic fallback, mean objective per step)."""
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
     train = sparse_recovery.load(data_dir, "train")
-    family = Lasso.from_data(train.A, train.y, lam=lam, batch_size=128)
+    if train_instances not in ("fresh", "fixed"):
+        raise ValueError(f"train_instances must be 'fresh' or 'fixed', got {train_instances!r}")
+    family = (Lasso.from_data(train.A, train.y, lam=lam, batch_size=128)
+              if train_instances == "fresh" else
+              Lasso.from_data(train.A, train.y[:128], lam=lam, batch_size=128,
+                              init_scale=0.01, fixed=True))
     budget = None if preset == "quick" else budgets.paper_budget("lasso", name)
     episodes = meta_episodes or (budget.episodes if budget else 40)
     selection = selection or training.default_selection(preset)

@@ -73,6 +73,11 @@ flags.DEFINE_integer("steps_per_epoch", None, "Model-based training: steps per e
                      "128).", lower_bound=1)
 common.define_meta_flags(quick_episodes=40, random_scale=False, meta_lr=False)
 common.define_model_selection_flag()
+flags.DEFINE_enum("meta_train_instances", "fresh", ["fresh", "fixed"],
+                  "Learned optimizers: meta-train on 128 training instances drawn afresh "
+                  "every episode from x_0 = 0 (fresh), or on one fixed batch, the first 128 "
+                  "training instances, from x_0 ~ N(0, 0.01^2), as the original's "
+                  "problems.lasso_fixed (fixed).")
 flags.DEFINE_enum("ista_step", "frobenius", ["frobenius", "spectral"],
                   "Step of ISTA/FISTA (and of the FISTA continuation of lista/alista): "
                   "1/||A||_F^2 (reproduces the paper's Fig. 6 values) or 1/||A||_2^2.")
@@ -172,7 +177,7 @@ def run_model_based(name, data_dir, A, y, lam, iterations, *, workdir, tb=None,
 
 def run_learned(name, data_dir, A, y, lam, iterations, *, workdir, tb=None, preset="paper",
                 seed=0, load=None, meta_episodes=None, selection=None, safeguard=None,
-                strategy=None, deterministic=None):
+                strategy=None, deterministic=None, train_instances="fresh"):
     """Meta-trains (or loads) a learned optimizer on Lasso instances, then runs it;
     ``(curve, info)``.  The keyword arguments are the flags of the same names
     (``selection``: ``--model_selection``; ``safeguard``: the options of
@@ -184,7 +189,7 @@ def run_learned(name, data_dir, A, y, lam, iterations, *, workdir, tb=None, pres
         name, data_dir, A, y, lam, iterations, workdir=workdir, preset=preset,
         seed=seed, load=load, meta_episodes=meta_episodes, tb=tb,
         selection=selection, safeguard=safeguard, strategy=strategy,
-        deterministic=deterministic)
+        deterministic=deterministic, train_instances=train_instances)
 
 
 def safeguard_options():
@@ -215,6 +220,10 @@ def validate():
     if FLAGS.meta_episodes is not None and kind != "learned":
         raise UserError(f"--meta_episodes applies to {'/'.join(learned)} only, not "
                         f"--optimizer={name}")
+    if FLAGS.meta_train_instances != "fresh" and (kind != "learned" or FLAGS.load):
+        raise UserError(f"--meta_train_instances applies to meta-training "
+                        f"{'/'.join(learned)}, not "
+                        + ("--load (it trains nothing)" if FLAGS.load else f"--optimizer={name}"))
     if FLAGS.safeguard == "on":
         if kind == "classic":
             raise UserError(f"--safeguard=on needs a learned optimizer (one of "
@@ -271,7 +280,8 @@ def main(argv):
             preset=FLAGS.preset, seed=FLAGS.seed, load=FLAGS.load,
             meta_episodes=FLAGS.meta_episodes, selection=FLAGS.model_selection,
             safeguard=safeguard_options(), strategy=common.strategy(),
-            deterministic=common.deterministic())
+            deterministic=common.deterministic(),
+            train_instances=FLAGS.meta_train_instances)
         train_seconds, train_steps = info.get("train_seconds", 0.0), info.get("train_steps", 0)
         from model_free import training  # pylint: disable=import-outside-toplevel
         extra["meta_training"] = training.summary(info)

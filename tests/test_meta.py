@@ -171,6 +171,16 @@ def test_lasso_cli_gradient_baseline_runs(tmp_path):
     assert record["curve"][-1] < record["curve"][0]
 
 
+def test_lasso_meta_train_instances_flag_refused_where_nothing_is_meta_trained(tmp_path):
+    for args, named in ((["--optimizer=fista"], "--optimizer=fista"),
+                        (["--optimizer=l2o_dm", "--load=fig6_5x10_l2o_dm"], "--load")):
+        proc = run_cli("run.lasso", *args, "--meta_train_instances=fixed", "--preset=quick",
+                       f"--workdir={tmp_path / 'w'}")
+        lines = error_lines(proc)
+        assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-2000:]
+        assert "--meta_train_instances" in lines[0] and named in lines[0]
+
+
 def test_nn_training_cli_with_original_dm(tmp_path, shared_data_dir):
     import os
     proc = run_cli("run.nn_training", "--optimizer=l2o_dm", "--problem=mnist_mlp_sigmoid",

@@ -39,6 +39,23 @@ def test_lasso_from_data_and_generator():
     assert own["W"].shape == (4, 5, 10) and own["W"].numpy().min() >= 0.0
 
 
+def test_lasso_fixed_batch_is_the_originals_lasso_fixed():
+    """fixed=True: every episode sees the pool's first rows (problems.lasso_fixed's one
+    batch) and x_0 ~ N(0, 0.01^2); the default draws new rows per seed."""
+    rng = np.random.default_rng(1)
+    A = rng.normal(size=(5, 10)).astype(np.float32)
+    pool = rng.normal(size=(40, 5)).astype(np.float32)
+    fixed = Lasso.from_data(A, pool[:8], batch_size=8, init_scale=0.01, fixed=True)
+    for seed in (0, 1, 7):
+        np.testing.assert_array_equal(fixed.sample_instance(seed)["y"], pool[:8])
+    x0 = fixed.init_params(3, fixed.sample_instance(3))[0].numpy()
+    assert 0.005 < x0.std() < 0.02
+    fresh = Lasso.from_data(A, pool, batch_size=8)
+    assert not np.array_equal(fresh.sample_instance(0)["y"], fresh.sample_instance(1)["y"])
+    with pytest.raises(ValueError, match="batch_size"):
+        Lasso.from_data(A, pool[:4], batch_size=8, fixed=True)
+
+
 def test_rastrigin_values_and_bound():
     r = Rastrigin(n=2, batch_size=64)
     inst = r.sample_instance(0)
