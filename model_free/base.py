@@ -36,18 +36,28 @@ def num_coordinates(params):
 class SonnetLSTM(keras.layers.Layer):
     """An LSTM cell with Sonnet-1 semantics (gate order [i, j, f, o] on ``concat([x, h])``,
     forget bias 1.0 added at run time), so the original Open-L2O weights load exactly:
-    ``c' = sigmoid(f + 1) c + sigmoid(i) tanh(j)``, ``h' = tanh(c') sigmoid(o)``."""
+    ``c' = sigmoid(f + 1) c + sigmoid(i) tanh(j)``, ``h' = tanh(c') sigmoid(o)``.
 
-    def __init__(self, units, input_dim, **kwargs):
+    Initialisation as Sonnet 1's ``snt.LSTM`` (the original's networks.py:193-197 builds
+    its cores with no initializers): ``w_gates`` and ``b_gates`` each drawn from a
+    truncated normal with stddev ``1/sqrt(input_dim + units)``, independently (two
+    ``tf.get_variable`` calls, each a fresh draw).  ``tied_init=True`` keeps this class's
+    behaviour before that was fixed: ONE unseeded Keras 3 initializer served both weights,
+    and Keras 3 fixes an unseeded initializer's seed when it is built, so ``b_gates`` was a
+    copy of the first row of ``w_gates`` (the input's row, for L2O-DM the gradient's)."""
+
+    def __init__(self, units, input_dim, tied_init=False, **kwargs):
         super().__init__(**kwargs)
         self.units, self.input_dim = int(units), int(input_dim)
+        self.tied_init = bool(tied_init)
         std = 1.0 / np.sqrt(self.input_dim + self.units)
-        init = keras.initializers.TruncatedNormal(stddev=std)
+        w_init = keras.initializers.TruncatedNormal(stddev=std)
+        b_init = w_init if self.tied_init else keras.initializers.TruncatedNormal(stddev=std)
         self.w_gates = self.add_weight(name="w_gates", shape=(self.input_dim + self.units,
                                                               4 * self.units),
-                                       initializer=init)
+                                       initializer=w_init)
         self.b_gates = self.add_weight(name="b_gates", shape=(4 * self.units,),
-                                       initializer=init)
+                                       initializer=b_init)
         self.built = True
 
     def call(self, x, state):
@@ -59,7 +69,8 @@ class SonnetLSTM(keras.layers.Layer):
         return h, (h, c)
 
     def get_config(self):
-        return {**super().get_config(), "units": self.units, "input_dim": self.input_dim}
+        return {**super().get_config(), "units": self.units, "input_dim": self.input_dim,
+                "tied_init": self.tied_init}
 
 
 class LearnedOptimizer(keras.Model):

@@ -32,16 +32,22 @@ class L2ODM(LearnedOptimizer):
         return cls(preprocess="log_and_sign", k=5.0, output_scale=0.01)
 
     def __init__(self, hidden=20, preprocess="log_and_sign", k=5.0, output_scale=0.01,
-                 **kwargs):
+                 tied_lstm_init=False, **kwargs):
+        """``tied_lstm_init``: the LSTMs' initialisation before it was made Sonnet 1's
+        (:class:`model_free.base.SonnetLSTM` ``tied_init``: each ``b_gates`` a copy of the
+        first row of its ``w_gates``); default False, independent draws as the original."""
         super().__init__(**kwargs)
         if preprocess not in ("log_and_sign", "identity"):
             raise UserError(f"preprocess must be 'log_and_sign' or 'identity', got "
                             f"{preprocess!r}")
         self.hidden, self.preprocess, self.k = int(hidden), preprocess, float(k)
         self.output_scale = float(output_scale)
+        self.tied_lstm_init = bool(tied_lstm_init)
         in_dim = 2 if preprocess == "log_and_sign" else 1
-        self.lstm_1 = SonnetLSTM(self.hidden, in_dim, name="lstm_1")
-        self.lstm_2 = SonnetLSTM(self.hidden, self.hidden, name="lstm_2")
+        self.lstm_1 = SonnetLSTM(self.hidden, in_dim, tied_init=self.tied_lstm_init,
+                                 name="lstm_1")
+        self.lstm_2 = SonnetLSTM(self.hidden, self.hidden, tied_init=self.tied_lstm_init,
+                                 name="lstm_2")
         self.linear = keras.layers.Dense(1, kernel_initializer=keras.initializers.TruncatedNormal(
             stddev=1.0 / self.hidden ** 0.5), name="linear")
         self.linear.build((None, self.hidden))
@@ -60,7 +66,8 @@ class L2ODM(LearnedOptimizer):
 
     def get_config(self):
         return {**super().get_config(), "hidden": self.hidden, "preprocess": self.preprocess,
-                "k": self.k, "output_scale": self.output_scale}
+                "k": self.k, "output_scale": self.output_scale,
+                "tied_lstm_init": self.tied_lstm_init}
 
 
 def enhanced_meta_training(opt, *, seed=0, horizons=None, meta_lr=None):

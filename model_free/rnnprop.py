@@ -35,15 +35,21 @@ class L2ORNNprop(LearnedOptimizer):
         del synthetic
         return cls(output_scale=0.01)     # on every problem, as the original
 
-    def __init__(self, hidden=20, beta1=0.95, beta2=0.95, output_scale=0.01, **kwargs):
+    def __init__(self, hidden=20, beta1=0.95, beta2=0.95, output_scale=0.01,
+                 tied_lstm_init=False, **kwargs):
+        """``tied_lstm_init``: the LSTMs' initialisation before it was made Sonnet 1's
+        (:class:`model_free.base.SonnetLSTM` ``tied_init``)."""
         super().__init__(**kwargs)
+        self.tied_lstm_init = bool(tied_lstm_init)
         self.hidden, self.beta1, self.beta2 = int(hidden), float(beta1), float(beta2)
         self.output_scale = float(output_scale)
         self.input_projection = keras.layers.Dense(
             self.hidden, kernel_initializer=_sonnet_linear(2), name="input_projection")
         self.input_projection.build((None, 2))
-        self.lstm_1 = SonnetLSTM(self.hidden, self.hidden, name="lstm_1")
-        self.lstm_2 = SonnetLSTM(self.hidden, self.hidden, name="lstm_2")
+        self.lstm_1 = SonnetLSTM(self.hidden, self.hidden, tied_init=self.tied_lstm_init,
+                                 name="lstm_1")
+        self.lstm_2 = SonnetLSTM(self.hidden, self.hidden, tied_init=self.tied_lstm_init,
+                                 name="lstm_2")
         self.linear = keras.layers.Dense(1, kernel_initializer=_sonnet_linear(self.hidden),
                                          name="linear")
         self.linear.build((None, self.hidden))
@@ -66,4 +72,5 @@ class L2ORNNprop(LearnedOptimizer):
 
     def get_config(self):
         return {**super().get_config(), "hidden": self.hidden, "beta1": self.beta1,
-                "beta2": self.beta2, "output_scale": self.output_scale}
+                "beta2": self.beta2, "output_scale": self.output_scale,
+                "tied_lstm_init": self.tied_lstm_init}

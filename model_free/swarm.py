@@ -42,14 +42,18 @@ ATTRACTIONS = ("as_coded", "toward_better")
 class L2OSwarm(keras.Model):
 
     def __init__(self, dim, particles=4, hidden=20, attention_units=10,
-                 attraction="as_coded", **kwargs):
+                 attraction="as_coded", tied_lstm_init=False, **kwargs):
+        """``tied_lstm_init``: the LSTMs' initialisation before it was made Sonnet 1's
+        (:class:`model_free.base.SonnetLSTM` ``tied_init``)."""
         super().__init__(**kwargs)
+        self.tied_lstm_init = bool(tied_lstm_init)
         if attraction not in ATTRACTIONS:
             raise UserError(f"attraction must be one of {ATTRACTIONS}, got {attraction!r}")
         self.dim, self.particles, self.hidden = int(dim), int(particles), int(hidden)
         self.attention_units, self.attraction = int(attention_units), attraction
-        self.lstm_1 = SonnetLSTM(self.hidden, 1, name="lstm_1")
-        self.lstm_2 = SonnetLSTM(self.hidden, self.hidden, name="lstm_2")
+        self.lstm_1 = SonnetLSTM(self.hidden, 1, tied_init=self.tied_lstm_init, name="lstm_1")
+        self.lstm_2 = SonnetLSTM(self.hidden, self.hidden, tied_init=self.tied_lstm_init,
+                                 name="lstm_2")
         self.linear = keras.layers.Dense(1, kernel_initializer=keras.initializers.TruncatedNormal(
             stddev=1.0 / self.hidden ** 0.5), name="linear")
         self.linear.build((None, self.hidden))
@@ -131,7 +135,7 @@ class L2OSwarm(keras.Model):
     def get_config(self):
         return {**super().get_config(), "dim": self.dim, "particles": self.particles,
                 "hidden": self.hidden, "attention_units": self.attention_units,
-                "attraction": self.attraction}
+                "attraction": self.attraction, "tied_lstm_init": self.tied_lstm_init}
 
 
 def posterior_entropy(points, values, num_samples=1000, seed=0):

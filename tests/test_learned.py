@@ -41,6 +41,30 @@ def test_mixed_shapes_and_state(cls):
     np.testing.assert_allclose(clone.update(grads, state)[0][0], steps[0], rtol=1e-6)
 
 
+def _lstm_cells(opt):
+    return [opt.lstm_1, opt.lstm_2]
+
+
+@pytest.mark.parametrize("make", [lambda **k: L2ODM(preprocess="identity", output_scale=1.0, **k),
+                                  lambda **k: L2ODM(**k), lambda **k: L2ORNNprop(**k)],
+                         ids=["dm_synthetic", "dm", "rnnprop"])
+def test_lstm_bias_drawn_independently_of_weights(make):
+    """Sonnet 1's snt.LSTM (the original's cores) draws b_gates and w_gates independently;
+    one shared unseeded Keras 3 initializer made b_gates a copy of w_gates' first row."""
+    keras.utils.set_random_seed(0)
+    opt = make()
+    for cell in _lstm_cells(opt):
+        w, b = cell.w_gates.numpy(), cell.b_gates.numpy()
+        std = 1.0 / np.sqrt(cell.input_dim + cell.units)
+        assert not any(np.allclose(row, b) for row in w), cell.name
+        assert 0.6 * std < b.std() < 1.2 * std and np.abs(b).max() <= 2 * std + 1e-6
+    keras.utils.set_random_seed(0)
+    tied = make(tied_lstm_init=True)      # the former initialisation, kept behind the flag
+    assert tied.get_config()["tied_lstm_init"] is True
+    for cell in _lstm_cells(tied):
+        np.testing.assert_array_equal(cell.b_gates.numpy(), cell.w_gates.numpy()[0])
+
+
 def test_flatten_round_trip():
     params = _params()
     back = unflatten(flatten(params), params)
