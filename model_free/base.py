@@ -86,11 +86,13 @@ class LearnedOptimizer(keras.Model):
     original_selection = (100, 20)
 
     @classmethod
-    def for_problem(cls, synthetic):
+    def for_problem(cls, synthetic, **options):
         """The optimizer the commands meta-train on a synthetic problem (quadratic, Lasso,
-        Rastrigin; ``synthetic=True``) or a neural network (``False``).  Default: ``cls()``."""
+        Rastrigin; ``synthetic=True``) or a neural network (``False``).  Default:
+        ``cls(**options)`` (``options``: constructor arguments a command adds, e.g.
+        ``tied_lstm_init``)."""
         del synthetic
-        return cls()
+        return cls(**options)
 
     @classmethod
     def meta_training(cls, opt, *, seed=0, horizons=None, meta_lr=None):

@@ -24,12 +24,12 @@ from open_l2o_tf.errors import UserError
 class L2ODM(LearnedOptimizer):
 
     @classmethod
-    def for_problem(cls, synthetic):
+    def for_problem(cls, synthetic, **options):
         """Raw gradients and output scale 1 on synthetic problems, LogAndSign (k = 5) and
         0.01 on networks, as the original."""
         if synthetic:
-            return cls(preprocess="identity", output_scale=1.0)
-        return cls(preprocess="log_and_sign", k=5.0, output_scale=0.01)
+            return cls(preprocess="identity", output_scale=1.0, **options)
+        return cls(preprocess="log_and_sign", k=5.0, output_scale=0.01, **options)
 
     def __init__(self, hidden=20, preprocess="log_and_sign", k=5.0, output_scale=0.01,
                  tied_lstm_init=False, **kwargs):

@@ -22,7 +22,7 @@ from open_l2o_tf.optimizees.lasso import Lasso
 def train_and_run(name, data_dir, A, y, lam, iterations, *, workdir, preset, seed=0,
                   load=None, meta_episodes=None, tb=None, progress=print, selection=None,
                   safeguard=None, strategy=None, unroll=None, meta_lr=None,
-                  deterministic=None, train_instances="fresh"):
+                  deterministic=None, train_instances="fresh", lstm_init="sonnet"):
     """Returns ``(curve (iterations + 1, B) of objective values, info)``.
 
     ``safeguard``: optional ``dict(rule=SafeguardRule, energy=..., fallback=ista|fista)``;
@@ -45,7 +45,7 @@ def train_and_run(name, data_dir, A, y, lam, iterations, *, workdir, preset, see
         seed=seed, progress=progress, horizons=(100, 200) if preset == "quick" else None,
         selection=selection, strategy=strategy, budget=budget,
         meta_lr=meta_lr or (budget.meta_lr if budget else None),
-        deterministic=deterministic, original_problem="lasso")
+        deterministic=deterministic, original_problem="lasso", lstm_init=lstm_init)
     test = {"y": tf.constant(y)}
     x0 = [tf.zeros([y.shape[0], A.shape[1]])]
     curve = meta_trainer.evaluate(opt, family, iterations, test, x0, seed=seed,

@@ -31,9 +31,9 @@ class L2ORNNprop(LearnedOptimizer):
     original_selection = (10, 20)     # train_rnnprop.py evaluates every 10 episodes
 
     @classmethod
-    def for_problem(cls, synthetic):
+    def for_problem(cls, synthetic, **options):
         del synthetic
-        return cls(output_scale=0.01)     # on every problem, as the original
+        return cls(output_scale=0.01, **options)     # on every problem, as the original
 
     def __init__(self, hidden=20, beta1=0.95, beta2=0.95, output_scale=0.01,
                  tied_lstm_init=False, **kwargs):

@@ -138,9 +138,9 @@ def tf1_rmsprop(lr, optimizer, rho=0.9, epsilon=1e-20):
 class L2OScale(LearnedOptimizer):
 
     @classmethod
-    def for_problem(cls, synthetic):
+    def for_problem(cls, synthetic, **options):
         """On synthetic problems a row of a batch-first tensor is one problem instance."""
-        return cls(batched_instances=synthetic)
+        return cls(batched_instances=synthetic, **options)
 
     @classmethod
     def meta_training(cls, opt, *, seed=0, horizons=None, meta_lr=None):

@@ -19,6 +19,7 @@ quick preset); :mod:`model_free.selection`.  RNNprop's output is scaled by 0.01 
 problem as the original.
 """
 import importlib
+import inspect
 import os
 import time
 
@@ -59,12 +60,32 @@ def optimizer_class(name):
     return registry.get("learned", name)
 
 
-def build_optimizer(name, synthetic):
+LSTM_INITS = ("sonnet", "tied")
+
+
+def lstm_init_options(name, cls, lstm_init):
+    """The constructor option of ``--lstm_init`` (``"sonnet"``: none, the default draw;
+    ``"tied"``: ``tied_lstm_init=True``, the LSTM initialisation before it was made Sonnet
+    1's, :class:`model_free.base.SonnetLSTM`); :class:`UserError` for ``"tied"`` on an
+    optimizer without LSTMs."""
+    if lstm_init not in LSTM_INITS:
+        raise UserError(f"--lstm_init must be one of {LSTM_INITS}, got {lstm_init!r}")
+    if lstm_init == "sonnet":
+        return {}
+    if "tied_lstm_init" not in inspect.signature(cls.__init__).parameters:
+        raise UserError(f"--lstm_init=tied applies to the LSTM-based learned optimizers, not "
+                        f"{name}")
+    return {"tied_lstm_init": True}
+
+
+def build_optimizer(name, synthetic, lstm_init="sonnet"):
     """The registered optimizer ``name`` as its class builds it for the problem
-    (:meth:`model_free.base.LearnedOptimizer.for_problem`)."""
+    (:meth:`model_free.base.LearnedOptimizer.for_problem`); ``lstm_init``: see
+    :func:`lstm_init_options`."""
     cls = optimizer_class(name)
+    options = lstm_init_options(name, cls, lstm_init)
     build = getattr(cls, "for_problem", None)
-    return build(synthetic) if build is not None else cls()
+    return build(synthetic, **options) if build is not None else cls(**options)
 
 
 def meta_training_recipe(name):
@@ -83,7 +104,7 @@ def meta_train_or_load(name, optimizee, *, synthetic, workdir, episodes, unroll=
                        truncation=20, load=None, tb=None, seed=0, progress=print,
                        horizons=None, random_scale=None, meta_lr=None,
                        selection="original", strategy=None, budget=None,
-                       deterministic=None, original_problem=None):
+                       deterministic=None, original_problem=None, lstm_init="sonnet"):
     """Returns ``(optimizer, info)`` with ``train_seconds`` and ``train_steps``; the
     optimizer's recipe (its class's ``meta_training``, with ``meta_lr``) plus this run's
     settings (:class:`model_free.recipe.MetaRecipe`); ``strategy``: a ``tf.distribute``
@@ -92,14 +113,18 @@ def meta_train_or_load(name, optimizee, *, synthetic, workdir, episodes, unroll=
     ``unroll`` and ``meta_lr`` are passed by the caller); ``original_problem``: the
     original's ``util.get_config`` problem of this command (default ``rastrigin`` when
     ``synthetic`` else ``mnist``), whose output scale a loaded original file gets
-    (:func:`model_free.pretrained.load_optimizer`)."""
+    (:func:`model_free.pretrained.load_optimizer`); ``lstm_init``: the LSTMs' initial draw
+    (:func:`lstm_init_options`, ``--lstm_init``)."""
     if load:
+        if lstm_init != "sonnet":
+            raise UserError("--lstm_init applies to meta-training, not --load (the file holds "
+                            "the weights)")
         loaded_name, opt = pretrained.load_optimizer(
             load, expected=name, synthetic=synthetic,
             problem=original_problem or ("rastrigin" if synthetic else "mnist"))
         progress(f"[meta] loaded {loaded_name} from {load}")
         return opt, {"train_seconds": 0.0, "train_steps": 0, "loaded": load}
-    opt = build_optimizer(name, synthetic)
+    opt = build_optimizer(name, synthetic, lstm_init)
     recipe = MetaRecipe.of(meta_training_recipe(name)(opt, seed=seed, horizons=horizons,
                                                       meta_lr=meta_lr))
     recipe = recipe.replace(unroll=unroll, truncation=truncation, seed=seed,

@@ -177,7 +177,8 @@ def run_model_based(name, data_dir, A, y, lam, iterations, *, workdir, tb=None,
 
 def run_learned(name, data_dir, A, y, lam, iterations, *, workdir, tb=None, preset="paper",
                 seed=0, load=None, meta_episodes=None, selection=None, safeguard=None,
-                strategy=None, deterministic=None, train_instances="fresh"):
+                strategy=None, deterministic=None, train_instances="fresh",
+                lstm_init="sonnet"):
     """Meta-trains (or loads) a learned optimizer on Lasso instances, then runs it;
     ``(curve, info)``.  The keyword arguments are the flags of the same names
     (``selection``: ``--model_selection``; ``safeguard``: the options of
@@ -189,7 +190,8 @@ def run_learned(name, data_dir, A, y, lam, iterations, *, workdir, tb=None, pres
         name, data_dir, A, y, lam, iterations, workdir=workdir, preset=preset,
         seed=seed, load=load, meta_episodes=meta_episodes, tb=tb,
         selection=selection, safeguard=safeguard, strategy=strategy,
-        deterministic=deterministic, train_instances=train_instances)
+        deterministic=deterministic, train_instances=train_instances,
+        lstm_init=lstm_init)
 
 
 def safeguard_options():
@@ -220,6 +222,9 @@ def validate():
     if FLAGS.meta_episodes is not None and kind != "learned":
         raise UserError(f"--meta_episodes applies to {'/'.join(learned)} only, not "
                         f"--optimizer={name}")
+    common.check_lstm_init_flag(kind == "learned" and not FLAGS.load,
+                                "--load (it trains nothing)" if FLAGS.load
+                                else f"--optimizer={name}")
     if FLAGS.meta_train_instances != "fresh" and (kind != "learned" or FLAGS.load):
         raise UserError(f"--meta_train_instances applies to meta-training "
                         f"{'/'.join(learned)}, not "
@@ -281,7 +286,7 @@ def main(argv):
             meta_episodes=FLAGS.meta_episodes, selection=FLAGS.model_selection,
             safeguard=safeguard_options(), strategy=common.strategy(),
             deterministic=common.deterministic(),
-            train_instances=FLAGS.meta_train_instances)
+            train_instances=FLAGS.meta_train_instances, lstm_init=FLAGS.lstm_init)
         train_seconds, train_steps = info.get("train_seconds", 0.0), info.get("train_steps", 0)
         from model_free import training  # pylint: disable=import-outside-toplevel
         extra["meta_training"] = training.summary(info)

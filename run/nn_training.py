@@ -108,6 +108,9 @@ def validate():
     if (FLAGS.unroll or 100) % FLAGS.truncation:
         raise UserError(f"--unroll {FLAGS.unroll or 100} must be a multiple of --truncation "
                         f"{FLAGS.truncation}")
+    common.check_lstm_init_flag(learned(name) and not FLAGS.load,
+                                "--load (it trains nothing)" if FLAGS.load
+                                else f"--optimizer={name}")
     for flag in ("meta_episodes", "meta_lr"):
         if getattr(FLAGS, flag) is not None and not learned(name):
             raise UserError(f"--{flag} applies to the learned optimizers only, not "
@@ -176,7 +179,7 @@ def main(argv):
             meta_lr=common.meta_lr(budget),
             selection=FLAGS.model_selection or training.default_selection(FLAGS.preset),
             strategy=common.strategy(),
-            deterministic=common.deterministic())
+            deterministic=common.deterministic(), lstm_init=FLAGS.lstm_init)
     progress = olog.Progress(f"nn_training {name} {FLAGS.problem}", runs)
     jit = use_xla(problem)      # not for the convnets on a CPU (XLA's convolutions)
     if not is_learned:

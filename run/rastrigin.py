@@ -85,6 +85,9 @@ def validate():
     if FLAGS.line_search_scope != "instance" and name not in searching:
         raise UserError(f"--line_search_scope applies to {'/'.join(searching)} only, not "
                         f"--optimizer={name}")
+    common.check_lstm_init_flag(learned(name) and not FLAGS.load,
+                                "--load (it trains nothing)" if FLAGS.load
+                                else f"--optimizer={name}")
     rated = transform_names("rastrigin")
     if FLAGS.lr is not None and name not in rated:
         raise UserError(f"--lr applies to {'/'.join(rated)} only, not --optimizer={name}")
@@ -180,21 +183,28 @@ def _given(**kwargs):
 
 def run_swarm(name, family, test, x0, steps, *, workdir, episodes, unroll, tb=None,
               load=None, seed=0, attraction="as_coded", start="origin", meta_lr=None,
-              strategy=None, deterministic=None, starts=1):
+              strategy=None, deterministic=None, starts=1, lstm_init="sonnet"):
     """A learned optimizer of the ``swarm`` interface (L2O-Swarm): loaded (``load``) or
     meta-trained (``episodes`` of ``unroll`` steps, checkpoints in ``workdir/ckpt``), then
     run for ``steps``; ``(curve, info, extra)``: ``curve`` per instance ``(steps + 1, B)``,
     each instance's best particle (ours), and ``extra`` the released evaluation's quantity
-    (:func:`model_free.swarm.original_curve`, the test rows taken as ``starts`` batches).
+    (:func:`model_free.swarm.original_curve`, the test rows taken as ``starts`` batches);
+    ``lstm_init``: :func:`model_free.training.lstm_init_options` (``--lstm_init``).
     The keyword arguments are the flags of the same names (``attraction``, ``start``:
     ``--swarm_attraction``, ``--swarm_start``; ``meta_lr=None``: the trainer's default)."""
     from model_free import swarm as swarm_lib  # pylint: disable=import-outside-toplevel
+    from model_free.training import lstm_init_options  # pylint: disable=import-outside-toplevel
     info = {"train_seconds": 0.0, "train_steps": 0}
     if load:
+        if lstm_init != "sonnet":
+            raise UserError("--lstm_init applies to meta-training, not --load (the file "
+                            "holds the weights)")
         opt = swarm_lib.load_swarm(load, dim=family.n)
         print(f"[swarm] loaded {load}")
     else:
-        opt = registry.get("learned", name)(dim=family.n, attraction=attraction)
+        cls = registry.get("learned", name)
+        opt = cls(dim=family.n, attraction=attraction,
+                  **lstm_init_options(name, cls, lstm_init))
         trainer = swarm_lib.SwarmTrainer(opt, family, seed=seed, tb=tb,
                                          ckpt_dir=os.path.join(workdir, "ckpt"),
                                          start=start, unroll=unroll, truncation=TRUNCATION,
@@ -221,7 +231,8 @@ def run_swarm(name, family, test, x0, steps, *, workdir, episodes, unroll, tb=No
 
 def run_learned(name, family, test, x0, steps, *, workdir, episodes, unroll, selection,
                 tb=None, load=None, seed=0, horizons=None, random_scale=None, meta_lr=None,
-                budget=None, safeguard=None, strategy=None, deterministic=None):
+                budget=None, safeguard=None, strategy=None, deterministic=None,
+                lstm_init="sonnet"):
     """A learned update rule: meta-trained (or ``load``-ed), then run for ``steps`` (and
     safeguarded when ``safeguard`` holds the options of :func:`common.safeguard_options`);
     ``(curve, info, extra)``.  The keyword arguments are the flags of the same names;
@@ -232,7 +243,7 @@ def run_learned(name, family, test, x0, steps, *, workdir, episodes, unroll, sel
         name, family, synthetic=True, workdir=workdir, episodes=episodes, unroll=unroll,
         truncation=TRUNCATION, load=load, tb=tb, seed=seed, horizons=horizons,
         random_scale=random_scale, meta_lr=meta_lr, selection=selection,
-        strategy=strategy, budget=budget, deterministic=deterministic)
+        strategy=strategy, budget=budget, deterministic=deterministic, lstm_init=lstm_init)
     curve = meta_trainer.evaluate(opt, family, steps, test, x0, seed=seed,
                                   grad_scale=1.0 / 128, tb=tb)
     extra = {"meta_training": training.summary(info)}
@@ -286,7 +297,8 @@ def main(argv):
             unroll=unroll, tb=tb, load=FLAGS.load, seed=FLAGS.seed,
             attraction=FLAGS.swarm_attraction, start=FLAGS.swarm_start,
             meta_lr=common.meta_lr(budget), strategy=common.strategy(),
-            deterministic=common.deterministic(), starts=FLAGS.starts)
+            deterministic=common.deterministic(), starts=FLAGS.starts,
+            lstm_init=FLAGS.lstm_init)
     else:
         safeguard = (common.safeguard_options(["gd", "adam", "rmsprop"], "adam")
                      if FLAGS.safeguard == "on" else None)
@@ -296,7 +308,7 @@ def main(argv):
             horizons=(100, 200, 500) if FLAGS.preset == "quick" else None,
             random_scale=FLAGS.random_scale, meta_lr=common.meta_lr(budget), budget=budget,
             safeguard=safeguard, strategy=common.strategy(),
-            deterministic=common.deterministic())
+            deterministic=common.deterministic(), lstm_init=FLAGS.lstm_init)
     bsf_curve, bsf_final = best_so_far(curve)
     extra = dict(extra, best_so_far_curve=bsf_curve, best_so_far_final=bsf_final)
     curve = np.asarray(curve).mean(axis=1)

@@ -10,6 +10,7 @@ import os
 from absl import flags
 
 from open_l2o_tf import registry
+from open_l2o_tf.errors import UserError
 
 _METHOD_FLAGS = []                # (flag name, command, kinds, the command's list of names)
 
@@ -131,12 +132,25 @@ def define_meta_flags(quick_episodes, *, random_scale=True, meta_lr=True):
                          "(paper: the figure's budget, 100 of 1,000 steps for Figs. 6-7, "
                          f"10,000 of 100 for Fig. 8; quick {quick_episodes}).",
                          lower_bound=1)
+    flags.DEFINE_enum("lstm_init", "sonnet", ["sonnet", "tied"],
+                      "Learned optimizers with LSTMs (L2O-DM, L2O-RNNprop, L2O-enhanced, "
+                      "L2O-Swarm), meta-training: the LSTMs' initial weights drawn as Sonnet "
+                      "1's snt.LSTM, the original's (sonnet: w_gates and b_gates independent), "
+                      "or as this toolbox drew them before 2026-12-07 (tied: b_gates a copy "
+                      "of w_gates' first row; the record's earlier trainings).")
     if random_scale:
         flags.DEFINE_float("random_scale", None, "Meta-training with RNNprop's random "
                            "scaling exp(U(-r, r)) per coordinate (original r = 3; off by "
                            "default as Open-L2O).")
     if meta_lr:
         define_meta_lr_flag()
+
+
+def check_lstm_init_flag(meta_trains, what):
+    """``--lstm_init`` other than the default only where a learned optimizer is
+    meta-trained (``meta_trains``); ``what``: the flag that makes this run train nothing."""
+    if flags.FLAGS.lstm_init != "sonnet" and not meta_trains:
+        raise UserError(f"--lstm_init applies to meta-training a learned optimizer, not {what}")
 
 
 def define_meta_lr_flag():

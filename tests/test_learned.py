@@ -172,3 +172,22 @@ def test_keras_wrapper_trains_with_original_dm(shared_data_dir):
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     hist = model.fit(images, labels, epochs=3, batch_size=128, verbose=0).history["loss"]
     assert hist[-1] < 0.7 * hist[0]
+
+
+def test_lstm_init_option_builds_the_tied_draw_and_refuses_optimizers_without_lstms():
+    """--lstm_init=tied (build_optimizer's lstm_init) gives the former draw: each b_gates a
+    copy of its w_gates' first row; the default draws them apart; L2O-Scale has no LSTMs."""
+    from model_free.training import build_optimizer
+    from open_l2o_tf.errors import UserError
+    for name in ("l2o_dm", "l2o_rnnprop", "l2o_enhanced"):
+        keras.utils.set_random_seed(0)
+        tied = build_optimizer(name, True, lstm_init="tied")
+        keras.utils.set_random_seed(0)
+        fresh = build_optimizer(name, True)
+        assert tied.tied_lstm_init and not fresh.tied_lstm_init
+        for opt, same in ((tied, True), (fresh, False)):
+            for cell in (opt.lstm_1, opt.lstm_2):
+                w, b = cell.w_gates.numpy(), cell.b_gates.numpy()
+                assert np.array_equal(b, w[0]) == same, (name, same)
+    with pytest.raises(UserError, match="--lstm_init=tied"):
+        build_optimizer("l2o_scale", True, lstm_init="tied")

@@ -181,6 +181,17 @@ def test_lasso_meta_train_instances_flag_refused_where_nothing_is_meta_trained(t
         assert "--meta_train_instances" in lines[0] and named in lines[0]
 
 
+def test_lstm_init_flag_refused_where_nothing_is_meta_trained(tmp_path):
+    for cmd, args, named in (("run.rastrigin", ["--optimizer=adam"], "--optimizer=adam"),
+                             ("run.lasso", ["--optimizer=l2o_dm", "--load=fig6_5x10_l2o_dm"],
+                              "--load")):
+        proc = run_cli(cmd, *args, "--lstm_init=tied", "--preset=quick",
+                       f"--workdir={tmp_path / 'w'}")
+        lines = error_lines(proc)
+        assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-2000:]
+        assert "--lstm_init" in lines[0] and named in lines[0]
+
+
 def test_nn_training_cli_with_original_dm(tmp_path, shared_data_dir):
     import os
     proc = run_cli("run.nn_training", "--optimizer=l2o_dm", "--problem=mnist_mlp_sigmoid",
