@@ -61,13 +61,15 @@ def test_meta_training_improves_the_heldout_score_and_resumes(tmp_path):
                                      eval_instances=8, progress=None,
                                      ckpt_dir=str(tmp_path / "ckpt"))
     start = trainer.score()
-    trainer.train(8)
+    # 12 episodes: with the LSTMs' biases drawn independently of their weights (Sonnet 1's
+    # init) this seed's held-out score is 0.82 x the start's after 8, 0.06 x after 12
+    trainer.train(12)
     assert trainer.best_score < 0.8 * start
     again = swarm_lib.SwarmTrainer(swarm_lib.L2OSwarm(dim=2), fam, unroll=20, truncation=10,
                                    eval_every=4, eval_instances=8, progress=None,
                                    ckpt_dir=str(tmp_path / "ckpt"))
-    again.train(8)
-    assert again.episode == 8 and again.best_score == pytest.approx(trainer.best_score)
+    again.train(12)
+    assert again.episode == 12 and again.best_score == pytest.approx(trainer.best_score)
     path = str(tmp_path / "swarm.npz")
     swarm_lib.save_swarm(sw, path)
     loaded = swarm_lib.load_swarm(path, dim=2)
