@@ -18,6 +18,7 @@ import re
 import subprocess
 import sys
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -148,6 +149,7 @@ def _shapes(structure):
 
 
 def _contract_update(name, cls, info):
+    keras.utils.set_random_seed(0)      # the rule's initial weights: one fixed draw
     opt = cls()
     params = _params()
     grads = [0.5 * p + 0.1 for p in params]
@@ -163,8 +165,11 @@ def _contract_update(name, cls, info):
         assert all(t.shape.rank == 0 or t.shape[0] == n for t in tf.nest.flatten(state)), \
             "a coordinate-wise optimizer keeps one state row per coordinate (or a scalar)"
         # two steps; changing coordinate (0, 1)'s gradients changes only its own steps
+        # (the other sign: a rule that normalises the gradient's scale, as RNNprop, sees a
+        # scaled gradient of the same sign as the same input)
         other = [g + 0.0 for g in grads]
-        other[0] = tf.tensor_scatter_nd_update(other[0], [[0, 1]], [7.0])
+        flipped = -7.0 if float(grads[0][0, 1]) > 0 else 7.0
+        other[0] = tf.tensor_scatter_nd_update(other[0], [[0, 1]], [flipped])
         runs = []
         for g in (grads, other):
             s = opt.initial_state(params)
