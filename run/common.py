@@ -18,7 +18,7 @@ from .safeguard_flags import (SAFEGUARD_FALLBACKS, check_safeguard_flags,  # noq
                               safeguard_fallback_flag, safeguard_options,
                               safeguard_rule_from_flags, sparse_safeguard)
 from .shared_flags import (bound_flags, define_common_flags, define_load_flag,  # noqa: F401
-                           check_lstm_init_flag, define_meta_flags, define_meta_lr_flag,
+                           check_meta_training_flags, define_meta_flags, define_meta_lr_flag,
                            define_method_flag,
                            define_model_selection_flag, define_strategy_flags,
                            flag_values_dict, float_flags, float_problem, meta_lr,

@@ -222,13 +222,8 @@ def validate():
     if FLAGS.meta_episodes is not None and kind != "learned":
         raise UserError(f"--meta_episodes applies to {'/'.join(learned)} only, not "
                         f"--optimizer={name}")
-    common.check_lstm_init_flag(kind == "learned" and not FLAGS.load,
-                                "--load (it trains nothing)" if FLAGS.load
-                                else f"--optimizer={name}")
-    if FLAGS.meta_train_instances != "fresh" and (kind != "learned" or FLAGS.load):
-        raise UserError(f"--meta_train_instances applies to meta-training "
-                        f"{'/'.join(learned)}, not "
-                        + ("--load (it trains nothing)" if FLAGS.load else f"--optimizer={name}"))
+    common.check_meta_training_flags(("lstm_init", "meta_train_instances"), kind == "learned",
+                                     FLAGS.load, name)
     if FLAGS.safeguard == "on":
         if kind == "classic":
             raise UserError(f"--safeguard=on needs a learned optimizer (one of "

@@ -108,9 +108,7 @@ def validate():
     if (FLAGS.unroll or 100) % FLAGS.truncation:
         raise UserError(f"--unroll {FLAGS.unroll or 100} must be a multiple of --truncation "
                         f"{FLAGS.truncation}")
-    common.check_lstm_init_flag(learned(name) and not FLAGS.load,
-                                "--load (it trains nothing)" if FLAGS.load
-                                else f"--optimizer={name}")
+    common.check_meta_training_flags(("lstm_init",), learned(name), FLAGS.load, name)
     for flag in ("meta_episodes", "meta_lr"):
         if getattr(FLAGS, flag) is not None and not learned(name):
             raise UserError(f"--{flag} applies to the learned optimizers only, not "

@@ -85,9 +85,7 @@ def validate():
     if FLAGS.line_search_scope != "instance" and name not in searching:
         raise UserError(f"--line_search_scope applies to {'/'.join(searching)} only, not "
                         f"--optimizer={name}")
-    common.check_lstm_init_flag(learned(name) and not FLAGS.load,
-                                "--load (it trains nothing)" if FLAGS.load
-                                else f"--optimizer={name}")
+    common.check_meta_training_flags(("lstm_init",), learned(name), FLAGS.load, name)
     rated = transform_names("rastrigin")
     if FLAGS.lr is not None and name not in rated:
         raise UserError(f"--lr applies to {'/'.join(rated)} only, not --optimizer={name}")
@@ -196,9 +194,6 @@ def run_swarm(name, family, test, x0, steps, *, workdir, episodes, unroll, tb=No
     from model_free.training import lstm_init_options  # pylint: disable=import-outside-toplevel
     info = {"train_seconds": 0.0, "train_steps": 0}
     if load:
-        if lstm_init != "sonnet":
-            raise UserError("--lstm_init applies to meta-training, not --load (the file "
-                            "holds the weights)")
         opt = swarm_lib.load_swarm(load, dim=family.n)
         print(f"[swarm] loaded {load}")
     else:

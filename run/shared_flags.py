@@ -146,12 +146,18 @@ def define_meta_flags(quick_episodes, *, random_scale=True, meta_lr=True):
         define_meta_lr_flag()
 
 
-def check_lstm_init_flag(meta_trains, what):
-    """``--lstm_init`` other than the default only where a learned optimizer is
-    meta-trained (``meta_trains``); ``what``: the flag that makes this run train nothing."""
-    if flags.FLAGS.lstm_init != "sonnet" and not meta_trains:
-        raise UserError(f"--lstm_init applies to meta-training a learned optimizer, not {what}")
-
+def check_meta_training_flags(names, learned, load, optimizer):
+    """Each flag of ``names`` left at its default unless a learned optimizer is meta-trained
+    here (``learned`` and no ``load``); else one :class:`UserError` naming the flag and
+    what makes this run train nothing (``--load`` or ``--optimizer=optimizer``)."""
+    if learned and not load:
+        return
+    for name in names:
+        flag = flags.FLAGS[name]
+        if flag.value != flag.default:
+            raise UserError(f"--{name} applies to meta-training a learned optimizer, not "
+                            + ("--load (it trains nothing)" if load
+                               else f"--optimizer={optimizer}"))
 
 def define_meta_lr_flag():
     """``--meta_lr`` of the commands that meta-train learned optimizers (positive or unset)."""
