@@ -41,6 +41,20 @@ class AdamSlots:
         for slot in self.m + self.v:
             slot.assign(tf.zeros_like(slot))
 
+    def arrays(self):
+        """The slots as NumPy arrays (``count``, ``m0..``, ``v0..``), for a checkpoint."""
+        out = {"count": self.count.numpy()}
+        for i, (m, v) in enumerate(zip(self.m, self.v)):
+            out[f"m{i}"], out[f"v{i}"] = m.numpy(), v.numpy()
+        return out
+
+    def load(self, arrays):
+        """Assigns slots saved by :meth:`arrays`."""
+        self.count.assign(arrays["count"])
+        for i, (m, v) in enumerate(zip(self.m, self.v)):
+            m.assign(arrays[f"m{i}"])
+            v.assign(arrays[f"v{i}"])
+
     def apply(self, adam, indices, grads):
         correction = adam.correction(self.count.assign_add(1.0))
         for j, i in enumerate(indices):

@@ -27,8 +27,13 @@ Kept original behaviours, each switchable:
 Unlike the original (unseeded tf.data shuffle), batch order is a function of
 ``(seed, layer, stage, epoch)``, so a resumed run gives the same numbers as an
 uninterrupted one.  A checkpoint is written after every stage (model weights, then an atomic
-``progress.json`` that points at them); :meth:`ProgressiveTrainer.train` resumes after the
-last finished stage.  A non-finite training loss ends the stage, restores the weights the
+``progress.json`` that points at them), and within a stage every ``checkpoint_seconds``
+(600 s) at an epoch's end: the weights, the stage's Adam slots, the weights the stage
+started from and its early-stopping state (epoch, best, wait, history).
+:meth:`ProgressiveTrainer.train` resumes at the epoch after the last checkpoint, with the
+numbers of an uninterrupted run (a paper-size stage can run for hours; without this an
+interrupted one started over).  Under a multi-worker strategy only the ends of stages are
+checkpointed.  A non-finite training loss ends the stage, restores the weights the
 stage started from, and is reported with its layer, stage, epoch and step.
 
 Speed (:mod:`model_based.compiled_epochs`): a whole epoch is one compiled function,
@@ -185,11 +190,12 @@ class ProgressiveTrainer:
             v.assign(value)
 
     # -- one stage ---------------------------------------------------------------------
-    def run_stage(self, layer, stage):
+    def run_stage(self, layer, stage, resume=None):
         """Trains one stage; returns ``(validation history, seconds)``: epochs until
         ``patience`` epochs without a strict improvement (or ``max_epochs``), the ``keep``
         weights (best or last).  A non-finite loss/gradient restores the stage's starting
-        weights and ends the stage."""
+        weights and ends the stage.  ``resume``: a mid-stage checkpoint of this stage
+        (:meth:`_load_partial`), continued at its next epoch."""
         s, depth = self.settings, layer + 1
         with shrinkage.kth_on_host(self.epochs.kth_on_host):
             start = time.time()
@@ -197,6 +203,14 @@ class ProgressiveTrainer:
             self.epochs.adam.reset()
             start_values = self._snapshot()
             best, best_values, wait, epoch, history = math.inf, None, 0, 0, []
+            before = 0.0      # seconds of this stage before a resume
+            if resume is not None:
+                start_values, best_values = resume["start_values"], resume["best_values"]
+                best, wait, epoch = resume["best"], resume["wait"], resume["epoch"]
+                history, before = list(resume["history"]), resume["seconds"]
+                self._restore(resume["values"])
+                self.epochs.adam.load(resume["adam"])
+            saved_at = time.time()
             while True:
                 position.set(f"layer {depth} stage {stage + 1} epoch {epoch + 1}")
                 bad, total = run_epoch(epoch)
@@ -208,7 +222,7 @@ class ProgressiveTrainer:
                                 f"epoch {epoch + 1} step {bad + 1}", "restored the stage's "
                                 "starting weights and ended the stage")
                     self.last_stop = "nonfinite"
-                    return history, time.time() - start
+                    return history, before + time.time() - start
                 self.global_step += s.steps_per_epoch
                 train_loss = float(total) / s.steps_per_epoch
                 metric = self.validation_metric(depth, val_cache)
@@ -227,9 +241,15 @@ class ProgressiveTrainer:
                 if s.max_epochs and epoch >= s.max_epochs:
                     self.last_stop = "cap"
                     break
+                if (s.checkpoint_seconds is not None
+                        and time.time() - saved_at >= s.checkpoint_seconds):
+                    self._save_partial(layer, stage, dict(
+                        epoch=epoch, best=best, wait=wait, history=history,
+                        seconds=before + time.time() - start), start_values, best_values)
+                    saved_at = time.time()
             if s.keep == "best" and best_values is not None:
                 self._restore(best_values)
-            return history, time.time() - start
+            return history, before + time.time() - start
 
     def _log_epoch(self, depth, stage, epoch, train_loss, metric, start):
         # one chart per metric over the global step; layer and stage are their own scalars
@@ -253,9 +273,67 @@ class ProgressiveTrainer:
                                {"weights.npz": lambda h: np.savez(h, **arrays)})
         previous = self.state.get("checkpoint")
         self.state["checkpoint"] = name
+        partial = self.state.pop("partial", None)
         olog.atomic_write_json(self._progress_path(), self.state)
         if previous and previous != name:
             shutil.rmtree(os.path.join(self.ckpt_dir, previous), ignore_errors=True)
+        if partial:
+            shutil.rmtree(os.path.join(self.ckpt_dir, partial["checkpoint"]),
+                          ignore_errors=True)
+
+    def _save_partial(self, layer, stage, info, start_values, best_values):
+        """A mid-stage checkpoint: its arrays in a folder of its own, then
+        ``progress.json`` (whose finished-stage pointer is unchanged) names it under
+        ``partial``; the previous mid-stage folder is removed after."""
+        if (not self.ckpt_dir or not self.chief
+                or distribute.multi_process(self.strategy)):
+            return
+        name = f"partial_layer{layer:02d}_stage{stage}_epoch{info['epoch']:05d}"
+        arrays = {}
+        for i, v in enumerate(self.variables):
+            arrays[f"v{i}"] = v.numpy()
+            arrays[f"start{i}"] = start_values[i]
+            if best_values is not None:
+                arrays[f"best{i}"] = best_values[i]
+        arrays.update({f"adam_{k}": a for k, a in self.epochs.adam.arrays().items()})
+        olog.atomic_save_files(os.path.join(self.ckpt_dir, name),
+                               {"weights.npz": lambda h: np.savez(h, **arrays)})
+        previous = self.state.get("partial")
+        best = info["best"]
+        self.state["partial"] = dict(
+            info, layer=layer, stage=stage, checkpoint=name,
+            best=None if math.isinf(best) else float(best),
+            history=[float(h) for h in info["history"]], global_step=self.global_step)
+        olog.atomic_write_json(self._progress_path(), self.state)
+        if previous and previous["checkpoint"] != name:
+            shutil.rmtree(os.path.join(self.ckpt_dir, previous["checkpoint"]),
+                          ignore_errors=True)
+
+    def _load_partial(self, partial):
+        """The ``resume`` argument of :meth:`run_stage` from a mid-stage checkpoint."""
+        path = os.path.join(self.ckpt_dir, partial["checkpoint"], "weights.npz")
+        n = len(self.variables)
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                values = [data[f"v{i}"] for i in range(n)]
+                start = [data[f"start{i}"] for i in range(n)]
+                best_values = ([data[f"best{i}"] for i in range(n)]
+                               if "best0" in data.files else None)
+                adam = {k[len("adam_"):]: data[k] for k in data.files
+                        if k.startswith("adam_")}
+        except Exception as err:  # pylint: disable=broad-except
+            raise UserError(f"checkpoint {path} cannot be read ({type(err).__name__}); "
+                            f"delete {self.ckpt_dir} to start over") from None
+        for v, value in zip(self.variables, values):
+            if tuple(v.shape) != value.shape:
+                raise UserError(f"checkpoint {path} does not match this model (variable "
+                                f"{v.name}: {value.shape} vs {tuple(v.shape)}); use another "
+                                f"--workdir or delete {self.ckpt_dir}")
+        best = partial.get("best")
+        return {"values": values, "start_values": start, "best_values": best_values,
+                "adam": adam, "epoch": int(partial["epoch"]), "wait": int(partial["wait"]),
+                "best": math.inf if best is None else float(best),
+                "history": list(partial["history"]), "seconds": float(partial["seconds"])}
 
     def restore(self):
         """Loads the last checkpoint; returns True when there was one.  Under a
@@ -278,8 +356,14 @@ class ProgressiveTrainer:
         state = olog.read_json(self._progress_path(), expect={
             "layer": int, "stage": int, "checkpoint": (str, type(None)),
             "test_metric": list, "global_step": int, "train_seconds": (int, float)})
-        if not state or not state.get("checkpoint"):
+        if not state:
             return False
+        if not state.get("checkpoint"):
+            if not state.get("partial"):
+                return False
+            # only a mid-stage checkpoint of the first stage: nothing to load here
+            self.state, self.global_step = state, state.get("global_step", 0)
+            return True
         for key in ("layer", "stage"):
             if key not in state:
                 raise UserError(f"{self._progress_path()} has no {key!r}; delete "
@@ -318,7 +402,8 @@ class ProgressiveTrainer:
         ``on_layer_end(depth, state)`` is called after each layer (e.g. to write results).
         """
         T = num_layers or self.model.num_layers
-        if self.restore():
+        resumed = self.restore()
+        if resumed and self.state.get("checkpoint"):
             self.say(f"[progressive] resuming after layer {self.state['layer'] + 1} stage "
                      f"{self.state['stage'] + 1} ({self.state['checkpoint']})")
             layer, stage = self.state["layer"], self.state["stage"] + 1
@@ -326,9 +411,19 @@ class ProgressiveTrainer:
                 layer, stage = layer + 1, 0
         else:
             layer, stage = 0, 0
+        partial = self.state.get("partial") if resumed else None
+        resume = None
+        if (partial and not distribute.multi_process(self.strategy)
+                and (partial.get("layer"), partial.get("stage")) == (layer, stage)):
+            resume = self._load_partial(partial)
+            self.global_step = int(partial.get("global_step", self.global_step))
+            self.say(f"[progressive] resuming layer {layer + 1} stage {stage + 1} at epoch "
+                     f"{resume['epoch'] + 1} ({partial['checkpoint']})")
         while layer < T:
             while stage < 3:
-                history, seconds = self.run_stage(layer, stage)
+                history, seconds = (self.run_stage(layer, stage) if resume is None
+                                    else self.run_stage(layer, stage, resume))
+                resume = None
                 self.state["train_seconds"] = self.state.get("train_seconds", 0.0) + seconds
                 # per layer, [stage 1, stage 2, stage 3]: the epochs each stage ran, why it
                 # stopped ("patience", "cap": max_epochs, "nonfinite") and the validation

@@ -24,6 +24,9 @@ class ProgressiveSettings:
     seed: seed of the batch order.
     jit_compile: XLA-compile the whole epoch.
     cache_stage1: run the fixed first ``t - 1`` layers once per stage 1.
+    checkpoint_seconds: within a stage, a checkpoint (weights, the stage's Adam slots and its
+      early-stopping state) after the first epoch that ends this many seconds after the
+      last one (600; 0: after every epoch; None: only at the ends of stages).
     """
 
     task: str = "sc"
@@ -41,6 +44,7 @@ class ProgressiveSettings:
     seed: int = 0
     jit_compile: bool = True
     cache_stage1: bool = True
+    checkpoint_seconds: Optional[float] = 600.0
 
     def __post_init__(self):
         if self.task not in TASKS:
@@ -49,6 +53,9 @@ class ProgressiveSettings:
             raise UserError("task 'lasso' needs lam")
         if self.keep not in KEEPS:
             raise UserError(f"keep must be 'last' or 'best', got {self.keep!r}")
+        if self.checkpoint_seconds is not None and self.checkpoint_seconds < 0:
+            raise UserError("checkpoint_seconds must be >= 0 (or None), got "
+                            f"{self.checkpoint_seconds!r}")
         if self.decay_mode not in DECAY_MODES:
             raise UserError(f"decay_mode must be 'grad' or 'lr', got {self.decay_mode!r}")
 

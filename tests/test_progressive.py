@@ -120,6 +120,50 @@ def test_resume_matches_uninterrupted(data, tmp_path):
     np.testing.assert_allclose(resumed, reference, rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.parametrize("keep", ["last", "best"])
+def test_resume_within_a_stage_matches_uninterrupted(data, tmp_path, keep):
+    """A run stopped in the middle of a stage resumes at the epoch after its last
+    mid-stage checkpoint, with the stage's Adam slots and early-stopping state: the same
+    epochs, weights and metrics as an uninterrupted run."""
+    kw = dict(max_epochs=4, patience=3, checkpoint_seconds=0, keep=keep)
+    full_model, full = _trainer(data, ckpt=str(tmp_path / "full"), **kw)
+    reference = full.train(2)
+
+    class Stop(Exception):
+        pass
+
+    def progress(line):     # stops the run as layer 2 stage 2 begins its third epoch
+        if "layer 2/3 stage 2/3 epoch 3 " in line:
+            raise Stop()
+
+    A, W, train, val, test = data
+    cut = str(tmp_path / "cut")
+    first = progressive.ProgressiveTrainer(
+        build_model("alista", A, W, 3), train, val, test, batch_size=32, val_batch_size=256,
+        ckpt_dir=cut, progress=progress, seed=0, jit_compile=False, steps_per_epoch=10, **kw)
+    with pytest.raises(Stop):
+        first.train(2)
+    progress_file = json.load(open(os.path.join(cut, "progress.json")))
+    partial = progress_file["partial"]
+    assert (partial["layer"], partial["stage"], partial["epoch"]) == (1, 1, 2)
+    assert len(partial["history"]) == 2
+    lines = []
+    model, second = _trainer(data, ckpt=cut, **kw)
+    second.say = lines.append
+    resumed = second.train(2)
+    assert any("resuming layer 2 stage 2 at epoch 3" in line for line in lines)
+    # epochs 1-2 of that stage were not run again
+    assert not any("layer 2/3 stage 2/3 epoch 2 " in line for line in lines)
+    np.testing.assert_allclose(resumed, reference, rtol=1e-6)
+    for a, b in zip(model.trainable_variables, full_model.trainable_variables):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6, atol=1e-7)
+    assert second.state["stage_epochs"] == full.state["stage_epochs"]
+    assert second.train_steps == full.train_steps
+    # the finished run keeps no mid-stage checkpoint
+    assert "partial" not in json.load(open(os.path.join(cut, "progress.json")))
+    assert not [d for d in os.listdir(cut) if d.startswith("partial")]
+
+
 def test_nonfinite_loss_restores_weights(data):
     model, trainer = _trainer(data)
     A, W, train, val, test = data
