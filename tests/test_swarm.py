@@ -30,6 +30,25 @@ def test_attraction_and_distance_to_best_by_hand():
         swarm_lib.L2OSwarm(dim=1, attraction="nope")
 
 
+@pytest.mark.parametrize("dim", [2, 10])
+def test_attention_bias_drawn_independently_of_its_weights(dim):
+    """The original draws the attention kernel and bias with two tf.random_normal ops
+    (L2O-Swarm/src/meta.py:346, :348); one shared unseeded Keras 3 initializer gave
+    attention_b the first 40 values of attention_w (at n = 2 a copy of it).
+    tied_attention_init (--lstm_init=tied) keeps that draw."""
+    keras.utils.set_random_seed(0)
+    sw = swarm_lib.L2OSwarm(dim=dim)
+    w, b = sw.att_w.numpy(), sw.att_b.numpy()
+    assert not np.allclose(b.ravel(), w.ravel()[:b.size])
+    assert not any(np.allclose(b[:, j], w[:, i]) for i in range(w.shape[1]) for j in range(4))
+    assert 0.7 < b.std() < 1.3 and abs(b.mean()) < 0.4     # N(0, 1), 40 values
+    keras.utils.set_random_seed(0)
+    tied = swarm_lib.L2OSwarm(dim=dim, tied_attention_init=True)
+    assert tied.get_config()["tied_attention_init"] is True
+    np.testing.assert_array_equal(tied.att_b.numpy().ravel(),
+                                  tied.att_w.numpy().ravel()[:b.size])
+
+
 def test_instances_do_not_interact():
     fam = Rastrigin(n=2, batch_size=3)
     inst = fam.sample_instance(0)
