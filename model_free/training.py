@@ -24,6 +24,7 @@ import os
 import time
 
 from model_free import pretrained
+from model_free.base import INITIAL_DRAW_OPTIONS
 from model_free.meta_trainer import MetaTrainer
 from model_free.recipe import SELECTIONS, MetaRecipe
 from open_l2o_tf import registry
@@ -62,17 +63,12 @@ def optimizer_class(name):
 
 LSTM_INITS = ("sonnet", "tied")
 
-# the constructor options that keep a former initial draw (each True under --lstm_init=tied):
-# the LSTMs' (L2O-DM, L2O-RNNprop, L2O-enhanced, L2O-Swarm), L2O-Swarm's attention weights,
-# L2O-Scale's initial level states and readouts
-TIED_INIT_OPTIONS = ("tied_lstm_init", "tied_attention_init", "tied_init")
-
 
 def lstm_init_options(name, cls, lstm_init):
     """The constructor options of ``--lstm_init`` (``"sonnet"``: none, the default draw, the
-    original's; ``"tied"``: every option of :data:`TIED_INIT_OPTIONS` that ``cls`` takes,
-    set True: the initial draw before the shared-initializer fixes, in which one unseeded
-    Keras 3 initializer gave several weights the same values: the LSTMs'
+    original's; ``"tied"``: every option of :data:`model_free.base.INITIAL_DRAW_OPTIONS`
+    that ``cls`` takes, set True: the initial draw before the shared-initializer fixes, in
+    which one unseeded Keras 3 initializer gave several weights the same values: the LSTMs'
     (:class:`model_free.base.SonnetLSTM`), L2O-Swarm's attention weights
     (:class:`model_free.swarm.L2OSwarm`), L2O-Scale's initial states and readouts
     (:class:`model_free.scale.L2OScale`)); :class:`UserError` for ``"tied"`` on an
@@ -82,7 +78,7 @@ def lstm_init_options(name, cls, lstm_init):
     if lstm_init == "sonnet":
         return {}
     taken = inspect.signature(cls.__init__).parameters
-    options = {option: True for option in TIED_INIT_OPTIONS if option in taken}
+    options = {option: True for option in INITIAL_DRAW_OPTIONS if option in taken}
     if not options:
         raise UserError(f"--lstm_init=tied applies to the learned optimizers with a former "
                         f"tied initial draw (L2O-DM, L2O-RNNprop, L2O-enhanced, L2O-Scale, "
