@@ -27,6 +27,7 @@ import time
 import numpy as np
 
 from model_free import checkpoint
+from model_free.base import INITIAL_DRAW_OPTIONS
 from open_l2o_tf import distribute, position
 from open_l2o_tf import logging as olog
 from open_l2o_tf.errors import UserError, unreadable_progress
@@ -34,8 +35,12 @@ from open_l2o_tf.trainer_support import printer, report_skip
 
 
 def _config(model):
-    return {k: v for k, v in model.get_config().items() if k not in ("name", "trainable",
-                                                                      "dtype")}
+    """The configuration a checkpoint must match to resume: the model's config without its
+    name, dtype and the options of its initial draw (:data:`model_free.base.
+    INITIAL_DRAW_OPTIONS`: the weights come from the checkpoint; a checkpoint written before
+    an option existed lacks it)."""
+    return {k: v for k, v in model.get_config().items()
+            if k not in ("name", "trainable", "dtype") + INITIAL_DRAW_OPTIONS}
 
 
 def best_score_of(meta):

@@ -20,7 +20,8 @@ gradient g of every scalar and, for i = 1..4, the momentum timescales
     theta       <- theta - exp(log eta_step + offset) * delta   (offset learned, init -1)
     scl_decay, inp_decay <- sigmoid(h0' w + 3.2), sigmoid(h0' w + 2.2)   (next step)
 
-The initial level states are learned vectors (U(-1, 1)); the initial log learning rates are
+The initial level states are learned vectors (U(-1, 1), each its own draw, as are the three
+readouts: see ``tied_init``); the initial log learning rates are
 U(log(1e-6)/2, log(1e-2)/2) per scalar plus an offset drawn from the same range per tensor
 (per group), afresh at every initialisation, as the original (``hierarchical_rnn.py``
 ``_initialize_state``: a seeded TF1 random op, new values on every run; the offset makes a
@@ -53,6 +54,19 @@ NUM_FEATURES = 3 * NUM_SCALES  # 4 scaled momenta, 3 products, 4 log-ms, 1 relat
 
 def _normal(scale, fan_in, mean=0.0):
     return keras.initializers.RandomNormal(mean=mean, stddev=scale / np.sqrt(fan_in))
+
+
+def _draws(make, tied):
+    """A maker of the initializers of weights drawn alike: ``make()`` anew for every weight,
+    so each is its own draw, as the original's (TF1 gives every random op its own seed, and
+    its initializers have no fixed seed: ``random_seed=None``, metarun.py:373-396 passes
+    none); with ``tied`` one ``make()`` (made now) for all, the former draw: an unseeded
+    Keras 3 initializer fixes its seed when it is made, so every weight it builds with the
+    same shape gets the same values (a longer one: those values first)."""
+    if tied:
+        shared = make()
+        return lambda: shared
+    return make
 
 
 class BiasGRU(keras.layers.Layer):
@@ -175,18 +189,27 @@ class L2OScale(LearnedOptimizer):
                           jit_compile="networks")
 
     def __init__(self, hidden0=10, hidden1=20, hidden2=20, batched_instances=False,
-                 faithful_global=False, init_seed=0, fresh_offsets=True, **kwargs):
+                 faithful_global=False, init_seed=0, fresh_offsets=True, tied_init=False,
+                 **kwargs):
+        """``tied_init``: the initial draw before it was made the original's (``--lstm_init
+        =tied``): ONE unseeded Keras 3 initializer served ``init_level0/1/2`` and one served
+        ``w_update``, ``w_scl_decay`` and ``w_inp_decay``; Keras 3 fixes such an
+        initializer's seed when it is built, so ``init_level1`` and ``init_level2`` were the
+        same vector, ``init_level0`` its first 10 values, and the three readouts one vector.
+        The original draws each with its own op (``hierarchical_rnn.py:234-237``,
+        ``:185-191``, ``:251-253``, ``:272-274``; see :func:`_draws`)."""
         super().__init__(**kwargs)
         self.hidden0, self.hidden1, self.hidden2 = int(hidden0), int(hidden1), int(hidden2)
         self.batched_instances = bool(batched_instances)
         self.faithful_global = bool(faithful_global)
         self.init_seed = int(init_seed)
         self.fresh_offsets = bool(fresh_offsets)
+        self.tied_init = bool(tied_init)
         h0, h1, h2 = self.hidden0, self.hidden1, self.hidden2
-        uniform = keras.initializers.RandomUniform(-1.0, 1.0)
-        self.init0 = self.add_weight(name="init_level0", shape=(h0,), initializer=uniform)
-        self.init1 = self.add_weight(name="init_level1", shape=(h1,), initializer=uniform)
-        self.init2 = self.add_weight(name="init_level2", shape=(h2,), initializer=uniform)
+        uniform = _draws(lambda: keras.initializers.RandomUniform(-1.0, 1.0), self.tied_init)
+        self.init0 = self.add_weight(name="init_level0", shape=(h0,), initializer=uniform())
+        self.init1 = self.add_weight(name="init_level1", shape=(h1,), initializer=uniform())
+        self.init2 = self.add_weight(name="init_level2", shape=(h2,), initializer=uniform())
         self.gru0 = BiasGRU(h0, NUM_FEATURES, name="level0")
         self.gru1 = BiasGRU(h1, h0 + NUM_FEATURES, name="level1")
         self.gru2 = BiasGRU(h2, h1, name="level2")
@@ -196,15 +219,17 @@ class L2OScale(LearnedOptimizer):
                                                  initializer=_normal(0.5, h2))
         self.bias1_from_global = self.add_weight(name="bias1_from_global", shape=(h2, 3 * h1),
                                                  initializer=_normal(0.5, h2))
-        readout = _normal(0.5, h0)
-        self.w_update = self.add_weight(name="w_update", shape=(h0, 1), initializer=readout)
+        readout = _draws(lambda: _normal(0.5, h0), self.tied_init)
+        self.w_update = self.add_weight(name="w_update", shape=(h0, 1), initializer=readout())
         self.w_shortcut = self.add_weight(
             name="w_shortcut", shape=(NUM_SCALES, 1),
             initializer=keras.initializers.RandomNormal(1.0 / NUM_SCALES, 0.1 / 2))
-        self.w_scl = self.add_weight(name="w_scl_decay", shape=(h0, 1), initializer=readout)
+        self.w_scl = self.add_weight(name="w_scl_decay", shape=(h0, 1),
+                                     initializer=readout())
         self.b_scl = self.add_weight(name="b_scl_decay", shape=(1,),
                                      initializer=keras.initializers.Constant(3.2))
-        self.w_inp = self.add_weight(name="w_inp_decay", shape=(h0, 1), initializer=readout)
+        self.w_inp = self.add_weight(name="w_inp_decay", shape=(h0, 1),
+                                     initializer=readout())
         self.b_inp = self.add_weight(name="b_inp_decay", shape=(1,),
                                      initializer=keras.initializers.Constant(2.2))
         self.w_lr = self.add_weight(name="w_lr", shape=(h0, 1), initializer="zeros")
@@ -312,4 +337,4 @@ class L2OScale(LearnedOptimizer):
         return {**super().get_config(), "hidden0": self.hidden0, "hidden1": self.hidden1,
                 "hidden2": self.hidden2, "batched_instances": self.batched_instances,
                 "faithful_global": self.faithful_global, "init_seed": self.init_seed,
-                "fresh_offsets": self.fresh_offsets}
+                "fresh_offsets": self.fresh_offsets, "tied_init": self.tied_init}

@@ -42,11 +42,19 @@ ATTRACTIONS = ("as_coded", "toward_better")
 class L2OSwarm(keras.Model):
 
     def __init__(self, dim, particles=4, hidden=20, attention_units=10,
-                 attraction="as_coded", tied_lstm_init=False, **kwargs):
+                 attraction="as_coded", tied_lstm_init=False, tied_attention_init=False,
+                 **kwargs):
         """``tied_lstm_init``: the LSTMs' initialisation before it was made Sonnet 1's
-        (:class:`model_free.base.SonnetLSTM` ``tied_init``)."""
+        (:class:`model_free.base.SonnetLSTM` ``tied_init``).  ``tied_attention_init``: the
+        attention weights' before it was made the original's: ONE unseeded Keras 3
+        initializer served ``attention_w`` and ``attention_b``, and Keras 3 fixes such an
+        initializer's seed when it is made, so ``attention_b`` held the first 40 values of
+        ``attention_w`` (at n = 2 a copy of it); the original draws them with two ops
+        (``L2O-Swarm/src/meta.py:346``, ``:348``, each ``tf.random_normal`` of N(0, 1)).
+        ``--lstm_init=tied`` sets both."""
         super().__init__(**kwargs)
         self.tied_lstm_init = bool(tied_lstm_init)
+        self.tied_attention_init = bool(tied_attention_init)
         if attraction not in ATTRACTIONS:
             raise UserError(f"attraction must be one of {ATTRACTIONS}, got {attraction!r}")
         self.dim, self.particles, self.hidden = int(dim), int(particles), int(hidden)
@@ -61,6 +69,8 @@ class L2OSwarm(keras.Model):
         self.att_w = self.add_weight(name="attention_w", shape=(self.attention_units,
                                                                 2 * self.dim),
                                      initializer=normal)
+        if not self.tied_attention_init:
+            normal = keras.initializers.RandomNormal(0.0, 1.0)     # its own draw
         self.att_b = self.add_weight(name="attention_b", shape=(self.attention_units, 4),
                                      initializer=normal)
         self.built = True
@@ -135,7 +145,8 @@ class L2OSwarm(keras.Model):
     def get_config(self):
         return {**super().get_config(), "dim": self.dim, "particles": self.particles,
                 "hidden": self.hidden, "attention_units": self.attention_units,
-                "attraction": self.attraction, "tied_lstm_init": self.tied_lstm_init}
+                "attraction": self.attraction, "tied_lstm_init": self.tied_lstm_init,
+                "tied_attention_init": self.tied_attention_init}
 
 
 def posterior_entropy(points, values, num_samples=1000, seed=0):

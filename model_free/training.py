@@ -24,6 +24,7 @@ import os
 import time
 
 from model_free import pretrained
+from model_free.base import INITIAL_DRAW_OPTIONS
 from model_free.meta_trainer import MetaTrainer
 from model_free.recipe import SELECTIONS, MetaRecipe
 from open_l2o_tf import registry
@@ -64,18 +65,25 @@ LSTM_INITS = ("sonnet", "tied")
 
 
 def lstm_init_options(name, cls, lstm_init):
-    """The constructor option of ``--lstm_init`` (``"sonnet"``: none, the default draw;
-    ``"tied"``: ``tied_lstm_init=True``, the LSTM initialisation before it was made Sonnet
-    1's, :class:`model_free.base.SonnetLSTM`); :class:`UserError` for ``"tied"`` on an
-    optimizer without LSTMs."""
+    """The constructor options of ``--lstm_init`` (``"sonnet"``: none, the default draw, the
+    original's; ``"tied"``: every option of :data:`model_free.base.INITIAL_DRAW_OPTIONS`
+    that ``cls`` takes, set True: the initial draw before the shared-initializer fixes, in
+    which one unseeded Keras 3 initializer gave several weights the same values: the LSTMs'
+    (:class:`model_free.base.SonnetLSTM`), L2O-Swarm's attention weights
+    (:class:`model_free.swarm.L2OSwarm`), L2O-Scale's initial states and readouts
+    (:class:`model_free.scale.L2OScale`)); :class:`UserError` for ``"tied"`` on an
+    optimizer without any."""
     if lstm_init not in LSTM_INITS:
         raise UserError(f"--lstm_init must be one of {LSTM_INITS}, got {lstm_init!r}")
     if lstm_init == "sonnet":
         return {}
-    if "tied_lstm_init" not in inspect.signature(cls.__init__).parameters:
-        raise UserError(f"--lstm_init=tied applies to the LSTM-based learned optimizers, not "
-                        f"{name}")
-    return {"tied_lstm_init": True}
+    taken = inspect.signature(cls.__init__).parameters
+    options = {option: True for option in INITIAL_DRAW_OPTIONS if option in taken}
+    if not options:
+        raise UserError(f"--lstm_init=tied applies to the learned optimizers with a former "
+                        f"tied initial draw (L2O-DM, L2O-RNNprop, L2O-enhanced, L2O-Scale, "
+                        f"L2O-Swarm), not {name}")
+    return options
 
 
 def build_optimizer(name, synthetic, lstm_init="sonnet"):

@@ -133,11 +133,16 @@ def define_meta_flags(quick_episodes, *, random_scale=True, meta_lr=True):
                          f"10,000 of 100 for Fig. 8; quick {quick_episodes}).",
                          lower_bound=1)
     flags.DEFINE_enum("lstm_init", "sonnet", ["sonnet", "tied"],
-                      "Learned optimizers with LSTMs (L2O-DM, L2O-RNNprop, L2O-enhanced, "
-                      "L2O-Swarm), meta-training: the LSTMs' initial weights drawn as Sonnet "
-                      "1's snt.LSTM, the original's (sonnet: w_gates and b_gates independent), "
-                      "or as this toolbox drew them before 2026-12-07 (tied: b_gates a copy "
-                      "of w_gates' first row; the record's earlier trainings).")
+                      "Learned optimizers (L2O-DM, L2O-RNNprop, L2O-enhanced, L2O-Scale, "
+                      "L2O-Swarm), meta-training: the initial weights drawn independently as "
+                      "the original's (sonnet: Sonnet 1's snt.LSTM, w_gates and b_gates "
+                      "apart; L2O-Scale's three initial level states and three readouts, "
+                      "L2O-Swarm's attention_w and attention_b, each its own draw), or as "
+                      "this toolbox drew them before the fixes (tied: one initializer for "
+                      "several weights: b_gates a copy of w_gates' first row, init_level1 "
+                      "= init_level2, init_level0 their start, w_update = w_scl_decay = "
+                      "w_inp_decay, attention_b the start of "
+                      "attention_w; the record's trainings made before the fixes).")
     if random_scale:
         flags.DEFINE_float("random_scale", None, "Meta-training with RNNprop's random "
                            "scaling exp(U(-r, r)) per coordinate (original r = 3; off by "

@@ -174,10 +174,13 @@ def test_keras_wrapper_trains_with_original_dm(shared_data_dir):
     assert hist[-1] < 0.7 * hist[0]
 
 
-def test_lstm_init_option_builds_the_tied_draw_and_refuses_optimizers_without_lstms():
+def test_lstm_init_option_builds_the_tied_draw_and_refuses_optimizers_without_one():
     """--lstm_init=tied (build_optimizer's lstm_init) gives the former draw: each b_gates a
-    copy of its w_gates' first row; the default draws them apart; L2O-Scale has no LSTMs."""
-    from model_free.training import build_optimizer
+    copy of its w_gates' first row, L2O-Scale's tied initial states and readouts
+    (tied_init), L2O-Swarm's tied LSTMs and attention (lstm_init_options); the default
+    draws them apart; an optimizer with no former tied draw refuses it."""
+    from model_free.swarm import L2OSwarm
+    from model_free.training import build_optimizer, lstm_init_options
     from open_l2o_tf.errors import UserError
     for name in ("l2o_dm", "l2o_rnnprop", "l2o_enhanced"):
         keras.utils.set_random_seed(0)
@@ -189,5 +192,22 @@ def test_lstm_init_option_builds_the_tied_draw_and_refuses_optimizers_without_ls
             for cell in (opt.lstm_1, opt.lstm_2):
                 w, b = cell.w_gates.numpy(), cell.b_gates.numpy()
                 assert np.array_equal(b, w[0]) == same, (name, same)
+    for synthetic in (True, False):
+        keras.utils.set_random_seed(0)
+        tied = build_optimizer("l2o_scale", synthetic, lstm_init="tied")
+        keras.utils.set_random_seed(0)
+        fresh = build_optimizer("l2o_scale", synthetic)
+        assert tied.tied_init and not fresh.tied_init
+        assert tied.batched_instances == fresh.batched_instances == synthetic
+        for opt, same in ((tied, True), (fresh, False)):
+            assert np.array_equal(opt.init1.numpy(), opt.init2.numpy()) == same
+            assert np.array_equal(opt.w_scl.numpy(), opt.w_update.numpy()) == same
+    assert lstm_init_options("l2o_swarm", L2OSwarm, "tied") == {
+        "tied_lstm_init": True, "tied_attention_init": True}
+    assert lstm_init_options("l2o_swarm", L2OSwarm, "sonnet") == {}
+
+    class Untied:
+        def __init__(self, hidden=3):
+            self.hidden = hidden
     with pytest.raises(UserError, match="--lstm_init=tied"):
-        build_optimizer("l2o_scale", True, lstm_init="tied")
+        lstm_init_options("untied", Untied, "tied")

@@ -42,6 +42,34 @@ def test_state_shapes_and_compiled_update():
     assert (st[1].shape, st[2].shape) == ((8, 20), (4, 20))
 
 
+def test_initial_states_and_readouts_drawn_independently():
+    """The original draws each level's initial state and each readout (update, scale decay,
+    input decay) with its own random op (hierarchical_rnn.py:234-237, :185-191, :251-253,
+    :272-274); one shared unseeded Keras 3 initializer made init_level1 = init_level2,
+    init_level0 their first 10 values, and the three readouts one vector.  tied_init
+    (--lstm_init=tied) keeps that draw."""
+    keras.utils.set_random_seed(0)
+    opt = L2OScale()
+    i0, i1, i2 = (v.numpy() for v in (opt.init0, opt.init1, opt.init2))
+    assert not np.allclose(i1, i2) and not np.allclose(i0, i1[:10])
+    assert not np.allclose(i0, i2[:10])
+    assert all(np.abs(v).max() <= 1.0 and np.abs(v).max() > 0.5 for v in (i0, i1, i2))
+    readouts = [v.numpy().ravel() for v in (opt.w_update, opt.w_scl, opt.w_inp)]
+    for a in range(3):
+        for b in range(a):
+            assert not np.allclose(readouts[a], readouts[b]), (a, b)
+    std = 0.5 / np.sqrt(10)          # hrnn_rnn_readout_scale / sqrt(level-0 size)
+    pooled = np.concatenate(readouts)
+    assert 0.6 * std < pooled.std() < 1.5 * std
+    keras.utils.set_random_seed(0)
+    tied = L2OScale(tied_init=True)
+    assert tied.get_config()["tied_init"] is True
+    np.testing.assert_array_equal(tied.init1.numpy(), tied.init2.numpy())
+    np.testing.assert_array_equal(tied.init0.numpy(), tied.init1.numpy()[:10])
+    np.testing.assert_array_equal(tied.w_scl.numpy(), tied.w_update.numpy())
+    np.testing.assert_array_equal(tied.w_inp.numpy(), tied.w_update.numpy())
+
+
 def test_first_step_is_a_normalised_gradient_step():
     """At the first step a_i = g, ms_i = g^2 + 1e-12, so s_i = asinh(sign(g)) for every i;
     with w_update = 0 the direction is sign(g) * asinh(1) * sum(c_i), normalised to unit
