@@ -52,7 +52,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from model_based import shrinkage
+from model_based import shrinkage, stage_checkpoints
 from model_based.compiled_epochs import STAGE_LR_FACTORS, CompiledEpochs  # noqa: F401
 from model_based.progressive_settings import ProgressiveSettings
 from open_l2o_tf import device, distribute, position
@@ -195,7 +195,7 @@ class ProgressiveTrainer:
         ``patience`` epochs without a strict improvement (or ``max_epochs``), the ``keep``
         weights (best or last).  A non-finite loss/gradient restores the stage's starting
         weights and ends the stage.  ``resume``: a mid-stage checkpoint of this stage
-        (:meth:`_load_partial`), continued at its next epoch."""
+        (:func:`model_based.stage_checkpoints.load_partial`), continued at its next epoch."""
         s, depth = self.settings, layer + 1
         with shrinkage.kth_on_host(self.epochs.kth_on_host):
             start = time.time()
@@ -243,7 +243,7 @@ class ProgressiveTrainer:
                     break
                 if (s.checkpoint_seconds is not None
                         and time.time() - saved_at >= s.checkpoint_seconds):
-                    self._save_partial(layer, stage, dict(
+                    stage_checkpoints.save_partial(self, layer, stage, dict(
                         epoch=epoch, best=best, wait=wait, history=history,
                         seconds=before + time.time() - start), start_values, best_values)
                     saved_at = time.time()
@@ -280,60 +280,6 @@ class ProgressiveTrainer:
         if partial:
             shutil.rmtree(os.path.join(self.ckpt_dir, partial["checkpoint"]),
                           ignore_errors=True)
-
-    def _save_partial(self, layer, stage, info, start_values, best_values):
-        """A mid-stage checkpoint: its arrays in a folder of its own, then
-        ``progress.json`` (whose finished-stage pointer is unchanged) names it under
-        ``partial``; the previous mid-stage folder is removed after."""
-        if (not self.ckpt_dir or not self.chief
-                or distribute.multi_process(self.strategy)):
-            return
-        name = f"partial_layer{layer:02d}_stage{stage}_epoch{info['epoch']:05d}"
-        arrays = {}
-        for i, v in enumerate(self.variables):
-            arrays[f"v{i}"] = v.numpy()
-            arrays[f"start{i}"] = start_values[i]
-            if best_values is not None:
-                arrays[f"best{i}"] = best_values[i]
-        arrays.update({f"adam_{k}": a for k, a in self.epochs.adam.arrays().items()})
-        olog.atomic_save_files(os.path.join(self.ckpt_dir, name),
-                               {"weights.npz": lambda h: np.savez(h, **arrays)})
-        previous = self.state.get("partial")
-        best = info["best"]
-        self.state["partial"] = dict(
-            info, layer=layer, stage=stage, checkpoint=name,
-            best=None if math.isinf(best) else float(best),
-            history=[float(h) for h in info["history"]], global_step=self.global_step)
-        olog.atomic_write_json(self._progress_path(), self.state)
-        if previous and previous["checkpoint"] != name:
-            shutil.rmtree(os.path.join(self.ckpt_dir, previous["checkpoint"]),
-                          ignore_errors=True)
-
-    def _load_partial(self, partial):
-        """The ``resume`` argument of :meth:`run_stage` from a mid-stage checkpoint."""
-        path = os.path.join(self.ckpt_dir, partial["checkpoint"], "weights.npz")
-        n = len(self.variables)
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                values = [data[f"v{i}"] for i in range(n)]
-                start = [data[f"start{i}"] for i in range(n)]
-                best_values = ([data[f"best{i}"] for i in range(n)]
-                               if "best0" in data.files else None)
-                adam = {k[len("adam_"):]: data[k] for k in data.files
-                        if k.startswith("adam_")}
-        except Exception as err:  # pylint: disable=broad-except
-            raise UserError(f"checkpoint {path} cannot be read ({type(err).__name__}); "
-                            f"delete {self.ckpt_dir} to start over") from None
-        for v, value in zip(self.variables, values):
-            if tuple(v.shape) != value.shape:
-                raise UserError(f"checkpoint {path} does not match this model (variable "
-                                f"{v.name}: {value.shape} vs {tuple(v.shape)}); use another "
-                                f"--workdir or delete {self.ckpt_dir}")
-        best = partial.get("best")
-        return {"values": values, "start_values": start, "best_values": best_values,
-                "adam": adam, "epoch": int(partial["epoch"]), "wait": int(partial["wait"]),
-                "best": math.inf if best is None else float(best),
-                "history": list(partial["history"]), "seconds": float(partial["seconds"])}
 
     def restore(self):
         """Loads the last checkpoint; returns True when there was one.  Under a
@@ -415,7 +361,7 @@ class ProgressiveTrainer:
         resume = None
         if (partial and not distribute.multi_process(self.strategy)
                 and (partial.get("layer"), partial.get("stage")) == (layer, stage)):
-            resume = self._load_partial(partial)
+            resume = stage_checkpoints.load_partial(self, partial)
             self.global_step = int(partial.get("global_step", self.global_step))
             self.say(f"[progressive] resuming layer {layer + 1} stage {stage + 1} at epoch "
                      f"{resume['epoch'] + 1} ({partial['checkpoint']})")
