@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from model_free.recipe import MetaRecipe
+from model_free.initial_draw import INITIAL_DRAW_OPTIONS  # noqa: F401  (re-exported)
 
 
 def flatten(tensors):
@@ -32,13 +33,6 @@ def unflatten(column, like):
 def num_coordinates(params):
     return int(sum(int(np.prod(p.shape)) for p in params))
 
-
-# constructor options that choose only an optimizer's initial draw (its former tied draw,
-# --lstm_init=tied: model_free.training.lstm_init_options): the LSTMs' (L2O-DM, L2O-RNNprop,
-# L2O-enhanced, L2O-Swarm), L2O-Swarm's attention weights, L2O-Scale's initial states and
-# readouts.  A run resumed from a checkpoint takes its weights from it, so they do not make
-# a checkpoint another configuration's.
-INITIAL_DRAW_OPTIONS = ("tied_lstm_init", "tied_attention_init", "tied_init")
 
 
 class SonnetLSTM(keras.layers.Layer):

@@ -27,7 +27,7 @@ import time
 import numpy as np
 
 from model_free import checkpoint
-from model_free.base import INITIAL_DRAW_OPTIONS
+from model_free.initial_draw import INITIAL_DRAW_OPTIONS
 from open_l2o_tf import distribute, position
 from open_l2o_tf import logging as olog
 from open_l2o_tf.errors import UserError, unreadable_progress

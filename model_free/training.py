@@ -24,7 +24,7 @@ import os
 import time
 
 from model_free import pretrained
-from model_free.base import INITIAL_DRAW_OPTIONS
+from model_free.initial_draw import INITIAL_DRAW_OPTIONS
 from model_free.meta_trainer import MetaTrainer
 from model_free.recipe import SELECTIONS, MetaRecipe
 from open_l2o_tf import registry
