@@ -330,11 +330,8 @@ class ProgressiveTrainer:
         except Exception as err:  # pylint: disable=broad-except
             raise UserError(f"checkpoint {path} cannot be read ({type(err).__name__}); "
                             f"delete {self.ckpt_dir} to start over") from None
+        stage_checkpoints.check_shapes(self.variables, values, path, self.ckpt_dir)
         for v, value in zip(self.variables, values):
-            if tuple(v.shape) != value.shape:
-                raise UserError(f"checkpoint {path} does not match this model (variable "
-                                f"{v.name}: {value.shape} vs {tuple(v.shape)}); use another "
-                                f"--workdir or delete {self.ckpt_dir}")
             v.assign(value)
         self.state = state
         self.global_step = state.get("global_step", 0)

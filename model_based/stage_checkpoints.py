@@ -60,13 +60,19 @@ def load_partial(trainer, partial):
     except Exception as err:  # pylint: disable=broad-except
         raise UserError(f"checkpoint {path} cannot be read ({type(err).__name__}); "
                         f"delete {trainer.ckpt_dir} to start over") from None
-    for v, value in zip(trainer.variables, values):
-        if tuple(v.shape) != value.shape:
-            raise UserError(f"checkpoint {path} does not match this model (variable "
-                            f"{v.name}: {value.shape} vs {tuple(v.shape)}); use another "
-                            f"--workdir or delete {trainer.ckpt_dir}")
+    check_shapes(trainer.variables, values, path, trainer.ckpt_dir)
     best = partial.get("best")
     return {"values": values, "start_values": start, "best_values": best_values,
             "adam": adam, "epoch": int(partial["epoch"]), "wait": int(partial["wait"]),
             "best": math.inf if best is None else float(best),
             "history": list(partial["history"]), "seconds": float(partial["seconds"])}
+
+
+def check_shapes(variables, values, path, ckpt_dir):
+    """A :class:`UserError` naming ``path`` unless every array of ``values`` has the shape
+    of its variable."""
+    for v, value in zip(variables, values):
+        if tuple(v.shape) != value.shape:
+            raise UserError(f"checkpoint {path} does not match this model (variable "
+                            f"{v.name}: {value.shape} vs {tuple(v.shape)}); use another "
+                            f"--workdir or delete {ckpt_dir}")
