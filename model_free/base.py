@@ -14,8 +14,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from model_free.initial_draw import INITIAL_DRAW_OPTIONS, initializers  # noqa: F401  (re-exported)
 from model_free.recipe import MetaRecipe
-from model_free.initial_draw import INITIAL_DRAW_OPTIONS  # noqa: F401  (re-exported)
 
 
 def flatten(tensors):
@@ -32,7 +32,6 @@ def unflatten(column, like):
 
 def num_coordinates(params):
     return int(sum(int(np.prod(p.shape)) for p in params))
-
 
 
 class SonnetLSTM(keras.layers.Layer):
@@ -53,8 +52,9 @@ class SonnetLSTM(keras.layers.Layer):
         self.units, self.input_dim = int(units), int(input_dim)
         self.tied_init = bool(tied_init)
         std = 1.0 / np.sqrt(self.input_dim + self.units)
-        w_init = keras.initializers.TruncatedNormal(stddev=std)
-        b_init = w_init if self.tied_init else keras.initializers.TruncatedNormal(stddev=std)
+        draw = initializers(lambda: keras.initializers.TruncatedNormal(stddev=std),
+                            self.tied_init)
+        w_init, b_init = draw(), draw()
         self.w_gates = self.add_weight(name="w_gates", shape=(self.input_dim + self.units,
                                                               4 * self.units),
                                        initializer=w_init)

@@ -9,3 +9,15 @@ imports them."""
 # readouts.  A run resumed from a checkpoint takes its weights from it, so they do not make
 # a checkpoint another configuration's.
 INITIAL_DRAW_OPTIONS = ("tied_lstm_init", "tied_attention_init", "tied_init")
+
+
+def initializers(make, tied):
+    """A maker of the initializers of weights drawn alike: ``make()`` anew for every weight,
+    so each is its own draw, as the original's (TF1 gives every random op its own seed);
+    with ``tied`` one ``make()`` (made now) for all, the former draw: an unseeded Keras 3
+    initializer fixes its seed when it is made, so every weight it builds with the same
+    shape gets the same values (a longer one: those values first)."""
+    if tied:
+        shared = make()
+        return lambda: shared
+    return make

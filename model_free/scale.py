@@ -46,6 +46,7 @@ import numpy as np
 import tensorflow as tf
 
 from model_free.base import LearnedOptimizer, flatten, unflatten
+from model_free.initial_draw import initializers
 from model_free.recipe import MetaRecipe
 
 NUM_SCALES = 4
@@ -54,19 +55,6 @@ NUM_FEATURES = 3 * NUM_SCALES  # 4 scaled momenta, 3 products, 4 log-ms, 1 relat
 
 def _normal(scale, fan_in, mean=0.0):
     return keras.initializers.RandomNormal(mean=mean, stddev=scale / np.sqrt(fan_in))
-
-
-def _draws(make, tied):
-    """A maker of the initializers of weights drawn alike: ``make()`` anew for every weight,
-    so each is its own draw, as the original's (TF1 gives every random op its own seed, and
-    its initializers have no fixed seed: ``random_seed=None``, metarun.py:373-396 passes
-    none); with ``tied`` one ``make()`` (made now) for all, the former draw: an unseeded
-    Keras 3 initializer fixes its seed when it is made, so every weight it builds with the
-    same shape gets the same values (a longer one: those values first)."""
-    if tied:
-        shared = make()
-        return lambda: shared
-    return make
 
 
 class BiasGRU(keras.layers.Layer):
@@ -197,7 +185,8 @@ class L2OScale(LearnedOptimizer):
         initializer's seed when it is built, so ``init_level1`` and ``init_level2`` were the
         same vector, ``init_level0`` its first 10 values, and the three readouts one vector.
         The original draws each with its own op (``hierarchical_rnn.py:234-237``,
-        ``:185-191``, ``:251-253``, ``:272-274``; see :func:`_draws`)."""
+        ``:185-191``, ``:251-253``, ``:272-274``; see
+        :func:`model_free.initial_draw.initializers`)."""
         super().__init__(**kwargs)
         self.hidden0, self.hidden1, self.hidden2 = int(hidden0), int(hidden1), int(hidden2)
         self.batched_instances = bool(batched_instances)
@@ -206,7 +195,8 @@ class L2OScale(LearnedOptimizer):
         self.fresh_offsets = bool(fresh_offsets)
         self.tied_init = bool(tied_init)
         h0, h1, h2 = self.hidden0, self.hidden1, self.hidden2
-        uniform = _draws(lambda: keras.initializers.RandomUniform(-1.0, 1.0), self.tied_init)
+        uniform = initializers(lambda: keras.initializers.RandomUniform(-1.0, 1.0),
+                               self.tied_init)
         self.init0 = self.add_weight(name="init_level0", shape=(h0,), initializer=uniform())
         self.init1 = self.add_weight(name="init_level1", shape=(h1,), initializer=uniform())
         self.init2 = self.add_weight(name="init_level2", shape=(h2,), initializer=uniform())
@@ -219,7 +209,7 @@ class L2OScale(LearnedOptimizer):
                                                  initializer=_normal(0.5, h2))
         self.bias1_from_global = self.add_weight(name="bias1_from_global", shape=(h2, 3 * h1),
                                                  initializer=_normal(0.5, h2))
-        readout = _draws(lambda: _normal(0.5, h0), self.tied_init)
+        readout = initializers(lambda: _normal(0.5, h0), self.tied_init)
         self.w_update = self.add_weight(name="w_update", shape=(h0, 1), initializer=readout())
         self.w_shortcut = self.add_weight(
             name="w_shortcut", shape=(NUM_SCALES, 1),

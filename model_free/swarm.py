@@ -29,6 +29,7 @@ import tensorflow as tf
 
 from model_free import episodic, pretrained
 from model_free.base import SonnetLSTM
+from model_free.initial_draw import initializers
 from model_free.recipe import DEFAULT_META_LR
 from open_l2o_tf import device, distribute
 from open_l2o_tf.determinism import without_graph_rewrites
@@ -65,14 +66,13 @@ class L2OSwarm(keras.Model):
         self.linear = keras.layers.Dense(1, kernel_initializer=keras.initializers.TruncatedNormal(
             stddev=1.0 / self.hidden ** 0.5), name="linear")
         self.linear.build((None, self.hidden))
-        normal = keras.initializers.RandomNormal(0.0, 1.0)
+        normal = initializers(lambda: keras.initializers.RandomNormal(0.0, 1.0),
+                              self.tied_attention_init)
         self.att_w = self.add_weight(name="attention_w", shape=(self.attention_units,
                                                                 2 * self.dim),
-                                     initializer=normal)
-        if not self.tied_attention_init:
-            normal = keras.initializers.RandomNormal(0.0, 1.0)     # its own draw
+                                     initializer=normal())
         self.att_b = self.add_weight(name="attention_b", shape=(self.attention_units, 4),
-                                     initializer=normal)
+                                     initializer=normal())
         self.built = True
 
     # -- state ------------------------------------------------------------------------
