@@ -331,8 +331,9 @@ def epoch_cap(result):
 
 def _stages_detail(result):
     """A progressive run's layer reached (when short of the paper's depth or unfinished),
-    how many stages the epoch cap stopped and the last stage's validation improvement an
-    epoch ("" when the result says none of these)."""
+    how many stages the epoch cap stopped, the last stage's validation improvement an
+    epoch and the test NMSE of each layer at the end of its own training ("" when the
+    result says none of these)."""
     parts = []
     layers, paper_layers = result.get("layers"), result.get("paper_layers")
     if layers is not None and paper_layers is not None and (
@@ -348,6 +349,10 @@ def _stages_detail(result):
         parts.append(f"last stage (layer {last[0]} stage {last[1]}, stopped by "
                      f"{result.get('last_stage_stop')}): validation improving {rate:.3g} "
                      "an epoch over its last epochs")
+    at_end = result.get("curve_at_layer_end")
+    if at_end:
+        parts.append("layer-end test NMSE (dB), layers 1-" + str(len(at_end)) + ": "
+                     + " ".join(f"{v:.2f}" for v in at_end))
     return "; ".join(parts)
 
 

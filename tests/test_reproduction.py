@@ -94,6 +94,9 @@ def test_a_capped_or_unfinished_progressive_run_is_short_with_its_layer_and_rate
     assert row["status"] == "short" and row["ours"] == -20.0
     assert row["ours_detail"].startswith("layer 7 of 16 reached (unfinished run)")
     assert "stopped by the cap" not in row["ours_detail"]
+    with_curve = dict(unfinished, curve_at_layer_end=[-6.456, -11.06, -14.2])
+    assert reproduction.row_from_result(with_curve)["ours_detail"].endswith(
+        "layer-end test NMSE (dB), layers 1-3: -6.46 -11.06 -14.20")
 
 
 def test_add_records_a_run_from_its_results_and_run_json(tmp_path):
