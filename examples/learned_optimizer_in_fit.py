@@ -16,8 +16,8 @@ import tempfile
 import keras
 import numpy as np
 
-from model_free import training
 from model_free.keras_optimizer import LearnedKerasOptimizer
+from model_free.meta import training
 from open_l2o_tf.optimizees.networks import MnistMLP
 
 

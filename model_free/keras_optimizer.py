@@ -37,7 +37,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from model_free.base import LearnedOptimizer
+from model_free.rules.base import LearnedOptimizer
 from open_l2o_tf import registry
 from open_l2o_tf.errors import UserError
 
@@ -86,7 +86,8 @@ class LearnedKerasOptimizer(keras.optimizers.Optimizer):
                  **kwargs):
         if not isinstance(learned, LearnedOptimizer):
             raise UserError(f"LearnedKerasOptimizer takes a learned update rule (a "
-                            f"model_free.base.LearnedOptimizer), got {type(learned).__name__}")
+                            f"model_free.rules.base.LearnedOptimizer), got "
+                            f"{type(learned).__name__}")
         super().__init__(learning_rate=learning_rate, name=name, **kwargs)
         self.learned = learned
         self.seed = _seed_list(seed)

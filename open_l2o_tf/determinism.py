@@ -11,7 +11,7 @@ traces, calls and processes, and the step is faster (Grappler's time on a graph 
 nodes is not paid back).  ``tf.config.experimental.enable_op_determinism()`` and
 ``TF_ENABLE_ONEDNN_OPTS=0`` do not remove it.
 
-The :class:`model_free.meta_trainer.MetaTrainer`'s truncation had it too, at 1024
+The :class:`model_free.meta.meta_trainer.MetaTrainer`'s truncation had it too, at 1024
 Rastrigin instances (n = 10, 20 steps), in the meta-loss: L2O-DM's first truncation gave
 3252.82568359375, 3252.8251953125 or 3252.824951171875 from one trace to the next, and
 L2O-DM's and L2O-RNNprop's episode losses differed between two processes (their weights

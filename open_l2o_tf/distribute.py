@@ -204,7 +204,7 @@ def splitter(strategy, fn):
 
 def synchronous_step(strategy, part, apply, variables, jit_compile=False):
     """The one synchronous data-parallel update step of the meta-trainers (truncations of
-    :class:`model_free.meta_trainer.MetaTrainer`, its imitation episodes, L2O-Swarm's and
+    :class:`model_free.meta.meta_trainer.MetaTrainer`, its imitation episodes, L2O-Swarm's and
     Twin-L2O's truncations; the progressive trainer's is ``_all_reduced``)::
 
         carry, values, grads = part(*args)   # on every replica, on its shard (strategy.run)
@@ -351,7 +351,7 @@ def chief_value(strategy, value):
 
 def restore_trainer(strategy, trainer):
     """The meta-trainers' resume, through their public checkpoint interface
-    (:class:`model_free.checkpoint.Resumable`).  In one process ``trainer.read_checkpoint()``.
+    (:class:`model_free.meta.checkpoint.Resumable`).  In one process ``trainer.read_checkpoint()``.
     Under a multi-process strategy the chief reads the file and broadcasts
     ``trainer.progress_state()`` (counters, best score, history, ...: JSON),
     ``trainer.checkpoint_variables()`` (weights and optimizer slots) and

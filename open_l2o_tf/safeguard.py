@@ -51,7 +51,7 @@ mask), and all of it runs inside ``tf.function``.  A candidate with a NaN/Inf en
 rejected.  This module holds the rule, the Lasso operator (energies and the ISTA/FISTA
 fallbacks) and a fallback built from any classic ``GradientTransformation``; the loops live
 in :mod:`model_based.safeguard` (unrolled models, run past their trained depth) and
-:mod:`model_free.safeguard` (learned update rules).
+:mod:`model_free.rules.safeguard` (learned update rules).
 """
 import collections
 

@@ -5,16 +5,16 @@
     python -m run.convert_original --problem=rastrigin model/cw.l2l-0 dm_rastrigin.npz
 
 ``IN`` is an L2O-DM (``*.cw.l2l-0``) or L2O-RNNprop (``*.rp.l2l-0``) pickle of the original
-release; it is read without unpickling (:func:`model_free.pretrained.safe_load_pickle`).
+release; it is read without unpickling (:func:`model_free.weights.pretrained.safe_load_pickle`).
 ``IN`` may also be an original L2O-Scale TensorFlow 1 checkpoint, a prefix
 (``.../model.ckpt-0``) or its directory (``../shared/data/original_optimizers/
-l2o_scale_hess_cl_mt``), read as tensors only (:mod:`model_free.scale_original`).
+l2o_scale_hess_cl_mt``), read as tensors only (:mod:`model_free.weights.scale_original`).
 ``OUT.npz`` holds the weights and the optimizer's config and loads with ``--load=OUT.npz``
 (``np.load(..., allow_pickle=False)``).
 
 ``--problem``: the problem of the original's ``util.get_config`` the file was trained for;
 the converted optimizer gets the original's configuration for it
-(:data:`model_free.pretrained.ORIGINAL_DM_CONFIGS`: an L2O-DM output scale 1.0 on
+(:data:`model_free.weights.pretrained.ORIGINAL_DM_CONFIGS`: an L2O-DM output scale 1.0 on
 ``rastrigin``, ``lasso``, ``quadratic``, ``square_cos``, ``confocal_microscopy_3d``; 0.01
 on ``mnist`` and the other networks; RNNprop 0.01 everywhere), and a file whose
 preprocessing does not fit that problem is refused.  Without it every file gets 0.01 as
@@ -28,7 +28,7 @@ from absl import flags
 from open_l2o_tf.errors import UserError
 from . import common
 
-# the names of the original's util.get_config (model_free.pretrained.ORIGINAL_PROBLEMS;
+# the names of the original's util.get_config (model_free.weights.pretrained.ORIGINAL_PROBLEMS;
 # listed here so the flags parse without importing the model-free package)
 ORIGINAL_PROBLEMS = ("rastrigin", "lasso", "quadratic", "square_cos", "confocal_microscopy_3d",
                      "mnist", "mnist_relu", "mnist_deeper", "mnist_conv", "cifar_conv", "lenet",
@@ -56,7 +56,7 @@ def validate(argv):
     if not out.endswith(".npz"):
         raise UserError(f"OUT {out} must end in .npz")
     common.check_writable_file(out, "OUT")
-    from model_free import pretrained, scale_original  # pylint: disable=import-outside-toplevel
+    from model_free.weights import pretrained, scale_original  # pylint: disable=import-outside-toplevel
     if scale_original.is_checkpoint(src):
         scale_original.checkpoint_prefix(src, "IN")     # one clear error if ambiguous
         return
@@ -71,8 +71,8 @@ def validate(argv):
 
 
 def main(argv):
-    from model_free import pretrained  # pylint: disable=import-outside-toplevel
-    from model_free import scale_original  # pylint: disable=import-outside-toplevel
+    from model_free.weights import pretrained  # pylint: disable=import-outside-toplevel
+    from model_free.weights import scale_original  # pylint: disable=import-outside-toplevel
     src, out = argv[1:]
     if scale_original.is_checkpoint(src):
         name, opt = scale_original.load_checkpoint(src)

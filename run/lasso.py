@@ -183,7 +183,7 @@ def run_learned(name, data_dir, A, y, lam, iterations, *, workdir, tb=None, pres
     ``(curve, info)``.  The keyword arguments are the flags of the same names
     (``selection``: ``--model_selection``; ``safeguard``: the options of
     :func:`common.safeguard_options`, None: off)."""
-    from model_free import lasso_training  # pylint: disable=import-outside-toplevel
+    from model_free.meta import lasso_training  # pylint: disable=import-outside-toplevel
     if safeguard is not None:
         safeguard = {key: safeguard[key] for key in ("rule", "energy", "shadow", "fallback")}
     return lasso_training.train_and_run(
@@ -283,7 +283,7 @@ def main(argv):
             deterministic=common.deterministic(),
             train_instances=FLAGS.meta_train_instances, lstm_init=FLAGS.lstm_init)
         train_seconds, train_steps = info.get("train_seconds", 0.0), info.get("train_steps", 0)
-        from model_free import training  # pylint: disable=import-outside-toplevel
+        from model_free.meta import training  # pylint: disable=import-outside-toplevel
         extra["meta_training"] = training.summary(info)
     curve = metrics.relative_loss(curve_f, f_star).numpy()
     if kind != "classic" and "safeguard" in info:

@@ -72,7 +72,7 @@ def validate():
         if not os.path.isfile(FLAGS.load):
             raise UserError(f"--load file {FLAGS.load} "
                             f"{'is a directory' if os.path.isdir(FLAGS.load) else 'does not exist'}")
-        from model_free import pretrained  # pylint: disable=import-outside-toplevel
+        from model_free.weights import pretrained  # pylint: disable=import-outside-toplevel
         pretrained.check_kind(FLAGS.load, FLAGS.optimizer)
     settings()
     common.check_strategy_flags(learned(FLAGS.optimizer) and FLAGS.load is None,
@@ -117,7 +117,7 @@ def train_or_load_twin(name, problem, workdir, tb, hidden, epochs, *, load=None,
     """The two-player learned optimizer ``name`` (its registry class) from ``load`` or
     meta-trained (resumable) and saved; ``(twin, info)``.  The keyword arguments are the
     flags of the same names (``eval_half_steps``: 200 with the quick preset)."""
-    from model_free import twin as twin_lib  # pylint: disable=import-outside-toplevel
+    from model_free.rules import twin as twin_lib  # pylint: disable=import-outside-toplevel
     if load:
         twin = twin_lib.load_twin(load)
         print(f"[twin] loaded {load}")
@@ -138,7 +138,7 @@ def play_all(problem, twin, count, restarts, half_steps, *, method="gda", lr=0.0
     """The mean distance-to-saddle curve over ``count`` test instances x ``restarts``
     starts, for a two-player learned optimizer (``twin``) or, with ``twin=None``, the GDA
     baseline ``method`` at ``lr`` (``--optimizer``, ``--lr``)."""
-    from model_free import twin as twin_lib  # pylint: disable=import-outside-toplevel
+    from model_free.rules import twin as twin_lib  # pylint: disable=import-outside-toplevel
     from open_l2o_tf.classic.gda import alternating_gda  # pylint: disable=import-outside-toplevel
     test = problem.sample_instance(10 ** 7 + seed, count)
     curves, runner = [], None

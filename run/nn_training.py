@@ -159,7 +159,7 @@ def main(argv):
     problem = make_optimizee(FLAGS.problem, data_dir=FLAGS.mnist_dir, split=split, **extra)
     info = {"train_seconds": 0.0, "train_steps": 0}
     if is_learned:
-        from model_free import meta_trainer, training  # pylint: disable=import-outside-toplevel
+        from model_free.meta import meta_trainer, training  # pylint: disable=import-outside-toplevel
         # meta-training always on the training split (the original's mode="train")
         train_problem = (problem if FLAGS.load or (FLAGS.problem == "mnist_mlp_sigmoid"
                                                    and split == "train")

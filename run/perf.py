@@ -130,7 +130,7 @@ def main(argv):
             print(f"[perf] machine float32 matmul: "
                   f"{report['training']['matmul_gflops']:.1f} GFLOP/s")
     if FLAGS.what == "networks":
-        from model_free.perf import NETWORK_OPTIMIZERS, NETWORK_PROBLEMS, benchmark_networks  # pylint: disable=import-outside-toplevel
+        from model_free.measure.perf import NETWORK_OPTIMIZERS, NETWORK_PROBLEMS, benchmark_networks  # pylint: disable=import-outside-toplevel
         for value, allowed, flag in ((FLAGS.networks, NETWORK_PROBLEMS + ("cifar_conv",),
                                       "networks"),
                                      (FLAGS.optimizers, NETWORK_OPTIMIZERS, "optimizers")):
@@ -143,7 +143,7 @@ def main(argv):
     if FLAGS.what == "keras_fit":
         report["keras_fit"] = _keras_fit()
     if FLAGS.what in ("model_free", "all"):
-        from model_free.perf import benchmark_model_free  # pylint: disable=import-outside-toplevel
+        from model_free.measure.perf import benchmark_model_free  # pylint: disable=import-outside-toplevel
         report["model_free"] = benchmark_model_free(FLAGS.mnist_dir)
     if FLAGS.out:
         olog.atomic_write_json(FLAGS.out, report)
@@ -151,9 +151,9 @@ def main(argv):
 
 def _keras_fit():
     import model_free  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
-    from model_free import pretrained  # pylint: disable=import-outside-toplevel
-    from model_free.perf import benchmark_keras_fit  # pylint: disable=import-outside-toplevel
-    from model_free.training import build_optimizer  # pylint: disable=import-outside-toplevel
+    from model_free.measure.perf import benchmark_keras_fit  # pylint: disable=import-outside-toplevel
+    from model_free.meta.training import build_optimizer  # pylint: disable=import-outside-toplevel
+    from model_free.weights import pretrained  # pylint: disable=import-outside-toplevel
     from open_l2o_tf.optimizees import make_optimizee  # pylint: disable=import-outside-toplevel
     from open_l2o_tf.plotting import plot_matching_curves  # pylint: disable=import-outside-toplevel
     name = FLAGS.fit_optimizer

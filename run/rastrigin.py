@@ -186,12 +186,12 @@ def run_swarm(name, family, test, x0, steps, *, workdir, episodes, unroll, tb=No
     meta-trained (``episodes`` of ``unroll`` steps, checkpoints in ``workdir/ckpt``), then
     run for ``steps``; ``(curve, info, extra)``: ``curve`` per instance ``(steps + 1, B)``,
     each instance's best particle (ours), and ``extra`` the released evaluation's quantity
-    (:func:`model_free.swarm.original_curve`, the test rows taken as ``starts`` batches);
-    ``lstm_init``: :func:`model_free.training.lstm_init_options` (``--lstm_init``).
+    (:func:`model_free.rules.swarm.original_curve`, the test rows taken as ``starts`` batches);
+    ``lstm_init``: :func:`model_free.meta.training.lstm_init_options` (``--lstm_init``).
     The keyword arguments are the flags of the same names (``attraction``, ``start``:
     ``--swarm_attraction``, ``--swarm_start``; ``meta_lr=None``: the trainer's default)."""
-    from model_free import swarm as swarm_lib  # pylint: disable=import-outside-toplevel
-    from model_free.training import lstm_init_options  # pylint: disable=import-outside-toplevel
+    from model_free.meta.training import lstm_init_options  # pylint: disable=import-outside-toplevel
+    from model_free.rules import swarm as swarm_lib  # pylint: disable=import-outside-toplevel
     info = {"train_seconds": 0.0, "train_steps": 0}
     if load:
         opt = swarm_lib.load_swarm(load, dim=family.n)
@@ -233,7 +233,7 @@ def run_learned(name, family, test, x0, steps, *, workdir, episodes, unroll, sel
     ``(curve, info, extra)``.  The keyword arguments are the flags of the same names;
     ``horizons``: the curriculum's unroll horizons (None: the recipe's); ``budget``: the
     paper preset's (:mod:`open_l2o_tf.budgets`)."""
-    from model_free import meta_trainer, training  # pylint: disable=import-outside-toplevel
+    from model_free.meta import meta_trainer, training  # pylint: disable=import-outside-toplevel
     opt, info = training.meta_train_or_load(
         name, family, synthetic=True, workdir=workdir, episodes=episodes, unroll=unroll,
         truncation=TRUNCATION, load=load, tb=tb, seed=seed, horizons=horizons,
@@ -278,7 +278,7 @@ def main(argv):
     budget = budgets.paper_budget("rastrigin", name) if FLAGS.preset == "paper" else None
     episodes = common.preset_value(FLAGS.preset, budget and budget.episodes, 60,
                                    FLAGS.meta_episodes)
-    from model_free.training import default_selection  # pylint: disable=import-outside-toplevel
+    from model_free.meta.training import default_selection  # pylint: disable=import-outside-toplevel
     selection = FLAGS.model_selection or default_selection(FLAGS.preset)
     unroll = FLAGS.unroll or (budget.unroll if budget else UNROLL)
     start = time.time()

@@ -181,7 +181,7 @@ def rastrigin_safeguard(opt, family, test, x0, workdir, *, steps, rule, fallback
     ||c||_1)``, fallback = the ``fallback`` transform (``--safeguard_fallback``, default
     Adam at the paper's 0.1; RMSProp 0.3; GD 0.01; ``lr`` overrides).  Prints, plots,
     returns the record entry."""
-    from model_free import safeguard as fsg  # pylint: disable=import-outside-toplevel
+    from model_free.rules import safeguard as fsg  # pylint: disable=import-outside-toplevel
     from open_l2o_tf import plotting  # pylint: disable=import-outside-toplevel
     from open_l2o_tf.classic import first_order  # pylint: disable=import-outside-toplevel
     del unused

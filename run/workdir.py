@@ -146,16 +146,16 @@ def check_load_flag(load, name):
         raise UserError(f"--load does not apply to --optimizer={name} (a classic "
                         "optimizer has nothing to load)")
     if kind == "learned" and not os.path.isfile(load):
-        from model_free import scale_original  # pylint: disable=import-outside-toplevel
+        from model_free.weights import scale_original  # pylint: disable=import-outside-toplevel
         if scale_original.is_checkpoint(load):   # an original L2O-Scale TF1 checkpoint
-            from model_free import pretrained  # pylint: disable=import-outside-toplevel
+            from model_free.weights import pretrained  # pylint: disable=import-outside-toplevel
             pretrained.check_kind(load, name)
             return "learned"
     if not os.path.isfile(load):
         raise UserError(f"--load file {load} "
                         f"{'is a directory' if os.path.isdir(load) else 'does not exist'}")
     if kind == "learned":
-        from model_free import pretrained  # pylint: disable=import-outside-toplevel
+        from model_free.weights import pretrained  # pylint: disable=import-outside-toplevel
         pretrained.check_kind(load, name)
         return "learned"
     return "model"

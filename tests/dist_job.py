@@ -95,7 +95,7 @@ def run(strategy, workdir, jobs):
             out["resume_nmse"] = t.train(2)
             out["resume_weights"] = checksum(model)
             out["ckpt_files"] = sorted(os.listdir(ckpt)) if os.path.isdir(ckpt) else []
-    from model_free.meta_trainer import MetaTrainer  # pylint: disable=import-outside-toplevel
+    from model_free.meta.meta_trainer import MetaTrainer  # pylint: disable=import-outside-toplevel
 
     def meta(name, opt, family, episodes, truncation=2, **kw):
         def make():
@@ -117,13 +117,13 @@ def run(strategy, workdir, jobs):
         return trainer
 
     if "meta" in jobs:
-        from model_free.dm import L2ODM  # pylint: disable=import-outside-toplevel
+        from model_free.rules.dm import L2ODM  # pylint: disable=import-outside-toplevel
         from open_l2o_tf.optimizees.quadratic import Quadratic  # pylint: disable=import-outside-toplevel
         keras.utils.set_random_seed(0)
         meta("meta", L2ODM(preprocess="identity", output_scale=1.0),
              Quadratic(dim=4, batch_size=8), 4)
     if "scale" in jobs:
-        from model_free.scale import L2OScale, tf1_rmsprop  # pylint: disable=import-outside-toplevel
+        from model_free.rules.scale import L2OScale, tf1_rmsprop  # pylint: disable=import-outside-toplevel
         from open_l2o_tf.optimizees.rastrigin import Rastrigin  # pylint: disable=import-outside-toplevel
         keras.utils.set_random_seed(0)
         opt = L2OScale(batched_instances=True)
@@ -155,8 +155,8 @@ def run(strategy, workdir, jobs):
             out["scale_resume_carried_steps"] = [
                 float(t) for t in strategy.experimental_local_results(trainer.carried.state[-1])]
     if "enhanced" in jobs:     # L2O-DM with imitation episodes (split by coordinates)
-        from model_free.dm import L2ODM  # pylint: disable=import-outside-toplevel
-        from model_free.imitation import Imitation  # pylint: disable=import-outside-toplevel
+        from model_free.meta.imitation import Imitation  # pylint: disable=import-outside-toplevel
+        from model_free.rules.dm import L2ODM  # pylint: disable=import-outside-toplevel
         from open_l2o_tf.optimizees.quadratic import Quadratic  # pylint: disable=import-outside-toplevel
         keras.utils.set_random_seed(0)
         imitation, seen = Imitation("dm", probability=0.5, seed=0), []
@@ -166,7 +166,7 @@ def run(strategy, workdir, jobs):
              Quadratic(dim=4, batch_size=8), 4, imitation=imitation)
         out["enhanced_imitation_losses"] = seen
     if "nn" in jobs:           # one network: the minibatch split over the replicas
-        from model_free.dm import L2ODM  # pylint: disable=import-outside-toplevel
+        from model_free.rules.dm import L2ODM  # pylint: disable=import-outside-toplevel
         from open_l2o_tf.optimizees.networks import MnistMLP  # pylint: disable=import-outside-toplevel
         rng = np.random.default_rng(0)
         keras.utils.set_random_seed(0)
@@ -190,7 +190,7 @@ def run(strategy, workdir, jobs):
             np.sum((w.numpy() - w0) ** 2) for w, w0 in zip(trainer.model.weights, initial))))
 
     if "swarm" in jobs:
-        from model_free import swarm as swarm_lib  # pylint: disable=import-outside-toplevel
+        from model_free.rules import swarm as swarm_lib  # pylint: disable=import-outside-toplevel
         from open_l2o_tf.optimizees.rastrigin import Rastrigin  # pylint: disable=import-outside-toplevel
 
         def make_swarm(ckpt):
@@ -201,7 +201,7 @@ def run(strategy, workdir, jobs):
                 ckpt_dir=ckpt, strategy=strategy)
         episodic("swarm", make_swarm, 3)
     if "twin" in jobs:
-        from model_free import twin as twin_lib  # pylint: disable=import-outside-toplevel
+        from model_free.rules import twin as twin_lib  # pylint: disable=import-outside-toplevel
         from open_l2o_tf.optimizees.minimax import Saddle  # pylint: disable=import-outside-toplevel
 
         def make_twin(ckpt):

@@ -12,7 +12,7 @@ import keras
 import tensorflow as tf
 
 from model_based.lista import Lista
-from model_free.dm import L2ODM
+from model_free.rules.dm import L2ODM
 from open_l2o_tf import registry
 
 
@@ -27,7 +27,7 @@ registry.register("model", "lista_copy", ListaCopy)
 @keras.saving.register_keras_serializable(package="open_l2o_tf_tests")
 class DmWithRecipe(L2ODM):
     """L2O-DM with a meta-training recipe of its own (plain SGD on the sum of losses,
-    meta-gradients clipped to +-1): ``model_free.training.meta_train_or_load`` uses it
+    meta-gradients clipped to +-1): ``model_free.meta.training.meta_train_or_load`` uses it
     with no edit there.  ``calls`` records each use (tests/test_extension.py)."""
 
     calls = []

@@ -202,8 +202,8 @@ def _prepared():
     own checks write the ``run.json`` of its flags into the empty workdir first
     (``tests/cli_batch.py``'s ``prepare``), then the file is written, so the case tests the
     checkpoint's check, not the refusal of a workdir without ``run.json``."""
-    from model_free.episodic import _config  # pylint: disable=import-outside-toplevel
-    from model_free.twin import TwinL2O  # pylint: disable=import-outside-toplevel
+    from model_free.meta.episodic import _config  # pylint: disable=import-outside-toplevel
+    from model_free.rules.twin import TwinL2O  # pylint: disable=import-outside-toplevel
     truncated = _truncated_npz()
     return {
         # each file a command resumes from, cut in half (docs/reliability.md)
@@ -241,11 +241,11 @@ def _truncated_npz():
 
 def _write_fixtures(base):
     """Every file and workdir the cases refer to, under ``base``."""
-    from model_free import pretrained  # pylint: disable=import-outside-toplevel
-    from model_free.dm import L2ODM  # pylint: disable=import-outside-toplevel
-    from model_free.rnnprop import L2ORNNprop  # pylint: disable=import-outside-toplevel
-    from model_free.swarm import L2OSwarm  # pylint: disable=import-outside-toplevel
-    from model_free.twin import TwinL2O  # pylint: disable=import-outside-toplevel
+    from model_free.rules.dm import L2ODM  # pylint: disable=import-outside-toplevel
+    from model_free.rules.rnnprop import L2ORNNprop  # pylint: disable=import-outside-toplevel
+    from model_free.rules.swarm import L2OSwarm  # pylint: disable=import-outside-toplevel
+    from model_free.rules.twin import TwinL2O  # pylint: disable=import-outside-toplevel
+    from model_free.weights import pretrained  # pylint: disable=import-outside-toplevel
     from open_l2o_tf.data import sparse_recovery  # pylint: disable=import-outside-toplevel
     p = {name: os.path.join(base, name) for name in (
         "out", "w1", "w_new", "missing", "a_file", "a_dir", "garbage", "garbage_data",

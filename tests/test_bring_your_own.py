@@ -11,7 +11,7 @@ from tests.cli import error_lines, run_cli
 USER_MODULE = textwrap.dedent('''
     import keras, tensorflow as tf
     from model_based.lista import Lista
-    from model_free.base import LearnedOptimizer
+    from model_free.rules.base import LearnedOptimizer
     from open_l2o_tf import registry
 
     class LearnedSGD(LearnedOptimizer):                  # x <- x - exp(a) g, a learned

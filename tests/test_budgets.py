@@ -2,7 +2,7 @@
 reaches the trainer's model selection."""
 import os
 
-from model_free import training
+from model_free.meta import training
 from open_l2o_tf import budgets
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

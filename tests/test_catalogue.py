@@ -61,7 +61,7 @@ def test_pretrained_lists_the_entries():
 
 def test_load_accepts_a_catalogue_name_and_an_unknown_name_is_one_error_line(tmp_path):
     from open_l2o_tf import catalogue
-    from model_free import pretrained
+    from model_free.weights import pretrained
     path = catalogue.resolve_load("fig7_n2_l2o_dm")
     assert path == os.path.join(os.path.dirname(INDEX), "fig7_n2_l2o_dm.npz")
     assert pretrained.peek_kind(path) == "l2o_dm"

@@ -226,13 +226,13 @@ def test_learned_optimizer_contract(name, tmp_path):
     cls = registry.get("learned", name)
     CONTRACTS[interface](name, cls, info)
     if interface == "update":   # built as the commands build it
-        from model_free.training import build_optimizer
+        from model_free.meta.training import build_optimizer
         every, count = cls.original_selection
         assert every >= 1 and count >= 1
         for synthetic in (True, False):
             assert isinstance(build_optimizer(name, synthetic), cls)
         # saved and loaded back through the registry (the loader names no class)
-        from model_free import pretrained
+        from model_free.weights import pretrained
         opt = build_optimizer(name, False)
         pretrained.save_optimizer(opt, str(tmp_path / "opt.npz"))
         kind, loaded = pretrained.load_optimizer(str(tmp_path / "opt.npz"), expected=name)
@@ -351,7 +351,7 @@ def test_every_update_rule_round_trips_in_a_fresh_process(tmp_path):
     ``open_l2o_tf.keras_files.load_model`` after ``import model_free`` (which imports every
     registered class; an entry outside ``model_free`` after importing its module) with equal weights and steps shaped
     like the parameters (L2O-Scale's steps are random: its fresh offsets)."""
-    from model_free.training import build_optimizer
+    from model_free.meta.training import build_optimizer
     rng = np.random.default_rng(0)
     grads = rng.normal(size=(3, 4)).astype(np.float32)
     np.save(tmp_path / "grads.npy", grads)
@@ -412,7 +412,7 @@ def test_learned_optimizer_resumes_from_its_checkpoint(name, tmp_path):
     """Meta-training's checkpoint, read by a fresh call in the same workdir (a re-run of
     the command), gives the same weights and counters without training."""
     import keras
-    from model_free import training
+    from model_free.meta import training
     from open_l2o_tf.optimizees.quadratic import Quadratic
 
     def meta_train():

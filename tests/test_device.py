@@ -81,7 +81,7 @@ def test_policy_by_device(monkeypatch):
 def test_grappler_switch_follows_the_policy(monkeypatch):
     """The swarm's compiled runner is called with Grappler off on a CPU (and on a GPU when
     bit-repeatability is asked for), as the plain tf.function on a GPU by default."""
-    from model_free import swarm
+    from model_free.rules import swarm
     from open_l2o_tf import determinism
     compiled = type(tf.function(lambda: 0))
     assert not isinstance(swarm.swarm_runner(None, 1, None), compiled)

@@ -8,7 +8,7 @@ import pytest
 
 import model_free  # noqa: F401  (registers the learned optimizers)
 import tests.extra_registry  # noqa: F401  (dm_with_recipe, lista_copy)
-from model_free import training
+from model_free.meta import training
 from open_l2o_tf import plotting, registry
 from open_l2o_tf import logging as olog
 from open_l2o_tf.optimizees.quadratic import Quadratic
@@ -53,12 +53,13 @@ def test_meta_training_uses_the_entry_recipe(tmp_path):
         assert seen == [(opt, 7, (4,), None)]
     finally:
         registry.unregister("learned", "dm_entry_recipe")
-    assert training.meta_training_recipe("l2o_enhanced") is model_free.dm.enhanced_meta_training
+    assert (training.meta_training_recipe("l2o_enhanced")
+            is model_free.rules.dm.enhanced_meta_training)
     # the paper's: L2O-Scale's own recipe, L2O-DM / RNNprop the default one
-    from model_free.scale import L2OScale
+    from model_free.rules.scale import L2OScale
     assert training.meta_training_recipe("l2o_scale") == L2OScale.meta_training
     recipe_dm = training.meta_training_recipe("l2o_dm")
-    from model_free.recipe import DEFAULT_META_LR
+    from model_free.meta.recipe import DEFAULT_META_LR
     assert recipe_dm(None, meta_lr=None).meta_lr == DEFAULT_META_LR
     assert recipe_dm(None, meta_lr=0.5).meta_lr == 0.5
 

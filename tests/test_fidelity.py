@@ -11,8 +11,8 @@ from tests.test_datasets import _write_idx
 def test_nn_training_split_per_method(tmp_path):
     """Learned optimizers run on the MNIST test split, classic ones on the training split
     (the original's util.get_config modes); --mnist_split overrides; results.json says."""
-    from model_free import pretrained
-    from model_free.dm import L2ODM
+    from model_free.rules.dm import L2ODM
+    from model_free.weights import pretrained
     rng = np.random.default_rng(0)
     data = tmp_path / "mnist"
     data.mkdir()
@@ -55,7 +55,7 @@ def test_ista_step_rules():
 def test_swarm_starts_around_the_origin_as_the_original():
     """The original starts the particles N(0, 0.01^2) around the origin (meta.py vars_init),
     so its curves start at f(0) whatever the test starts; ``test_start`` starts them at x0."""
-    from model_free import swarm as swarm_lib
+    from model_free.rules import swarm as swarm_lib
     from open_l2o_tf.optimizees.rastrigin import Rastrigin
     fam = Rastrigin(n=2, batch_size=6)
     inst = fam.sample_instance(0)
@@ -74,7 +74,7 @@ def test_scale_log_lr_offsets_are_drawn_afresh_per_tensor():
     """hierarchical_rnn.py _initialize_state: an offset per tensor, new at every
     initialisation (ours drew one offset from a fixed seed)."""
     import keras
-    from model_free.scale import L2OScale
+    from model_free.rules.scale import L2OScale
     keras.utils.set_random_seed(0)
     opt = L2OScale()
     params = [tf.zeros([2000]), tf.zeros([2000]), tf.zeros([2000])]
@@ -90,9 +90,9 @@ def test_scale_log_lr_offsets_are_drawn_afresh_per_tensor():
 def test_scale_state_is_carried_across_episodes_and_rmsprop_as_tf1():
     """metaopt.py resets the optimizer state only at the first meta-iteration; its RMSProp
     (TF1) starts the accumulator at 1 with epsilon 1e-20."""
-    from model_free.meta_trainer import MetaTrainer
-    from model_free.scale import L2OScale
-    from model_free.scale import tf1_rmsprop
+    from model_free.meta.meta_trainer import MetaTrainer
+    from model_free.rules.scale import L2OScale
+    from model_free.rules.scale import tf1_rmsprop
     from open_l2o_tf.optimizees.quadratic import Quadratic
     opt = L2OScale(batched_instances=True)
     meta = tf1_rmsprop(1e-6, opt)

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from model_free import perf
 from model_free.keras_optimizer import LearnedKerasOptimizer
-from model_free.training import build_optimizer
+from model_free.measure import perf
+from model_free.meta.training import build_optimizer
 from open_l2o_tf.optimizees.networks import MnistConv, MnistMLP
 
 STEPS = 6

@@ -50,7 +50,7 @@ def test_user_registered_subclass_loads_with_plain_keras(tmp_path):
     import keras
     from model_based.factory import build_model
     from model_free.keras_optimizer import LearnedKerasOptimizer
-    from model_free.scale import L2OScale
+    from model_free.rules.scale import L2OScale
     (tmp_path / "my_lista_module.py").write_text(USER_MODULE)
     sys.path.insert(0, str(tmp_path))
     try:

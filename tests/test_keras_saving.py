@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from model_based.factory import build_model
-from model_free.dm import L2ODM
 from model_free.keras_optimizer import LearnedKerasOptimizer
+from model_free.rules.dm import L2ODM
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 

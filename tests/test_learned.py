@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from model_free import features, pretrained
-from model_free.base import flatten, unflatten
-from model_free.dm import L2ODM
 from model_free.keras_optimizer import LearnedKerasOptimizer
-from model_free.rnnprop import L2ORNNprop
+from model_free.rules import features
+from model_free.rules.base import flatten, unflatten
+from model_free.rules.dm import L2ODM
+from model_free.rules.rnnprop import L2ORNNprop
+from model_free.weights import pretrained
 from open_l2o_tf.errors import UserError
 
 SHAPES = [(3, 4), (5,), (2, 2, 2)]
@@ -131,7 +132,7 @@ def _mnist_like(num=2048, seed=0):
 
 
 def test_original_weights_load_and_train(shared_data_dir):
-    from model_free.meta_trainer import evaluate
+    from model_free.meta.meta_trainer import evaluate
     from open_l2o_tf.optimizees.networks import MnistMLP
     folder = os.path.join(shared_data_dir, "original_optimizers")
     name, dm = pretrained.load_optimizer(os.path.join(folder, "dm.cw.l2l-0"))
@@ -179,8 +180,8 @@ def test_lstm_init_option_builds_the_tied_draw_and_refuses_optimizers_without_on
     copy of its w_gates' first row, L2O-Scale's tied initial states and readouts
     (tied_init), L2O-Swarm's tied LSTMs and attention (lstm_init_options); the default
     draws them apart; an optimizer with no former tied draw refuses it."""
-    from model_free.swarm import L2OSwarm
-    from model_free.training import build_optimizer, lstm_init_options
+    from model_free.meta.training import build_optimizer, lstm_init_options
+    from model_free.rules.swarm import L2OSwarm
     from open_l2o_tf.errors import UserError
     for name in ("l2o_dm", "l2o_rnnprop", "l2o_enhanced"):
         keras.utils.set_random_seed(0)

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from model_free import imitation
-from model_free.base import LearnedOptimizer
-from model_free.curriculum import Curriculum
-from model_free.dm import L2ODM
-from model_free.meta_trainer import MetaTrainer, evaluate
+from model_free.meta import imitation
+from model_free.meta.curriculum import Curriculum
+from model_free.meta.meta_trainer import MetaTrainer, evaluate
+from model_free.rules.base import LearnedOptimizer
+from model_free.rules.dm import L2ODM
 from open_l2o_tf.optimizees.quadratic import Quadratic
 from tests.cli import error_lines, run_cli
 
@@ -33,7 +33,7 @@ def test_meta_training_lowers_the_meta_loss():
 
 
 def test_random_scaling_changes_the_problem_not_its_value():
-    from model_free.meta_trainer import RandomlyScaled
+    from model_free.meta.meta_trainer import RandomlyScaled
     q = Quadratic(dim=4, batch_size=8)
     wrapped = RandomlyScaled(q, 3.0)
     inst = q.sample_instance(0)
@@ -241,8 +241,8 @@ def test_curriculum_scores_candidates_at_the_next_stage_horizon():
 
 
 def test_model_selection_scores_the_last_truncation():
-    from model_free.meta_trainer import stateless_seed as _seed
-    from model_free.training import selection_settings
+    from model_free.meta.meta_trainer import stateless_seed as _seed
+    from model_free.meta.training import selection_settings
     opt, trainer = _trainer(selection="last_truncation")
     q = trainer.optimizee
     seed = _seed(10 ** 6, 0)
@@ -260,7 +260,7 @@ def test_model_selection_scores_the_last_truncation():
 def test_rnnprop_is_built_as_the_original():
     """Output scale 0.01 on every problem; Sonnet-1 initialisers (truncated normal
     1/sqrt(fan_in), zero bias), not Keras' Glorot."""
-    from model_free.training import build_optimizer
+    from model_free.meta.training import build_optimizer
     for synthetic in (True, False):
         opt = build_optimizer("l2o_rnnprop", synthetic)
         assert opt.output_scale == 0.01

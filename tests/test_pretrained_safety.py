@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from model_free import pretrained
+from model_free.weights import pretrained
 from open_l2o_tf.errors import UserError
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
@@ -61,7 +61,7 @@ def _weights(array_ops):
 
 def _run_loader(path):
     """Loads ``path`` in a fresh interpreter; returns (returncode, stdout + stderr)."""
-    code = ("import sys\nfrom model_free import pretrained\nfrom open_l2o_tf.errors import "
+    code = ("import sys\nfrom model_free.weights import pretrained\nfrom open_l2o_tf.errors import "
             "UserError\ntry:\n    d = pretrained.safe_load_pickle(sys.argv[1])\n"
             "    print('LOADED', {k: sorted(v) for k, v in d.items()})\n"
             "except UserError as e:\n    print('REFUSED', e)\n")

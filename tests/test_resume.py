@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from model_free import swarm as swarm_lib
-from model_free import twin as twin_lib
-from model_free.curriculum import Curriculum
-from model_free.dm import L2ODM
-from model_free.imitation import Imitation
-from model_free.meta_trainer import MetaTrainer
+from model_free.meta.curriculum import Curriculum
+from model_free.meta.imitation import Imitation
+from model_free.meta.meta_trainer import MetaTrainer
+from model_free.rules import swarm as swarm_lib
+from model_free.rules import twin as twin_lib
+from model_free.rules.dm import L2ODM
 from open_l2o_tf import logging as olog
 from open_l2o_tf.errors import UserError
 from open_l2o_tf.optimizees import minimax
@@ -96,7 +96,7 @@ def test_twin_resumes_exactly(tmp_path):
 
 
 def _scale_trainer(ckpt):
-    from model_free.scale import L2OScale   # pylint: disable=import-outside-toplevel
+    from model_free.rules.scale import L2OScale   # pylint: disable=import-outside-toplevel
     opt = L2OScale(hidden0=4, hidden1=4, hidden2=4, batched_instances=True)
     recipe = L2OScale.meta_training(opt, meta_lr=1e-2)     # carry_state=True, TF1 RMSProp
     assert recipe.carry_state

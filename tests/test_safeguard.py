@@ -1,4 +1,4 @@
-"""Safe-L2O (open_l2o_tf.safeguard, model_based.safeguard, model_free.safeguard)."""
+"""Safe-L2O (open_l2o_tf.safeguard, model_based.safeguard, model_free.rules.safeguard)."""
 import json
 import os
 
@@ -9,8 +9,8 @@ import tensorflow as tf
 from model_based import safeguard as msg
 from model_based.factory import build_model
 from model_based.lista_cp import ListaCp
-from model_free import safeguard as fsg
-from model_free.training import build_optimizer
+from model_free.meta.training import build_optimizer
+from model_free.rules import safeguard as fsg
 from open_l2o_tf import safeguard as sg
 from open_l2o_tf.classic import first_order, ista_fista
 from open_l2o_tf.data import sparse_recovery

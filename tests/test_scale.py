@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from model_free import pretrained
-from model_free.meta_trainer import MetaTrainer
-from model_free.scale import L2OScale
+from model_free.meta.meta_trainer import MetaTrainer
+from model_free.rules.scale import L2OScale
+from model_free.weights import pretrained
 from open_l2o_tf.optimizees.quadratic import Quadratic
 from tests.cli import run_ok
 
@@ -150,9 +150,9 @@ def test_meta_training_is_xla_compiled_on_the_networks_only():
     MLP (where it was measured 1.3x and 2.1x faster), not on the synthetic families (no
     faster, 40-60 s of compilation per trainer) nor on the ConvNet on a CPU (XLA's CPU
     convolutions)."""
-    from model_free.recipe import MetaRecipe, compiles
-    from model_free.selection import ModelSelection
-    from model_free.truncation import Truncations
+    from model_free.meta.recipe import MetaRecipe, compiles
+    from model_free.meta.selection import ModelSelection
+    from model_free.meta.truncation import Truncations
     from open_l2o_tf.optimizees.networks import MnistConv, MnistMLP
     from open_l2o_tf.optimizees.rastrigin import Rastrigin
     images = np.zeros((8, 28, 28, 1), np.float32)
@@ -175,7 +175,7 @@ def test_meta_training_is_xla_compiled_on_the_networks_only():
 def test_perf_floor_counts_the_scale_update_over_every_coordinate():
     """``run.perf --what=model_free``'s L2O-Scale setting: the FLOP floor counts the level-0
     GRU over all coordinates, forward ``T`` times and backward with ``dX`` and ``dW``."""
-    from model_free.perf_meta import _setting, truncation_products  # pylint: disable=import-outside-toplevel
+    from model_free.measure.perf_meta import _setting, truncation_products  # pylint: disable=import-outside-toplevel
     from open_l2o_tf.optimizees.networks import MnistMLP  # pylint: disable=import-outside-toplevel
     rng = np.random.default_rng(0)
     mlp = MnistMLP(rng.random((32, 6, 6, 1), np.float32), rng.integers(0, 10, 32),

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from model_free import pretrained
+from model_free.weights import pretrained
 from tests.cli import run_cli
 
 H0, H1, H2, F = 2, 3, 3, 12      # small level sizes; 12 input features as the original

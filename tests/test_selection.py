@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from model_free.dm import L2ODM
-from model_free.evaluation import batch_count, make_runner, stateless_seed
-from model_free.recipe import MetaRecipe
-from model_free.rnnprop import L2ORNNprop
-from model_free.selection import ModelSelection
+from model_free.meta.evaluation import batch_count, make_runner, stateless_seed
+from model_free.meta.recipe import MetaRecipe
+from model_free.meta.selection import ModelSelection
+from model_free.rules.dm import L2ODM
+from model_free.rules.rnnprop import L2ORNNprop
 from open_l2o_tf.optimizees.lasso import Lasso
 from open_l2o_tf.optimizees.networks import MnistMLP
 
@@ -54,7 +54,7 @@ def test_original_selection_scores_f_at_the_horizon_on_fresh_problems():
     """The original's rule (train_dm.py: 20 problems drawn afresh at every evaluation,
     scored by fx_final = f(x_H)): the score is the mean over the draw's problems of the loss
     at the end of the horizon, and each evaluation (episode) has its own problems."""
-    from model_free.training import default_selection, selection_settings
+    from model_free.meta.training import default_selection, selection_settings
     rng = np.random.default_rng(0)
     lasso = Lasso.from_data(rng.normal(size=(5, 8)).astype(np.float32),
                             rng.normal(size=(40, 5)).astype(np.float32), batch_size=4)

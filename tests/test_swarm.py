@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from model_free import swarm as swarm_lib
+from model_free.rules import swarm as swarm_lib
 from open_l2o_tf.errors import UserError
 from open_l2o_tf.optimizees.rastrigin import Rastrigin
 from tests.cli import error_lines, run_cli, run_ok

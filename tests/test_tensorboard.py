@@ -109,8 +109,8 @@ def test_unrolled_model_logs_nmse_by_layer(tmp_path):
 
 
 def test_learned_optimizer_logs_effective_step_histograms(tmp_path):
-    from model_free import evaluation  # pylint: disable=import-outside-toplevel
-    from model_free.dm import L2ODM  # pylint: disable=import-outside-toplevel
+    from model_free.meta import evaluation  # pylint: disable=import-outside-toplevel
+    from model_free.rules.dm import L2ODM  # pylint: disable=import-outside-toplevel
     from open_l2o_tf import logging as olog  # pylint: disable=import-outside-toplevel
     from open_l2o_tf.optimizees.rastrigin import Rastrigin  # pylint: disable=import-outside-toplevel
     family = Rastrigin(n=2, batch_size=4)

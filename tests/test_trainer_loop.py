@@ -1,5 +1,5 @@
 """The trainers' shared pieces: the episode loop's progress lines, checkpoints and position
-(model_free.episodic), and the one guard against non-finite updates
+(model_free.meta.episodic), and the one guard against non-finite updates
 (open_l2o_tf.trainer_support.apply_if_finite)."""
 import json
 import os
@@ -10,8 +10,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from model_free import episodic
-from model_free.twin import TwinL2O
+from model_free.meta import episodic
+from model_free.rules.twin import TwinL2O
 from open_l2o_tf import position
 from open_l2o_tf.trainer_support import apply_if_finite, report_skip
 

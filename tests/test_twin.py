@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from model_free import twin as twin_lib
+from model_free.rules import twin as twin_lib
 from open_l2o_tf.classic.gda import alternating_gda
 from open_l2o_tf.errors import UserError
 from open_l2o_tf.optimizees import minimax

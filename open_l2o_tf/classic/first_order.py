@@ -67,7 +67,7 @@ class Adam:
     trainer's ``0.3^age``) and step multiplier ``s`` (``step_multipliers``), both 1 by
     default.  Used as the classic baseline (:func:`adam`, a functional transform), by the
     progressive trainer on slot variables (:mod:`model_based.progressive`) and as
-    L2O-enhanced's teacher (:func:`model_free.imitation.adam_trajectory`).
+    L2O-enhanced's teacher (:func:`model_free.meta.imitation.adam_trajectory`).
 
     ``form`` is the rounding form of the updates: ``"keras"`` (``m + (g - m)(1 - beta1)``,
     step ``-(m alpha) / (sqrt(v) + eps)``: Keras 3 and TF1's kernel) or ``"textbook"``

@@ -24,8 +24,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from model_free import episodic, pretrained
-from model_free.base import SonnetLSTM
+from model_free.meta import episodic
+from model_free.rules.base import SonnetLSTM
+from model_free.weights import pretrained
 from open_l2o_tf import device, distribute
 from open_l2o_tf.classic.gda import alternating_runner
 from open_l2o_tf.determinism import without_graph_rewrites

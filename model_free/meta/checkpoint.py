@@ -1,6 +1,7 @@
 """The meta-trainers' checkpoint: one atomic ``.npz`` file (numpy arrays only, loaded
 without pickle) and a readable JSON copy of its progress, shared by
-:class:`model_free.meta_trainer.MetaTrainer` and :class:`model_free.episodic.EpisodicTrainer`.
+:class:`model_free.meta.meta_trainer.MetaTrainer` and
+:class:`model_free.meta.episodic.EpisodicTrainer`.
 
 The npz holds numbered arrays ``<prefix><i>``: the weights (``w``), each Keras optimizer's
 slots (a short prefix per optimizer), the best weights so far (``best``) and any extra

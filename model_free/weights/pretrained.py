@@ -2,7 +2,7 @@
 
 The original release ships L2O-DM (``*.cw.l2l-0``) and L2O-RNNprop (``*.rp.l2l-0``) weights
 as dill pickles of ``{module: {var: float32 ndarray}}`` (spec model_free §12.3), read by
-:func:`model_free.safe_pickle.safe_load_pickle`, which never unpickles (a hostile file can
+:func:`model_free.weights.safe_pickle.safe_load_pickle`, which never unpickles (a hostile file can
 neither run code nor make numpy dereference forged pointers).  A flat ``{"module/var": array}``
 dict is read as the nested one.  ``python -m run.convert_original [--problem=P] IN
 OUT.npz`` converts an original file once into our ``.npz`` format, with the original's
@@ -20,7 +20,7 @@ from open_l2o_tf import catalogue
 from open_l2o_tf import logging as olog
 from open_l2o_tf import registry
 from open_l2o_tf.errors import UserError
-from model_free.safe_pickle import safe_load_pickle  # noqa: F401  (the loader's API)
+from model_free.weights.safe_pickle import safe_load_pickle  # noqa: F401  (the loader's API)
 
 
 def _flat(weights, prefix=""):
@@ -69,8 +69,8 @@ def load_original(path, output_scale=None, problem=None, strict=True):
     file whose preprocessing is not the one the original uses on ``problem`` is a
     :class:`UserError` (``strict``) or gets the legacy scale (``strict=False``: a command's
     ``--load`` of a file trained for another kind of problem)."""
-    from model_free.dm import L2ODM  # pylint: disable=import-outside-toplevel
-    from model_free.rnnprop import L2ORNNprop  # pylint: disable=import-outside-toplevel
+    from model_free.rules.dm import L2ODM  # pylint: disable=import-outside-toplevel
+    from model_free.rules.rnnprop import L2ORNNprop  # pylint: disable=import-outside-toplevel
     if problem is not None and problem not in ORIGINAL_DM_CONFIGS:
         raise UserError(f"unknown original problem {problem!r}; expected one of "
                         f"{', '.join(ORIGINAL_PROBLEMS)}")
@@ -163,7 +163,7 @@ def kind_of(name):
 def load_optimizer(path, output_scale=None, expected=None, problem=None, synthetic=None):
     """``(name, optimizer)`` from our ``.npz`` checkpoint, an original Open-L2O file or an
     original L2O-Scale TensorFlow 1 checkpoint (prefix or directory,
-    :mod:`model_free.scale_original`).
+    :mod:`model_free.weights.scale_original`).
 
     ``expected``: the ``--optimizer`` name the file must hold (``l2o_enhanced`` accepts an
     L2O-DM file); a file of another kind is a :class:`UserError` naming both.
@@ -179,7 +179,7 @@ def load_optimizer(path, output_scale=None, expected=None, problem=None, synthet
     if expected is not None:
         check_kind(path, expected)
     if _scale_checkpoint(path):
-        from model_free import scale_original  # pylint: disable=import-outside-toplevel
+        from model_free.weights import scale_original  # pylint: disable=import-outside-toplevel
         return scale_original.load_checkpoint(path, bool(synthetic), flag="--load")
     name, opt = _load_any(path, output_scale, problem)
     if synthetic is not None and hasattr(opt, "batched_instances"):
@@ -190,7 +190,7 @@ def load_optimizer(path, output_scale=None, expected=None, problem=None, synthet
 def _scale_checkpoint(path):
     """Whether ``path`` is a TensorFlow checkpoint (an original L2O-Scale one) rather than
     a file of ours or an original pickle."""
-    from model_free import scale_original  # pylint: disable=import-outside-toplevel
+    from model_free.weights import scale_original  # pylint: disable=import-outside-toplevel
     return scale_original.is_checkpoint(path)
 
 

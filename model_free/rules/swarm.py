@@ -27,10 +27,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from model_free import episodic, pretrained
-from model_free.base import SonnetLSTM
-from model_free.initial_draw import initializers
-from model_free.recipe import DEFAULT_META_LR
+from model_free.meta import episodic
+from model_free.meta.recipe import DEFAULT_META_LR
+from model_free.rules.base import SonnetLSTM
+from model_free.rules.initial_draw import initializers
+from model_free.weights import pretrained
 from open_l2o_tf import device, distribute
 from open_l2o_tf.determinism import without_graph_rewrites
 from open_l2o_tf.errors import UserError
@@ -46,7 +47,7 @@ class L2OSwarm(keras.Model):
                  attraction="as_coded", tied_lstm_init=False, tied_attention_init=False,
                  **kwargs):
         """``tied_lstm_init``: the LSTMs' initialisation before it was made Sonnet 1's
-        (:class:`model_free.base.SonnetLSTM` ``tied_init``).  ``tied_attention_init``: the
+        (:class:`model_free.rules.base.SonnetLSTM` ``tied_init``).  ``tied_attention_init``: the
         attention weights' before it was made the original's: ONE unseeded Keras 3
         initializer served ``attention_w`` and ``attention_b``, and Keras 3 fixes such an
         initializer's seed when it is made, so ``attention_b`` held the first 40 values of

@@ -22,22 +22,22 @@ starts and initial states are functions of the seed, so every evaluation scores 
 problems.
 
 The problems and starts of an evaluation are all run by ONE compiled call per horizon (a
-``tf.while_loop`` over the problems around :func:`model_free.evaluation.make_runner`'s loop
+``tf.while_loop`` over the problems around :func:`model_free.meta.evaluation.make_runner`'s loop
 over the steps), which returns every loss curve at once: no Python loop, no device-to-host
 copy per problem.  The scores are then taken of the curves.
 """
 import numpy as np
 import tensorflow as tf
 
-from model_free.evaluation import batch_count, make_runner, stateless_seed
-from model_free.recipe import compiles
+from model_free.meta.evaluation import batch_count, make_runner, stateless_seed
+from model_free.meta.recipe import compiles
 
 
 class ModelSelection:
     """``score(horizon, instances, draw)`` on ``recipe.eval_instances`` held-out problems
     (one compiled call per horizon and number of problems; ``draw``: the evaluation's
     episode, which picks the fresh problems of ``"original"``).  The per-instance runner is
-    XLA-compiled only where :func:`model_free.recipe.compiles` says (L2O-Scale on the MNIST
+    XLA-compiled only where :func:`model_free.meta.recipe.compiles` says (L2O-Scale on the MNIST
     MLP: 2.1x faster); otherwise not (measured slower for the LSTM optimizers, CPU 25x50
     Lasso 50 s vs 15 s)."""
 

@@ -13,7 +13,7 @@ batch, the first 128 training instances, in every episode, with ``x_0 ~ N(0, 0.0
 ``tf.random_normal_initializer(stddev=0.01)``); ``"fresh"`` (the default) draws 128 instances
 of the training split per episode from ``x_0 = 0``.  The test run is the same either way.
 """
-from model_free import meta_trainer, training
+from model_free.meta import meta_trainer, training
 from open_l2o_tf import budgets
 from open_l2o_tf.data import sparse_recovery
 from open_l2o_tf.optimizees.lasso import Lasso
@@ -26,7 +26,7 @@ def train_and_run(name, data_dir, A, y, lam, iterations, *, workdir, preset, see
     """Returns ``(curve (iterations + 1, B) of objective values, info)``.
 
     ``safeguard``: optional ``dict(rule=SafeguardRule, energy=..., fallback=ista|fista)``;
-    then ``info["safeguard"]`` holds :func:`model_free.safeguard.compare` on the test
+    then ``info["safeguard"]`` holds :func:`model_free.rules.safeguard.compare` on the test
     problems (plain, safeguarded and the classic fallback, mean objective per step)."""
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
     train = sparse_recovery.load(data_dir, "train")
@@ -51,7 +51,7 @@ def train_and_run(name, data_dir, A, y, lam, iterations, *, workdir, preset, see
     curve = meta_trainer.evaluate(opt, family, iterations, test, x0, seed=seed,
                                   grad_scale=1.0 / 128, tb=tb)
     if safeguard:
-        from model_free import safeguard as fsg  # pylint: disable=import-outside-toplevel
+        from model_free.rules import safeguard as fsg  # pylint: disable=import-outside-toplevel
         test_family = Lasso.from_data(A, y, lam=lam, batch_size=len(y))
 
         def make_guard(mode):

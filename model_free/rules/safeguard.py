@@ -68,7 +68,7 @@ def evaluate(optimizer, optimizee, num_steps, instance, params, guard, grad_scal
     """Runs the learned optimizer for ``num_steps`` under ``guard``.
 
     The learned optimizer sees the gradient of the mean loss over the instances
-    (``grad_scale``, default ``1/B``, as :func:`model_free.meta_trainer.evaluate`); the
+    (``grad_scale``, default ``1/B``, as :func:`model_free.meta.meta_trainer.evaluate`); the
     fallback sees each instance's own gradient.
 
     Returns a dict of NumPy arrays ``(num_steps + 1, B)``: ``loss`` (per-instance

@@ -39,15 +39,15 @@ every instance as its own problem, so no statistic mixes instances.  ``faithful_
 feeds the global GRU with the *last* tensor's state, as the original code does (a loop
 variable read after the loop), instead of the intended mean over tensors (default).
 Attention (off in all Open-L2O runs) is not implemented.  Meta-training uses the original's
-log-ratio meta-objective (see :mod:`model_free.training`).
+log-ratio meta-objective (see :mod:`model_free.meta.training`).
 """
 import keras
 import numpy as np
 import tensorflow as tf
 
-from model_free.base import LearnedOptimizer, flatten, unflatten
-from model_free.initial_draw import initializers
-from model_free.recipe import MetaRecipe
+from model_free.meta.recipe import MetaRecipe
+from model_free.rules.base import LearnedOptimizer, flatten, unflatten
+from model_free.rules.initial_draw import initializers
 
 NUM_SCALES = 4
 NUM_FEATURES = 3 * NUM_SCALES  # 4 scaled momenta, 3 products, 4 log-ms, 1 relative lr
@@ -160,7 +160,7 @@ class L2OScale(LearnedOptimizer):
         ``meta_lr``, the rate of the unused imitation Adam, keeps its default.)
 
         On the neural networks the truncation and the model selection are XLA-compiled
-        (``jit_compile="networks"``: :func:`model_free.recipe.compiles`; not the convnets on
+        (``jit_compile="networks"``: :func:`model_free.meta.recipe.compiles`; not the convnets on
         a CPU).  Measured on the 2-core CPU, each pair in one quiet run: the episode of the
         Fig. 8 MNIST sigmoid MLP (15,910 coordinates) 1.34-1.37 s vs 1.69-1.88 s without
         (1.26-1.37x), its 20-problem selection 7.6-8.0 s vs 15.9-17.5 s.  On Rastrigin n = 10
@@ -186,7 +186,7 @@ class L2OScale(LearnedOptimizer):
         same vector, ``init_level0`` its first 10 values, and the three readouts one vector.
         The original draws each with its own op (``hierarchical_rnn.py:234-237``,
         ``:185-191``, ``:251-253``, ``:272-274``; see
-        :func:`model_free.initial_draw.initializers`)."""
+        :func:`model_free.rules.initial_draw.initializers`)."""
         super().__init__(**kwargs)
         self.hidden0, self.hidden1, self.hidden2 = int(hidden0), int(hidden1), int(hidden2)
         self.batched_instances = bool(batched_instances)

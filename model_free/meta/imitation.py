@@ -15,7 +15,7 @@ state quirk is not reproduced) and carries over between truncations.
 import numpy as np
 import tensorflow as tf
 
-from model_free.base import flatten
+from model_free.rules.base import flatten
 from open_l2o_tf import distribute
 from open_l2o_tf.classic import first_order
 from open_l2o_tf.errors import UserError

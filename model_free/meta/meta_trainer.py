@@ -2,25 +2,25 @@
 
 One *episode* optimises a fresh optimizee instance (new constants, new start, zero state)
 for ``unroll`` steps, cut into truncations of ``truncation`` steps, each followed by one
-meta-update (:mod:`model_free.truncation`: the compiled truncation, on one device or
+meta-update (:mod:`model_free.meta.truncation`: the compiled truncation, on one device or
 sharded over a ``tf.distribute`` strategy); ``x_T`` and the state are carried to the next
 truncation without gradient.  Minibatch problems draw a fresh minibatch per step.  A
 non-finite meta-loss or meta-gradient skips the update (the weights never take non-finite
 values), is reported with its episode and truncation, and ends the episode.
 
-The settings are one :class:`model_free.recipe.MetaRecipe`.  The parts, each with a small
-interface: the truncations (:class:`model_free.truncation.Truncations`), the optimizer state
-carried across episodes (:class:`model_free.carry.CarriedState`, ``carry_state``), model
-selection (:class:`model_free.selection.ModelSelection`: every ``eval_every`` episodes on
+The settings are one :class:`model_free.meta.recipe.MetaRecipe`.  The parts, each with a small
+interface: the truncations (:class:`model_free.meta.truncation.Truncations`), the optimizer state
+carried across episodes (:class:`model_free.meta.carry.CarriedState`, ``carry_state``), model
+selection (:class:`model_free.meta.selection.ModelSelection`: every ``eval_every`` episodes on
 ``eval_instances`` held-out problems, fresh ones at each evaluation as the original or fixed
 ones, the best weights kept and saved), the
-curriculum of horizons (:mod:`model_free.curriculum`, §4.1: every candidate, and the fresh
+curriculum of horizons (:mod:`model_free.meta.curriculum`, §4.1: every candidate, and the fresh
 baseline after advancing a stage, is scored at the *next* stage's horizon, as the
-original) and the imitation of Adam (:mod:`model_free.imitation`, §4.2: its episodes train
+original) and the imitation of Adam (:mod:`model_free.meta.imitation`, §4.2: its episodes train
 on the teacher-forcing loss with their own Adam).  The episode loop, its progress lines and
-checkpoints are :class:`model_free.episodic.EpisodicTrainer`'s.
+checkpoints are :class:`model_free.meta.episodic.EpisodicTrainer`'s.
 
-The checkpoint (``trainer_state.npz``, one atomic file, :mod:`model_free.checkpoint`) holds
+The checkpoint (``trainer_state.npz``, one atomic file, :mod:`model_free.meta.checkpoint`) holds
 the last and best weights, the slots of both Keras optimizers, the carried optimizer state,
 the counters, the curriculum, the imitation RNG and the history; every other random draw is
 a function of the seed and the episode (instances, starts, minibatches, scalings, and the
@@ -34,14 +34,15 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from model_free import checkpoint, pretrained
-from model_free.carry import CarriedState
-from model_free.episodic import EpisodicTrainer
-from model_free.evaluation import (  # noqa: F401  (the names other modules import here)
+from model_free.meta import checkpoint
+from model_free.meta.carry import CarriedState
+from model_free.meta.episodic import EpisodicTrainer
+from model_free.meta.evaluation import (  # noqa: F401  (the names other modules import here)
     evaluate, initial_state, make_grads_fn, make_runner, stateless_seed)
-from model_free.recipe import SELECTIONS, MetaRecipe  # noqa: F401
-from model_free.selection import ModelSelection
-from model_free.truncation import RandomlyScaled, Truncations  # noqa: F401
+from model_free.meta.recipe import SELECTIONS, MetaRecipe  # noqa: F401
+from model_free.meta.selection import ModelSelection
+from model_free.meta.truncation import RandomlyScaled, Truncations  # noqa: F401
+from model_free.weights import pretrained
 from open_l2o_tf import device, distribute
 from open_l2o_tf import logging as olog
 from open_l2o_tf.errors import UserError, unreadable_progress
@@ -49,20 +50,20 @@ from open_l2o_tf.trainer_support import report_skip
 
 
 class MetaTrainer(EpisodicTrainer):
-    """Truncated-BPTT meta-trainer of a :class:`model_free.base.LearnedOptimizer`.
+    """Truncated-BPTT meta-trainer of a :class:`model_free.rules.base.LearnedOptimizer`.
 
     Args:
       optimizer: the learned optimizer (its weights are trained).
       optimizee: an :class:`open_l2o_tf.optimizees.base.Optimizee`.
-      recipe: a :class:`model_free.recipe.MetaRecipe` (None: its defaults); ``settings``,
+      recipe: a :class:`model_free.meta.recipe.MetaRecipe` (None: its defaults); ``settings``,
         fields of the recipe by name, replace its values (``MetaTrainer(opt, problem,
         unroll=20, meta_lr=1e-2)``).
       ckpt_dir: where the checkpoint is written (resume); None: none.
       tb, progress: a TensorBoard writer and a ``print``-like function.
       strategy: a ``tf.distribute`` strategy (:mod:`open_l2o_tf.distribute`) or None:
-        :mod:`model_free.truncation` splits the episodes over the replicas, imitation
+        :mod:`model_free.meta.truncation` splits the episodes over the replicas, imitation
         episodes split the learned optimizer's coordinates
-        (:meth:`model_free.imitation.Imitation.train_episode`); model selection runs on the
+        (:meth:`model_free.meta.imitation.Imitation.train_episode`); model selection runs on the
         full held-out instances and the chief's score decides; only the chief writes
         checkpoints, and on resume it broadcasts them.
     """

@@ -1,4 +1,5 @@
-"""The original L2O-Scale's TensorFlow 1 checkpoints, read into :class:`model_free.scale.L2OScale`.
+"""The original L2O-Scale's TensorFlow 1 checkpoints, read into
+:class:`model_free.rules.scale.L2OScale`.
 
 The Open-L2O L2O-Scale README evaluates ``metatest.py --restore_model_name=model.ckpt-0``
 from ``l2o-scale-regularize-train/hess_cl_mt`` (the checkpoint published in
@@ -27,7 +28,7 @@ L2O-Training-Techniques ``L2O-Scale/l2o-scale-regularize-train/optimizer/`` has 
   ``[inputs, state]`` and splits the gate columns into ``r, u`` in that order
   (``rnn_cells.py:55-59``), the candidate takes ``[inputs, r * state]``
   (``rnn_cells.py:62``), and the injected bias splits as ``r, u, c``
-  (``rnn_cells.py:51``), all as :class:`model_free.scale.BiasGRU`.  Level 0 is
+  (``rnn_cells.py:51``), all as :class:`model_free.rules.scale.BiasGRU`.  Level 0 is
   ``PerTensor/Layer0_RNN`` (``hierarchical_rnn.py:548,564``), level 1
   ``PerTensor/Layer1_RNN`` (``:571,584``), level 2 ``Layer2_RNN`` (``:710-714``).
 * ``PerTensor/Layer0_RNN/Param/Affine`` ``[20, 30]`` (an affine of ``state["layer"]``,
@@ -168,10 +169,10 @@ def _attribute(opt, dotted):
 
 
 def load_checkpoint(path, synthetic=False, flag="IN"):
-    """``("l2o_scale", optimizer)``: an :class:`model_free.scale.L2OScale` with the weights
+    """``("l2o_scale", optimizer)``: an :class:`model_free.rules.scale.L2OScale` with the weights
     of the original L2O-Scale checkpoint at ``path`` (see the module docstring for the
     mapping), ``faithful_global=True`` and ``batched_instances=synthetic``."""
-    from model_free.scale import L2OScale  # pylint: disable=import-outside-toplevel
+    from model_free.rules.scale import L2OScale  # pylint: disable=import-outside-toplevel
     _, tensors = read_tensors(path, flag)
     missing = [PREFIX + theirs for _, theirs in MAPPING if PREFIX + theirs not in tensors]
     if missing:

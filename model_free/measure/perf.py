@@ -5,7 +5,7 @@ gradient, update) with every registered learned optimizer of the ``update`` inte
 name per class, built by its class for a network: ``for_problem(False)``; the paper's
 L2O-DM, L2O-RNNprop, L2O-Scale) over the time of the same step with Adam,
 measured in the same run, and the time of one meta-training truncation (20 steps with
-BPTT and the meta-update); then :func:`model_free.perf_meta.benchmark_meta_training`:
+BPTT and the meta-update); then :func:`model_free.measure.perf_meta.benchmark_meta_training`:
 L2O-RNNprop on Lasso 25x50, L2O-DM and L2O-Scale on the MLP, the episode, the truncation and the
 model selection each beside its floor (the FLOP floor of the truncation at its shapes'
 and at the 1024x1024 matmul rate, the forward-only compiled loop of the selection), and a
@@ -20,10 +20,10 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from model_free.dm import L2ODM
-from model_free.meta_trainer import MetaTrainer
-from model_free.perf_meta import benchmark_meta_training
-from model_free.training import build_optimizer, optimizer_class
+from model_free.measure.perf_meta import benchmark_meta_training
+from model_free.meta.meta_trainer import MetaTrainer
+from model_free.meta.training import build_optimizer, optimizer_class
+from model_free.rules.dm import L2ODM
 from open_l2o_tf import registry
 from open_l2o_tf.classic.first_order import adam
 from open_l2o_tf.optimizees.networks import MnistMLP
@@ -144,7 +144,7 @@ def _keras_optimizer(name, learned):
 def _learned(name, original_dir):
     """A learned optimizer: the original's weights where a file exists, else fresh."""
     import os  # pylint: disable=import-outside-toplevel
-    from model_free import pretrained  # pylint: disable=import-outside-toplevel
+    from model_free.weights import pretrained  # pylint: disable=import-outside-toplevel
     files = {"l2o_dm": "dm.cw.l2l-0", "l2o_rnnprop": "rnnprop.rp.l2l-0",
              "l2o_enhanced": "dm_cl_il.cw.l2l-0"}
     path = os.path.join(original_dir or "", files.get(name, ""))
@@ -186,7 +186,7 @@ def benchmark_networks(data_dir=None, original_dir=None, problems=NETWORK_PROBLE
     the same network with the same optimizer (batch 128), the two measured in turn
     ``rounds`` times (medians), and their ratio."""
     import keras  # pylint: disable=import-outside-toplevel
-    from model_free import meta_trainer  # pylint: disable=import-outside-toplevel
+    from model_free.meta import meta_trainer  # pylint: disable=import-outside-toplevel
     from open_l2o_tf.classic import first_order, transforms  # pylint: disable=import-outside-toplevel
     from open_l2o_tf.optimizees import make_optimizee, use_xla  # pylint: disable=import-outside-toplevel
     rows = []
@@ -251,9 +251,9 @@ def benchmark_networks(data_dir=None, original_dir=None, problems=NETWORK_PROBLE
 def keras_seed(seed):
     """The stateless seed of the initial state's random draws (L2O-Scale's initial rates)
     that the toolbox's runner uses for run ``seed`` with ``seeded_state=True``
-    (:func:`model_free.evaluation.make_runner`): pass it as
+    (:func:`model_free.meta.evaluation.make_runner`): pass it as
     ``LearnedKerasOptimizer(..., seed=keras_seed(seed))`` to start from the same state."""
-    from model_free.evaluation import stateless_seed  # pylint: disable=import-outside-toplevel
+    from model_free.meta.evaluation import stateless_seed  # pylint: disable=import-outside-toplevel
     return [int(v) for v in (stateless_seed(seed, 0) + [0, 3]).numpy()]
 
 
@@ -263,7 +263,7 @@ def own_loop_curve(learned, problem, steps, seed=0, jit_compile=False):
     ``sample_batch([seed, t + 1])``, the loss of the new iterate on
     ``sample_batch([seed + 7919, t + 1])``; the initial state seeded (:func:`keras_seed`).
     Returns the ``(steps + 1,)`` loss curve."""
-    from model_free.evaluation import make_runner, stateless_seed  # pylint: disable=import-outside-toplevel
+    from model_free.meta.evaluation import make_runner, stateless_seed  # pylint: disable=import-outside-toplevel
     run = make_runner(learned, problem, steps, 1.0, jit_compile=jit_compile,
                       seeded_state=True)
     curve = run(problem.init_params([seed, 17]), {}, tf.constant(seed, tf.int32),
@@ -303,7 +303,7 @@ def fit_curve(model, problem, steps, seed=0):
     initial weights on ``sample_batch(stateless_seed(seed, 0))``).  Returns the
     ``(steps + 1,)`` curve."""
     import keras  # pylint: disable=import-outside-toplevel
-    from model_free.evaluation import stateless_seed  # pylint: disable=import-outside-toplevel
+    from model_free.meta.evaluation import stateless_seed  # pylint: disable=import-outside-toplevel
 
     @tf.function
     def post_loss(params, t):
@@ -335,8 +335,8 @@ def benchmark_keras_fit(learned, problem, steps=500, seed=0, rounds=3, progress=
     ``rounds`` times in this process (medians): ``model.fit`` (no recording callback) and
     the toolbox's loop as ``run.nn_training`` runs it (``meta_trainer.evaluate``, XLA as
     ``use_xla``) and without XLA."""
-    from model_free import meta_trainer  # pylint: disable=import-outside-toplevel
     from model_free.keras_optimizer import LearnedKerasOptimizer  # pylint: disable=import-outside-toplevel
+    from model_free.meta import meta_trainer  # pylint: disable=import-outside-toplevel
     from open_l2o_tf.optimizees import use_xla  # pylint: disable=import-outside-toplevel
     own = own_loop_curve(learned, problem, steps, seed)
     model = keras_model_of(problem, LearnedKerasOptimizer(learned, seed=keras_seed(seed)),

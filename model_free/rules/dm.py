@@ -13,10 +13,10 @@ L2O-enhanced is this network trained with curriculum + imitation.
 import keras
 import tensorflow as tf
 
-from model_free.base import LearnedOptimizer, SonnetLSTM, num_coordinates
-from model_free.curriculum import Curriculum
-from model_free.features import log_and_sign
-from model_free.imitation import Imitation
+from model_free.meta.curriculum import Curriculum
+from model_free.meta.imitation import Imitation
+from model_free.rules.base import LearnedOptimizer, SonnetLSTM, num_coordinates
+from model_free.rules.features import log_and_sign
 from open_l2o_tf.errors import UserError
 
 
@@ -34,7 +34,7 @@ class L2ODM(LearnedOptimizer):
     def __init__(self, hidden=20, preprocess="log_and_sign", k=5.0, output_scale=0.01,
                  tied_lstm_init=False, **kwargs):
         """``tied_lstm_init``: the LSTMs' initialisation before it was made Sonnet 1's
-        (:class:`model_free.base.SonnetLSTM` ``tied_init``: each ``b_gates`` a copy of the
+        (:class:`model_free.rules.base.SonnetLSTM` ``tied_init``: each ``b_gates`` a copy of the
         first row of its ``w_gates``); default False, independent draws as the original."""
         super().__init__(**kwargs)
         if preprocess not in ("log_and_sign", "identity"):
@@ -73,8 +73,8 @@ class L2ODM(LearnedOptimizer):
 def enhanced_meta_training(opt, *, seed=0, horizons=None, meta_lr=None):
     """L2O-enhanced's recipe (the ``l2o_enhanced`` registry entry: the L2O-DM network
     trained differently): L2O-DM's (Adam at ``meta_lr``) plus the curriculum of unroll
-    horizons (``horizons``, default :class:`model_free.curriculum.Curriculum`'s) and the
-    imitation of Adam (:class:`model_free.imitation.Imitation`, seeded with ``seed``)."""
+    horizons (``horizons``, default :class:`model_free.meta.curriculum.Curriculum`'s) and the
+    imitation of Adam (:class:`model_free.meta.imitation.Imitation`, seeded with ``seed``)."""
     return L2ODM.meta_training(opt, meta_lr=meta_lr).replace(
         curriculum=Curriculum(horizons) if horizons else Curriculum(),
         imitation=Imitation("dm", seed=seed))

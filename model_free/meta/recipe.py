@@ -1,9 +1,9 @@
-"""The meta-training recipe: every setting of a :class:`model_free.meta_trainer.MetaTrainer`
+"""The meta-training recipe: every setting of a :class:`model_free.meta.meta_trainer.MetaTrainer`
 run in one dataclass (the optimizer's choices, from its class's ``meta_training``, and the
 run's: horizon, model selection, seed).
 
 A learned optimizer's ``meta_training`` returns a :class:`MetaRecipe` (or a dict of its
-field names, :meth:`MetaRecipe.of`); :func:`model_free.training.meta_train_or_load` adds the
+field names, :meth:`MetaRecipe.of`); :func:`model_free.meta.training.meta_train_or_load` adds the
 run's settings with :meth:`MetaRecipe.replace`.  The meta learning rate is ``meta_lr``
 everywhere, its default :data:`DEFAULT_META_LR` (Adam 1e-3, the original's for L2O-DM,
 RNNprop and L2O-Swarm) written here only.
@@ -27,15 +27,15 @@ class MetaRecipe:
       episodes' Adam.
     meta_optimizer: a Keras optimizer for the weights (None: ``Adam(meta_lr)``).
     meta_objective: ``"sum"`` (the sum of a truncation's losses, DM/RNNprop) or
-      ``"log_ratio"`` (L2O-Scale; :mod:`model_free.truncation`).
+      ``"log_ratio"`` (L2O-Scale; :mod:`model_free.meta.truncation`).
     clip_value: clip meta-gradients elementwise to ``+-clip_value`` (None: no clipping).
     second_order: keep the gradient through the optimizee gradients.
     carry_state: carry the optimizer's state from one episode into the next
-      (:mod:`model_free.carry`).
-    curriculum, imitation: optional :class:`model_free.curriculum.Curriculum` and
-      :class:`model_free.imitation.Imitation`.
+      (:mod:`model_free.meta.carry`).
+    curriculum, imitation: optional :class:`model_free.meta.curriculum.Curriculum` and
+      :class:`model_free.meta.imitation.Imitation`.
     random_scale: None, or the bound r of RNNprop's random scaling ``exp(U(-r, r))``.
-    selection, eval_every, eval_instances: model selection (:mod:`model_free.selection`).
+    selection, eval_every, eval_instances: model selection (:mod:`model_free.meta.selection`).
     seed: the run's seed; jit_compile: XLA-compile the one-device truncation and the
       model selection: True, False or ``"networks"`` (for the neural-network optimizees
       only: :func:`compiles`);

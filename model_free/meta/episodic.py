@@ -1,6 +1,6 @@
 """The episode loop of the meta-trainers: :class:`EpisodicTrainer` runs episodes, scores
 held-out problems every ``eval_every`` episodes, keeps the best weights, checkpoints and
-resumes.  :class:`model_free.meta_trainer.MetaTrainer` (truncated BPTT of the
+resumes.  :class:`model_free.meta.meta_trainer.MetaTrainer` (truncated BPTT of the
 coordinate-wise optimizers) and the trainers that own their inner loop (Twin-L2O,
 L2O-Swarm) are its subclasses.
 
@@ -10,7 +10,7 @@ a checkpoint; between evaluations a progress line and a checkpoint every
 interrupt loses little.  The loop tells :mod:`open_l2o_tf.position` where it is ("episode
 40/100"), for the line printed when a run is interrupted.
 
-The subclasses here write ``CKPT/<tag>_state.npz`` (:mod:`model_free.checkpoint`: the
+The subclasses here write ``CKPT/<tag>_state.npz`` (:mod:`model_free.meta.checkpoint`: the
 network's weights, the slots of its Keras optimizers, the best weights and the progress:
 episode, training time, best score, history and the network's config) and
 ``CKPT/<tag>_state.json``, a readable copy of the progress, not read on resume except for a
@@ -26,8 +26,8 @@ import time
 
 import numpy as np
 
-from model_free import checkpoint
-from model_free.initial_draw import INITIAL_DRAW_OPTIONS
+from model_free.meta import checkpoint
+from model_free.rules.initial_draw import INITIAL_DRAW_OPTIONS
 from open_l2o_tf import distribute, position
 from open_l2o_tf import logging as olog
 from open_l2o_tf.errors import UserError, unreadable_progress
@@ -36,7 +36,7 @@ from open_l2o_tf.trainer_support import printer, report_skip
 
 def _config(model):
     """The configuration a checkpoint must match to resume: the model's config without its
-    name, dtype and the options of its initial draw (:data:`model_free.base.
+    name, dtype and the options of its initial draw (:data:`model_free.rules.base.
     INITIAL_DRAW_OPTIONS`: the weights come from the checkpoint; a checkpoint written before
     an option existed lacks it)."""
     return {k: v for k, v in model.get_config().items()

@@ -16,8 +16,8 @@ RNNprop training trick) is applied by the meta-trainer, not by the network.
 import keras
 import tensorflow as tf
 
-from model_free.base import LearnedOptimizer, SonnetLSTM, num_coordinates
-from model_free.features import rnnprop_features
+from model_free.rules.base import LearnedOptimizer, SonnetLSTM, num_coordinates
+from model_free.rules.features import rnnprop_features
 
 
 def _sonnet_linear(fan_in):
@@ -38,7 +38,7 @@ class L2ORNNprop(LearnedOptimizer):
     def __init__(self, hidden=20, beta1=0.95, beta2=0.95, output_scale=0.01,
                  tied_lstm_init=False, **kwargs):
         """``tied_lstm_init``: the LSTMs' initialisation before it was made Sonnet 1's
-        (:class:`model_free.base.SonnetLSTM` ``tied_init``)."""
+        (:class:`model_free.rules.base.SonnetLSTM` ``tied_init``)."""
         super().__init__(**kwargs)
         self.tied_lstm_init = bool(tied_lstm_init)
         self.hidden, self.beta1, self.beta2 = int(hidden), float(beta1), float(beta2)

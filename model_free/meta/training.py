@@ -4,10 +4,11 @@ Nothing here names an optimizer: the registered name gives the class
 (:func:`optimizer_class`), the class builds it for the problem (``for_problem``) and says
 how it is meta-trained (``meta_training``, the recipe: :func:`meta_training_recipe`).
 ``l2o_dm`` and ``l2o_rnnprop`` use the default recipe (Adam on the sum of losses);
-``l2o_scale``'s is the original's ``metaopt.py`` (:meth:`model_free.scale.L2OScale.meta_training`:
-log-ratio objective, TF1 RMSProp at 1e-6, clipping, state carried across episodes);
+``l2o_scale``'s is the original's ``metaopt.py``
+(:meth:`model_free.rules.scale.L2OScale.meta_training`: log-ratio objective, TF1 RMSProp at
+1e-6, clipping, state carried across episodes);
 ``l2o_enhanced`` is the L2O-DM class trained with the curriculum and imitation of Adam, a
-recipe its registry entry names (:func:`model_free.dm.enhanced_meta_training`).
+recipe its registry entry names (:func:`model_free.rules.dm.enhanced_meta_training`).
 
 Model selection (``selection``): ``"original"``, the original's (``train_dm.py``: every 100
 episodes for DM and L2O-enhanced, ``train_rnnprop.py``: every 10 for RNNprop, on 20 problems
@@ -15,7 +16,7 @@ drawn afresh at each evaluation, scoring the loss at the end of the horizon ``f(
 paper preset), ``"last_truncation"`` (the same period and count on 20 fixed problems, scoring
 the sum of the last truncation's losses; the paper preset's before ``"original"``), or
 ``"horizon_mean"`` (every <= 10 episodes on 2 problems, the mean loss over the horizon; the
-quick preset); :mod:`model_free.selection`.  RNNprop's output is scaled by 0.01 on every
+quick preset); :mod:`model_free.meta.selection`.  RNNprop's output is scaled by 0.01 on every
 problem as the original.
 """
 import importlib
@@ -23,10 +24,10 @@ import inspect
 import os
 import time
 
-from model_free import pretrained
-from model_free.initial_draw import INITIAL_DRAW_OPTIONS
-from model_free.meta_trainer import MetaTrainer
-from model_free.recipe import SELECTIONS, MetaRecipe
+from model_free.meta.meta_trainer import MetaTrainer
+from model_free.meta.recipe import SELECTIONS, MetaRecipe
+from model_free.rules.initial_draw import INITIAL_DRAW_OPTIONS
+from model_free.weights import pretrained
 from open_l2o_tf import registry
 from open_l2o_tf.errors import UserError
 
@@ -38,8 +39,8 @@ def default_selection(preset):
 
 
 def selection_settings(name, selection, episodes, budget=None):
-    """The :class:`model_free.recipe.MetaRecipe` fields of a model-selection protocol; ``budget``
-    (:class:`open_l2o_tf.budgets.Budget`) sets the original protocol's period and count."""
+    """The :class:`model_free.meta.recipe.MetaRecipe` fields of a model-selection protocol;
+    ``budget`` (:class:`open_l2o_tf.budgets.Budget`) sets the original protocol's period and count."""
     if selection in ("original", "last_truncation"):
         every, count = optimizer_class(name).original_selection
         if budget is not None:
@@ -66,12 +67,12 @@ LSTM_INITS = ("sonnet", "tied")
 
 def lstm_init_options(name, cls, lstm_init):
     """The constructor options of ``--lstm_init`` (``"sonnet"``: none, the default draw, the
-    original's; ``"tied"``: every option of :data:`model_free.base.INITIAL_DRAW_OPTIONS`
+    original's; ``"tied"``: every option of :data:`model_free.rules.base.INITIAL_DRAW_OPTIONS`
     that ``cls`` takes, set True: the initial draw before the shared-initializer fixes, in
     which one unseeded Keras 3 initializer gave several weights the same values: the LSTMs'
-    (:class:`model_free.base.SonnetLSTM`), L2O-Swarm's attention weights
-    (:class:`model_free.swarm.L2OSwarm`), L2O-Scale's initial states and readouts
-    (:class:`model_free.scale.L2OScale`)); :class:`UserError` for ``"tied"`` on an
+    (:class:`model_free.rules.base.SonnetLSTM`), L2O-Swarm's attention weights
+    (:class:`model_free.rules.swarm.L2OSwarm`), L2O-Scale's initial states and readouts
+    (:class:`model_free.rules.scale.L2OScale`)); :class:`UserError` for ``"tied"`` on an
     optimizer without any."""
     if lstm_init not in LSTM_INITS:
         raise UserError(f"--lstm_init must be one of {LSTM_INITS}, got {lstm_init!r}")
@@ -88,7 +89,7 @@ def lstm_init_options(name, cls, lstm_init):
 
 def build_optimizer(name, synthetic, lstm_init="sonnet"):
     """The registered optimizer ``name`` as its class builds it for the problem
-    (:meth:`model_free.base.LearnedOptimizer.for_problem`); ``lstm_init``: see
+    (:meth:`model_free.rules.base.LearnedOptimizer.for_problem`); ``lstm_init``: see
     :func:`lstm_init_options`."""
     cls = optimizer_class(name)
     options = lstm_init_options(name, cls, lstm_init)
@@ -100,7 +101,7 @@ def meta_training_recipe(name):
     """The meta-training recipe of the registered optimizer ``name``: the ``meta_training``
     of its registry entry (a callable or ``"module:function"``; a name that trains a shared
     class its own way, as ``l2o_enhanced``) else its class's
-    (:meth:`model_free.base.LearnedOptimizer.meta_training`)."""
+    (:meth:`model_free.rules.base.LearnedOptimizer.meta_training`)."""
     recipe = registry.info("learned", name).get("meta_training")
     if isinstance(recipe, str):
         module_name, attribute = recipe.split(":")
@@ -115,13 +116,13 @@ def meta_train_or_load(name, optimizee, *, synthetic, workdir, episodes, unroll=
                        deterministic=None, original_problem=None, lstm_init="sonnet"):
     """Returns ``(optimizer, info)`` with ``train_seconds`` and ``train_steps``; the
     optimizer's recipe (its class's ``meta_training``, with ``meta_lr``) plus this run's
-    settings (:class:`model_free.recipe.MetaRecipe`); ``strategy``: a ``tf.distribute``
+    settings (:class:`model_free.meta.recipe.MetaRecipe`); ``strategy``: a ``tf.distribute``
     strategy or None, ``deterministic``: Grappler off (None: the device's default); ``budget``: the paper preset's
     :class:`open_l2o_tf.budgets.Budget` (model-selection period and count; ``episodes``,
     ``unroll`` and ``meta_lr`` are passed by the caller); ``original_problem``: the
     original's ``util.get_config`` problem of this command (default ``rastrigin`` when
     ``synthetic`` else ``mnist``), whose output scale a loaded original file gets
-    (:func:`model_free.pretrained.load_optimizer`); ``lstm_init``: the LSTMs' initial draw
+    (:func:`model_free.weights.pretrained.load_optimizer`); ``lstm_init``: the LSTMs' initial draw
     (:func:`lstm_init_options`, ``--lstm_init``)."""
     if load:
         if lstm_init != "sonnet":

@@ -13,7 +13,7 @@ the optimizer's weights (clipped, applied only when finite:
 :func:`open_l2o_tf.trainer_support.apply_if_finite`).  A truncation is one ``tf.function``
 with Grappler off when the device policy says so (:mod:`open_l2o_tf.determinism`),
 XLA-compiled when the recipe says so (L2O-Scale's, on the neural networks) and the
-optimizee suits XLA on this device (:func:`model_free.recipe.compiles`).
+optimizee suits XLA on this device (:func:`model_free.meta.recipe.compiles`).
 
 Under a strategy (:meth:`Truncations.start`) the ``B`` instances of an episode are split
 over the replicas (every instance tensor and parameter batch-first), each replica
@@ -29,8 +29,8 @@ replicas`` rows of every minibatch and the optimizee gradient is all-reduced at 
 """
 import tensorflow as tf
 
-from model_free.evaluation import initial_state, stateless_seed
-from model_free.recipe import compiles
+from model_free.meta.evaluation import initial_state, stateless_seed
+from model_free.meta.recipe import compiles
 from open_l2o_tf import distribute
 from open_l2o_tf.determinism import without_graph_rewrites
 from open_l2o_tf.errors import UserError
@@ -107,7 +107,7 @@ class Truncations:
 
     def start(self, params, instance, state_seed):
         """An episode's ``(params, state, instance, step)``; the state is the optimizer's
-        initial state (:func:`model_free.evaluation.initial_state` from ``state_seed``)."""
+        initial state (:func:`model_free.meta.evaluation.initial_state` from ``state_seed``)."""
         if self.strategy is None:
             return params, initial_state(self.opt, params, state_seed), instance, self.single
         params, state, instance, count, fn = self._shard(params, instance, state_seed)

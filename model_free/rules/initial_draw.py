@@ -1,10 +1,10 @@
 """The options that choose a learned optimizer's initial draw (``--lstm_init=tied``), kept
-apart from :mod:`model_free.base` so modules that only name them (the episodic
+apart from :mod:`model_free.rules.base` so modules that only name them (the episodic
 checkpoints, the meta-training entry) do not import the Keras classes while the registry
 imports them."""
 
 # constructor options that choose only an optimizer's initial draw (its former tied draw,
-# --lstm_init=tied: model_free.training.lstm_init_options): the LSTMs' (L2O-DM, L2O-RNNprop,
+# --lstm_init=tied: model_free.meta.training.lstm_init_options): the LSTMs' (L2O-DM, L2O-RNNprop,
 # L2O-enhanced, L2O-Swarm), L2O-Swarm's attention weights, L2O-Scale's initial states and
 # readouts.  A run resumed from a checkpoint takes its weights from it, so they do not make
 # a checkpoint another configuration's.

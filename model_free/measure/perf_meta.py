@@ -37,12 +37,12 @@ For each, measured in one process (medians of ``repeats`` calls):
 import numpy as np
 import tensorflow as tf
 
-from model_free.dm import L2ODM
-from model_free.evaluation import initial_state, make_grads_fn, stateless_seed
-from model_free.meta_trainer import MetaTrainer
-from model_free.recipe import compiles
-from model_free.rnnprop import L2ORNNprop
-from model_free.scale import L2OScale
+from model_free.meta.evaluation import initial_state, make_grads_fn, stateless_seed
+from model_free.meta.meta_trainer import MetaTrainer
+from model_free.meta.recipe import compiles
+from model_free.rules.dm import L2ODM
+from model_free.rules.rnnprop import L2ORNNprop
+from model_free.rules.scale import L2OScale
 from open_l2o_tf.determinism import without_graph_rewrites
 from open_l2o_tf.optimizees.lasso import Lasso
 from open_l2o_tf.perf_utils import matmul_flops, median_time

@@ -14,8 +14,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from model_free.initial_draw import INITIAL_DRAW_OPTIONS, initializers  # noqa: F401  (re-exported)
-from model_free.recipe import MetaRecipe
+from model_free.meta.recipe import MetaRecipe
+from model_free.rules.initial_draw import (  # noqa: F401  (re-exported)
+    INITIAL_DRAW_OPTIONS, initializers)
 
 
 def flatten(tensors):
@@ -98,7 +99,7 @@ class LearnedOptimizer(keras.Model):
 
     @classmethod
     def meta_training(cls, opt, *, seed=0, horizons=None, meta_lr=None):
-        """The recipe: a :class:`model_free.recipe.MetaRecipe` (or a dict of its fields)
+        """The recipe: a :class:`model_free.meta.recipe.MetaRecipe` (or a dict of its fields)
         for meta-training ``opt`` (built by :meth:`for_problem`), e.g. ``meta_objective``,
         ``meta_optimizer``, ``clip_value``, ``carry_state``, ``curriculum``, ``imitation``.
         ``seed``: the run's seed; ``horizons``: a curriculum's horizons (None: its
