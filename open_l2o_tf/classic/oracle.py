@@ -88,10 +88,14 @@ def run_and_inspect(loss_fn, params, num_iterations=1000, method="gd", initial_s
         ``len(radii) x directions`` samples).  ``"batched"`` inspects only the instances
         that need it, ``group`` at a time, all their samples stacked along the batch
         (one polish of ``group x samples`` rows), and selects the same sample (the first
-        best finite one, strictly below ``f(x)``); the per-row arithmetic is the same, so
-        the curve is the same bit for bit (tests/test_classic.py checks it), and an
-        n = 10 inspection costs a fraction (the samples are not serial and the instances
-        that need no inspection are not polished).
+        best finite one, strictly below ``f(x)``).  The per-row arithmetic is the same, so
+        the curve is the same bit for bit (observed with XLA on CPU, where a row's loss
+        does not depend on the rows around it; tests/test_classic.py checks it, and
+        run.rastrigin's n = 2 and n = 10 draw-0 curves over 1,000 iterations equal the
+        loop's), at a fraction of the cost (the samples are not serial, the instances
+        that need no inspection are not polished): 14x faster over 100 n = 10
+        iterations.  Hence the default; ``"loop"`` stays for a ``loss_fn`` without a
+        per-row form.
       group: instances per batched inspection step (``"batched"`` only).
 
     Returns:
