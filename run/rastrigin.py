@@ -166,8 +166,14 @@ def run_classic(name, family, test, x0, steps, lr=None, seed=0, grad_batch=128,
         grouped = tf.transpose(tf.reshape(x0[0], [count, starts, n]), [1, 0, 2])
         return fn(batch_mean, [grouped], steps, initial_step=0.1)[1]
     if name == "oracle":
+        import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+        def rows_losses(params, rows):
+            return family.instance_losses(
+                params, {key: tf.gather(value, rows) for key, value in test.items()})
+
         return run_and_inspect(per_instance, x0, steps, method="gd", seed=seed,
-                               progress=print)[2]
+                               progress=print, rows_loss_fn=rows_losses)[2]
     transform = classic.make_transform(name, lr or PAPER_LR.get(name, 1e-3),
                                        initial_accumulator=rmsprop_accumulator)
     transform = transforms.chain(transforms.scale(1.0 / grad_batch), transform)

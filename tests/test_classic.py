@@ -208,6 +208,70 @@ def test_run_and_inspect_in_chunks_reports_progress_and_gives_the_same_bits():
                                                         abs=1e-4)
 
 
+def _rastrigin_rows(num, n, seed, quantum=None, alpha=10.0):
+    """``(loss, rows_loss, x0)``: inline Rastrigin for the whole batch and for given rows;
+    with ``quantum`` the values are rounded to multiples of it (straight-through gradient),
+    so that inspection samples tie."""
+    rng = np.random.default_rng(seed)
+    A, b, c, x0 = (tf.constant(rng.normal(size=shape), tf.float32) for shape in
+                   [(num, n, n), (num, n), (num, n), (num, n)])
+
+    def value(x, A, b, c):
+        r = tf.einsum("bij,bj->bi", A, x) - b
+        f = (0.5 * tf.reduce_sum(r * r, -1)
+             - alpha * tf.reduce_sum(c * tf.cos(2 * np.pi * x), -1) + alpha * n)
+        if quantum is None:
+            return f
+        return f + tf.stop_gradient(tf.round(f / quantum) * quantum - f)
+
+    def loss(params):
+        return value(params[0], A, b, c)
+
+    def rows_loss(params, rows):
+        return value(params[0], *(tf.gather(t, rows) for t in (A, b, c)))
+
+    return loss, rows_loss, x0
+
+
+@pytest.mark.parametrize("n, quantum", [(2, None), (2, 2.0), (5, 1.0)])
+def test_run_and_inspect_batched_inspection_gives_the_loops_bits(n, quantum):
+    """The batched inspection (only the instances that need it, ``group`` at a time, their
+    samples along the batch) gives the sample-by-sample loop's curve bit for bit, also when
+    the samples' losses tie (``quantum``: rounded losses; the first best sample must win)
+    and with the +-e_i directions (n = 5)."""
+    loss, rows_loss, x0 = _rastrigin_rows(11, n, seed=7, quantum=quantum)
+    kwargs = dict(num_iterations=60, radius=1.0, delta=0.25, polish_steps=1, max_run=15,
+                  rows_loss_fn=rows_loss, seed=3)
+    _, final_loop, loop = classic.run_and_inspect(loss, [x0], inspection="loop", **kwargs)
+    _, final_fast, fast = classic.run_and_inspect(loss, [x0], group=3, **kwargs)
+    np.testing.assert_array_equal(fast.numpy(), loop.numpy())
+    np.testing.assert_array_equal(final_fast.numpy(), final_loop.numpy())
+    assert loop[-1].numpy().mean() < loop[0].numpy().mean() - 5.0
+
+
+def test_first_best_is_the_sequential_selection():
+    """Per column: the first of the least finite losses, taken when strictly below f(x)."""
+    from open_l2o_tf.classic.oracle import first_best
+    nan, inf = float("nan"), float("inf")
+    fy = tf.constant([[3.0, nan, 5.0, 1.0, inf],
+                      [2.0, 4.0, 5.0, 1.0, -inf],
+                      [2.0, 4.0, 4.0, 0.5, nan],
+                      [7.0, 4.0, 5.0, 1.0, nan]])
+    fx = tf.constant([2.5, 4.0, 5.0, 0.5, 1.0])
+    index, least, better = first_best(fy, fx)
+    np.testing.assert_array_equal(index.numpy()[:4], [1, 1, 2, 2])
+    np.testing.assert_array_equal(least.numpy(), [2.0, 4.0, 4.0, 0.5, inf])
+    np.testing.assert_array_equal(better.numpy(), [True, False, True, False, False])
+
+
+def test_run_and_inspect_batched_inspection_needs_rows_loss():
+    loss, _, x0 = _rastrigin_rows(4, 2, seed=0)
+    with pytest.raises(UserError, match="rows_loss_fn"):
+        classic.run_and_inspect(loss, [x0], num_iterations=5, inspection="batched")
+    with pytest.raises(UserError, match="inspection"):
+        classic.run_and_inspect(loss, [x0], num_iterations=5, inspection="fast")
+
+
 @pytest.mark.parametrize("form", ["keras", "textbook"])
 def test_one_adam_multipliers_and_forms(form):
     """The one Adam (classic baseline, progressive trainer, imitation teacher): per-tensor

@@ -49,7 +49,8 @@ def _flatteners(params):
 def run_and_inspect(loss_fn, params, num_iterations=1000, method="gd", initial_step=0.1,
                     shrink=0.5, c=1e-4, max_backtracks=30, grad_tol=1e-3, max_run=200,
                     radius=2.0, delta=0.2, num_directions=None, coordinate=None, nu=1e-3,
-                    polish_steps=3, seed=0, jit_compile=True, progress=None, chunk=100):
+                    polish_steps=3, seed=0, jit_compile=True, progress=None, chunk=100,
+                    rows_loss_fn=None, inspection=None, group=4):
     """Runs the Run-and-Inspect oracle on a batch of instances.
 
     Args:
@@ -77,6 +78,26 @@ def run_and_inspect(loss_fn, params, num_iterations=1000, method="gd", initial_s
       chunk: iterations per compiled call (None: all in one); the values do not depend
         on it (the same compiled iteration, the global iteration index seeds the
         inspection directions).
+      rows_loss_fn: ``rows_loss_fn(params, rows) -> (R,)``: the losses of ``R`` points
+        ``params`` (batch first) for the instances ``rows`` (``(R,)`` int32 indices into
+        the batch of ``loss_fn``), the same per-row numbers as ``loss_fn``.  Needed by the
+        batched inspection.
+      inspection: ``"batched"`` (default when ``rows_loss_fn`` is given) or ``"loop"``
+        (default otherwise).  ``"loop"`` inspects the whole batch whenever any instance
+        needs it, one sample after the other (a ``tf.while_loop`` over the
+        ``len(radii) x directions`` samples).  ``"batched"`` inspects only the instances
+        that need it, ``group`` at a time, all their samples stacked along the batch
+        (one polish of ``group x samples`` rows), and selects the same sample (the first
+        best finite one, strictly below ``f(x)``).  The per-row arithmetic is the same, so
+        the curve is the same bit for bit (observed with XLA on CPU, where a row's loss
+        does not depend on the rows around it; tests/test_classic.py checks it, and
+        run.rastrigin's n = 2 and n = 10 draw-0 curves over 1,000 iterations equal the
+        loop's), at a fraction of the cost (the samples are not serial, the instances
+        that need no inspection are not polished): 14x faster over 100 n = 10
+        iterations.  Hence the default; ``"loop"`` stays for a ``loss_fn`` without a
+        per-row form.
+      group: instances per batched inspection step (``"batched"`` only; the values do
+        not depend on it; 2-4 were the fastest at n = 10, 8-32 up to 40% slower).
 
     Returns:
       ``(params, final_losses, curve)``: final list of tensors, final per-instance losses
@@ -92,8 +113,19 @@ def run_and_inspect(loss_fn, params, num_iterations=1000, method="gd", initial_s
     def f_flat(x):
         return loss_fn(unflatten(x))
 
-    inspect = _make_inspect(f_flat, dim, radii, num_directions, coordinate, polish_steps,
-                            seed, search)
+    if inspection is None:
+        inspection = "loop" if rows_loss_fn is None else "batched"
+    require(inspection in ("loop", "batched"),
+            f"inspection must be 'loop' or 'batched', got {inspection!r}")
+    require(inspection == "loop" or rows_loss_fn is not None,
+            "inspection='batched' needs rows_loss_fn")
+    require_positive_int(group, "group")
+    directions = _make_directions(dim, num_directions, coordinate, seed)
+    if inspection == "loop":
+        inspect = _make_inspect(f_flat, directions, radii, polish_steps, search)
+    else:
+        inspect = _make_batched_inspect(lambda x, rows: rows_loss_fn(unflatten(x), rows),
+                                        directions, radii, polish_steps, search, group)
     run = _make_run(f_flat, inspect, num_iterations, method, grad_tol, max_run, nu, search,
                     jit_compile, chunk, progress)
     x, f_final, curve = run(flatten(params))
@@ -120,12 +152,10 @@ def _check(num_iterations, num_directions, polish_steps, max_run, method, radius
     return num_directions, coordinate, [min(delta * (j + 1), radius) for j in range(num_radii)]
 
 
-def _make_inspect(f_flat, dim, radii, num_directions, coordinate, polish_steps, seed,
-                  search):
-    """``inspect(k, x, fx) -> (y, f(y))``: the best (polished) sample on the spheres of
-    ``radii`` around ``x`` along random unit (and, with ``coordinate``, the +-e_i)
-    directions; ``search``: the Armijo search's ``(initial_step, shrink, c,
-    max_backtracks)``."""
+def _make_directions(dim, num_directions, coordinate, seed):
+    """``directions(k, batch, dtype) -> (D, batch, dim)``: the inspection's unit directions
+    at iteration ``k`` (``num_directions`` random ones, then, with ``coordinate``, the
+    ``+-e_i``)."""
 
     def directions(k, batch, dtype):
         key = tf.stack([tf.constant(seed, tf.int32), tf.cast(k, tf.int32)])
@@ -137,23 +167,97 @@ def _make_inspect(f_flat, dim, radii, num_directions, coordinate, polish_steps, 
             u = tf.concat([u, coords], 0)
         return u  # (D, B, dim)
 
-    def inspect(k, x, fx):
+    return directions
+
+
+def _polish(f, y, polish_steps, search):
+    """``polish_steps`` line-search GD steps from the rows ``y`` of ``f``."""
+    for _ in range(polish_steps):
+        fy, gy = loss_and_grads(lambda ps: f(ps[0]), [y])
+        y = armijo_step(lambda ps: f(ps[0]), [y], fy, gy, *search)[0][0]
+    return y
+
+
+def _make_inspect(f_flat, directions, radii, polish_steps, search):
+    """``inspect(k, x, fx, need) -> (y, f(y))``: the best (polished) sample on the spheres
+    of ``radii`` around ``x`` along the ``directions``, for every instance (``need`` is
+    not used: the whole batch is inspected), one sample after the other; ``search``: the
+    Armijo search's ``(initial_step, shrink, c, max_backtracks)``."""
+
+    def inspect(k, x, fx, need):
         """Best sample on the spheres around x: (y, f(y))."""
+        del need
         u = directions(k, tf.shape(x)[0], x.dtype)
         offsets = tf.concat([r * u for r in radii], 0)  # (S, B, dim)
         num = offsets.shape[0]
 
         def body(i, best_y, best_f):
-            y = x + offsets[i]
-            for _ in range(polish_steps):
-                fy, gy = loss_and_grads(lambda ps: f_flat(ps[0]), [y])
-                y = armijo_step(lambda ps: f_flat(ps[0]), [y], fy, gy, *search)[0][0]
+            y = _polish(f_flat, x + offsets[i], polish_steps, search)
             fy = f_flat(y)
             better = tf.logical_and(tf.math.is_finite(fy), fy < best_f)
             return (i + 1, tf.where(better[:, None], y, best_y), tf.where(better, fy, best_f))
 
         _, y, fy = tf.while_loop(lambda i, *_: i < num, body, (tf.constant(0), x, fx))
         return y, fy
+
+    return inspect
+
+
+def first_best(fy, fx):
+    """``(index, value, better)`` of the sequential selection over the samples' losses
+    ``fy`` ``(S, M)`` from ``fx`` ``(M,)``: per column, the first sample with the least
+    finite loss, ``better`` where that loss is strictly below ``fx`` (a running
+    ``if isfinite(f_i) and f_i < best: best = f_i`` over ``i = 0 .. S-1`` picks the same)."""
+    finite = tf.where(tf.math.is_finite(fy), fy, tf.fill(tf.shape(fy),
+                                                         tf.constant(float("inf"), fy.dtype)))
+    least = tf.reduce_min(finite, axis=0)
+    num = tf.shape(fy)[0]
+    position = tf.range(num)[:, None] * tf.ones_like(fy, tf.int32)
+    index = tf.reduce_min(tf.where(finite == least[None], position,
+                                   tf.fill(tf.shape(position), num)), axis=0)
+    return tf.minimum(index, num - 1), least, least < fx
+
+
+def _make_batched_inspect(f_rows, directions, radii, polish_steps, search, group):
+    """``inspect(k, x, fx, need) -> (y, f(y))`` as :func:`_make_inspect`'s for the rows
+    where ``need`` holds (the other rows: garbage, the caller discards them): the needing
+    instances ``group`` at a time (a loop over ``ceil(count / group)`` steps), the
+    ``S`` samples of each step stacked along the batch (``S x group`` rows of ``f_rows(y,
+    rows)``), then :func:`first_best`."""
+
+    def inspect(k, x, fx, need):
+        batch = tf.shape(x)[0]
+        u = directions(k, batch, x.dtype)
+        # the needing rows first (stable), then the others; a dummy row `batch` pads
+        order = tf.argsort(tf.cast(tf.logical_not(need), tf.int32), stable=True)
+        order = tf.concat([tf.cast(order, tf.int32), tf.fill([group], batch)], 0)
+        count = tf.reduce_sum(tf.cast(need, tf.int32))
+        pad_x = tf.concat([x, x[:1]], 0)
+        pad_f = tf.concat([fx, fx[:1]], 0)
+        pad_u = tf.concat([u, u[:, :1]], 1)
+
+        def body(start, best_y, best_f):
+            idx = tf.slice(order, [start], [group])                   # (M,)
+            xg, fg = tf.gather(pad_x, idx), tf.gather(pad_f, idx)
+            ug = tf.gather(pad_u, idx, axis=1)                        # (D, M, dim)
+            offsets = tf.concat([r * ug for r in radii], 0)           # (S, M, dim)
+            num = offsets.shape[0]
+            rows = tf.tile(tf.minimum(idx, batch - 1), [num])         # (S * M,)
+            f = lambda y: f_rows(y, rows)
+            y = _polish(f, tf.reshape(xg[None] + offsets, [-1, xg.shape[-1]]), polish_steps,
+                        search)
+            fy = tf.reshape(f(y), [num, -1])
+            index, least, better = first_best(fy, fg)
+            y = tf.gather_nd(tf.reshape(y, [num, -1, xg.shape[-1]]),
+                             tf.stack([index, tf.range(tf.shape(idx)[0])], 1))
+            at = idx[:, None]
+            return (start + group,
+                    tf.tensor_scatter_nd_update(best_y, at, tf.where(better[:, None], y, xg)),
+                    tf.tensor_scatter_nd_update(best_f, at, tf.where(better, least, fg)))
+
+        _, y, fy = tf.while_loop(lambda start, *_: start < count, body,
+                                 (tf.constant(0), pad_x, pad_f))
+        return y[:-1], fy[:-1]
 
     return inspect
 
@@ -192,7 +296,7 @@ def _make_run(f_flat, inspect, num_iterations, method, grad_tol, max_run, nu, se
                 tf.logical_or(grad_x < grad_tol, stalled), run_count >= max_run))
 
             def do_inspect():
-                y, fy = inspect(k, x, fx)
+                y, fy = inspect(k, x, fx, need)
                 improved = tf.logical_and(need, fy < fx - nu)
                 return (tf.where(improved[:, None], y, x), tf.where(improved, fy, fx),
                         tf.logical_or(frozen, tf.logical_and(need, tf.logical_not(improved))))
