@@ -168,9 +168,9 @@ def run_classic(name, family, test, x0, steps, lr=None, seed=0, grad_batch=128,
     if name == "oracle":
         import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
-        def rows_losses(params, rows):
-            return family.instance_losses(
-                params, {key: tf.gather(value, rows) for key, value in test.items()})
+        def rows_losses(rows):
+            data = {key: tf.gather(value, rows) for key, value in test.items()}
+            return lambda params: family.instance_losses(params, data)
 
         return run_and_inspect(per_instance, x0, steps, method="gd", seed=seed,
                                progress=print, rows_loss_fn=rows_losses)[2]

@@ -227,8 +227,9 @@ def _rastrigin_rows(num, n, seed, quantum=None, alpha=10.0):
     def loss(params):
         return value(params[0], A, b, c)
 
-    def rows_loss(params, rows):
-        return value(params[0], *(tf.gather(t, rows) for t in (A, b, c)))
+    def rows_loss(rows):
+        data = [tf.gather(t, rows) for t in (A, b, c)]
+        return lambda params: value(params[0], *data)
 
     return loss, rows_loss, x0
 

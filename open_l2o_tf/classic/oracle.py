@@ -78,10 +78,11 @@ def run_and_inspect(loss_fn, params, num_iterations=1000, method="gd", initial_s
       chunk: iterations per compiled call (None: all in one); the values do not depend
         on it (the same compiled iteration, the global iteration index seeds the
         inspection directions).
-      rows_loss_fn: ``rows_loss_fn(params, rows) -> (R,)``: the losses of ``R`` points
-        ``params`` (batch first) for the instances ``rows`` (``(R,)`` int32 indices into
-        the batch of ``loss_fn``), the same per-row numbers as ``loss_fn``.  Needed by the
-        batched inspection.
+      rows_loss_fn: ``rows_loss_fn(rows) -> f``, ``f(params) -> (R,)``: the losses of
+        ``R`` points ``params`` (batch first) for the instances ``rows`` (``(R,)`` int32
+        indices into the batch of ``loss_fn``), the same per-row numbers as ``loss_fn``;
+        called once per inspected group, so the instances' data are gathered once, not at
+        every line-search evaluation.  Needed by the batched inspection.
       inspection: ``"batched"`` (default when ``rows_loss_fn`` is given) or ``"loop"``
         (default otherwise).  ``"loop"`` inspects the whole batch whenever any instance
         needs it, one sample after the other (a ``tf.while_loop`` over the
@@ -124,8 +125,12 @@ def run_and_inspect(loss_fn, params, num_iterations=1000, method="gd", initial_s
     if inspection == "loop":
         inspect = _make_inspect(f_flat, directions, radii, polish_steps, search)
     else:
-        inspect = _make_batched_inspect(lambda x, rows: rows_loss_fn(unflatten(x), rows),
-                                        directions, radii, polish_steps, search, group)
+        def f_rows(rows):
+            loss_rows = rows_loss_fn(rows)
+            return lambda x: loss_rows(unflatten(x))
+
+        inspect = _make_batched_inspect(f_rows, directions, radii, polish_steps, search,
+                                        group)
     run = _make_run(f_flat, inspect, num_iterations, method, grad_tol, max_run, nu, search,
                     jit_compile, chunk, progress)
     x, f_final, curve = run(flatten(params))
@@ -222,8 +227,8 @@ def _make_batched_inspect(f_rows, directions, radii, polish_steps, search, group
     """``inspect(k, x, fx, need) -> (y, f(y))`` as :func:`_make_inspect`'s for the rows
     where ``need`` holds (the other rows: garbage, the caller discards them): the needing
     instances ``group`` at a time (a loop over ``ceil(count / group)`` steps), the
-    ``S`` samples of each step stacked along the batch (``S x group`` rows of ``f_rows(y,
-    rows)``), then :func:`first_best`."""
+    ``S`` samples of each step stacked along the batch (``S x group`` rows of
+    ``f_rows(rows)(y)``), then :func:`first_best`."""
 
     def inspect(k, x, fx, need):
         batch = tf.shape(x)[0]
@@ -243,7 +248,7 @@ def _make_batched_inspect(f_rows, directions, radii, polish_steps, search, group
             offsets = tf.concat([r * ug for r in radii], 0)           # (S, M, dim)
             num = offsets.shape[0]
             rows = tf.tile(tf.minimum(idx, batch - 1), [num])         # (S * M,)
-            f = lambda y: f_rows(y, rows)
+            f = f_rows(rows)
             y = _polish(f, tf.reshape(xg[None] + offsets, [-1, xg.shape[-1]]), polish_steps,
                         search)
             fy = tf.reshape(f(y), [num, -1])
